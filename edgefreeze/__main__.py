@@ -1,0 +1,3 @@
+from edgefreeze.cli import main
+
+main()

@@ -1,0 +1,7 @@
+"""Backbones: model loading and per-family adapters."""
+
+from edgefreeze.backbones import families as _families  # noqa: F401  (registers the families)
+from edgefreeze.backbones.loader import LoadedModel, load_model
+from edgefreeze.backbones.registry import Backbone, backbone_for, supported_model_types
+
+__all__ = ["Backbone", "LoadedModel", "backbone_for", "load_model", "supported_model_types"]

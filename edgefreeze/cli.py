@@ -1,0 +1,86 @@
+"""The command line: thin; each command calls one function and maps failures to exit codes.
+
+Exit codes: 0 shipped, 1 the gate refused, 2 bad input or configuration, 3 anything else.
+With --json, stdout carries exactly one JSON object whatever happens.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+import click
+
+from edgefreeze import __version__
+from edgefreeze.errors import EdgefreezeError, GateRefused
+
+
+def _summary(manifest: dict) -> dict:
+    return {"metrics": manifest["metrics"], "gate": manifest["gate"],
+            "sizes": manifest["sizes"], "timings_s": manifest["timings_s"],
+            "trainable_parameters": manifest["training"]["trainable_parameters"]}
+
+
+def _run(as_json: bool, action: Callable[[], dict]) -> None:
+    """Run a command body; turn every outcome into one exit code and, with --json, one
+    JSON object on stdout. Tracebacks only when EDGEFREEZE_TRACEBACK=1."""
+    try:
+        payload, code = action(), 0
+    except GateRefused as exc:
+        payload = {"status": "refused", "report": str(exc.report_dir), **_summary(exc.manifest)}
+        code = exc.exit_code
+        click.echo(f"edgefreeze: {exc}", err=True)
+    except EdgefreezeError as exc:
+        payload, code = {"status": "error", "message": str(exc)}, exc.exit_code
+        click.echo(f"edgefreeze: error: {exc}", err=True)
+    except KeyboardInterrupt:
+        payload, code = {"status": "interrupted"}, 130
+        click.echo("edgefreeze: interrupted", err=True)
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: one readable line
+        if os.environ.get("EDGEFREEZE_TRACEBACK") == "1":
+            traceback.print_exc()
+        payload, code = {"status": "error", "message": f"{type(exc).__name__}: {exc}"}, 3
+        click.echo(f"edgefreeze: unexpected error: {type(exc).__name__}: {exc} "
+                   "(set EDGEFREEZE_TRACEBACK=1 for the traceback)", err=True)
+    if as_json:
+        click.echo(json.dumps({"exit_code": code, **payload}, indent=2))
+    sys.exit(code)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="edgefreeze")
+def main() -> None:
+    """Fine-tune the top of a pretrained transformer, export it to ONNX, quantize it to
+    int8, and ship it only if it passes the accuracy gate."""
+
+
+@main.command()
+@click.argument("pipeline_file", metavar="PIPELINE", type=click.Path(dir_okay=False))
+@click.option("--output", type=click.Path(file_okay=False, path_type=Path),
+              help="Bundle folder (default: the pipeline's output, else models/NAME/vN).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]),
+              help="Training device; overrides the pipeline's train.device.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON result on stdout.")
+def build(pipeline_file: str, output: Path | None, device: str | None, quiet: bool,
+          as_json: bool) -> None:
+    """Train, export, quantize, gate and publish the bundle a PIPELINE file describes."""
+
+    def action() -> dict:
+        from edgefreeze.build import build as run_build
+        from edgefreeze.progress import Reporter
+        from edgefreeze.spec import load_pipeline
+
+        pipeline = load_pipeline(pipeline_file)
+        result = run_build(pipeline, output=output, device=device, reporter=Reporter(quiet))
+        if not quiet:
+            int8 = result.manifest["metrics"]["onnx_int8"]
+            click.echo(f"shipped {result.path} (int8 accuracy {int8['accuracy']:.4f}, "
+                       f"agreement {int8['agreement']:.4f})", err=True)
+        return {"status": "shipped", "bundle": str(result.path), **_summary(result.manifest)}
+
+    _run(as_json, action)

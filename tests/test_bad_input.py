@@ -1,0 +1,119 @@
+"""Bad input: exit 2, one line naming what is wrong and where, no traceback, no bundle."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+from tests.conftest import SMOKE, run_cli, write_pipeline
+
+
+def build_expecting_error(tmp_path, pipeline, *extra: str) -> str:
+    output = tmp_path / "out"
+    result = run_cli("build", str(pipeline), "--output", str(output), "--quiet", *extra)
+    assert result.exit_code == 2, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert not output.exists()
+    return lines[0]
+
+
+def write_csv(path, rows, header=("text", "label")):
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+def test_unknown_key_names_key_file_and_line(tmp_path):
+    pipeline = write_pipeline(tmp_path, {"train": {"epocs": 3}})
+    line = build_expecting_error(tmp_path, pipeline)
+    assert "train.epocs" in line and "unknown key" in line and str(pipeline) in line
+    expected_line = next(i for i, text in enumerate(pipeline.read_text().splitlines(), 1)
+                         if "epocs" in text)
+    assert f"{pipeline}:{expected_line}:" in line
+
+
+def test_negative_epochs(tmp_path):
+    line = build_expecting_error(tmp_path, write_pipeline(tmp_path, {"train": {"epochs": -1}}))
+    assert "train.epochs" in line and "greater than or equal to 1" in line
+
+
+def test_malformed_yaml_names_line(tmp_path):
+    pipeline = tmp_path / "broken.yaml"
+    pipeline.write_text("name: x\nmodel: [unclosed\ndata:\n  source: a.csv\n")
+    line = build_expecting_error(tmp_path, pipeline)
+    assert "malformed YAML" in line and str(pipeline) in line
+
+
+def test_missing_pipeline_file(tmp_path):
+    line = build_expecting_error(tmp_path, tmp_path / "nope.yaml")
+    assert "nope.yaml" in line
+
+
+def test_missing_data_file(tmp_path):
+    line = build_expecting_error(tmp_path, write_pipeline(tmp_path, {"data": {"source": "gone.csv"}}))
+    assert "data file not found" in line and "gone.csv" in line
+
+
+def test_absent_label_column(tmp_path):
+    write_csv(tmp_path / "d.csv", [("good", "pos"), ("bad", "neg")] * 20, header=("text", "sentiment"))
+    pipeline = write_pipeline(tmp_path, {"data": {"source": "d.csv", "sample_rows": None}})
+    line = build_expecting_error(tmp_path, pipeline)
+    assert "'label'" in line and "data.label_column" in line and "sentiment" in line
+
+
+def test_single_class(tmp_path):
+    write_csv(tmp_path / "d.csv", [(f"text {i}", "pos") for i in range(50)])
+    pipeline = write_pipeline(tmp_path, {"data": {"source": "d.csv", "sample_rows": None,
+                                                  "split": {"group_column": None}}})
+    line = build_expecting_error(tmp_path, pipeline)
+    assert "single class" in line and "'pos'" in line
+
+
+def test_empty_label_names_the_row(tmp_path):
+    write_csv(tmp_path / "d.csv", [("fine", "pos"), ("also", "neg"), ("no label", "")] * 10)
+    pipeline = write_pipeline(tmp_path, {"data": {"source": "d.csv", "sample_rows": None,
+                                                  "split": {"group_column": None}}})
+    line = build_expecting_error(tmp_path, pipeline)
+    assert "d.csv:4:" in line and "'label'" in line
+
+
+def test_malformed_jsonl_names_the_line(tmp_path):
+    (tmp_path / "d.jsonl").write_text('{"text": "a", "label": 1}\n{"text": "b", "label": \n')
+    pipeline = write_pipeline(tmp_path, {"data": {"source": "d.jsonl", "sample_rows": None}})
+    line = build_expecting_error(tmp_path, pipeline)
+    assert "d.jsonl:2:" in line and "malformed JSON" in line
+
+
+def test_too_many_trainable_layers(tmp_path):
+    line = build_expecting_error(tmp_path, write_pipeline(tmp_path, {"freeze": {"trainable_layers": 9}}))
+    assert "freeze.trainable_layers" in line and "6 layers" in line
+
+
+def test_cuda_without_a_gpu(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU; the error path needs one without")
+    line = build_expecting_error(tmp_path, SMOKE, "--device", "cuda")
+    assert "cuda" in line
+
+
+def test_existing_output_is_not_overwritten(tmp_path):
+    output = tmp_path / "out"
+    output.mkdir()
+    (output / "keep.txt").write_text("mine")
+    result = run_cli("build", str(SMOKE), "--output", str(output), "--quiet", "--json")
+    assert result.exit_code == 2 and "already exists" in result.stderr
+    assert result.json()["status"] == "error"
+    assert (output / "keep.txt").read_text() == "mine"
+
+
+def test_gate_lengths_beyond_max_length(tmp_path):
+    pipeline = write_pipeline(tmp_path, {"gate": {"sequence_lengths": [4, 8, 500]}})
+    line = build_expecting_error(tmp_path, pipeline)
+    assert "exceed data.max_length" in line

@@ -1,0 +1,122 @@
+"""The whole path on real parts: MiniLM, Rotten Tomatoes rows, Optimum export, ORT int8."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnxruntime as ort
+from tokenizers import Tokenizer
+from transformers import AutoModelForSequenceClassification
+
+from edgefreeze.data import load_data
+from edgefreeze.hashing import file_sha256
+from edgefreeze.spec import load_pipeline
+from tests.conftest import SMOKE, run_cli, write_pipeline
+
+BUNDLE_FILES = {"model.onnx", "model.int8.onnx", "tokenizer.json", "labels.json",
+                "manifest.json", "report.md", "config.json"}
+
+
+def test_build_ships_a_complete_bundle(smoke_build):
+    bundle, result = smoke_build
+    assert BUNDLE_FILES <= {p.name for p in bundle.iterdir()}
+    payload = result.json()
+    assert payload["status"] == "shipped" and payload["bundle"] == str(bundle)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["gate"]["passed"] is True
+    assert set(manifest["metrics"]) == {"pytorch", "onnx_fp32", "onnx_int8"}
+    for metrics in manifest["metrics"].values():
+        assert set(metrics) == {"accuracy", "macro_f1", "agreement", "max_logit_error"}
+    assert manifest["pipeline"]["sha256"] == file_sha256(SMOKE)
+    assert manifest["model"]["weights_sha256"].startswith("53aa5117")
+    # No stray staging folders beside the bundle.
+    assert [p.name for p in bundle.parent.iterdir()] == [bundle.name]
+
+
+def test_manifest_file_digests_match_the_files(smoke_build):
+    bundle, _ = smoke_build
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    on_disk = {p.name for p in bundle.iterdir()} - {"manifest.json"}
+    assert set(manifest["files"]) == on_disk
+    for name, entry in manifest["files"].items():
+        assert entry["sha256"] == file_sha256(bundle / name)
+        assert entry["size"] == (bundle / name).stat().st_size
+
+
+def test_int8_is_smaller_and_quantizes_the_embedding_table(smoke_build):
+    bundle, _ = smoke_build
+    ratio = (bundle / "model.int8.onnx").stat().st_size / (bundle / "model.onnx").stat().st_size
+    assert ratio < 0.3, f"int8 file is {ratio:.0%} of fp32: the embedding table stayed fp32?"
+
+
+def test_fp32_export_checked_over_unseen_shapes(smoke_build):
+    bundle, _ = smoke_build
+    shapes = json.loads((bundle / "manifest.json").read_text())["shape_check"]
+    assert len(shapes["batch_sizes"]) >= 3 and len(shapes["sequence_lengths"]) >= 3
+    assert len(shapes["cells"]) == len(shapes["batch_sizes"]) * len(shapes["sequence_lengths"])
+    assert shapes["max_logit_error"] < 1e-3
+
+
+def test_trainable_parameter_count_is_the_top_layer_and_head(smoke_build):
+    bundle, _ = smoke_build
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    model = AutoModelForSequenceClassification.from_pretrained(manifest["model"]["location"],
+                                                               num_labels=2)
+    trained = (model.bert.encoder.layer[4], model.bert.encoder.layer[5], model.bert.pooler,
+               model.classifier)
+    expected = sum(p.numel() for m in trained for p in m.parameters())
+    assert manifest["training"]["trainable_parameters"] == expected
+    assert manifest["training"]["trainable_layers"] == [4, 5]
+    assert manifest["training"]["total_parameters"] == sum(p.numel() for p in model.parameters())
+
+
+def test_training_learns_the_task(smoke_build):
+    """Held-out accuracy well above always answering the majority class."""
+    bundle, _ = smoke_build
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    data = load_data(load_pipeline(SMOKE).spec.data, load_pipeline(SMOKE).resolve)
+    majority = np.bincount(data.test.labels).max() / len(data.test)
+    assert manifest["metrics"]["pytorch"]["accuracy"] > majority + 0.05
+    epochs = manifest["training"]["epochs"]
+    assert epochs[-1]["loss"] < epochs[0]["loss"]
+
+
+def test_int8_model_alone_reproduces_the_manifest_accuracy(smoke_build):
+    """A device has ONNX Runtime and a tokenizer only: it must see the gated accuracy."""
+    bundle, _ = smoke_build
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    data = load_data(load_pipeline(SMOKE).spec.data, load_pipeline(SMOKE).resolve)
+    assert data.test.fingerprint() == manifest["data"]["splits"]["test"]["fingerprint"]
+
+    session = ort.InferenceSession(str(bundle / "model.int8.onnx"))
+    tokenizer = Tokenizer.from_file(str(bundle / "tokenizer.json"))
+    tokenizer.enable_truncation(manifest["data"]["max_length"])
+    tokenizer.no_padding()
+    id2label = json.loads((bundle / "labels.json").read_text())["id2label"]
+    correct = 0
+    for text, label in zip(data.test.texts, data.test.labels):
+        e = tokenizer.encode(text)
+        feed = {"input_ids": [e.ids], "attention_mask": [e.attention_mask],
+                "token_type_ids": [e.type_ids]}
+        logits = session.run(None, {k: np.array(v, dtype=np.int64) for k, v in feed.items()})[0]
+        correct += int(logits.argmax() == label)
+        assert id2label[str(label)] in manifest["data"]["label_names"]
+    assert correct / len(data.test) == manifest["metrics"]["onnx_int8"]["accuracy"]
+
+
+def test_impossible_gate_exits_1_and_publishes_nothing(tmp_path):
+    pipeline = write_pipeline(tmp_path, {"gate": {"max_logit_error": 1e-12}})
+    output = tmp_path / "bundle"
+    result = run_cli("build", str(pipeline), "--output", str(output), "--quiet", "--json")
+    assert result.exit_code == 1
+    assert not output.exists()
+    rejected = tmp_path / "bundle.rejected"
+    assert sorted(p.name for p in rejected.iterdir()) == ["manifest.json", "report.md"]
+    assert "max_logit_error" in json.loads((rejected / "manifest.json").read_text())["gate"]["rules"]
+    assert "REFUSED" in (rejected / "report.md").read_text()
+    payload = result.json()
+    assert payload["status"] == "refused" and payload["gate"]["passed"] is False
+    assert "ONNX fp32 max |logit error|" in result.stderr
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
+    assert leftovers == []

@@ -1,0 +1,61 @@
+"""Training on the real MiniLM: determinism under a seed, and the frozen part stays fixed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edgefreeze.backbones import load_model
+from edgefreeze.batching import encode
+from edgefreeze.data import load_data
+from edgefreeze.freeze import apply_freeze
+from edgefreeze.progress import Reporter
+from edgefreeze.runtime.classifier import load_tokenizer
+from edgefreeze.spec import DataSpec, TrainSpec
+from edgefreeze.train import train
+
+
+def short_run(seed: int):
+    data = load_data(DataSpec(source="builtin:rotten-tomatoes", sample_rows=80, max_length=32), Path)
+    loaded = load_model("builtin:all-MiniLM-L6-v2", data.label_names, Path, False, seed)
+    frozen_before = {k: v.clone() for k, v in loaded.model.bert.embeddings.state_dict().items()}
+    apply_freeze(loaded.backbone, 1)
+    encoded = encode(loaded.tokenizer, data.train.texts, 32)
+    spec = TrainSpec(epochs=1, batch_size=16, seed=seed, device="cpu")
+    result = train(loaded.backbone, 1, encoded, data.train.labels, None, None, spec,
+                   torch.device("cpu"), Reporter(quiet=True))
+    return loaded, result, frozen_before
+
+
+def test_same_seed_same_model_and_losses():
+    first, result_a, frozen = short_run(seed=1)
+    second, result_b, _ = short_run(seed=1)
+    assert result_a.step_losses == result_b.step_losses
+    for (name, a), b in zip(first.model.state_dict().items(), second.model.state_dict().values()):
+        assert torch.equal(a, b), name
+    after = first.model.bert.embeddings.state_dict()
+    assert all(torch.equal(frozen[k], after[k]) for k in frozen)
+    top_before = load_model("builtin:all-MiniLM-L6-v2", ["a", "b"], Path, False, 1).model
+    assert not torch.equal(top_before.bert.encoder.layer[5].output.dense.weight,
+                           first.model.bert.encoder.layer[5].output.dense.weight)
+
+
+def test_other_seed_other_losses():
+    _, result_a, _ = short_run(seed=1)
+    _, result_b, _ = short_run(seed=2)
+    assert result_a.step_losses != result_b.step_losses
+
+
+def test_runtime_tokenizer_matches_training_tokenizer(tmp_path):
+    """The device tokenizes with `tokenizers` alone; it must see the ids training saw."""
+    data = load_data(DataSpec(source="builtin:rotten-tomatoes", sample_rows=200), Path)
+    loaded = load_model("builtin:all-MiniLM-L6-v2", data.label_names, Path, False, 0)
+    loaded.tokenizer.save_pretrained(tmp_path)
+    texts = data.train.texts + ["", "x" * 2000, "Ünïcödé — “quotes” and emoji 🎬"]
+    expected = encode(loaded.tokenizer, texts, 24)
+    tokenizer = load_tokenizer(tmp_path / "tokenizer.json", 24)
+    for i, text in enumerate(texts):
+        assert tokenizer.encode(text).ids == expected.inputs["input_ids"][i].tolist(), text
+    assert np.all(expected.lengths() <= 24)
