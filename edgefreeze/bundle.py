@@ -39,9 +39,13 @@ class Staging:
 
     def __init__(self, destination: Path) -> None:
         self.destination = destination
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        self.path = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", suffix=".partial",
-                                          dir=destination.parent))
+        try:
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            self.path = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", suffix=".partial",
+                                              dir=destination.parent))
+        except OSError as exc:
+            raise ConfigError(f"output: cannot write beside {destination} "
+                              f"({exc.strerror})") from None
 
     def __enter__(self) -> Staging:
         return self
