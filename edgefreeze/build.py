@@ -9,27 +9,29 @@ from __future__ import annotations
 import datetime as dt
 import json
 import platform
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
 
 import torch
 
 from edgefreeze import __version__
-from edgefreeze.backbones import load_model
-from edgefreeze.batching import encode
+from edgefreeze.backbones import LoadedModel, load_model
+from edgefreeze.batching import Encoded, encode
 from edgefreeze.bundle import Staging, check_destination, default_destination
-from edgefreeze.data import load_data
+from edgefreeze.cache import ActivationStore, CacheStats, cache_root, describe_keyset, fetch_activations
+from edgefreeze.data import LabelledData, load_data
 from edgefreeze.errors import GateRefused
 from edgefreeze.evaluate import evaluate
 from edgefreeze.export import export_onnx
+from edgefreeze.features import CachedFeatures, LiveFeatures
 from edgefreeze.freeze import apply_freeze
 from edgefreeze.gate import judge
 from edgefreeze.progress import Reporter
 from edgefreeze.quantize import quantize_int8
 from edgefreeze.report import render_report
 from edgefreeze.spec import Pipeline
-from edgefreeze.train import resolve_device, train
+from edgefreeze.train import Features, resolve_device, train
 
 LIBRARIES = ("torch", "transformers", "optimum", "optimum-onnx", "onnx", "onnxruntime",
              "tokenizers", "numpy")
@@ -46,8 +48,14 @@ class BuildResult:
 
 
 def build(pipeline: Pipeline, output: Path | None = None, device: str | None = None,
-          reporter: Reporter | None = None, models_dir: Path = Path("models")) -> BuildResult:
-    """Build, gate and publish a bundle; raises `GateRefused` after keeping the report."""
+          reporter: Reporter | None = None, models_dir: Path = Path("models"),
+          cache_dir: Path | None = None, use_cache: bool | None = None,
+          added_rows: list[Path] | None = None) -> BuildResult:
+    """Build, gate and publish a bundle; raises `GateRefused` after keeping the report.
+
+    `added_rows` are extra labelled files appended to the training split (a retrain on
+    new data); with the cache on, only their texts pass through the frozen stem.
+    """
     reporter = reporter or Reporter()
     spec = pipeline.spec
     destination = (output or (pipeline.resolve(spec.output) if spec.output else None)
@@ -56,7 +64,7 @@ def build(pipeline: Pipeline, output: Path | None = None, device: str | None = N
     torch_device = resolve_device(device or spec.train.device)
 
     with reporter.stage("data"):
-        data = load_data(spec.data, pipeline.resolve)
+        data = load_data(spec.data, pipeline.resolve, added_rows or [])
         reporter.info(f"  {len(data.train)} train, "
                       f"{len(data.validation) if data.validation else 0} validation, "
                       f"{len(data.test)} held-out rows; labels {data.label_names}")
@@ -71,10 +79,16 @@ def build(pipeline: Pipeline, output: Path | None = None, device: str | None = N
         max_length = spec.data.max_length
         encoded = {name: encode(loaded.tokenizer, split.texts, max_length)
                    for name, split in data.named_splits().items()}
+    boundary = loaded.backbone.depth - spec.freeze.trainable_layers
+    loaded.model.to(torch_device)
+    with reporter.stage("cache"):
+        enabled = spec.cache.enabled if use_cache is None else use_cache
+        root = cache_root(cache_dir, spec.cache.dir, pipeline.resolve) if enabled else None
+        features, cache_info = _features(loaded, encoded, data, boundary, max_length, root,
+                                         spec.cache.dtype, torch_device, reporter)
     with reporter.stage("train"):
-        trained = train(loaded.backbone, spec.freeze.trainable_layers,
-                        encoded["train"], data.train.labels,
-                        encoded.get("validation"),
+        trained = train(loaded.backbone, boundary, features["train"], data.train.labels,
+                        features.get("validation"),
                         data.validation.labels if data.validation else None,
                         spec.train, torch_device, reporter)
 
@@ -115,6 +129,7 @@ def build(pipeline: Pipeline, output: Path | None = None, device: str | None = N
                          "trainable_parameters": plan.trainable_parameters,
                          "total_parameters": plan.total_parameters,
                          "trainable_share": plan.trainable_share},
+            "cache": cache_info,
             "export": export_info,
             "quantize": quantize_info,
             "metrics": evaluation.metrics,
@@ -132,6 +147,36 @@ def build(pipeline: Pipeline, output: Path | None = None, device: str | None = N
                               + f" (report: {rejected / 'report.md'})", manifest, rejected)
         published = staging.publish(manifest, report)
     return BuildResult(path=published, manifest=manifest)
+
+
+def _features(loaded: LoadedModel, encoded: dict[str, Encoded], data: LabelledData,
+              boundary: int, max_length: int, root: Path | None, dtype: str,
+              device: torch.device,
+              reporter: Reporter) -> tuple[dict[str, Features], dict[str, object]]:
+    """Training inputs for the train and validation splits: from the activation cache
+    when `root` is set (computing only what it lacks), else the live stem."""
+    names = [name for name in ("train", "validation") if name in encoded]
+    if root is None:
+        return ({name: LiveFeatures(encoded[name], loaded.backbone, boundary) for name in names},
+                {"enabled": False})
+    keyset, description = describe_keyset(loaded.backbone, loaded.tokenizer,
+                                          max_length, boundary, dtype)
+    store = ActivationStore(root, keyset, description, dtype, loaded.backbone.hidden_size)
+    stats, features = CacheStats(), {}
+    try:
+        for name in names:
+            arrays, split_stats = fetch_activations(
+                store, data.named_splits()[name].texts, encoded[name], loaded.backbone,
+                boundary, device, reporter, desc=f"cache {name}")
+            features[name] = CachedFeatures(arrays)
+            stats.add(split_stats)
+    finally:
+        store.close()
+    reporter.info(f"  cache {root}: {stats.hits} hits, {stats.misses} misses, "
+                  f"{stats.corrupt} corrupt, {stats.bytes / 1e6:.1f} MB served, "
+                  f"{stats.bytes_written / 1e6:.1f} MB written")
+    return features, {"enabled": True, "dir": str(root), "keyset": keyset, "dtype": dtype,
+                      "boundary": boundary, **asdict(stats)}
 
 
 def _versions() -> dict[str, str]:

@@ -20,7 +20,7 @@ from edgefreeze.errors import EdgefreezeError, GateRefused
 
 
 def _summary(manifest: dict) -> dict:
-    return {"metrics": manifest["metrics"], "gate": manifest["gate"],
+    return {"metrics": manifest["metrics"], "gate": manifest["gate"], "cache": manifest["cache"],
             "sizes": manifest["sizes"], "timings_s": manifest["timings_s"],
             "trainable_parameters": manifest["training"]["trainable_parameters"]}
 
@@ -58,25 +58,37 @@ def main() -> None:
     int8, and ship it only if it passes the accuracy gate."""
 
 
-@main.command()
-@click.argument("pipeline_file", metavar="PIPELINE", type=click.Path(dir_okay=False))
-@click.option("--output", type=click.Path(file_okay=False, path_type=Path),
-              help="Bundle folder (default: the pipeline's output, else models/NAME/vN).")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]),
-              help="Training device; overrides the pipeline's train.device.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress output.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON result on stdout.")
-def build(pipeline_file: str, output: Path | None, device: str | None, quiet: bool,
-          as_json: bool) -> None:
-    """Train, export, quantize, gate and publish the bundle a PIPELINE file describes."""
+def build_options(command: Callable) -> Callable:
+    """The options `build` and `retrain` share."""
+    options = [
+        click.argument("pipeline_file", metavar="PIPELINE", type=click.Path(dir_okay=False)),
+        click.option("--output", type=click.Path(file_okay=False, path_type=Path),
+                     help="Bundle folder (default: the pipeline's output, else models/NAME/vN)."),
+        click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]),
+                     help="Training device; overrides the pipeline's train.device."),
+        click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
+                     help="Activation cache folder (else $EDGEFREEZE_CACHE_DIR, the pipeline's "
+                          "cache.dir, ~/.cache/edgefreeze)."),
+        click.option("--no-cache", is_flag=True, help="Run the frozen stem live every epoch."),
+        click.option("--quiet", "-q", is_flag=True, help="No progress output."),
+        click.option("--json", "as_json", is_flag=True, help="Print one JSON result on stdout."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
 
+
+def _build(pipeline_file: str, output: Path | None, device: str | None, cache_dir: Path | None,
+           no_cache: bool, quiet: bool, as_json: bool, added: tuple[Path, ...] = ()) -> None:
     def action() -> dict:
         from edgefreeze.build import build as run_build
         from edgefreeze.progress import Reporter
         from edgefreeze.spec import load_pipeline
 
         pipeline = load_pipeline(pipeline_file)
-        result = run_build(pipeline, output=output, device=device, reporter=Reporter(quiet))
+        result = run_build(pipeline, output=output, device=device, reporter=Reporter(quiet),
+                           cache_dir=cache_dir, use_cache=False if no_cache else None,
+                           added_rows=list(added))
         if not quiet:
             int8 = result.manifest["metrics"]["onnx_int8"]
             click.echo(f"shipped {result.path} (int8 accuracy {int8['accuracy']:.4f}, "
@@ -84,3 +96,21 @@ def build(pipeline_file: str, output: Path | None, device: str | None, quiet: bo
         return {"status": "shipped", "bundle": str(result.path), **_summary(result.manifest)}
 
     _run(as_json, action)
+
+
+@main.command()
+@build_options
+def build(**options) -> None:
+    """Train, export, quantize, gate and publish the bundle a PIPELINE file describes."""
+    _build(**options)
+
+
+@main.command()
+@build_options
+@click.option("--add", "added", multiple=True, required=True,
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="A CSV or JSONL file of new labelled rows (same columns); repeatable.")
+def retrain(**options) -> None:
+    """Retrain the top on the PIPELINE's data plus new rows, then export, quantize, gate
+    and publish like `build`. With the cache, only the new rows pass the frozen stem."""
+    _build(**options)

@@ -81,6 +81,14 @@ class TrainSpec(Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
 
+class CacheSpec(Section):
+    enabled: bool = Field(True, description="reuse frozen-stem activations across epochs and builds")
+    dir: str | None = Field(
+        None, description="cache folder (relative to the pipeline file); --cache-dir and "
+        "EDGEFREEZE_CACHE_DIR override it; default ~/.cache/edgefreeze")
+    dtype: Literal["fp16", "fp32"] = Field("fp16", description="storage precision")
+
+
 class ExportSpec(Section):
     opset: int = Field(18, ge=14, le=23)
 
@@ -120,6 +128,7 @@ class PipelineSpec(Section):
     data: DataSpec
     freeze: FreezeSpec = FreezeSpec()
     train: TrainSpec = TrainSpec()
+    cache: CacheSpec = CacheSpec()
     export: ExportSpec = ExportSpec()
     quantize: QuantizeSpec = QuantizeSpec()
     gate: GateSpec = GateSpec()

@@ -12,11 +12,14 @@ import numpy as np
 import torch
 
 from edgefreeze.backbones import Backbone
-from edgefreeze.batching import Encoded
+from edgefreeze.batching import Encoded, bucketed_batches
 from edgefreeze.errors import ConfigError, EdgefreezeError
+from edgefreeze.features import CachedFeatures, LiveFeatures
 from edgefreeze.freeze import parameter_groups, set_train_mode
 from edgefreeze.progress import Reporter
 from edgefreeze.spec import TrainSpec
+
+Features = LiveFeatures | CachedFeatures
 
 
 @dataclass
@@ -36,36 +39,40 @@ def resolve_device(requested: str) -> torch.device:
     return torch.device(requested)
 
 
-def train(backbone: Backbone, trainable_layers: int, train_set: Encoded, train_labels: np.ndarray,
-          val_set: Encoded | None, val_labels: np.ndarray | None, spec: TrainSpec,
+def train(backbone: Backbone, boundary: int, train_set: Features, train_labels: np.ndarray,
+          val_set: Features | None, val_labels: np.ndarray | None, spec: TrainSpec,
           device: torch.device, reporter: Reporter) -> TrainResult:
-    """Fine-tune the unfrozen top of `backbone.model` in place."""
+    """Fine-tune the layers above `boundary` and the head of `backbone.model`, in place.
+
+    The input is the stem's output at `boundary`, live or cached: only the top runs here.
+    """
     model = backbone.model.to(device)
+    trainable_layers = backbone.depth - boundary
     torch.manual_seed(spec.seed)
     use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
     result = TrainResult(device=str(device), precision="bf16-autocast" if use_bf16 else "fp32")
     groups = parameter_groups(backbone, trainable_layers, spec.lr_top, spec.lr_head,
                               spec.weight_decay)
     optimizer = torch.optim.AdamW(groups)
-    steps_per_epoch = math.ceil(len(train_set) / spec.batch_size)
+    generator = np.random.default_rng(spec.seed)
+    lengths = train_set.lengths()
+    steps_per_epoch = math.ceil(len(lengths) / spec.batch_size)
     total_steps = steps_per_epoch * spec.epochs
     warmup_steps = int(spec.warmup * total_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: _linear_schedule(step, warmup_steps, total_steps))
-    generator = torch.Generator().manual_seed(spec.seed)
     labels_all = torch.from_numpy(train_labels)
 
     for epoch in range(1, spec.epochs + 1):
         set_train_mode(backbone, trainable_layers)
         start, losses = time.perf_counter(), []
-        order = torch.randperm(len(train_set), generator=generator).tolist()
-        batches = reporter.progress(train_set.batches(spec.batch_size, order),
-                                    total=steps_per_epoch, desc=f"epoch {epoch}/{spec.epochs}")
-        for indices, batch in batches:
-            inputs = {k: torch.from_numpy(v).to(device) for k, v in batch.items()}
+        batches = bucketed_batches(lengths, spec.batch_size, generator)
+        for indices in reporter.progress(batches, total=len(batches),
+                                         desc=f"epoch {epoch}/{spec.epochs}"):
+            hidden, mask = train_set.batch(indices, device)
             labels = labels_all[indices].to(device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                logits = model(**inputs).logits
+                logits = backbone.top(hidden, mask, boundary)
             loss = torch.nn.functional.cross_entropy(logits.float(), labels)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -80,8 +87,8 @@ def train(backbone: Backbone, trainable_layers: int, train_set: Encoded, train_l
         record = {"epoch": epoch, "loss": float(np.mean(losses)),
                   "seconds": round(time.perf_counter() - start, 3)}
         if val_set is not None and val_labels is not None:
-            predictions = torch_logits(model, val_set, spec.batch_size, device).argmax(axis=1)
-            record["val_accuracy"] = float((predictions == val_labels).mean())
+            predictions = top_logits(backbone, boundary, val_set, spec.batch_size, device)
+            record["val_accuracy"] = float((predictions.argmax(axis=1) == val_labels).mean())
         result.epochs.append(record)
         result.step_losses.extend(losses)
         reporter.info("  epoch {epoch}: loss {loss:.4f}".format(**record)
@@ -89,6 +96,21 @@ def train(backbone: Backbone, trainable_layers: int, train_set: Encoded, train_l
                          if "val_accuracy" in record else "") + f" ({record['seconds']:.1f} s)")
     model.eval()
     return result
+
+
+@torch.no_grad()
+def top_logits(backbone: Backbone, boundary: int, features: Features, batch_size: int,
+               device: torch.device) -> np.ndarray:
+    """(n, labels) logits of the top alone, in example order, in eval mode."""
+    was_training = backbone.model.training
+    backbone.model.eval()
+    order = np.argsort(features.lengths(), kind="stable")
+    out = np.zeros((len(order), backbone.model.config.num_labels), dtype=np.float32)
+    for start in range(0, len(order), batch_size):
+        indices = order[start:start + batch_size].tolist()
+        out[indices] = backbone.top(*features.batch(indices, device), boundary).float().cpu().numpy()
+    backbone.model.train(was_training)
+    return out
 
 
 @torch.no_grad()

@@ -48,6 +48,15 @@ def _merge(target: dict, changes: dict) -> None:
             target[key] = value
 
 
+@pytest.fixture(scope="session", autouse=True)
+def isolated_cache(tmp_path_factory) -> Path:
+    """Every test's builds share one throwaway activation cache, never the user's."""
+    root = tmp_path_factory.mktemp("cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("EDGEFREEZE_CACHE_DIR", str(root))
+        yield root
+
+
 @pytest.fixture(scope="session")
 def smoke_build(tmp_path_factory) -> tuple[Path, CliResult]:
     """The smoke pipeline built once, for real, through the CLI."""

@@ -17,11 +17,11 @@ DISTIL = {"vocab_size": 99, "dim": 32, "n_layers": 4, "n_heads": 2, "hidden_dim"
           "max_position_embeddings": 64}
 
 
-def tiny_model(model_type: str) -> torch.nn.Module:
+def tiny_model(model_type: str, attention: str | None = None) -> torch.nn.Module:
     torch.manual_seed(0)
     kwargs = DISTIL if model_type == "distilbert" else TINY
     config = AutoConfig.for_model(model_type, num_labels=3, **kwargs)
-    return AutoModelForSequenceClassification.from_config(config)
+    return AutoModelForSequenceClassification.from_config(config, attn_implementation=attention)
 
 
 @pytest.mark.parametrize("model_type", supported_model_types())
@@ -69,3 +69,25 @@ def test_gradient_check_catches_a_parameter_off_the_loss_path():
     backbone.model.bert(input_ids=ids).last_hidden_state.sum().backward()  # skips the head
     with pytest.raises(Exception, match="received no gradient"):
         _check_gradients(groups)
+
+
+@pytest.mark.parametrize("model_type", supported_model_types())
+@pytest.mark.parametrize("attention", ["eager", None])  # None: the family's default (sdpa)
+def test_stem_then_top_is_the_models_own_forward(model_type, attention):
+    """Training runs stem and top apart; export runs the whole model: they must agree."""
+    model = tiny_model(model_type, attention).eval()
+    backbone = backbone_for(model)
+    ids = torch.randint(5, 99, (3, 9))
+    mask = torch.ones_like(ids)
+    mask[1, 6:] = 0
+    mask[2, 3:] = 0
+    inputs = {"input_ids": ids, "attention_mask": mask}
+    with torch.no_grad():
+        expected = model(**inputs).logits
+        for boundary in range(backbone.depth + 1):
+            hidden = backbone.stem(inputs, boundary)
+            got = backbone.top(hidden, mask, boundary)
+            torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+        head_only = backbone.top(backbone.stem(inputs, backbone.depth)[:, :1], mask[:, :1],
+                                 backbone.depth)
+        torch.testing.assert_close(head_only, expected, atol=1e-5, rtol=1e-5)

@@ -10,6 +10,7 @@ import torch
 from edgefreeze.backbones import load_model
 from edgefreeze.batching import encode
 from edgefreeze.data import load_data
+from edgefreeze.features import LiveFeatures
 from edgefreeze.freeze import apply_freeze
 from edgefreeze.progress import Reporter
 from edgefreeze.runtime.classifier import load_tokenizer
@@ -24,7 +25,8 @@ def short_run(seed: int):
     apply_freeze(loaded.backbone, 1)
     encoded = encode(loaded.tokenizer, data.train.texts, 32)
     spec = TrainSpec(epochs=1, batch_size=16, seed=seed, device="cpu")
-    result = train(loaded.backbone, 1, encoded, data.train.labels, None, None, spec,
+    features = LiveFeatures(encoded, loaded.backbone, boundary=5)
+    result = train(loaded.backbone, 5, features, data.train.labels, None, None, spec,
                    torch.device("cpu"), Reporter(quiet=True))
     return loaded, result, frozen_before
 

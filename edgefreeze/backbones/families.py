@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import torch
+from transformers.modeling_attn_mask_utils import _prepare_4d_attention_mask_for_sdpa
+
 from edgefreeze.backbones.registry import Backbone, register
 
 
@@ -10,6 +13,10 @@ class BertBackbone(Backbone):
     embeddings = "bert.embeddings"
     layers = "bert.encoder.layer"
     head = ("bert.pooler", "classifier")
+
+    def classify(self, hidden: torch.Tensor) -> torch.Tensor:
+        model = self.model
+        return model.classifier(model.dropout(model.bert.pooler(hidden)))
 
 
 @register("roberta", "xlm-roberta", "camembert")
@@ -25,9 +32,31 @@ class ElectraBackbone(Backbone):
     layers = "electra.encoder.layer"
     head = ("classifier",)
 
+    def embed(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        hidden = super().embed(inputs)
+        project = getattr(self.model.electra, "embeddings_project", None)
+        return project(hidden) if project is not None else hidden
+
 
 @register("distilbert")
 class DistilBertBackbone(Backbone):
     embeddings = "distilbert.embeddings"
     layers = "distilbert.transformer.layer"
     head = ("pre_classifier", "classifier")
+
+    def embed(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.embedding_module()(inputs["input_ids"])
+
+    def layer_mask(self, attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor | None:
+        if self.model.config._attn_implementation == "sdpa":
+            return _prepare_4d_attention_mask_for_sdpa(attention_mask, dtype,
+                                                       tgt_len=attention_mask.shape[1])
+        return attention_mask
+
+    def run_layer(self, layer, hidden, mask):
+        return layer(hidden, attn_mask=mask)[-1]
+
+    def classify(self, hidden: torch.Tensor) -> torch.Tensor:
+        model = self.model
+        pooled = torch.relu(model.pre_classifier(hidden[:, 0]))
+        return model.classifier(model.dropout(pooled))

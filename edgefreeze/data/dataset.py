@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from edgefreeze.data.sources import Table, read_source
+from edgefreeze.data.sources import Table, read_file, read_source
 from edgefreeze.data.split import split_indices
 from edgefreeze.errors import ConfigError
 from edgefreeze.spec import DataSpec
@@ -59,8 +59,13 @@ class _Rows:
     groups: list[str] | None
 
 
-def load_data(spec: DataSpec, resolve: Callable[[str], Path]) -> LabelledData:
-    """Read, check, label-map and split the data a pipeline names."""
+def load_data(spec: DataSpec, resolve: Callable[[str], Path],
+              added: Sequence[Path] = ()) -> LabelledData:
+    """Read, check, label-map and split the data a pipeline names.
+
+    `added` files (same columns) join the training split whole: new labelled rows for a
+    retrain, while the held-out split stays the one earlier builds were gated on.
+    """
     main = read_source(spec.source, resolve)
     rows = _extract(main, spec, "data.source", use_groups=True)
     if spec.sample_rows is not None and spec.sample_rows < len(rows.texts):
@@ -75,7 +80,10 @@ def load_data(spec: DataSpec, resolve: Callable[[str], Path]) -> LabelledData:
                  spec.split.validation if "validation" not in extra else 0.0]
     test_idx, val_idx, train_idx = split_indices(len(rows.texts), fractions, spec.split.seed,
                                                  rows.groups)
-    parts = {"train": _take(rows, train_idx),
+    new_tables = [read_file(Path(path)) for path in added]
+    train_rows = _concat([_take(rows, train_idx)]
+                         + [_extract(t, spec, "--add", use_groups=False) for t in new_tables])
+    parts = {"train": train_rows,
              "test": extra.get("test") or _take(rows, test_idx),
              "validation": extra.get("validation") or _take(rows, val_idx)}
 
@@ -86,6 +94,8 @@ def load_data(spec: DataSpec, resolve: Callable[[str], Path]) -> LabelledData:
     _check_splits(splits, label_names, spec)
     sources = {"source": {"origin": main.origin, "sha256": main.sha256}}
     sources.update({key: {"origin": t.origin, "sha256": t.sha256} for key, t in separate.items()})
+    sources.update({f"added_{i}": {"origin": t.origin, "sha256": t.sha256}
+                    for i, t in enumerate(new_tables, start=1)})
     return LabelledData(train=splits["train"],
                         validation=splits["validation"] if len(splits["validation"]) else None,
                         test=splits["test"], label_names=label_names, sources=sources)
@@ -118,6 +128,10 @@ def _extract(table: Table, spec: DataSpec, key: str, use_groups: bool) -> _Rows:
 def _take(rows: _Rows, indices: list[int]) -> _Rows:
     return _Rows([rows.texts[i] for i in indices], [rows.labels[i] for i in indices],
                  [rows.groups[i] for i in indices] if rows.groups is not None else None)
+
+
+def _concat(parts: list[_Rows]) -> _Rows:
+    return _Rows([t for p in parts for t in p.texts], [l for p in parts for l in p.labels], None)
 
 
 def _label_names(spec: DataSpec, main: Table, label_lists: list[list[str]]) -> list[str]:

@@ -1,0 +1,89 @@
+"""Serve a split's frozen-stem activations from the store, computing only the misses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from edgefreeze.backbones import Backbone
+from edgefreeze.batching import Encoded
+from edgefreeze.cache.keys import text_key
+from edgefreeze.cache.store import ActivationStore
+from edgefreeze.progress import Reporter
+
+SHARD_EXAMPLES = 4096  # write (and so keep) progress every this many computed examples
+
+
+@dataclass
+class CacheStats:
+    hits: int = 0
+    misses: int = 0
+    corrupt: int = 0  # entries found but failing their checksum, recomputed
+    bytes_written: int = 0
+    bytes: int = 0  # bytes of the activations served, hits and misses together
+
+    def add(self, other: CacheStats) -> None:
+        for name in self.__dataclass_fields__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+def fetch_activations(store: ActivationStore, texts: list[str], encoded: Encoded,
+                      backbone: Backbone, boundary: int, device: torch.device,
+                      reporter: Reporter, batch_size: int = 64,
+                      desc: str = "cache") -> tuple[list[np.ndarray], CacheStats]:
+    """Per text, its (tokens, hidden) stem activation ((1, hidden) for head-only)."""
+    keys = [text_key(text) for text in texts]
+    stats = CacheStats()
+    found = store.lookup(keys)
+    arrays: list[np.ndarray | None] = [None] * len(texts)
+    loaded: dict[str, np.ndarray] = {}
+    bad: list[str] = []
+    for key, entry in found.items():
+        array = store.load(entry)
+        if array is None:
+            bad.append(key)
+        else:
+            loaded[key] = array
+    if bad:
+        store.forget(bad)
+        stats.corrupt = len(bad)
+        reporter.info(f"  cache: {len(bad)} corrupt entries dropped, recomputing them")
+    missing: dict[str, int] = {}
+    for index, key in enumerate(keys):
+        if key in loaded:
+            arrays[index] = loaded[key]
+            stats.hits += 1
+        elif key not in missing:
+            missing[key] = index
+    store.touch(list(loaded))
+
+    first_token = boundary == backbone.depth
+    todo = sorted(missing.values(), key=lambda i: len(encoded.inputs["input_ids"][i]))
+    computed: dict[str, np.ndarray] = {}
+    pending: list[tuple[str, np.ndarray]] = []
+    model_was_training = backbone.model.training
+    backbone.model.eval()
+    batches = [todo[s:s + batch_size] for s in range(0, len(todo), batch_size)]
+    for indices in reporter.progress(batches, total=len(batches), desc=desc) if batches else ():
+        inputs = {k: torch.from_numpy(v).to(device) for k, v in encoded.batch(indices).items()}
+        with torch.inference_mode():
+            hidden = backbone.stem(inputs, boundary).float().cpu().numpy()
+        for row, index in enumerate(indices):
+            length = 1 if first_token else len(encoded.inputs["input_ids"][index])
+            array = hidden[row, :length].astype(store.dtype)
+            computed[keys[index]] = array
+            pending.append((keys[index], array))
+        if len(pending) >= SHARD_EXAMPLES:
+            stats.bytes_written += store.write(pending)
+            pending = []
+    stats.bytes_written += store.write(pending)
+    backbone.model.train(model_was_training)
+
+    for index, key in enumerate(keys):
+        if arrays[index] is None:
+            arrays[index] = computed[key]
+            stats.misses += 1
+    stats.bytes = sum(a.nbytes for a in arrays)
+    return arrays, stats
