@@ -74,20 +74,25 @@ def load_data(spec: DataSpec, resolve: Callable[[str], Path],
 
     separate = {key: read_source(value, resolve)
                 for key, value in (("test", spec.test), ("validation", spec.validation)) if value}
-    extra = {key: _extract(table, spec, f"data.{key}", use_groups=False)
+    extra = {key: _extract(table, spec, f"data.{key}", use_groups=False, like=main)
              for key, table in separate.items()}
     fractions = [spec.split.test if "test" not in extra else 0.0,
                  spec.split.validation if "validation" not in extra else 0.0]
     test_idx, val_idx, train_idx = split_indices(len(rows.texts), fractions, spec.split.seed,
                                                  rows.groups)
     new_tables = [read_file(Path(path)) for path in added]
-    train_rows = _concat([_take(rows, train_idx)]
-                         + [_extract(t, spec, "--add", use_groups=False) for t in new_tables])
+    new_rows = [_extract(t, spec, "--add", use_groups=False, like=main) for t in new_tables]
+    label_names = _label_names(spec, main, rows.labels)
+    for table, part in [*zip(separate.values(), extra.values()), *zip(new_tables, new_rows)]:
+        unknown = sorted(set(part.labels) - set(label_names))
+        if unknown:
+            raise ConfigError(f"{table.origin}: labels {unknown[:5]} are not among the data's "
+                              f"labels {label_names}")
+    train_rows = _concat([_take(rows, train_idx), *new_rows])
     parts = {"train": train_rows,
              "test": extra.get("test") or _take(rows, test_idx),
              "validation": extra.get("validation") or _take(rows, val_idx)}
 
-    label_names = _label_names(spec, main, [p.labels for p in parts.values()])
     index = {name: i for i, name in enumerate(label_names)}
     splits = {key: Split(part.texts, np.array([index[l] for l in part.labels], dtype=np.int64))
               for key, part in parts.items()}
@@ -101,9 +106,12 @@ def load_data(spec: DataSpec, resolve: Callable[[str], Path],
                         test=splits["test"], label_names=label_names, sources=sources)
 
 
-def _extract(table: Table, spec: DataSpec, key: str, use_groups: bool) -> _Rows:
-    text_col = spec.text_column or table.text_column
-    label_col = spec.label_column or table.label_column
+def _extract(table: Table, spec: DataSpec, key: str, use_groups: bool,
+             like: Table | None = None) -> _Rows:
+    """Texts, labels (and groups) of a table; `like` lends its default column names."""
+    defaults = like or table
+    text_col = spec.text_column or defaults.text_column
+    label_col = spec.label_column or defaults.label_column
     group_col = spec.split.group_column or table.group_column if use_groups else None
     columns = set(table.rows[0])
     for role, column in (("text_column", text_col), ("label_column", label_col),
@@ -134,8 +142,9 @@ def _concat(parts: list[_Rows]) -> _Rows:
     return _Rows([t for p in parts for t in p.texts], [l for p in parts for l in p.labels], None)
 
 
-def _label_names(spec: DataSpec, main: Table, label_lists: list[list[str]]) -> list[str]:
-    seen = {label for labels in label_lists for label in labels}
+def _label_names(spec: DataSpec, main: Table, labels: list[str]) -> list[str]:
+    """Label names in id order: the pipeline's list, the source's own order, or sorted."""
+    seen = set(labels)
     if spec.labels is not None:
         if len(set(spec.labels)) != len(spec.labels):
             raise ConfigError("data.labels: label names must be unique")

@@ -1,0 +1,177 @@
+"""The activation cache on the real MiniLM and real files: exactness, keys, corruption,
+concurrency, incremental retraining."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from edgefreeze.backbones import load_model
+from edgefreeze.batching import encode
+from edgefreeze.cache import ActivationStore, describe_keyset, fetch_activations
+from edgefreeze.data import load_data
+from edgefreeze.features import CachedFeatures, LiveFeatures
+from edgefreeze.freeze import apply_freeze
+from edgefreeze.progress import Reporter
+from edgefreeze.spec import DataSpec, TrainSpec
+from edgefreeze.train import top_logits, train
+from tests.conftest import SMOKE, run_cli, write_pipeline
+
+QUIET = Reporter(quiet=True)
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def rows():
+    return load_data(DataSpec(source="builtin:rotten-tomatoes", sample_rows=120, max_length=40,
+                              split={"validation": 0.0}), Path)
+
+
+def fresh_model(rows, trainable_layers: int):
+    loaded = load_model("builtin:all-MiniLM-L6-v2", rows.label_names, Path, False, seed=0)
+    apply_freeze(loaded.backbone, trainable_layers)
+    return loaded
+
+
+def open_store(root, loaded, boundary, dtype="fp32"):
+    keyset, description = describe_keyset(loaded.backbone, loaded.tokenizer, 40, boundary, dtype)
+    return ActivationStore(root, keyset, description, dtype, loaded.backbone.hidden_size)
+
+
+@pytest.mark.parametrize("trainable_layers", [2, 0])
+def test_cached_training_equals_uncached_training(rows, tmp_path, trainable_layers):
+    """Same seed, fp32 cache: the same per-step losses and the same final model."""
+    spec = TrainSpec(epochs=2, batch_size=16, seed=3, device="cpu", warmup=0.2)
+    results = {}
+    for source in ("live", "cached"):
+        loaded = fresh_model(rows, trainable_layers)
+        boundary = loaded.backbone.depth - trainable_layers
+        encoded = encode(loaded.tokenizer, rows.train.texts, 40)
+        if source == "live":
+            features = LiveFeatures(encoded, loaded.backbone, boundary)
+        else:
+            store = open_store(tmp_path, loaded, boundary)
+            arrays, stats = fetch_activations(store, rows.train.texts, encoded, loaded.backbone,
+                                              boundary, CPU, QUIET)
+            assert stats.misses == len(rows.train) and stats.hits == 0
+            features = CachedFeatures(arrays)
+        result = train(loaded.backbone, boundary, features, rows.train.labels, None, None, spec,
+                       CPU, QUIET)
+        test_encoded = encode(loaded.tokenizer, rows.test.texts, 40)
+        logits = top_logits(loaded.backbone, 0, LiveFeatures(test_encoded, loaded.backbone, 0),
+                            32, CPU)
+        results[source] = (np.array(result.step_losses), logits)
+    np.testing.assert_allclose(results["cached"][0], results["live"][0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(results["cached"][1], results["live"][1], atol=1e-4)
+
+
+def test_keyset_changes_with_everything_an_activation_depends_on(rows):
+    loaded = fresh_model(rows, 2)
+    base = describe_keyset(loaded.backbone, loaded.tokenizer, 40, 4, "fp16")[0]
+    assert describe_keyset(loaded.backbone, loaded.tokenizer, 40, 4, "fp16")[0] == base
+    assert describe_keyset(loaded.backbone, loaded.tokenizer, 41, 4, "fp16")[0] != base
+    assert describe_keyset(loaded.backbone, loaded.tokenizer, 40, 3, "fp16")[0] != base
+    assert describe_keyset(loaded.backbone, loaded.tokenizer, 40, 4, "fp32")[0] != base
+    # Training the top does not change the stem's key; touching a stem weight does.
+    with torch.no_grad():
+        loaded.model.classifier.weight.add_(1.0)
+        loaded.model.bert.encoder.layer[5].output.dense.weight.add_(1.0)
+    assert describe_keyset(loaded.backbone, loaded.tokenizer, 40, 4, "fp16")[0] == base
+    with torch.no_grad():
+        loaded.model.bert.encoder.layer[3].output.dense.weight[0, 0] += 1e-3
+    assert describe_keyset(loaded.backbone, loaded.tokenizer, 40, 4, "fp16")[0] != base
+    loaded.tokenizer.add_tokens(["edgefreezeword"])
+    assert describe_keyset(loaded.backbone, loaded.tokenizer, 40, 3, "fp16")[0] != \
+        describe_keyset(fresh_model(rows, 2).backbone, fresh_model(rows, 2).tokenizer, 40, 3,
+                        "fp16")[0]
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate"])
+def test_corrupted_cache_is_detected_and_recomputed(rows, tmp_path, damage):
+    loaded = fresh_model(rows, 2)
+    encoded = encode(loaded.tokenizer, rows.train.texts, 40)
+    store = open_store(tmp_path, loaded, 4)
+    expected, _ = fetch_activations(store, rows.train.texts, encoded, loaded.backbone, 4, CPU, QUIET)
+    expected = [np.array(a) for a in expected]
+    store.close()
+    shard = next((tmp_path / store.keyset).glob("*.bin"))
+    data = bytearray(shard.read_bytes())
+    if damage == "flip":
+        data[len(data) // 2] ^= 0xFF
+    else:
+        data = data[: len(data) // 3]
+    shard.write_bytes(bytes(data))
+
+    store = open_store(tmp_path, loaded, 4)
+    arrays, stats = fetch_activations(store, rows.train.texts, encoded, loaded.backbone, 4, CPU,
+                                      QUIET)
+    assert stats.corrupt >= 1 and stats.misses == stats.corrupt
+    assert stats.hits == len(rows.train) - stats.corrupt
+    for got, want in zip(arrays, expected):
+        np.testing.assert_allclose(np.asarray(got), want, atol=1e-4)  # batch padding noise
+    store.close()
+    store = open_store(tmp_path, loaded, 4)  # the recomputed entries were stored again
+    _, stats = fetch_activations(store, rows.train.texts, encoded, loaded.backbone, 4, CPU, QUIET)
+    assert stats.hits == len(rows.train) and stats.corrupt == 0
+
+
+def _writer(root: str, worker: int) -> None:
+    store = ActivationStore(Path(root), "k" * 24, {"test": True}, "fp16", 8)
+    rng = np.random.default_rng(worker)
+    for batch in range(20):
+        keys = [f"{k:04d}" for k in range(batch * 10, batch * 10 + 15)]  # overlapping
+        store.write([(key, np.full((1 + int(key) % 5, 8), int(key), dtype=np.float32))
+                     for key in keys if rng.random() < 0.9])
+    store.close()
+
+
+def test_concurrent_writers_leave_a_consistent_cache(tmp_path):
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_writer, args=(str(tmp_path), w)) for w in range(3)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=120)
+        assert w.exitcode == 0
+    store = ActivationStore(tmp_path, "k" * 24, {"test": True}, "fp16", 8)
+    entries = store.lookup(f"{k:04d}" for k in range(205))
+    assert len(entries) > 150
+    for key, entry in entries.items():
+        array = store.load(entry)
+        assert array is not None and array.shape == (1 + int(key) % 5, 8)
+        assert np.all(array == int(key))
+
+
+def test_retrain_passes_only_new_rows_through_the_stem(tmp_path, isolated_cache):
+    pipeline = write_pipeline(tmp_path, {"cache": {"dir": None}})
+    first = run_cli("build", str(pipeline), "--output", str(tmp_path / "v1"), "--quiet", "--json",
+                    "--cache-dir", str(tmp_path / "cache"))
+    assert first.exit_code == 0, first.stderr
+    new_rows = tmp_path / "new.jsonl"
+    extra = [{"text": f"A brand new review, number {i}, {'loved' if i % 2 else 'hated'} it.",
+              "category": "fresh" if i % 2 else "rotten"} for i in range(40)]
+    new_rows.write_text("".join(json.dumps(row) + "\n" for row in extra))
+    second = run_cli("retrain", str(pipeline), "--add", str(new_rows), "--output",
+                     str(tmp_path / "v2"), "--quiet", "--json", "--cache-dir", str(tmp_path / "cache"))
+    assert second.exit_code == 0, second.stderr
+    before, after = first.json()["cache"], second.json()["cache"]
+    assert before["hits"] == 0
+    assert after["misses"] == 40 and after["hits"] == before["misses"]
+    manifest = json.loads((tmp_path / "v2" / "manifest.json").read_text())
+    assert manifest["data"]["splits"]["train"]["rows"] == \
+        json.loads((tmp_path / "v1" / "manifest.json").read_text())["data"]["splits"]["train"]["rows"] + 40
+    assert manifest["data"]["sources"]["added_1"]["origin"] == str(new_rows)
+
+
+def test_retrain_rejects_rows_with_an_unknown_label(tmp_path):
+    new_rows = tmp_path / "new.csv"
+    new_rows.write_text("text,category\nfine film,fresh\nodd film,lukewarm\n")
+    result = run_cli("retrain", str(SMOKE), "--add", str(new_rows), "--output",
+                     str(tmp_path / "out"), "--quiet")
+    assert result.exit_code == 2
+    assert "lukewarm" in result.stderr and len(result.stderr.strip().splitlines()) == 1
