@@ -16,7 +16,7 @@ from pathlib import Path
 import click
 
 from edgefreeze import __version__
-from edgefreeze.errors import EdgefreezeError, GateRefused
+from edgefreeze.errors import ConfigError, EdgefreezeError, GateRefused
 
 
 def _summary(manifest: dict) -> dict:
@@ -114,3 +114,98 @@ def retrain(**options) -> None:
     """Retrain the top on the PIPELINE's data plus new rows, then export, quantize, gate
     and publish like `build`. With the cache, only the new rows pass the frozen stem."""
     _build(**options)
+
+
+@main.group()
+def cache() -> None:
+    """Inspect and look after the activation cache."""
+
+
+def cache_options(command: Callable) -> Callable:
+    command = click.option("--json", "as_json", is_flag=True, help="Print one JSON result.")(command)
+    return click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
+                        help="Cache folder (else $EDGEFREEZE_CACHE_DIR, ~/.cache/edgefreeze).")(command)
+
+
+def _cache_root(option: Path | None) -> Path:
+    from edgefreeze.cache import cache_root
+
+    return cache_root(option, None, Path)
+
+
+@cache.command()
+@cache_options
+def stats(cache_dir: Path | None, as_json: bool) -> None:
+    """Entries and bytes per key set (model, tokenizer, settings)."""
+    from edgefreeze.cache import admin
+
+    def action() -> dict:
+        result = admin.stats(_cache_root(cache_dir))
+        if not as_json:
+            click.echo(f"{result['dir']}: {result['entries']} entries, "
+                       f"{result['bytes'] / 1e6:.1f} MB of activations, "
+                       f"{result['disk_bytes'] / 1e6:.1f} MB on disk")
+            for k in result["keysets"]:
+                d = k["description"]
+                click.echo(f"  {k['keyset']}  {k['entries']:>7} entries  {k['bytes'] / 1e6:8.1f} MB"
+                           f"  {d.get('model_type')} boundary {d.get('boundary')}/{d.get('depth')}"
+                           f" max_length {d.get('max_length')} {k['dtype']} ({d.get('kept')})")
+        return {"status": "ok", **result}
+
+    _run(as_json, action)
+
+
+@cache.command()
+@cache_options
+def verify(cache_dir: Path | None, as_json: bool) -> None:
+    """Check every entry's checksum; drop corrupt ones (exit 1 if any were found)."""
+    from edgefreeze.cache import admin
+    from edgefreeze.errors import CheckFailed
+
+    def action() -> dict:
+        result = admin.verify(_cache_root(cache_dir))
+        click.echo(f"checked {result['checked']} entries, {result['corrupt']} corrupt", err=True)
+        if result["corrupt"]:
+            raise CheckFailed(f"{result['corrupt']} corrupt cache entries dropped; the next "
+                              "build recomputes them")
+        return {"status": "ok", **result}
+
+    _run(as_json, action)
+
+
+@cache.command()
+@cache_options
+@click.option("--older-than", "older_than", type=click.FloatRange(min=0),
+              help="Drop entries not used for this many days.")
+@click.option("--max-size", help="Then drop least recently used entries down to this size "
+                                 "(e.g. 500MB, 2GiB).")
+def prune(cache_dir: Path | None, as_json: bool, older_than: float | None,
+          max_size: str | None) -> None:
+    """Drop old or least recently used entries and reclaim their disk space."""
+    from edgefreeze.cache import admin
+
+    def action() -> dict:
+        if older_than is None and max_size is None:
+            raise ConfigError("cache prune: give --older-than DAYS and/or --max-size SIZE")
+        result = admin.prune(_cache_root(cache_dir), older_than,
+                             admin.parse_size(max_size) if max_size else None)
+        click.echo(f"removed {result['removed']} entries; disk "
+                   f"{result['disk_bytes_before'] / 1e6:.1f} MB -> "
+                   f"{result['disk_bytes_after'] / 1e6:.1f} MB", err=True)
+        return {"status": "ok", **result}
+
+    _run(as_json, action)
+
+
+@cache.command()
+@cache_options
+def clear(cache_dir: Path | None, as_json: bool) -> None:
+    """Remove every cached activation."""
+    from edgefreeze.cache import admin
+
+    def action() -> dict:
+        result = admin.clear(_cache_root(cache_dir))
+        click.echo(f"cleared {result['dir']} ({result['freed_bytes'] / 1e6:.1f} MB)", err=True)
+        return {"status": "ok", **result}
+
+    _run(as_json, action)

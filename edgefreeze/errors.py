@@ -21,10 +21,14 @@ class ConfigError(EdgefreezeError):
     exit_code = 2
 
 
-class GateRefused(EdgefreezeError):
-    """The built models failed the gate; nothing was published, the report was kept."""
+class CheckFailed(EdgefreezeError):
+    """A check ran and found a problem (a refused gate, a corrupt cache)."""
 
     exit_code = 1
+
+
+class GateRefused(CheckFailed):
+    """The built models failed the gate; nothing was published, the report was kept."""
 
     def __init__(self, message: str, manifest: dict, report_dir: Path) -> None:
         super().__init__(message)
