@@ -209,3 +209,69 @@ def clear(cache_dir: Path | None, as_json: bool) -> None:
         return {"status": "ok", **result}
 
     _run(as_json, action)
+
+
+@main.command()
+@click.argument("bundle", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("texts", nargs=-1)
+@click.option("--file", "text_file", type=click.File("r", encoding="utf-8"),
+              help="Read texts from this file, one per line ('-' for stdin).")
+@click.option("--model", "variant", type=click.Choice(["int8", "fp32"]), default="int8",
+              show_default=True, help="Which of the bundle's models to run.")
+@click.option("--threads", type=click.IntRange(min=0), default=0,
+              help="ONNX Runtime intra-op threads (0: its default).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per text.")
+def predict(bundle: Path, texts: tuple[str, ...], text_file, variant: str, threads: int,
+            as_json: bool) -> None:
+    """Label texts with a bundle, using ONNX Runtime only (no torch needed)."""
+    from edgefreeze.runtime import Predictor
+
+    inputs = list(texts) + ([line.rstrip("\n") for line in text_file] if text_file else [])
+    try:
+        if not inputs:
+            raise ConfigError("predict: give TEXT arguments or --file")
+        predictions = Predictor(bundle, variant, threads).predict(inputs)
+    except EdgefreezeError as exc:
+        click.echo(f"edgefreeze: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    for text, prediction in zip(inputs, predictions):
+        if as_json:
+            click.echo(json.dumps({"text": text, "label": prediction.label,
+                                   "probabilities": prediction.probabilities}))
+        else:
+            confidence = prediction.probabilities[prediction.label]
+            click.echo(f"{prediction.label}\t{confidence:.3f}\t{text}")
+
+
+@main.command(name="bench")
+@click.argument("bundle", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--threads", type=click.IntRange(min=0), default=0,
+              help="Threads per model (0: the runtime's default).")
+@click.option("--sequence-length", type=click.IntRange(min=2), default=32, show_default=True)
+@click.option("--runs", type=click.IntRange(min=10), default=200, show_default=True,
+              help="Timed batch-1 runs per model.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON result.")
+def bench_command(bundle: Path, threads: int, sequence_length: int, runs: int,
+                  as_json: bool) -> None:
+    """Latency (p50/p95/p99, batch 1), throughput (batch 32), size and peak memory of a
+    bundle's int8 and fp32 models and, where torch is installed, PyTorch eager."""
+    from edgefreeze.bench import bench
+
+    def action() -> dict:
+        result = bench(bundle, threads, sequence_length, runs)
+        if not as_json:
+            click.echo(f"{bundle}: sequence length {sequence_length}, "
+                       f"threads {threads or 'default'}")
+            click.echo(f"{'model':<8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} "
+                       f"{'batch-32 /s':>12} {'size MB':>9} {'peak RSS MB':>12}")
+            for name in ("int8", "fp32", "pytorch"):
+                r = result.get(name)
+                if r is None:
+                    click.echo(f"{name:<8} (torch not installed)")
+                    continue
+                click.echo(f"{name:<8} {r['p50_ms']:8.2f} {r['p95_ms']:8.2f} {r['p99_ms']:8.2f} "
+                           f"{r['throughput_per_s']:12.1f} {r['size_bytes'] / 1e6:9.1f} "
+                           f"{r['peak_rss_bytes'] / 1e6:12.1f}")
+        return {"status": "ok", **result}
+
+    _run(as_json, action)

@@ -42,12 +42,19 @@ class CachedFeatures:
         self.arrays = arrays
         self.width = arrays[0].shape[1]
         self._lengths = np.array([a.shape[0] for a in arrays])
+        # Head-only: one vector per example; one dense matrix makes a batch one gather.
+        self._dense = (np.concatenate(arrays).astype(np.float32)
+                       if np.all(self._lengths == 1) else None)
 
     def lengths(self) -> np.ndarray:
         return self._lengths
 
     def batch(self, indices: Sequence[int], device: torch.device
               ) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._dense is not None:
+            hidden = torch.from_numpy(self._dense[list(indices)]).unsqueeze(1)
+            return hidden.to(device), torch.ones((len(indices), 1), dtype=torch.int64,
+                                                  device=device)
         lengths = self._lengths[list(indices)]
         hidden = np.zeros((len(indices), lengths.max(), self.width), dtype=np.float32)
         mask = np.zeros((len(indices), lengths.max()), dtype=np.int64)

@@ -79,6 +79,10 @@ class TrainSpec(Section):
     max_grad_norm: float = Field(1.0, gt=0.0)
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="compute of the trainable top; auto = bf16 autocast where the "
+        "device has fast bf16 (CUDA, CPUs with AMX), else fp32. The frozen stem and the "
+        "weights stay fp32")
 
 
 class CacheSpec(Section):

@@ -46,7 +46,7 @@ def open_store(root, loaded, boundary, dtype="fp32"):
 @pytest.mark.parametrize("trainable_layers", [2, 0])
 def test_cached_training_equals_uncached_training(rows, tmp_path, trainable_layers):
     """Same seed, fp32 cache: the same per-step losses and the same final model."""
-    spec = TrainSpec(epochs=2, batch_size=16, seed=3, device="cpu", warmup=0.2)
+    spec = TrainSpec(epochs=2, batch_size=16, seed=3, device="cpu", warmup=0.2, precision="fp32")
     results = {}
     for source in ("live", "cached"):
         loaded = fresh_model(rows, trainable_layers)

@@ -1,8 +1,9 @@
 """What runs on the device: ONNX Runtime, tokenizers and numpy, never torch.
 
-Import nothing here that pulls in torch or transformers.
+Import nothing here that pulls in torch or transformers (a test makes sure).
 """
 
-from edgefreeze.runtime.classifier import OnnxClassifier
+from edgefreeze.runtime.bundle import Bundle, BundleError, Prediction, Predictor
+from edgefreeze.runtime.classifier import OnnxClassifier, load_tokenizer
 
-__all__ = ["OnnxClassifier"]
+__all__ = ["Bundle", "BundleError", "OnnxClassifier", "Prediction", "Predictor", "load_tokenizer"]

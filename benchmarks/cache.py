@@ -1,0 +1,217 @@
+"""What the activation cache buys, measured side by side in one run.
+
+On the built-in model and data (the default pipeline's split and max_length), for the
+top 2 of 6 layers trainable and for head-only training:
+  - an uncached epoch (the frozen stem runs on every batch),
+  - the filling pass (stem once over the training rows, written to a fresh cache),
+  - a cached epoch (the top reads memory-mapped fp16 activations),
+  - the pure compute of the top on tensors already in memory (the limit),
+  - a retrain with 10 % new rows against a cold build (caching + training),
+and the cache's bytes for the whole data set against a padded fp32 layout.
+
+    python benchmarks/cache.py [--epochs 3] [--out docs/benchmarks.md]
+
+The figures replace the cache section of docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edgefreeze.backbones import load_model
+from edgefreeze.batching import bucketed_batches, encode
+from edgefreeze.cache import ActivationStore, describe_keyset, fetch_activations
+from edgefreeze.data import load_data
+from edgefreeze.features import CachedFeatures, LiveFeatures
+from edgefreeze.freeze import apply_freeze, parameter_groups, set_train_mode
+from edgefreeze.progress import Reporter
+from edgefreeze.spec import load_pipeline
+from edgefreeze.train import autocast, resolve_precision, train
+
+PIPELINE = Path(__file__).resolve().parent.parent / "pipelines" / "rotten-tomatoes.yaml"
+QUIET = Reporter(quiet=True)
+CPU = torch.device("cpu")
+
+
+class Bench:
+    def __init__(self, epochs: int) -> None:
+        pipeline = load_pipeline(PIPELINE)
+        self.spec = pipeline.spec
+        self.data = load_data(self.spec.data, pipeline.resolve)
+        self.train_spec = self.spec.train.model_copy(update={"epochs": 1, "device": "cpu"})
+        self.epochs = epochs
+        self.max_length = self.spec.data.max_length
+        self.cache_root = Path(tempfile.mkdtemp(prefix="edgefreeze-bench-"))
+
+    def model(self, trainable_layers: int):
+        loaded = load_model(self.spec.model, self.data.label_names, Path, False, 0)
+        apply_freeze(loaded.backbone, trainable_layers)
+        return loaded
+
+    def store(self, loaded, boundary: int, root: Path | None = None) -> ActivationStore:
+        keyset, description = describe_keyset(loaded.backbone, loaded.tokenizer,
+                                              self.max_length, boundary, "fp16")
+        return ActivationStore(root or self.cache_root, keyset, description, "fp16",
+                               loaded.backbone.hidden_size)
+
+    def fill(self, loaded, boundary: int, texts: list[str], root: Path | None = None):
+        store = self.store(loaded, boundary, root)
+        encoded = encode(loaded.tokenizer, texts, self.max_length)
+        start = time.perf_counter()
+        arrays, stats = fetch_activations(store, texts, encoded, loaded.backbone, boundary, CPU,
+                                          QUIET)
+        seconds = time.perf_counter() - start
+        store.close()
+        return arrays, stats, seconds
+
+    def epoch(self, loaded, boundary: int, features, labels: np.ndarray, epochs: int = 1) -> float:
+        spec = self.train_spec.model_copy(update={"epochs": epochs})
+        start = time.perf_counter()
+        train(loaded.backbone, boundary, features, labels, None, None, spec, CPU, QUIET)
+        return time.perf_counter() - start
+
+    def pure_top(self, loaded, boundary: int, features: CachedFeatures, labels: np.ndarray) -> float:
+        """One epoch of top forward/backward/step on batches already padded in memory."""
+        backbone = loaded.backbone
+        trainable = backbone.depth - boundary
+        groups = parameter_groups(backbone, trainable, 1e-4, 1e-3, 0.01)
+        optimizer = torch.optim.AdamW(groups)
+        batches = bucketed_batches(features.lengths(), self.train_spec.batch_size,
+                                   np.random.default_rng(0))
+        tensors = [(*features.batch(b, CPU), torch.from_numpy(labels[b])) for b in batches]
+        set_train_mode(backbone, trainable)
+        params = [p for g in groups for p in g["params"]]
+        precision = resolve_precision(self.train_spec.precision, CPU)
+        start = time.perf_counter()
+        for hidden, mask, y in tensors:
+            with autocast(CPU, precision):
+                logits = backbone.top(hidden, mask, boundary)
+            loss = torch.nn.functional.cross_entropy(logits.float(), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+        return time.perf_counter() - start
+
+    def configuration(self, trainable_layers: int) -> dict:
+        texts, labels = self.data.train.texts, self.data.train.labels
+        loaded = self.model(trainable_layers)
+        boundary = loaded.backbone.depth - trainable_layers
+        encoded = encode(loaded.tokenizer, texts, self.max_length)
+        row = {"uncached": self.epoch(loaded, boundary,
+                                      LiveFeatures(encoded, loaded.backbone, boundary), labels)}
+        _, _, row["fill"] = self.fill(loaded, boundary, texts)
+        arrays, stats, row["load"] = self.fill(loaded, boundary, texts)  # all hits now
+        assert stats.misses == 0, stats
+        cached = CachedFeatures(arrays)
+        row["cached"] = self.epoch(loaded, boundary, cached, labels)
+        row["pure"] = self.pure_top(self.model(trainable_layers), boundary, cached, labels)
+
+        # Retrain: 90 % of the rows were built before; 10 % arrive new.
+        rng = np.random.default_rng(0)
+        order = rng.permutation(len(texts))
+        old = sorted(order[: int(0.9 * len(texts))].tolist())
+        with tempfile.TemporaryDirectory(dir=self.cache_root) as cold_dir, \
+                tempfile.TemporaryDirectory(dir=self.cache_root) as warm_dir:
+            cold_arrays, _, cold_fill = self.fill(loaded, boundary, texts, Path(cold_dir))
+            cold_train = self.epoch(self.model(trainable_layers), boundary,
+                                    CachedFeatures(cold_arrays), labels, self.epochs)
+            self.fill(loaded, boundary, [texts[i] for i in old], Path(warm_dir))
+            warm_arrays, warm_stats, warm_fill = self.fill(loaded, boundary, texts, Path(warm_dir))
+            warm_train = self.epoch(self.model(trainable_layers), boundary,
+                                    CachedFeatures(warm_arrays), labels, self.epochs)
+        row.update(cold=cold_fill + cold_train, retrain=warm_fill + warm_train,
+                   retrain_misses=warm_stats.misses)
+        return row
+
+    def bytes(self) -> dict:
+        """Cache bytes of every row of the data set (top-2 boundary) vs padded fp32."""
+        loaded = self.model(2)
+        texts = [t for split in self.data.named_splits().values() for t in split.texts]
+        with tempfile.TemporaryDirectory(dir=self.cache_root) as root:
+            _, stats, _ = self.fill(loaded, loaded.backbone.depth - 2, texts, Path(root))
+            disk = sum(p.stat().st_size for p in Path(root).rglob("*.bin"))
+        padded = len(texts) * self.max_length * loaded.backbone.hidden_size * 4
+        return {"rows": len(texts), "cache": disk, "padded_fp32": padded,
+                "served": stats.bytes}
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def render(rows: dict[str, dict], sizes: dict, bench: Bench, command: str) -> str:
+    lines = ["<!-- cache:start -->", "## Activation cache", "",
+             f"Command: `{command}`", "",
+             f"Machine: {cpu_name()}, {torch.get_num_threads()} torch threads, "
+             f"{platform.python_version()}, torch {torch.__version__}. Data: the default "
+             f"pipeline's {len(bench.data.train):,} training rows, max_length "
+             f"{bench.max_length}, batch {bench.train_spec.batch_size}; fp16 cache; top "
+             f"computed in {resolve_precision(bench.train_spec.precision, CPU)} "
+             "(`train.precision: auto`), the frozen stem in fp32. "
+             "Times in seconds, measured one after another in one process.", "",
+             "| | uncached epoch | filling pass | cached epoch | pure top compute | "
+             "uncached / cached | cached / pure |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for name, r in rows.items():
+        lines.append(f"| {name} | {r['uncached']:.2f} | {r['fill']:.2f} | {r['cached']:.2f} | "
+                     f"{r['pure']:.2f} | **{r['uncached'] / r['cached']:.1f}x** | "
+                     f"**{r['cached'] / r['pure']:.2f}** |")
+    lines += ["", f"Retrain with 10 % new rows ({bench.epochs} epochs), against a cold build's "
+              "caching and training on the same rows:", "",
+              "| | cold build: fill + train | retrain: fill new rows + train | retrain / cold | "
+              "rows through the stem |", "| --- | --- | --- | --- | --- |"]
+    for name, r in rows.items():
+        lines.append(f"| {name} | {r['cold']:.2f} | {r['retrain']:.2f} | "
+                     f"**{r['retrain'] / r['cold']:.2f}** | {r['retrain_misses']:,} |")
+    lines += ["", f"Cache size for all {sizes['rows']:,} rows of the data set (top-2 boundary, "
+              f"every token unpadded, fp16): **{sizes['cache'] / 1e6:.1f} MB**, against "
+              f"{sizes['padded_fp32'] / 1e6:.1f} MB for a padded fp32 layout "
+              f"(**{sizes['cache'] / sizes['padded_fp32']:.1%}**).",
+              "<!-- cache:end -->"]
+    return "\n".join(lines) + "\n"
+
+
+def write_section(path: Path, section: str) -> None:
+    text = path.read_text() if path.exists() else "# Benchmarks\n\n"
+    start, end = text.find("<!-- cache:start -->"), text.find("<!-- cache:end -->")
+    if start >= 0 and end >= 0:
+        text = text[:start] + section + text[end + len("<!-- cache:end -->\n"):]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    path.write_text(text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=3, help="epochs of the retrain comparison")
+    parser.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"))
+    args = parser.parse_args()
+    bench = Bench(args.epochs)
+    rows = {}
+    for name, layers in (("top 2 of 6 layers", 2), ("head only", 0)):
+        print(f"measuring {name} ...", file=sys.stderr, flush=True)
+        rows[name] = bench.configuration(layers)
+        print(rows[name], file=sys.stderr, flush=True)
+    sizes = bench.bytes()
+    section = render(rows, sizes, bench, "python benchmarks/cache.py " + " ".join(sys.argv[1:]))
+    write_section(args.out, section)
+    print(section)
+
+
+if __name__ == "__main__":
+    main()

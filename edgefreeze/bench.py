@@ -1,0 +1,102 @@
+"""`edgefreeze bench`: latency, throughput, size and peak memory of a bundle's models.
+
+Each model is measured in a fresh process of its own (so peak memory is its own, and one
+model's warm caches do not flatter the next), one after another, on the same inputs:
+batch 1 latency percentiles and batch 32 throughput at a fixed sequence length.
+PyTorch eager is measured where torch is installed, on the same architecture built from
+the manifest's model source (the weights' values do not change the compute).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import resource
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edgefreeze.runtime import Bundle, load_tokenizer
+from edgefreeze.runtime.bundle import MODEL_FILES
+
+SAMPLE = ("An absorbing, often funny and finally moving film about people who keep missing "
+          "each other, with two fine performances at its centre and a score that knows when "
+          "to stay quiet. ") * 8
+
+
+def inputs(bundle: Bundle, batch: int, length: int) -> dict[str, np.ndarray]:
+    """(batch, length) int64 inputs: a real review's tokens, cut to exactly `length`."""
+    encoding = load_tokenizer(bundle.verified("tokenizer.json"), length).encode(SAMPLE)
+    ids = np.array([encoding.ids], dtype=np.int64).repeat(batch, axis=0)
+    return {"input_ids": ids, "attention_mask": np.ones_like(ids),
+            "token_type_ids": np.zeros_like(ids)}
+
+
+def _measure(run, batch1: dict, batch32: dict, runs: int) -> dict[str, float]:
+    for _ in range(max(5, runs // 10)):
+        run(batch1)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        run(batch1)
+        times.append(time.perf_counter() - start)
+    throughput_runs = max(3, runs // 20)
+    start = time.perf_counter()
+    for _ in range(throughput_runs):
+        run(batch32)
+    seconds = time.perf_counter() - start
+    ms = np.array(times) * 1000
+    return {"p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95)),
+            "p99_ms": float(np.percentile(ms, 99)),
+            "throughput_per_s": len(next(iter(batch32.values()))) * throughput_runs / seconds}
+
+
+def _worker(bundle_path: str, variant: str, threads: int, length: int, runs: int, queue) -> None:
+    bundle = Bundle(bundle_path)
+    batch1, batch32 = inputs(bundle, 1, length), inputs(bundle, 32, length)
+    if variant == "pytorch":
+        import torch
+        from transformers import AutoModelForSequenceClassification
+
+        if threads:
+            torch.set_num_threads(threads)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            bundle.manifest["model"]["location"], num_labels=len(bundle.labels)).eval()
+        size = sum(p.numel() * p.element_size() for p in model.parameters())
+
+        def run(batch):
+            with torch.inference_mode():
+                model(**{k: torch.from_numpy(v) for k, v in batch.items()})
+    else:
+        classifier = bundle.classifier(variant, threads)
+        size = (bundle.path / MODEL_FILES[variant]).stat().st_size
+        run = classifier.run
+    result = _measure(run, batch1, batch32, runs)
+    result["size_bytes"] = size
+    result["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    queue.put(result)
+
+
+def bench(bundle_path: Path, threads: int = 0, length: int = 32, runs: int = 200,
+          variants: tuple[str, ...] = ("int8", "fp32", "pytorch")) -> dict:
+    Bundle(bundle_path)  # verify before spawning anything
+    context = multiprocessing.get_context("spawn")
+    results: dict = {"bundle": str(bundle_path), "threads": threads, "sequence_length": length}
+    for variant in variants:
+        if variant == "pytorch" and not _torch_available():
+            results["pytorch"] = None
+            continue
+        queue = context.Queue()
+        process = context.Process(target=_worker, args=(str(bundle_path), variant, threads,
+                                                        length, runs, queue))
+        process.start()
+        results[variant] = queue.get(timeout=1800)
+        process.join()
+    return results
+
+
+def _torch_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("torch") is not None and \
+        importlib.util.find_spec("transformers") is not None

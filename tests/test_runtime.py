@@ -1,0 +1,84 @@
+"""The device side: a verified bundle, predictions without torch, tampering refused."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from edgefreeze.runtime import BundleError, Predictor
+from tests.conftest import ROOT, run_cli
+
+BLOCK_TORCH = textwrap.dedent("""
+    import importlib.abc, sys
+    class Block(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in ("torch", "transformers", "optimum"):
+                raise ImportError(f"{name} is not on this device")
+    sys.meta_path.insert(0, Block())
+""")
+
+
+def test_runtime_predicts_without_torch_or_transformers(smoke_build):
+    bundle, _ = smoke_build
+    script = BLOCK_TORCH + textwrap.dedent(f"""
+        import json
+        from edgefreeze.runtime import Predictor
+        predictions = Predictor({str(bundle)!r}).predict(["a wonderful film", "a dull mess"])
+        assert not any(m.split(".")[0] in ("torch", "transformers") for m in sys.modules)
+        print(json.dumps([p.label for p in predictions]))
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            cwd=ROOT, timeout=120)
+    assert result.returncode == 0, result.stderr
+    labels = json.loads(result.stdout)
+    assert len(labels) == 2 and set(labels) <= {"rotten", "fresh"}
+
+    cli = BLOCK_TORCH + "from edgefreeze.cli import main\nmain()\n"
+    result = subprocess.run([sys.executable, "-c", cli, "predict", str(bundle), "--json",
+                             "a wonderful film"], capture_output=True, text=True, cwd=ROOT,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["label"] in {"rotten", "fresh"}
+
+
+def test_predictions_match_the_gated_int8_model(smoke_build):
+    bundle, _ = smoke_build
+    predictor = Predictor(bundle)
+    texts = ["an absolute joy from start to finish", "lifeless and boring"]
+    predictions = predictor.predict(texts)
+    logits = predictor.classifier.logits(texts)
+    assert [p.label for p in predictions] == [predictor.bundle.labels[i] for i in logits.argmax(1)]
+    for p in predictions:
+        assert abs(sum(p.probabilities.values()) - 1) < 1e-6
+
+
+def test_tampered_model_is_refused(smoke_build, tmp_path):
+    bundle, _ = smoke_build
+    copy = tmp_path / "bundle"
+    shutil.copytree(bundle, copy)
+    data = bytearray((copy / "model.int8.onnx").read_bytes())
+    data[len(data) // 2] ^= 0x01
+    (copy / "model.int8.onnx").write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="sha256 does not match"):
+        Predictor(copy)
+    result = run_cli("predict", str(copy), "hello")
+    assert result.exit_code == 2 and "altered" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    Predictor(copy, variant="fp32")  # the untouched fp32 model still verifies
+
+
+def test_bundle_that_failed_the_gate_is_refused(smoke_build, tmp_path):
+    bundle, _ = smoke_build
+    copy = tmp_path / "bundle"
+    shutil.copytree(bundle, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["gate"]["passed"] = False
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="gate did not pass"):
+        Predictor(copy)
