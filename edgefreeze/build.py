@@ -28,7 +28,7 @@ from edgefreeze.features import CachedFeatures, LiveFeatures
 from edgefreeze.freeze import apply_freeze
 from edgefreeze.gate import judge
 from edgefreeze.progress import Reporter
-from edgefreeze.quantize import quantize_int8
+from edgefreeze.quantize import Architecture, quantize_int8
 from edgefreeze.report import render_report
 from edgefreeze.spec import Pipeline
 from edgefreeze.train import Features, resolve_device, train
@@ -101,7 +101,10 @@ def build(pipeline: Pipeline, output: Path | None = None, device: str | None = N
             fp32_path, int8_path = staging.path / "model.onnx", staging.path / "model.int8.onnx"
             export_info = export_onnx(loaded.model, fp32_path, spec.export.opset)
         with reporter.stage("quantize"):
-            quantize_info = quantize_int8(fp32_path, int8_path, spec.quantize)
+            architecture = Architecture(loaded.backbone.fusion_type,
+                                        loaded.model.config.num_attention_heads,
+                                        loaded.backbone.hidden_size)
+            quantize_info = quantize_int8(fp32_path, int8_path, spec.quantize, architecture)
         with reporter.stage("evaluate"):
             model = loaded.model.to(torch_device)
             evaluation = evaluate(model, data.test.texts, data.test.labels, encoded["test"],

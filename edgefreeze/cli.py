@@ -19,6 +19,10 @@ from edgefreeze import __version__
 from edgefreeze.errors import ConfigError, EdgefreezeError, GateRefused
 
 
+BUILD_MODULES = {"torch", "transformers", "optimum", "onnx", "yaml", "pydantic", "tqdm",
+                 "safetensors"}
+
+
 def _summary(manifest: dict) -> dict:
     return {"metrics": manifest["metrics"], "gate": manifest["gate"], "cache": manifest["cache"],
             "sizes": manifest["sizes"], "timings_s": manifest["timings_s"],
@@ -37,6 +41,12 @@ def _run(as_json: bool, action: Callable[[], dict]) -> None:
     except EdgefreezeError as exc:
         payload, code = {"status": "error", "message": str(exc)}, exc.exit_code
         click.echo(f"edgefreeze: error: {exc}", err=True)
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] not in BUILD_MODULES:
+            raise
+        payload, code = {"status": "error", "message": str(exc)}, 2
+        click.echo(f"edgefreeze: error: this command needs the build extra (missing "
+                   f"{exc.name}): pip install 'edgefreeze[build]'", err=True)
     except KeyboardInterrupt:
         payload, code = {"status": "interrupted"}, 130
         click.echo("edgefreeze: interrupted", err=True)

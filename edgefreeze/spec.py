@@ -102,6 +102,7 @@ class QuantizeSpec(Section):
     target: Literal["avx512_vnni", "avx512", "avx2", "arm64"] = "avx512_vnni"
     per_channel: bool = Field(True, description="one scale per output channel of each weight")
     quantize_embeddings: bool = Field(True, description="int8 embedding tables (Gather) too")
+    fuse: bool = Field(True, description="fuse attention, layer norms and GELU before quantizing")
 
 
 class GateSpec(Section):

@@ -82,3 +82,37 @@ def test_bundle_that_failed_the_gate_is_refused(smoke_build, tmp_path):
     (copy / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(BundleError, match="gate did not pass"):
         Predictor(copy)
+
+
+@pytest.mark.parametrize("file_name", ["model.onnx", "model.int8.onnx"])
+def test_optimum_loads_the_bundle_and_agrees(smoke_build, file_name):
+    """Interop: Optimum's ORTModelForSequenceClassification reads the bundle as it is."""
+    from optimum.onnxruntime import ORTModelForSequenceClassification
+    from transformers import AutoTokenizer
+
+    bundle, _ = smoke_build
+    model = ORTModelForSequenceClassification.from_pretrained(bundle, file_name=file_name)
+    tokenizer = AutoTokenizer.from_pretrained(bundle)
+    predictor = Predictor(bundle, variant="int8" if "int8" in file_name else "fp32")
+    texts = ["an absolute joy", "lifeless, boring and far too long", "it was fine, I guess",
+             "the best thing this director has made"]
+    for text in texts:  # one at a time, as the gate and a device run them
+        encoded = tokenizer([text], return_tensors="np", truncation=True,
+                            max_length=predictor.bundle.max_length)
+        logits = model(**encoded).logits
+        np.testing.assert_allclose(np.asarray(logits), predictor.classifier.logits([text]),
+                                   atol=1e-5)
+        assert model.config.id2label[int(np.argmax(logits))] == predictor.predict([text])[0].label
+
+
+def test_installing_for_a_device_pulls_no_torch():
+    """`pip install edgefreeze[edge]` must not bring torch, transformers or optimum."""
+    from importlib.metadata import requires
+
+    requirements = requires("edgefreeze") or []
+    base_or_edge = [r for r in requirements if "extra ==" not in r or "'edge'" in r
+                    or '"edge"' in r]
+    names = {r.split(";")[0].split("[")[0].split("<")[0].split(">")[0].split("=")[0]
+             .split("~")[0].strip().lower() for r in base_or_edge}
+    assert names and not names & {"torch", "transformers", "optimum", "optimum-onnx"}
+    assert {"onnxruntime", "tokenizers", "numpy"} <= names

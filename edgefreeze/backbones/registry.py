@@ -41,6 +41,7 @@ class Backbone:
     embeddings: ClassVar[str]
     layers: ClassVar[str]
     head: ClassVar[tuple[str, ...]]
+    fusion_type: ClassVar[str] = "bert"  # ONNX Runtime optimizer's model_type for fusion
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
