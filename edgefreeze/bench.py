@@ -69,7 +69,7 @@ def _worker(bundle_path: str, variant: str, threads: int, length: int, runs: int
                 model(**{k: torch.from_numpy(v) for k, v in batch.items()})
     else:
         classifier = bundle.classifier(variant, threads)
-        size = (bundle.path / MODEL_FILES[variant]).stat().st_size
+        size = sum((bundle.path / name).stat().st_size for name in MODEL_FILES[variant])
         run = classifier.run
     result = _measure(run, batch1, batch32, runs)
     result["size_bytes"] = size

@@ -22,15 +22,16 @@ from edgefreeze.bundle import Staging, check_destination, default_destination
 from edgefreeze.cache import ActivationStore, CacheStats, cache_root, describe_keyset, fetch_activations
 from edgefreeze.data import LabelledData, load_data
 from edgefreeze.errors import GateRefused
-from edgefreeze.evaluate import evaluate
-from edgefreeze.export import export_onnx
+from edgefreeze.evaluate import evaluate, reference_logits
+from edgefreeze.export import export_onnx, export_split
+from edgefreeze.fallback import quantize_gated
 from edgefreeze.features import CachedFeatures, LiveFeatures
 from edgefreeze.freeze import apply_freeze
 from edgefreeze.gate import judge
 from edgefreeze.progress import Reporter
-from edgefreeze.quantize import Architecture, quantize_int8
+from edgefreeze.quantize import Architecture
 from edgefreeze.report import render_report
-from edgefreeze.spec import Pipeline
+from edgefreeze.spec import Pipeline, PipelineSpec
 from edgefreeze.train import Features, resolve_device, train
 
 LIBRARIES = ("torch", "transformers", "optimum", "optimum-onnx", "onnx", "onnxruntime",
@@ -98,22 +99,32 @@ def build(pipeline: Pipeline, output: Path | None = None, device: str | None = N
             loaded.model.config.save_pretrained(staging.path)
             (staging.path / "labels.json").write_text(
                 json.dumps({"id2label": dict(enumerate(data.label_names))}, indent=2))
-            fp32_path, int8_path = staging.path / "model.onnx", staging.path / "model.int8.onnx"
-            export_info = export_onnx(loaded.model, fp32_path, spec.export.opset)
+            fp32_models, export_info = _export(loaded, boundary, staging.path, spec)
+        model = loaded.model.to(torch_device)
+        reference = reference_logits(model, encoded["test"], torch_device)
         with reporter.stage("quantize"):
             architecture = Architecture(loaded.backbone.fusion_type,
                                         loaded.model.config.num_attention_heads,
                                         loaded.backbone.hidden_size)
-            quantize_info = quantize_int8(fp32_path, int8_path, spec.quantize, architecture)
+            int8_models, quantize_info = {}, {}
+            for name, paths in fp32_models.items():
+                int8_name = name.replace("fp32", "int8")
+                int8_models[int8_name] = [path.with_suffix(".int8.onnx") for path in paths]
+                # The split graphs are quantized unfused: fusion patterns are written for
+                # whole-model exports.
+                quantize_info[int8_name] = quantize_gated(
+                    int8_name, paths, int8_models[int8_name], spec, architecture,
+                    spec.quantize.fuse and name == "onnx_fp32", reference, data.test.texts,
+                    data.test.labels, staging.path / "tokenizer.json", reporter)
+        models = {**fp32_models, **int8_models}
         with reporter.stage("evaluate"):
-            model = loaded.model.to(torch_device)
-            evaluation = evaluate(model, data.test.texts, data.test.labels, encoded["test"],
-                                  {"onnx_fp32": fp32_path, "onnx_int8": int8_path},
-                                  staging.path / "tokenizer.json", max_length,
-                                  spec.gate.batch_sizes, spec.shape_check_lengths(),
-                                  torch_device, reporter)
-        verdict = judge(evaluation.metrics, float(evaluation.shape_check["max_logit_error"]),
-                        spec.gate)
+            evaluation = evaluate(model, reference, data.test.texts, data.test.labels,
+                                  encoded["test"], models, staging.path / "tokenizer.json",
+                                  max_length, spec.gate.batch_sizes,
+                                  spec.shape_check_lengths(), torch_device, reporter)
+        verdict = judge(evaluation.metrics,
+                        {name: float(check["max_logit_error"])
+                         for name, check in evaluation.shape_check.items()}, spec.gate)
         manifest = {
             "edgefreeze_version": __version__,
             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -136,8 +147,8 @@ def build(pipeline: Pipeline, output: Path | None = None, device: str | None = N
             "export": export_info,
             "quantize": quantize_info,
             "metrics": evaluation.metrics,
-            "sizes": {"onnx_fp32": fp32_path.stat().st_size,
-                      "onnx_int8": int8_path.stat().st_size},
+            "sizes": {name: sum(path.stat().st_size for path in paths)
+                      for name, paths in models.items()},
             "shape_check": evaluation.shape_check,
             "gate": verdict.to_dict(),
             "versions": _versions(),
@@ -150,6 +161,21 @@ def build(pipeline: Pipeline, output: Path | None = None, device: str | None = N
                               + f" (report: {rejected / 'report.md'})", manifest, rejected)
         published = staging.publish(manifest, report)
     return BuildResult(path=published, manifest=manifest)
+
+
+def _export(loaded: LoadedModel, boundary: int, folder: Path, spec: PipelineSpec
+            ) -> tuple[dict[str, list[Path]], dict[str, object]]:
+    """The fp32 ONNX models: the whole model, and with export.split the stem and top."""
+    models = {"onnx_fp32": [folder / "model.onnx"]}
+    info = export_onnx(loaded.model, models["onnx_fp32"][0], spec.export.opset)
+    if spec.export.split:
+        models["onnx_split_fp32"] = [folder / "stem.onnx", folder / "top.onnx"]
+        input_names = [n for n in ("input_ids", "attention_mask", "token_type_ids")
+                       if n in loaded.tokenizer.model_input_names]
+        info = {"composed": info, "split": export_split(
+            loaded.backbone, boundary, input_names, *models["onnx_split_fp32"],
+            spec.export.opset)}
+    return models, info
 
 
 def _features(loaded: LoadedModel, encoded: dict[str, Encoded], data: LabelledData,

@@ -285,3 +285,26 @@ def bench_command(bundle: Path, threads: int, sequence_length: int, runs: int,
         return {"status": "ok", **result}
 
     _run(as_json, action)
+
+
+@main.command(name="diff")
+@click.argument("old", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("new", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON result.")
+def diff_command(old: Path, new: Path, as_json: bool) -> None:
+    """Which files changed between two bundles, and the update payload per model form."""
+    from edgefreeze.runtime.diff import diff
+
+    def action() -> dict:
+        result = diff(old, new)
+        if not as_json:
+            for name, entry in result["files"].items():
+                if entry["status"] != "unchanged":
+                    size = entry["new_size"] if entry["new_size"] is not None else entry["old_size"]
+                    click.echo(f"{entry['status']:<9} {name} ({size:,} bytes)")
+            for form, entry in result["forms"].items():
+                click.echo(f"update payload for {form}: {entry['payload_bytes']:,} of "
+                           f"{entry['full_bytes']:,} bytes ({entry['payload_share']:.1%})")
+        return {"status": "ok", **result}
+
+    _run(as_json, action)

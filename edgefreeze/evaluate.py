@@ -22,24 +22,36 @@ from edgefreeze.train import torch_logits
 
 @dataclass(frozen=True)
 class Evaluation:
-    metrics: dict[str, dict[str, float]]  # pytorch / onnx_fp32 / onnx_int8 -> metric -> value
-    shape_check: dict[str, object]
+    metrics: dict[str, dict[str, float]]  # pytorch / onnx_fp32 / onnx_int8 ... -> metric -> value
+    shape_check: dict[str, dict[str, object]]  # per fp32 ONNX model
 
 
-def evaluate(model: torch.nn.Module, texts: list[str], labels: np.ndarray, encoded: Encoded,
-             onnx_paths: dict[str, Path], tokenizer_json: Path, max_length: int,
-             batch_sizes: list[int], sequence_lengths: list[int], device: torch.device,
+def reference_logits(model: torch.nn.Module, encoded: Encoded, device: torch.device) -> np.ndarray:
+    """PyTorch's held-out logits: what every ONNX model is compared with."""
+    return torch_logits(model, encoded, 64, device)
+
+
+def held_out_logits(classifier: OnnxClassifier, texts: list[str], reporter: Reporter,
+                    desc: str) -> np.ndarray:
+    """An ONNX model's logits, one text at a time as a device runs it."""
+    return np.concatenate([classifier.run(classifier.encode(text)) for text in
+                           reporter.progress(texts, total=len(texts), desc=desc)])
+
+
+def evaluate(model: torch.nn.Module, reference: np.ndarray, texts: list[str],
+             labels: np.ndarray, encoded: Encoded, onnx_paths: dict[str, list[Path]],
+             tokenizer_json: Path, max_length: int, batch_sizes: list[int],
+             sequence_lengths: list[int], device: torch.device,
              reporter: Reporter) -> Evaluation:
-    reference = torch_logits(model, encoded, 64, device)
     metrics = {"pytorch": compare(reference, labels, reference)}
     classifiers = {name: OnnxClassifier(path, tokenizer_json, max_length)
                    for name, path in onnx_paths.items()}
     for name, classifier in classifiers.items():
-        logits = np.concatenate([classifier.run(classifier.encode(text)) for text in
-                                 reporter.progress(texts, total=len(texts), desc=name)])
-        metrics[name] = compare(logits, labels, reference)
-    shape_check = _shape_check(model, classifiers["onnx_fp32"], encoded, batch_sizes,
-                               sequence_lengths, device)
+        metrics[name] = compare(held_out_logits(classifier, texts, reporter, name), labels,
+                                reference)
+    shape_check = {name: _shape_check(model, classifier, encoded, batch_sizes,
+                                      sequence_lengths, device)
+                   for name, classifier in classifiers.items() if name.endswith("fp32")}
     return Evaluation(metrics=metrics, shape_check=shape_check)
 
 

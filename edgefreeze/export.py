@@ -8,12 +8,16 @@ treated as untrusted: the gate checks the result over several unseen shapes.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import tempfile
 import warnings
+from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
 
 import torch
+
+from edgefreeze.backbones import Backbone
 
 
 def export_onnx(model: torch.nn.Module, destination: Path, opset: int) -> dict[str, object]:
@@ -30,3 +34,76 @@ def export_onnx(model: torch.nn.Module, destination: Path, opset: int) -> dict[s
         shutil.move(str(Path(scratch) / "model.onnx"), destination)
     return {"exporter": "optimum.exporters.onnx", "opset": opset,
             "dynamic_axes": ["batch_size", "sequence_length"]}
+
+
+class _Stem(torch.nn.Module):
+    """The frozen part as a module of its own: token ids -> hidden states at the boundary."""
+
+    def __init__(self, backbone: Backbone, boundary: int) -> None:
+        super().__init__()
+        self.model = backbone.model  # registered, so export sees its weights
+        self.run_stem = lambda inputs: backbone.stem(inputs, boundary)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None:
+            inputs["token_type_ids"] = token_type_ids
+        return self.run_stem(inputs)
+
+
+class _Top(torch.nn.Module):
+    """The trained part: hidden states at the boundary + attention mask -> logits."""
+
+    def __init__(self, backbone: Backbone, boundary: int) -> None:
+        super().__init__()
+        self.model = backbone.model
+        self.run_top = lambda hidden, mask: backbone.top(hidden, mask, boundary)
+
+    def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.run_top(hidden, attention_mask)
+
+
+def export_split(backbone: Backbone, boundary: int, input_names: list[str], stem_path: Path,
+                 top_path: Path, opset: int) -> dict[str, object]:
+    """Write the frozen stem and the trainable top as two ONNX graphs, for delta updates:
+    retraining never changes the stem's weights, so its file stays byte-identical and a
+    device that has it downloads only the top.
+
+    Exported with `torch.onnx.export(dynamo=True)` (Optimum has no config for half a
+    model), dynamic batch and sequence axes; the gate checks the pair like the whole.
+    """
+    model = backbone.model.to("cpu").eval()
+    batch, sequence = torch.export.Dim("batch", min=1), torch.export.Dim("sequence", min=2)
+    example = {name: torch.ones(2, 16, dtype=torch.long) for name in input_names}
+    with warnings.catch_warnings(), _quiet_torch_onnx():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(_Stem(backbone, boundary), (), str(stem_path), kwargs=example,
+                          input_names=input_names, output_names=["hidden"],
+                          dynamic_shapes={name: {0: batch, 1: sequence} for name in input_names},
+                          opset_version=opset, dynamo=True, external_data=False,
+                          verbose=False)
+        hidden = torch.zeros(2, 16, backbone.hidden_size)
+        torch.onnx.export(_Top(backbone, boundary), (hidden, example["attention_mask"]),
+                          str(top_path), input_names=["hidden", "attention_mask"],
+                          output_names=["logits"],
+                          dynamic_shapes=({0: batch, 1: sequence}, {0: batch, 1: sequence}),
+                          opset_version=opset, dynamo=True, external_data=False,
+                          verbose=False)
+    model.eval()
+    return {"exporter": "torch.onnx.export(dynamo=True)", "boundary": boundary,
+            "stem_inputs": input_names}
+
+
+@contextmanager
+def _quiet_torch_onnx():
+    """torch.onnx's dynamo exporter prints its progress and logs warnings about optional
+    packages; a --quiet build must not."""
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with open(os.devnull, "w") as devnull, redirect_stdout(devnull):
+            yield
+    finally:
+        logger.setLevel(level)

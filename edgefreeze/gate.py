@@ -46,15 +46,27 @@ class Verdict:
         }
 
 
-def judge(metrics: dict[str, dict[str, float]], shape_error: float, spec: GateSpec) -> Verdict:
-    """Apply the pipeline's gate to the measured metrics."""
-    int8, reference = metrics["onnx_int8"], metrics["pytorch"]
-    fp32_error = max(metrics["onnx_fp32"]["max_logit_error"], shape_error)
-    return Verdict(rules=[
-        Rule("max_accuracy_drop", reference["accuracy"] - int8["accuracy"],
-             spec.max_accuracy_drop, "max", "int8 accuracy drop against PyTorch"),
-        Rule("min_agreement", int8["agreement"], spec.min_agreement, "min",
-             "int8 prediction agreement with PyTorch"),
-        Rule("max_logit_error", fp32_error, spec.max_logit_error, "max",
-             "ONNX fp32 max |logit error| against PyTorch (held-out and shape grid)"),
-    ])
+def judge(metrics: dict[str, dict[str, float]], shape_errors: dict[str, float],
+          spec: GateSpec) -> Verdict:
+    """Apply the pipeline's gate to every ONNX model built: int8 models on accuracy and
+    agreement, fp32 models on logit error (held-out and shape grid)."""
+    reference = metrics["pytorch"]
+    rules = []
+    for name, m in metrics.items():
+        if name.endswith("int8"):
+            rules += int8_rules(name, m, reference, spec)
+        elif name.endswith("fp32"):
+            rules.append(Rule(f"{name}.max_logit_error",
+                              max(m["max_logit_error"], shape_errors[name]),
+                              spec.max_logit_error, "max",
+                              f"{name} max |logit error| against PyTorch (held-out and shape grid)"))
+    return Verdict(rules=rules)
+
+
+def int8_rules(name: str, metrics: dict[str, float], reference: dict[str, float],
+               spec: GateSpec) -> list[Rule]:
+    """What an int8 model must meet against PyTorch: accuracy drop and agreement."""
+    return [Rule(f"{name}.max_accuracy_drop", reference["accuracy"] - metrics["accuracy"],
+                 spec.max_accuracy_drop, "max", f"{name} accuracy drop against PyTorch"),
+            Rule(f"{name}.min_agreement", metrics["agreement"], spec.min_agreement, "min",
+                 f"{name} prediction agreement with PyTorch")]

@@ -55,10 +55,11 @@ class Architecture:
 
 
 def quantize_int8(fp32_path: Path, destination: Path, spec: QuantizeSpec,
-                  architecture: Architecture, exclude: list[str] | None = None) -> dict:
+                  architecture: Architecture, keep_fp32: int = 0) -> dict:
     """Write the int8 model; return the settings actually applied (for the manifest).
 
-    `exclude` names nodes of the (fused) graph to leave in fp32.
+    `keep_fp32` leaves that many of the graph's most sensitive segments in fp32, counted
+    from the output: the head first, then the layers from the top down (see `segments`).
     """
     target = TARGETS[spec.target]
     op_types = ["MatMul", "Attention"]
@@ -69,14 +70,37 @@ def quantize_int8(fp32_path: Path, destination: Path, spec: QuantizeSpec,
         if spec.fuse:
             source = Path(scratch) / "fused.onnx"
             fused = fuse(fp32_path, source, architecture)
+        parts = segments(onnx.load(str(source), load_external_data=False))
+        kept = parts[:keep_fp32]
         quantize_dynamic(source, destination, op_types_to_quantize=op_types,
                          per_channel=spec.per_channel, reduce_range=target.reduce_range,
-                         weight_type=QuantType.QInt8, nodes_to_exclude=exclude or [],
+                         weight_type=QuantType.QInt8,
+                         nodes_to_exclude=[node for _, nodes in kept for node in nodes],
                          extra_options={"MatMulConstBOnly": True,
                                         "DefaultTensorType": onnx.TensorProto.FLOAT})
     return {"mode": spec.mode, "target": spec.target, **asdict(target),
             "per_channel": spec.per_channel, "op_types": op_types, "weight_type": "int8",
-            "fused_operators": fused, "excluded_nodes": exclude or []}
+            "fused_operators": fused, "fp32_segments": [name for name, _ in kept],
+            "segments": len(parts)}
+
+
+def segments(model: onnx.ModelProto) -> list[tuple[str, list[str]]]:
+    """The graph's nodes grouped from the output backwards: the head (everything after
+    the last layer norm), then each transformer layer (two norms per layer, fused or
+    not), top layer first. Quantization error hurts most near the output, so this is the
+    order in which the gate's fallback keeps parts in fp32."""
+    nodes = list(model.graph.node)
+    norms = [i for i, node in enumerate(nodes) if node.op_type in NORM_OPS]
+    if not norms:
+        return [("head", [n.name for n in nodes])]
+    parts = [("head", [n.name for n in nodes[norms[-1] + 1:]])]
+    end, layer = norms[-1] + 1, 1
+    while len(norms) >= 2 * layer:
+        start = norms[-2 * layer - 1] + 1 if len(norms) > 2 * layer else 0
+        parts.append(("last layer" if layer == 1 else f"layer -{layer}",
+                      [n.name for n in nodes[start:end]]))
+        end, layer = start, layer + 1
+    return parts
 
 
 def fuse(source: Path, destination: Path, architecture: Architecture) -> dict[str, int]:
@@ -91,6 +115,8 @@ def fuse(source: Path, destination: Path, architecture: Architecture) -> dict[st
     return {op: n for op, n in sorted(counts.items()) if op in FUSED_OPS}
 
 
+NORM_OPS = {"LayerNormalization", "SkipLayerNormalization", "EmbedLayerNormalization",
+            "SimplifiedLayerNormalization", "SkipSimplifiedLayerNormalization"}
 FUSED_OPS = {"EmbedLayerNormalization", "Attention", "SkipLayerNormalization", "BiasGelu",
              "FastGelu", "Gelu", "LayerNormalization"}
 

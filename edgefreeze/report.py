@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-MODELS = (("pytorch", "PyTorch"), ("onnx_fp32", "ONNX fp32"), ("onnx_int8", "ONNX int8"))
+LABELS = {"pytorch": "PyTorch", "onnx_fp32": "ONNX fp32", "onnx_int8": "ONNX int8",
+          "onnx_split_fp32": "ONNX stem + top fp32", "onnx_split_int8": "ONNX stem + top int8"}
 
 
 def render_report(manifest: dict) -> str:
@@ -15,8 +16,8 @@ def render_report(manifest: dict) -> str:
              "| model | accuracy | macro-F1 | agreement with PyTorch | max abs logit error | size |",
              "| --- | --- | --- | --- | --- | --- |"]
     sizes = manifest.get("sizes", {})
-    for key, label in MODELS:
-        m = metrics[key]
+    for key, m in metrics.items():
+        label = LABELS.get(key, key)
         size = f"{sizes[key] / 1e6:.1f} MB" if key in sizes else ""
         lines.append(f"| {label} | {m['accuracy']:.4f} | {m['macro_f1']:.4f} | "
                      f"{m['agreement']:.4f} | {m['max_logit_error']:.2e} | {size} |")
@@ -24,10 +25,11 @@ def render_report(manifest: dict) -> str:
     lines += [f"- {'✅' if r['passed'] else '❌'} {r['what']}: {r['measured']:.6g} "
               f"({'≤' if r['kind'] == 'max' else '≥'} {r['limit']:.6g})"
               for r in gate["rules"].values()]
-    shapes = manifest["shape_check"]
-    lines += ["", f"fp32 shape check: batch sizes {shapes['batch_sizes']} × sequence lengths "
-              f"{shapes['sequence_lengths']}, max abs logit error {shapes['max_logit_error']:.2e}.",
-              "", "## Training", "",
+    for key, shapes in manifest["shape_check"].items():
+        lines += ["", f"{LABELS.get(key, key)} shape check: batch sizes {shapes['batch_sizes']} × "
+                  f"sequence lengths {shapes['sequence_lengths']}, max abs logit error "
+                  f"{shapes['max_logit_error']:.2e}."]
+    lines += ["", "## Training", "",
               f"Trainable parameters: {training['trainable_parameters']:,} of "
               f"{training['total_parameters']:,} ({100 * training['trainable_share']:.1f} %), "
               f"layers {training['trainable_layers']} of {manifest['model']['layers']} plus the head; "

@@ -95,6 +95,7 @@ class CacheSpec(Section):
 
 class ExportSpec(Section):
     opset: int = Field(18, ge=14, le=23)
+    split: bool = Field(False, description="also export stem.onnx + top.onnx for delta updates")
 
 
 class QuantizeSpec(Section):

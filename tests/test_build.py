@@ -52,7 +52,7 @@ def test_int8_is_smaller_and_quantizes_the_embedding_table(smoke_build):
 
 def test_fp32_export_checked_over_unseen_shapes(smoke_build):
     bundle, _ = smoke_build
-    shapes = json.loads((bundle / "manifest.json").read_text())["shape_check"]
+    shapes = json.loads((bundle / "manifest.json").read_text())["shape_check"]["onnx_fp32"]
     assert len(shapes["batch_sizes"]) >= 3 and len(shapes["sequence_lengths"]) >= 3
     assert len(shapes["cells"]) == len(shapes["batch_sizes"]) * len(shapes["sequence_lengths"])
     assert shapes["max_logit_error"] < 1e-3
@@ -113,10 +113,12 @@ def test_impossible_gate_exits_1_and_publishes_nothing(tmp_path):
     assert not output.exists()
     rejected = tmp_path / "bundle.rejected"
     assert sorted(p.name for p in rejected.iterdir()) == ["manifest.json", "report.md"]
-    assert "max_logit_error" in json.loads((rejected / "manifest.json").read_text())["gate"]["rules"]
+    rules = json.loads((rejected / "manifest.json").read_text())["gate"]["rules"]
+    assert rules["onnx_fp32.max_logit_error"]["passed"] is False
+    assert rules["onnx_int8.min_agreement"]["passed"] is True
     assert "REFUSED" in (rejected / "report.md").read_text()
     payload = result.json()
     assert payload["status"] == "refused" and payload["gate"]["passed"] is False
-    assert "ONNX fp32 max |logit error|" in result.stderr
+    assert "onnx_fp32 max |logit error|" in result.stderr
     leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
     assert leftovers == []

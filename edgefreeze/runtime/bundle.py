@@ -17,7 +17,9 @@ from edgefreeze.errors import EdgefreezeError
 from edgefreeze.hashing import file_sha256
 from edgefreeze.runtime.classifier import OnnxClassifier
 
-MODEL_FILES = {"int8": "model.int8.onnx", "fp32": "model.onnx"}
+MODEL_FILES = {"int8": ("model.int8.onnx",), "fp32": ("model.onnx",),
+               "split-int8": ("stem.int8.onnx", "top.int8.onnx"),
+               "split-fp32": ("stem.onnx", "top.onnx")}
 
 
 class BundleError(EdgefreezeError):
@@ -64,8 +66,13 @@ class Bundle:
         if variant not in MODEL_FILES:
             raise BundleError(f"unknown model variant {variant!r} (choose from "
                               f"{', '.join(MODEL_FILES)})")
-        return OnnxClassifier(self.verified(MODEL_FILES[variant]),
+        return OnnxClassifier([self.verified(name) for name in MODEL_FILES[variant]],
                               self.verified("tokenizer.json"), self.max_length, threads)
+
+    def variants(self) -> list[str]:
+        """The model forms this bundle carries."""
+        return [v for v, names in MODEL_FILES.items()
+                if all(name in self.manifest.get("files", {}) for name in names)]
 
 
 class Predictor:

@@ -22,26 +22,34 @@ class OnnxClassifier:
     """Tokenize with `tokenizers`, run with ONNX Runtime, return numpy logits.
 
     Args:
-        model_path: an ONNX file with inputs among input_ids, attention_mask,
-            token_type_ids of shape (batch, sequence) and a (batch, labels) output.
+        model_paths: one ONNX file (inputs among input_ids, attention_mask,
+            token_type_ids of shape (batch, sequence); output (batch, labels)), or two run
+            in turn: a stem (same inputs -> hidden (batch, sequence, width)) and a top
+            (hidden, attention_mask -> logits), the delta-update form.
         tokenizer_path: the Hugging Face fast tokenizer's tokenizer.json.
         max_length: tokens kept per text, as in training.
-        threads: intra-op threads (0 lets ONNX Runtime choose).
+        threads: intra-op threads per session (0 lets ONNX Runtime choose).
     """
 
-    def __init__(self, model_path: str | Path, tokenizer_path: str | Path, max_length: int,
-                 threads: int = 0) -> None:
+    def __init__(self, model_paths: str | Path | Sequence[str | Path],
+                 tokenizer_path: str | Path, max_length: int, threads: int = 0) -> None:
+        paths = [model_paths] if isinstance(model_paths, (str, Path)) else list(model_paths)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(str(model_path), options,
-                                            providers=["CPUExecutionProvider"])
-        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.sessions = [ort.InferenceSession(str(path), options,
+                                              providers=["CPUExecutionProvider"])
+                         for path in paths]
+        self.input_names = [i.name for i in self.sessions[0].get_inputs()]
         self.tokenizer = load_tokenizer(tokenizer_path, max_length)
 
     def run(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
         """Logits (batch, labels) for already padded int64 inputs of shape (batch, seq)."""
         feed = {name: inputs[name].astype(np.int64) for name in self.input_names}
-        return self.session.run(None, feed)[0]
+        output = self.sessions[0].run(None, feed)[0]
+        if len(self.sessions) == 2:
+            output = self.sessions[1].run(None, {"hidden": output,
+                                                 "attention_mask": feed["attention_mask"]})[0]
+        return output
 
     def logits(self, texts: Sequence[str]) -> np.ndarray:
         """Logits (n, labels), one text at a time: exactly what a device computes for it,
