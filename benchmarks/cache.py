@@ -36,6 +36,8 @@ from edgefreeze.progress import Reporter
 from edgefreeze.spec import load_pipeline
 from edgefreeze.train import autocast, resolve_precision, train
 
+from _docs import cpu_name, write_section  # benchmarks/ is on sys.path when run as a script
+
 PIPELINE = Path(__file__).resolve().parent.parent / "pipelines" / "rotten-tomatoes.yaml"
 QUIET = Reporter(quiet=True)
 CPU = torch.device("cpu")
@@ -144,16 +146,6 @@ class Bench:
                 "served": stats.bytes}
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def render(rows: dict[str, dict], sizes: dict, bench: Bench, command: str) -> str:
     lines = ["<!-- cache:start -->", "## Activation cache", "",
              f"Command: `{command}`", "",
@@ -191,16 +183,6 @@ def render(rows: dict[str, dict], sizes: dict, bench: Bench, command: str) -> st
     return "\n".join(lines) + "\n"
 
 
-def write_section(path: Path, section: str) -> None:
-    text = path.read_text() if path.exists() else "# Benchmarks\n\n"
-    start, end = text.find("<!-- cache:start -->"), text.find("<!-- cache:end -->")
-    if start >= 0 and end >= 0:
-        text = text[:start] + section + text[end + len("<!-- cache:end -->\n"):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=3, help="epochs of the retrain comparison")
@@ -214,7 +196,7 @@ def main() -> None:
         print(rows[name], file=sys.stderr, flush=True)
     sizes = bench.bytes()
     section = render(rows, sizes, bench, " ".join(["python benchmarks/cache.py", *sys.argv[1:]]))
-    write_section(args.out, section)
+    write_section(args.out, section, "cache")
     print(section)
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgefreeze.runtime import Bundle, load_tokenizer
+from edgefreeze.runtime import Bundle, OnnxClassifier, load_tokenizer
 from edgefreeze.runtime.bundle import MODEL_FILES
 
 SAMPLE = ("An absorbing, often funny and finally moving film about people who keep missing "
@@ -51,7 +51,8 @@ def _measure(run, batch1: dict, batch32: dict, runs: int) -> dict[str, float]:
             "throughput_per_s": len(next(iter(batch32.values()))) * throughput_runs / seconds}
 
 
-def _worker(bundle_path: str, variant: str, threads: int, length: int, runs: int, queue) -> None:
+def _worker(bundle_path: str, variant: str, files: list[str] | None, threads: int, length: int,
+            runs: int, queue) -> None:
     bundle = Bundle(bundle_path)
     batch1, batch32 = inputs(bundle, 1, length), inputs(bundle, 32, length)
     if variant == "pytorch":
@@ -67,10 +68,12 @@ def _worker(bundle_path: str, variant: str, threads: int, length: int, runs: int
         def run(batch):
             with torch.inference_mode():
                 model(**{k: torch.from_numpy(v) for k, v in batch.items()})
+    elif files:  # a model from elsewhere, measured on the bundle's inputs for comparison
+        run = OnnxClassifier(files, bundle.verified("tokenizer.json"), length, threads).run
+        size = sum(Path(f).stat().st_size for f in files)
     else:
-        classifier = bundle.classifier(variant, threads)
+        run = bundle.classifier(variant, threads).run
         size = sum((bundle.path / name).stat().st_size for name in MODEL_FILES[variant])
-        run = classifier.run
     result = _measure(run, batch1, batch32, runs)
     result["size_bytes"] = size
     result["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -78,17 +81,21 @@ def _worker(bundle_path: str, variant: str, threads: int, length: int, runs: int
 
 
 def bench(bundle_path: Path, threads: int = 0, length: int = 32, runs: int = 200,
-          variants: tuple[str, ...] = ("int8", "fp32", "pytorch")) -> dict:
+          variants: tuple[str, ...] = ("int8", "fp32", "pytorch"),
+          others: dict[str, list[Path]] | None = None) -> dict:
+    """Measure the bundle's `variants` and any `others` (name -> ONNX files) alike."""
     Bundle(bundle_path)  # verify before spawning anything
     context = multiprocessing.get_context("spawn")
     results: dict = {"bundle": str(bundle_path), "threads": threads, "sequence_length": length}
-    for variant in variants:
+    jobs = [(v, None) for v in variants] + [(n, [str(f) for f in fs])
+                                            for n, fs in (others or {}).items()]
+    for variant, files in jobs:
         if variant == "pytorch" and not _torch_available():
             results["pytorch"] = None
             continue
         queue = context.Queue()
-        process = context.Process(target=_worker, args=(str(bundle_path), variant, threads,
-                                                        length, runs, queue))
+        process = context.Process(target=_worker, args=(str(bundle_path), variant, files,
+                                                        threads, length, runs, queue))
         process.start()
         results[variant] = queue.get(timeout=1800)
         process.join()

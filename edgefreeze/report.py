@@ -29,6 +29,17 @@ def render_report(manifest: dict) -> str:
         lines += ["", f"{LABELS.get(key, key)} shape check: batch sizes {shapes['batch_sizes']} × "
                   f"sequence lengths {shapes['sequence_lengths']}, max abs logit error "
                   f"{shapes['max_logit_error']:.2e}."]
+    lines += ["", "## Quantization", ""]
+    for name, record in manifest["quantize"].items():
+        attempts = record["attempts"]
+        final, first = attempts[-1], attempts[0]
+        kept = ", ".join(final["fp32_segments"]) or "nothing"
+        lines.append(f"- {LABELS.get(name, name)}: {len(attempts)} attempt(s); kept in fp32: "
+                     f"{kept}.")
+        if len(attempts) > 1:
+            lines.append(f"  Fallback cost: {(final['size_bytes'] - first['size_bytes']) / 1e6:+.1f}"
+                         f" MB, batch-1 latency {first['p50_ms']:.2f} -> {final['p50_ms']:.2f} ms;"
+                         f" agreement {first['agreement']:.4f} -> {final['agreement']:.4f}.")
     lines += ["", "## Training", "",
               f"Trainable parameters: {training['trainable_parameters']:,} of "
               f"{training['total_parameters']:,} ({100 * training['trainable_share']:.1f} %), "

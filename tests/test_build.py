@@ -122,3 +122,22 @@ def test_impossible_gate_exits_1_and_publishes_nothing(tmp_path):
     assert "onnx_fp32 max |logit error|" in result.stderr
     leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
     assert leftovers == []
+
+
+def test_gate_fallback_keeps_sensitive_parts_in_fp32(tmp_path):
+    """A gate int8 cannot meet at first: the quantizer keeps the head, then layer after
+    layer in fp32, and records every attempt."""
+    pipeline = write_pipeline(tmp_path, {"gate": {"max_accuracy_drop": 0.0,
+                                                  "min_agreement": 1.0}})
+    result = run_cli("build", str(pipeline), "--output", str(tmp_path / "b"), "--quiet", "--json")
+    assert result.exit_code in (0, 1)
+    folder = tmp_path / ("b" if result.exit_code == 0 else "b.rejected")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    attempts = manifest["quantize"]["onnx_int8"]["attempts"]
+    assert len(attempts) > 1 and attempts[0]["fp32_segments"] == []
+    for before, after in zip(attempts, attempts[1:]):
+        assert after["fp32_segments"][:-1] == before["fp32_segments"]
+        assert after["size_bytes"] >= before["size_bytes"]
+    assert attempts[-1]["passed"] == (result.exit_code == 0)
+    assert attempts[-1]["size_bytes"] > attempts[0]["size_bytes"]  # layers really stayed fp32
+    assert "kept in fp32" in (folder / "report.md").read_text()
