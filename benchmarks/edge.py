@@ -71,7 +71,10 @@ def main() -> None:
     rows = ["int8", "optimum_avx512_vnni", "fp32", "pytorch"]
     int8 = speed["int8"]
     command = " ".join(["python benchmarks/edge.py", *sys.argv[1:]])
-    lines = ["<!-- edge:start -->", "## On the device: latency, size, accuracy", "",
+    section_name = "edge" if not args.threads else f"edge-threads-{args.threads}"
+    lines = [f"<!-- {section_name}:start -->",
+             f"## On the device: latency, size, accuracy "
+             f"({f'{args.threads} thread(s)' if args.threads else 'default threads'})", "",
              f"Command: `{command}` (the default bundle from `edgefreeze build "
              "pipelines/rotten-tomatoes.yaml`)", "",
              f"Machine: {cpu_name()}; threads per model: {args.threads or 'runtime default'}; "
@@ -89,9 +92,9 @@ def main() -> None:
                      f"{r['p50_ms'] / int8['p50_ms']:.2f}x |")
     lines += ["", f"int8 file: {int8['size_bytes'] / speed['fp32']['size_bytes']:.1%} of fp32. "
               f"int8 accuracy {100 * (metrics['int8']['accuracy'] - metrics['pytorch']['accuracy']):+.2f} points "
-              "against PyTorch.", "<!-- edge:end -->"]
+              "against PyTorch.", f"<!-- {section_name}:end -->"]
     section = "\n".join(lines) + "\n"
-    write_section(args.out, section, "edge")
+    write_section(args.out, section, section_name)
     print(section)
 
 
