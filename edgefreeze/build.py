@@ -33,6 +33,7 @@ from edgefreeze.quantize import Architecture
 from edgefreeze.report import render_report
 from edgefreeze.spec import Pipeline, PipelineSpec
 from edgefreeze.train import Features, resolve_device, train
+from edgefreeze.warm_start import load_trainable, save_trainable
 
 LIBRARIES = ("torch", "transformers", "optimum", "optimum-onnx", "onnx", "onnxruntime",
              "tokenizers", "numpy")
@@ -51,11 +52,14 @@ class BuildResult:
 def build(pipeline: Pipeline, output: Path | None = None, device: str | None = None,
           reporter: Reporter | None = None, models_dir: Path = Path("models"),
           cache_dir: Path | None = None, use_cache: bool | None = None,
-          added_rows: list[Path] | None = None) -> BuildResult:
+          added_rows: list[Path] | None = None, warm_start: Path | None = None,
+          epochs: int | None = None) -> BuildResult:
     """Build, gate and publish a bundle; raises `GateRefused` after keeping the report.
 
     `added_rows` are extra labelled files appended to the training split (a retrain on
     new data); with the cache on, only their texts pass through the frozen stem.
+    `warm_start` is a bundle whose trained top training starts from; `epochs` overrides
+    the pipeline's.
     """
     reporter = reporter or Reporter()
     spec = pipeline.spec
@@ -73,6 +77,8 @@ def build(pipeline: Pipeline, output: Path | None = None, device: str | None = N
         loaded = load_model(spec.model, data.label_names, pipeline.resolve,
                             spec.trust_remote_code, spec.train.seed)
         plan = apply_freeze(loaded.backbone, spec.freeze.trainable_layers)
+        started_from = (load_trainable(loaded, warm_start, data.label_names,
+                                       spec.freeze.trainable_layers) if warm_start else None)
         reporter.info(f"  trainable parameters: {plan.trainable_parameters:,} of "
                       f"{plan.total_parameters:,} ({100 * plan.trainable_share:.1f} %), "
                       f"layers {plan.trainable_layers} of {loaded.backbone.depth} + head")
@@ -91,7 +97,8 @@ def build(pipeline: Pipeline, output: Path | None = None, device: str | None = N
         trained = train(loaded.backbone, boundary, features["train"], data.train.labels,
                         features.get("validation"),
                         data.validation.labels if data.validation else None,
-                        spec.train, torch_device, reporter)
+                        spec.train.model_copy(update={"epochs": epochs or spec.train.epochs}),
+                        torch_device, reporter)
 
     with Staging(destination) as staging:
         with reporter.stage("export"):
@@ -99,6 +106,7 @@ def build(pipeline: Pipeline, output: Path | None = None, device: str | None = N
             loaded.model.config.save_pretrained(staging.path)
             (staging.path / "labels.json").write_text(
                 json.dumps({"id2label": dict(enumerate(data.label_names))}, indent=2))
+            save_trainable(loaded.model, staging.path)
             fp32_models, export_info = _export(loaded, boundary, staging.path, spec)
         model = loaded.model.to(torch_device)
         reference = reference_logits(model, encoded["test"], torch_device)
@@ -138,6 +146,7 @@ def build(pipeline: Pipeline, output: Path | None = None, device: str | None = N
                      "splits": {name: {"rows": len(split), "fingerprint": split.fingerprint()}
                                 for name, split in data.named_splits().items()}},
             "training": {"device": trained.device, "precision": trained.precision,
+                         "warm_start": started_from,
                          "steps": trained.steps, "epochs": trained.epochs,
                          "trainable_layers": plan.trainable_layers,
                          "trainable_parameters": plan.trainable_parameters,

@@ -89,7 +89,8 @@ def build_options(command: Callable) -> Callable:
 
 
 def _build(pipeline_file: str, output: Path | None, device: str | None, cache_dir: Path | None,
-           no_cache: bool, quiet: bool, as_json: bool, added: tuple[Path, ...] = ()) -> None:
+           no_cache: bool, quiet: bool, as_json: bool, added: tuple[Path, ...] = (),
+           warm_start: Path | None = None, epochs: int | None = None) -> None:
     def action() -> dict:
         from edgefreeze.build import build as run_build
         from edgefreeze.progress import Reporter
@@ -98,7 +99,7 @@ def _build(pipeline_file: str, output: Path | None, device: str | None, cache_di
         pipeline = load_pipeline(pipeline_file)
         result = run_build(pipeline, output=output, device=device, reporter=Reporter(quiet),
                            cache_dir=cache_dir, use_cache=False if no_cache else None,
-                           added_rows=list(added))
+                           added_rows=list(added), warm_start=warm_start, epochs=epochs)
         if not quiet:
             int8 = result.manifest["metrics"]["onnx_int8"]
             click.echo(f"shipped {result.path} (int8 accuracy {int8['accuracy']:.4f}, "
@@ -120,6 +121,10 @@ def build(**options) -> None:
 @click.option("--add", "added", multiple=True, required=True,
               type=click.Path(dir_okay=False, path_type=Path),
               help="A CSV or JSONL file of new labelled rows (same columns); repeatable.")
+@click.option("--from", "warm_start", type=click.Path(file_okay=False, path_type=Path),
+              help="Start from this bundle's trained top instead of the pretrained one.")
+@click.option("--epochs", type=click.IntRange(min=1),
+              help="Epochs of this retrain (default: the pipeline's).")
 def retrain(**options) -> None:
     """Retrain the top on the PIPELINE's data plus new rows, then export, quantize, gate
     and publish like `build`. With the cache, only the new rows pass the frozen stem."""

@@ -1,0 +1,52 @@
+"""retrain --from BUNDLE: training starts from the bundle's trained top."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from edgefreeze.backbones import load_model
+from edgefreeze.freeze import apply_freeze
+from edgefreeze.warm_start import load_trainable
+from tests.conftest import SMOKE, run_cli, write_pipeline
+
+
+def test_bundle_weights_are_loaded_exactly(smoke_build):
+    bundle, _ = smoke_build
+    saved = load_file(str(bundle / "trainable.safetensors"))
+    loaded = load_model("builtin:all-MiniLM-L6-v2", ["rotten", "fresh"], Path, False, seed=99)
+    apply_freeze(loaded.backbone, 2)
+    before = loaded.model.classifier.weight.detach().clone()
+    load_trainable(loaded, bundle, ["rotten", "fresh"], 2)
+    state = dict(loaded.model.named_parameters())
+    assert set(saved) == {n for n, p in state.items() if p.requires_grad}
+    for name, tensor in saved.items():
+        assert torch.equal(state[name].detach(), tensor), name
+    assert not torch.equal(before, loaded.model.classifier.weight)
+
+
+def test_retrain_from_a_bundle_with_fewer_epochs(smoke_build, tmp_path):
+    bundle, _ = smoke_build
+    new_rows = tmp_path / "new.csv"
+    new_rows.write_text("text,category\n" + "fresh and funny,fresh\nstale and dull,rotten\n" * 5)
+    result = run_cli("retrain", str(SMOKE), "--add", str(new_rows), "--from", str(bundle),
+                     "--epochs", "1", "--output", str(tmp_path / "v2"), "--quiet", "--json")
+    assert result.exit_code == 0, result.stderr
+    manifest = json.loads((tmp_path / "v2" / "manifest.json").read_text())
+    assert manifest["training"]["warm_start"]["bundle"] == str(bundle)
+    assert len(manifest["training"]["epochs"]) == 1
+
+
+def test_retrain_from_an_incompatible_bundle_is_refused(smoke_build, tmp_path):
+    bundle, _ = smoke_build
+    pipeline = write_pipeline(tmp_path, {"freeze": {"trainable_layers": 1}})
+    new_rows = tmp_path / "new.csv"
+    new_rows.write_text("text,category\nfresh and funny,fresh\n")
+    result = run_cli("retrain", str(pipeline), "--add", str(new_rows), "--from", str(bundle),
+                     "--output", str(tmp_path / "v2"), "--quiet")
+    assert result.exit_code == 2
+    assert "trained 2 layers" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "v2").exists()
