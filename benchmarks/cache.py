@@ -164,7 +164,7 @@ def render(rows: dict[str, dict], sizes: dict, bench: Bench, command: str) -> st
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for name, r in rows.items():
         lines.append(f"| {name} | {r['uncached']:.2f} | {r['fill']:.2f} | {r['cached']:.2f} | "
-                     f"{r['pure']:.2f} | **{r['uncached'] / r['cached']:.1f}x** | "
+                     f"{r['pure']:.2f} | **{r['uncached'] / r['cached']:.2f}x** | "
                      f"**{r['cached'] / r['pure']:.2f}** |")
     lines += ["", f"Retrain with 10 % new rows ({bench.epochs} epochs), against a cold build's "
               "caching and training on the same rows:", "",

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from edgefreeze import __version__
@@ -30,6 +31,7 @@ from edgefreeze.freeze import apply_freeze
 from edgefreeze.gate import judge
 from edgefreeze.progress import Reporter
 from edgefreeze.quantize import Architecture
+from edgefreeze.runtime import encode_text, load_tokenizer
 from edgefreeze.report import render_report
 from edgefreeze.spec import Pipeline, PipelineSpec
 from edgefreeze.train import Features, resolve_device, train
@@ -118,12 +120,16 @@ def build(pipeline: Pipeline, output: Path | None = None, device: str | None = N
             for name, paths in fp32_models.items():
                 int8_name = name.replace("fp32", "int8")
                 int8_models[int8_name] = [path.with_suffix(".int8.onnx") for path in paths]
-                # The split graphs are quantized unfused: fusion patterns are written for
-                # whole-model exports.
+                # The split graphs are quantized dynamically and unfused: fusion patterns
+                # are written for whole-model exports, and the top's inputs are activations.
+                settings = spec.quantize if name == "onnx_fp32" else \
+                    spec.quantize.model_copy(update={"fuse": False, "mode": "dynamic"})
                 quantize_info[int8_name] = quantize_gated(
-                    int8_name, paths, int8_models[int8_name], spec, architecture,
-                    spec.quantize.fuse and name == "onnx_fp32", reference, data.test.texts,
-                    data.test.labels, staging.path / "tokenizer.json", reporter)
+                    int8_name, paths, int8_models[int8_name], settings, spec, architecture,
+                    reference, data.test.texts, data.test.labels,
+                    staging.path / "tokenizer.json", reporter,
+                    _calibration(data.train.texts, staging.path / "tokenizer.json", spec)
+                    if settings.mode == "static" else None)
         models = {**fp32_models, **int8_models}
         with reporter.stage("evaluate"):
             evaluation = evaluate(model, reference, data.test.texts, data.test.labels,
@@ -185,6 +191,17 @@ def _export(loaded: LoadedModel, boundary: int, folder: Path, spec: PipelineSpec
             loaded.backbone, boundary, input_names, *models["onnx_split_fp32"],
             spec.export.opset)}
     return models, info
+
+
+def _calibration(texts: list[str], tokenizer_json: Path, spec: PipelineSpec
+                 ) -> list[dict[str, np.ndarray]]:
+    """Static quantization's calibration feeds: a seeded sample of training texts,
+    tokenized as the device does, one example per feed."""
+    rng = np.random.default_rng(spec.train.seed)
+    chosen = rng.choice(len(texts), min(spec.quantize.calibration_rows, len(texts)),
+                        replace=False)
+    tokenizer = load_tokenizer(tokenizer_json, spec.data.max_length)
+    return [encode_text(tokenizer, texts[index]) for index in sorted(chosen.tolist())]
 
 
 def _features(loaded: LoadedModel, encoded: dict[str, Encoded], data: LabelledData,

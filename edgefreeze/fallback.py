@@ -17,16 +17,16 @@ from edgefreeze.metrics import compare
 from edgefreeze.progress import Reporter
 from edgefreeze.quantize import Architecture, quantize_int8
 from edgefreeze.runtime import OnnxClassifier
-from edgefreeze.spec import PipelineSpec
+from edgefreeze.spec import PipelineSpec, QuantizeSpec
 
 
 def quantize_gated(name: str, fp32_paths: list[Path], int8_paths: list[Path],
-                   spec: PipelineSpec, architecture: Architecture, fuse: bool,
+                   settings: QuantizeSpec, spec: PipelineSpec, architecture: Architecture,
                    reference: np.ndarray, texts: list[str], labels: np.ndarray,
-                   tokenizer_json: Path, reporter: Reporter) -> dict:
+                   tokenizer_json: Path, reporter: Reporter,
+                   calibration: list[dict[str, np.ndarray]] | None = None) -> dict:
     """Write `int8_paths` (one per fp32 graph; only the last graph, the one nearest the
     output, ever keeps parts in fp32). Returns the manifest's record of the attempts."""
-    settings = spec.quantize.model_copy(update={"fuse": fuse})
     *fixed, (last_fp32, last_int8) = list(zip(fp32_paths, int8_paths))
     info = {"graphs": {target.name: quantize_int8(source, target, settings, architecture)
                        for source, target in fixed}}
@@ -34,7 +34,8 @@ def quantize_gated(name: str, fp32_paths: list[Path], int8_paths: list[Path],
     attempts = []
     keep = 0
     while True:
-        result = quantize_int8(last_fp32, last_int8, settings, architecture, keep_fp32=keep)
+        result = quantize_int8(last_fp32, last_int8, settings, architecture, keep_fp32=keep,
+                               calibration=calibration)
         classifier = OnnxClassifier(int8_paths, tokenizer_json, spec.data.max_length)
         metrics = compare(held_out_logits(classifier, texts, reporter, f"{name} try {keep + 1}"),
                           labels, reference)

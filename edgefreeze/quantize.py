@@ -1,12 +1,15 @@
-"""ONNX fp32 -> int8 with ONNX Runtime: fuse the transformer graph, then quantize it
-dynamically, configured per target CPU.
+"""ONNX fp32 -> int8 with ONNX Runtime, configured per target CPU: fuse the transformer
+graph and quantize it dynamically (the default), or quantize it statically with
+activation ranges calibrated on training examples.
 
 Fusing first (ONNX Runtime's transformer optimizer: Attention, SkipLayerNormalization,
 BiasGelu) lets the quantizer emit QAttention kernels instead of dozens of small int8
 MatMuls; measured on the default bundle it is faster (docs/benchmarks.md).
 Dynamic quantization needs no calibration data: weights are int8 ahead of time,
-activations are scaled per batch at run time. The embedding table is quantized too unless
-the pipeline says otherwise, since it is most of a small model's bytes.
+activations are scaled per batch at run time. Static quantization (QDQ format, unfused)
+fixes activation scales ahead of time from `calibration_rows` training examples. The
+embedding table is quantized too unless the pipeline says otherwise, since it is most of
+a small model's bytes.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnxruntime.quantization import QuantType, quantize_dynamic
+from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
+                                      quantize_dynamic, quantize_static)
 
 from edgefreeze.spec import QuantizeSpec
 
@@ -55,28 +59,38 @@ class Architecture:
 
 
 def quantize_int8(fp32_path: Path, destination: Path, spec: QuantizeSpec,
-                  architecture: Architecture, keep_fp32: int = 0) -> dict:
+                  architecture: Architecture, keep_fp32: int = 0,
+                  calibration: list[dict[str, np.ndarray]] | None = None) -> dict:
     """Write the int8 model; return the settings actually applied (for the manifest).
 
     `keep_fp32` leaves that many of the graph's most sensitive segments in fp32, counted
     from the output: the head first, then the layers from the top down (see `segments`).
+    `calibration` (model input feeds) is required for static mode.
     """
     target = TARGETS[spec.target]
     op_types = ["MatMul", "Attention"] + (["Gather"] if spec.quantize_embeddings else [])
+    static = spec.mode == "static"
     with tempfile.TemporaryDirectory(dir=destination.parent) as scratch, _quiet_root_logger():
         source, fused = fp32_path, {}
-        if spec.fuse:
+        if spec.fuse and not static:
             source = Path(scratch) / "fused.onnx"
             fused = fuse(fp32_path, source, architecture)
         graph = onnx.load(str(source), load_external_data=False)
         parts = segments(graph)
         kept = parts[:keep_fp32]
-        excluded = [node for _, nodes in kept for node in nodes] + small_tables(graph)
-        quantize_dynamic(source, destination, op_types_to_quantize=op_types,
-                         per_channel=spec.per_channel, reduce_range=target.reduce_range,
-                         weight_type=QuantType.QInt8, nodes_to_exclude=excluded,
-                         extra_options={"MatMulConstBOnly": True,
-                                        "DefaultTensorType": onnx.TensorProto.FLOAT})
+        common = {"op_types_to_quantize": op_types, "per_channel": spec.per_channel,
+                  "reduce_range": target.reduce_range, "weight_type": QuantType.QInt8,
+                  "nodes_to_exclude": [node for _, nodes in kept for node in nodes]
+                  + small_tables(graph),
+                  "extra_options": {"MatMulConstBOnly": True,
+                                    "DefaultTensorType": onnx.TensorProto.FLOAT}}
+        if static:
+            inputs = {i.name for i in graph.graph.input}
+            quantize_static(source, destination, _Feeds(calibration or [], inputs),
+                            quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
+                            **common)
+        else:
+            quantize_dynamic(source, destination, **common)
     return {"mode": spec.mode, "target": spec.target, **asdict(target),
             "per_channel": spec.per_channel, "op_types": op_types, "weight_type": "int8",
             "fused_operators": fused, "fp32_segments": [name for name, _ in kept],
@@ -136,6 +150,16 @@ NORM_OPS = {"LayerNormalization", "SkipLayerNormalization", "EmbedLayerNormaliza
             "SimplifiedLayerNormalization", "SkipSimplifiedLayerNormalization"}
 FUSED_OPS = {"EmbedLayerNormalization", "Attention", "SkipLayerNormalization", "BiasGelu",
              "FastGelu", "Gelu", "LayerNormalization"}
+
+
+class _Feeds(CalibrationDataReader):
+    """Calibration examples for ONNX Runtime's static quantizer, one feed at a time."""
+
+    def __init__(self, feeds: list[dict[str, np.ndarray]], inputs: set[str]) -> None:
+        self.feeds = ({k: v for k, v in feed.items() if k in inputs} for feed in feeds)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self.feeds, None)
 
 
 @contextmanager

@@ -99,7 +99,11 @@ class ExportSpec(Section):
 
 
 class QuantizeSpec(Section):
-    mode: Literal["dynamic"] = "dynamic"
+    mode: Literal["dynamic", "static"] = Field(
+        "dynamic", description="dynamic: activation scales per batch at run time; static: "
+        "scales calibrated ahead of time (QDQ, unfused; the split graphs stay dynamic)")
+    calibration_rows: int = Field(256, ge=1, le=100000,
+                                  description="training examples that calibrate static mode")
     target: Literal["avx512_vnni", "avx512", "avx2", "arm64"] = "avx512_vnni"
     per_channel: bool = Field(True, description="one scale per output channel of each weight")
     quantize_embeddings: bool = Field(True, description="int8 embedding tables (Gather) too")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 from tokenizers import Tokenizer
 from transformers import AutoModelForSequenceClassification
@@ -141,3 +142,16 @@ def test_gate_fallback_keeps_sensitive_parts_in_fp32(tmp_path):
     assert attempts[-1]["passed"] == (result.exit_code == 0)
     assert attempts[-1]["size_bytes"] > attempts[0]["size_bytes"]  # layers really stayed fp32
     assert "kept in fp32" in (folder / "report.md").read_text()
+
+
+def test_static_int8_is_calibrated_and_gated(tmp_path):
+    pipeline = write_pipeline(tmp_path, {"quantize": {"mode": "static", "calibration_rows": 32}})
+    result = run_cli("build", str(pipeline), "--output", str(tmp_path / "b"), "--quiet", "--json")
+    assert result.exit_code == 0, result.stderr
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    record = manifest["quantize"]["onnx_int8"]["graphs"]["model.int8.onnx"]
+    assert record["mode"] == "static" and record["fused_operators"] == {}
+    ops = {node.op_type for node in onnx.load(str(tmp_path / "b" / "model.int8.onnx")).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops  # activations quantized ahead of time
+    assert "DynamicQuantizeLinear" not in ops
+    assert manifest["gate"]["passed"]

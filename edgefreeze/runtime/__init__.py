@@ -4,6 +4,7 @@ Import nothing here that pulls in torch or transformers (a test makes sure).
 """
 
 from edgefreeze.runtime.bundle import Bundle, BundleError, Prediction, Predictor
-from edgefreeze.runtime.classifier import OnnxClassifier, load_tokenizer
+from edgefreeze.runtime.classifier import OnnxClassifier, encode_text, load_tokenizer
 
-__all__ = ["Bundle", "BundleError", "OnnxClassifier", "Prediction", "Predictor", "load_tokenizer"]
+__all__ = ["Bundle", "BundleError", "OnnxClassifier", "Prediction", "Predictor", "encode_text",
+           "load_tokenizer"]

@@ -18,6 +18,14 @@ def load_tokenizer(path: str | Path, max_length: int) -> Tokenizer:
     return tokenizer
 
 
+def encode_text(tokenizer: Tokenizer, text: str) -> dict[str, np.ndarray]:
+    """One text as a (1, tokens) batch without padding: what a device feeds the model."""
+    e = tokenizer.encode(text)
+    return {"input_ids": np.array([e.ids], dtype=np.int64),
+            "attention_mask": np.array([e.attention_mask], dtype=np.int64),
+            "token_type_ids": np.array([e.type_ids], dtype=np.int64)}
+
+
 class OnnxClassifier:
     """Tokenize with `tokenizers`, run with ONNX Runtime, return numpy logits.
 
@@ -57,8 +65,4 @@ class OnnxClassifier:
         return np.concatenate([self.run(self.encode(text)) for text in texts], axis=0)
 
     def encode(self, text: str) -> dict[str, np.ndarray]:
-        """One text as a (1, tokens) batch without padding."""
-        e = self.tokenizer.encode(text)
-        return {"input_ids": np.array([e.ids], dtype=np.int64),
-                "attention_mask": np.array([e.attention_mask], dtype=np.int64),
-                "token_type_ids": np.array([e.type_ids], dtype=np.int64)}
+        return encode_text(self.tokenizer, text)
