@@ -30,7 +30,7 @@ from edgefreeze.features import CachedFeatures, LiveFeatures
 from edgefreeze.freeze import apply_freeze
 from edgefreeze.gate import judge
 from edgefreeze.progress import Reporter
-from edgefreeze.quantize import Architecture
+from edgefreeze.quantize import Architecture, to_fp16
 from edgefreeze.runtime import encode_text, load_tokenizer
 from edgefreeze.report import render_report
 from edgefreeze.spec import Pipeline, PipelineSpec
@@ -130,6 +130,10 @@ def build(pipeline: Pipeline, output: Path | None = None, device: str | None = N
                     staging.path / "tokenizer.json", reporter,
                     _calibration(data.train.texts, staging.path / "tokenizer.json", spec)
                     if settings.mode == "static" else None)
+            if spec.quantize.fp16:
+                int8_models["onnx_fp16"] = [staging.path / "model.fp16.onnx"]
+                quantize_info["onnx_fp16"] = to_fp16(fp32_models["onnx_fp32"][0],
+                                                     int8_models["onnx_fp16"][0])
         models = {**fp32_models, **int8_models}
         with reporter.stage("evaluate"):
             evaluation = evaluate(model, reference, data.test.texts, data.test.labels,

@@ -231,7 +231,9 @@ def clear(cache_dir: Path | None, as_json: bool) -> None:
 @click.argument("texts", nargs=-1)
 @click.option("--file", "text_file", type=click.File("r", encoding="utf-8"),
               help="Read texts from this file, one per line ('-' for stdin).")
-@click.option("--model", "variant", type=click.Choice(["int8", "fp32"]), default="int8",
+@click.option("--model", "variant",
+              type=click.Choice(["int8", "fp32", "fp16", "split-int8", "split-fp32"]),
+              default="int8",
               show_default=True, help="Which of the bundle's models to run.")
 @click.option("--threads", type=click.IntRange(min=0), default=0,
               help="ONNX Runtime intra-op threads (0: its default).")

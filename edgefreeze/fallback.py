@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from edgefreeze.evaluate import held_out_logits
-from edgefreeze.gate import int8_rules
+from edgefreeze.gate import reduced_precision_rules
 from edgefreeze.metrics import compare
 from edgefreeze.progress import Reporter
 from edgefreeze.quantize import Architecture, quantize_int8
@@ -39,7 +39,7 @@ def quantize_gated(name: str, fp32_paths: list[Path], int8_paths: list[Path],
         classifier = OnnxClassifier(int8_paths, tokenizer_json, spec.data.max_length)
         metrics = compare(held_out_logits(classifier, texts, reporter, f"{name} try {keep + 1}"),
                           labels, reference)
-        rules = int8_rules(name, metrics, reference_metrics, spec.gate)
+        rules = reduced_precision_rules(name, metrics, reference_metrics, spec.gate)
         attempts.append({"fp32_segments": result["fp32_segments"],
                          "accuracy": metrics["accuracy"], "agreement": metrics["agreement"],
                          "passed": all(r.passed for r in rules),

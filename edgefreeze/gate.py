@@ -48,13 +48,13 @@ class Verdict:
 
 def judge(metrics: dict[str, dict[str, float]], shape_errors: dict[str, float],
           spec: GateSpec) -> Verdict:
-    """Apply the pipeline's gate to every ONNX model built: int8 models on accuracy and
-    agreement, fp32 models on logit error (held-out and shape grid)."""
+    """Apply the pipeline's gate to every ONNX model built: int8 and fp16 models on
+    accuracy and agreement, fp32 models on logit error (held-out and shape grid)."""
     reference = metrics["pytorch"]
     rules = []
     for name, m in metrics.items():
-        if name.endswith("int8"):
-            rules += int8_rules(name, m, reference, spec)
+        if name.endswith(("int8", "fp16")):
+            rules += reduced_precision_rules(name, m, reference, spec)
         elif name.endswith("fp32"):
             rules.append(Rule(f"{name}.max_logit_error",
                               max(m["max_logit_error"], shape_errors[name]),
@@ -63,9 +63,9 @@ def judge(metrics: dict[str, dict[str, float]], shape_errors: dict[str, float],
     return Verdict(rules=rules)
 
 
-def int8_rules(name: str, metrics: dict[str, float], reference: dict[str, float],
-               spec: GateSpec) -> list[Rule]:
-    """What an int8 model must meet against PyTorch: accuracy drop and agreement."""
+def reduced_precision_rules(name: str, metrics: dict[str, float], reference: dict[str, float],
+                            spec: GateSpec) -> list[Rule]:
+    """What an int8 or fp16 model must meet against PyTorch: accuracy drop and agreement."""
     return [Rule(f"{name}.max_accuracy_drop", reference["accuracy"] - metrics["accuracy"],
                  spec.max_accuracy_drop, "max", f"{name} accuracy drop against PyTorch"),
             Rule(f"{name}.min_agreement", metrics["agreement"], spec.min_agreement, "min",

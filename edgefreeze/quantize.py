@@ -97,6 +97,16 @@ def quantize_int8(fp32_path: Path, destination: Path, spec: QuantizeSpec,
             "segments": len(parts)}
 
 
+def to_fp16(fp32_path: Path, destination: Path) -> dict:
+    """Half-precision weights and compute for GPU targets (inputs and outputs stay as they
+    are, so the same runtime code feeds it)."""
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = convert_float_to_float16(onnx.load(str(fp32_path)), keep_io_types=True)
+    onnx.save(model, str(destination))
+    return {"mode": "fp16", "keep_io_types": True}
+
+
 def small_tables(model: onnx.ModelProto) -> list[str]:
     """Gather nodes of every constant table but the largest. The word-embedding table is
     most of a small model's bytes and takes int8 well; position and token-type tables

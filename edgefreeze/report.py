@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 LABELS = {"pytorch": "PyTorch", "onnx_fp32": "ONNX fp32", "onnx_int8": "ONNX int8",
-          "onnx_split_fp32": "ONNX stem + top fp32", "onnx_split_int8": "ONNX stem + top int8"}
+          "onnx_split_fp32": "ONNX stem + top fp32", "onnx_split_int8": "ONNX stem + top int8",
+          "onnx_fp16": "ONNX fp16 (GPU targets)"}
 
 
 def render_report(manifest: dict) -> str:
@@ -31,6 +32,9 @@ def render_report(manifest: dict) -> str:
                   f"{shapes['max_logit_error']:.2e}."]
     lines += ["", "## Quantization", ""]
     for name, record in manifest["quantize"].items():
+        if "attempts" not in record:
+            lines.append(f"- {LABELS.get(name, name)}: {record['mode']}.")
+            continue
         attempts = record["attempts"]
         final, first = attempts[-1], attempts[0]
         kept = ", ".join(final["fp32_segments"]) or "nothing"

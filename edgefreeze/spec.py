@@ -108,6 +108,8 @@ class QuantizeSpec(Section):
     per_channel: bool = Field(True, description="one scale per output channel of each weight")
     quantize_embeddings: bool = Field(True, description="int8 embedding tables (Gather) too")
     fuse: bool = Field(True, description="fuse attention, layer norms and GELU before quantizing")
+    fp16: bool = Field(False, description="also write model.fp16.onnx for GPU targets (gated "
+                       "like int8)")
 
 
 class GateSpec(Section):

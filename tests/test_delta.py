@@ -65,7 +65,18 @@ def test_split_form_runs_on_the_device_and_matches_the_whole(smoke_split):
 @pytest.fixture(scope="module")
 def smoke_split(tmp_path_factory):
     folder = tmp_path_factory.mktemp("split")
-    pipeline = write_pipeline(folder, {"export": {"split": True}})
+    pipeline = write_pipeline(folder, {"export": {"split": True}, "quantize": {"fp16": True}})
     result = run_cli("build", str(pipeline), "--output", str(folder / "bundle"), "--quiet")
     assert result.exit_code == 0, result.stderr
     return folder / "bundle"
+
+
+def test_fp16_model_for_gpu_targets_is_gated_and_runs(smoke_split):
+    manifest = json.loads((smoke_split / "manifest.json").read_text())
+    assert "onnx_fp16" in manifest["metrics"]
+    assert manifest["gate"]["rules"]["onnx_fp16.min_agreement"]["passed"]
+    assert manifest["sizes"]["onnx_fp16"] < 0.55 * manifest["sizes"]["onnx_fp32"]
+    predictor = Predictor(smoke_split, variant="fp16")
+    fp32 = Predictor(smoke_split, variant="fp32").classifier
+    texts = ["a wonderful surprise", "dull and far too long"]
+    np.testing.assert_allclose(predictor.classifier.logits(texts), fp32.logits(texts), atol=5e-3)

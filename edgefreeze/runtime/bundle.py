@@ -18,6 +18,7 @@ from edgefreeze.hashing import file_sha256
 from edgefreeze.runtime.classifier import OnnxClassifier
 
 MODEL_FILES = {"int8": ("model.int8.onnx",), "fp32": ("model.onnx",),
+               "fp16": ("model.fp16.onnx",),
                "split-int8": ("stem.int8.onnx", "top.int8.onnx"),
                "split-fp32": ("stem.onnx", "top.onnx")}
 
