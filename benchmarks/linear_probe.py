@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import sys
 
-import numpy as np
 import torch
 
 from edgefreeze.backbones import load_model
