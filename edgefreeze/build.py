@@ -74,7 +74,8 @@ def build(pipeline: Pipeline, output: Path | None = None, device: str | None = N
         data = load_data(spec.data, pipeline.resolve, added_rows or [])
         reporter.info(f"  {len(data.train)} train, "
                       f"{len(data.validation) if data.validation else 0} validation, "
-                      f"{len(data.test)} held-out rows; labels {data.label_names}")
+                      f"{len(data.test)} held-out rows; labels {data.label_names}"
+                      + (f"; {data.dropped_rows} empty rows dropped" if data.dropped_rows else ""))
     with reporter.stage("model"):
         loaded = load_model(spec.model, data.label_names, pipeline.resolve,
                             spec.trust_remote_code, spec.train.seed)
@@ -152,6 +153,7 @@ def build(pipeline: Pipeline, output: Path | None = None, device: str | None = N
             "model": {**loaded.source, "model_type": loaded.model.config.model_type,
                       "layers": loaded.backbone.depth},
             "data": {"sources": data.sources, "fingerprint": data.fingerprint(),
+                     "dropped_rows": data.dropped_rows,
                      "label_names": data.label_names, "max_length": max_length,
                      "splits": {name: {"rows": len(split), "fingerprint": split.fingerprint()}
                                 for name, split in data.named_splits().items()}},

@@ -57,6 +57,8 @@ class DataSpec(Section):
         None, min_length=2, description="label names in id order; default: sorted labels seen"
     )
     max_length: int = Field(128, ge=4, le=8192, description="tokens kept per example")
+    drop_empty: bool = Field(False, description="skip rows with an empty text or label "
+                             "(counted in the manifest) instead of failing")
     sample_rows: int | None = Field(
         None, ge=20, description="use a seeded random sample of this many rows (smoke tests)"
     )

@@ -79,7 +79,7 @@ def test_empty_label_names_the_row(tmp_path):
     pipeline = write_pipeline(tmp_path, {"data": {"source": "d.csv", "sample_rows": None,
                                                   "split": {"group_column": None}}})
     line = build_expecting_error(tmp_path, pipeline)
-    assert "d.csv:4:" in line and "'label'" in line
+    assert "d.csv:4:" in line and "'label'" in line and "drop_empty" in line
 
 
 def test_malformed_jsonl_names_the_line(tmp_path):

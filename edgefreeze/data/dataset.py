@@ -40,6 +40,7 @@ class LabelledData:
     test: Split
     label_names: list[str]
     sources: dict[str, dict[str, str]]  # split source -> {"origin", "sha256"}
+    dropped_rows: int = 0
 
     def fingerprint(self) -> str:
         digest = hashlib.sha256()
@@ -57,6 +58,7 @@ class _Rows:
     texts: list[str]
     labels: list[str]
     groups: list[str] | None
+    dropped: int = 0  # rows skipped for an empty text or label (data.drop_empty)
 
 
 def load_data(spec: DataSpec, resolve: Callable[[str], Path],
@@ -68,6 +70,7 @@ def load_data(spec: DataSpec, resolve: Callable[[str], Path],
     """
     main = read_source(spec.source, resolve)
     rows = _extract(main, spec, "data.source", use_groups=True)
+    dropped = rows.dropped
     if spec.sample_rows is not None and spec.sample_rows < len(rows.texts):
         rng = np.random.default_rng(spec.split.seed)
         rows = _take(rows, sorted(rng.choice(len(rows.texts), spec.sample_rows, replace=False)))
@@ -101,7 +104,9 @@ def load_data(spec: DataSpec, resolve: Callable[[str], Path],
     sources.update({key: {"origin": t.origin, "sha256": t.sha256} for key, t in separate.items()})
     sources.update({f"added_{i}": {"origin": t.origin, "sha256": t.sha256}
                     for i, t in enumerate(new_tables, start=1)})
-    return LabelledData(train=splits["train"],
+    return LabelledData(dropped_rows=dropped + sum(p.dropped for p in extra.values())
+                        + sum(p.dropped for p in new_rows),
+                        train=splits["train"],
                         validation=splits["validation"] if len(splits["validation"]) else None,
                         test=splits["test"], label_names=label_names, sources=sources)
 
@@ -119,18 +124,23 @@ def _extract(table: Table, spec: DataSpec, key: str, use_groups: bool,
         if column is not None and column not in columns:
             raise ConfigError(f"{table.origin}: no column {column!r} (data.{role}); "
                               f"columns are {sorted(columns)}")
-    texts, labels, groups = [], [], []
+    texts, labels, groups, dropped = [], [], [], 0
     for number, row in zip(table.record_numbers, table.rows):
         text, label = row.get(text_col), row.get(label_col)
-        if not isinstance(text, str) or not text.strip():
-            raise ConfigError(f"{table.origin}:{number}: empty or missing {text_col!r} ({key})")
-        if label is None or (isinstance(label, str) and not label.strip()):
-            raise ConfigError(f"{table.origin}:{number}: empty or missing {label_col!r} ({key})")
+        empty_text = not isinstance(text, str) or not text.strip()
+        empty_label = label is None or (isinstance(label, str) and not label.strip())
+        if (empty_text or empty_label) and spec.drop_empty:
+            dropped += 1
+            continue
+        if empty_text or empty_label:
+            column = text_col if empty_text else label_col
+            raise ConfigError(f"{table.origin}:{number}: empty or missing {column!r} ({key}; "
+                              "data.drop_empty: true skips such rows)")
         texts.append(text)
         labels.append(str(label).strip())
         if group_col is not None:
             groups.append(str(row.get(group_col)))
-    return _Rows(texts, labels, groups if group_col is not None else None)
+    return _Rows(texts, labels, groups if group_col is not None else None, dropped)
 
 
 def _take(rows: _Rows, indices: list[int]) -> _Rows:
