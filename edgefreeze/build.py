@@ -117,7 +117,7 @@ def build(pipeline: Pipeline, output: Path | None = None, device: str | None = N
             architecture = Architecture(loaded.backbone.fusion_type,
                                         loaded.model.config.num_attention_heads,
                                         loaded.backbone.hidden_size)
-            int8_models, quantize_info = {}, {}
+            int8_models, quantize_info, int8_logits = {}, {}, {}
             for name, paths in fp32_models.items():
                 int8_name = name.replace("fp32", "int8")
                 int8_models[int8_name] = [path.with_suffix(".int8.onnx") for path in paths]
@@ -125,7 +125,7 @@ def build(pipeline: Pipeline, output: Path | None = None, device: str | None = N
                 # are written for whole-model exports, and the top's inputs are activations.
                 settings = spec.quantize if name == "onnx_fp32" else \
                     spec.quantize.model_copy(update={"fuse": False, "mode": "dynamic"})
-                quantize_info[int8_name] = quantize_gated(
+                quantize_info[int8_name], int8_logits[int8_name] = quantize_gated(
                     int8_name, paths, int8_models[int8_name], settings, spec, architecture,
                     reference, data.test.texts, data.test.labels,
                     staging.path / "tokenizer.json", reporter,
@@ -140,7 +140,8 @@ def build(pipeline: Pipeline, output: Path | None = None, device: str | None = N
             evaluation = evaluate(model, reference, data.test.texts, data.test.labels,
                                   encoded["test"], models, staging.path / "tokenizer.json",
                                   max_length, spec.gate.batch_sizes,
-                                  spec.shape_check_lengths(), torch_device, reporter)
+                                  spec.shape_check_lengths(), torch_device, reporter,
+                                  known_logits=int8_logits)
         verdict = judge(evaluation.metrics,
                         {name: float(check["max_logit_error"])
                          for name, check in evaluation.shape_check.items()}, spec.gate)

@@ -41,14 +41,19 @@ def held_out_logits(classifier: OnnxClassifier, texts: list[str], reporter: Repo
 def evaluate(model: torch.nn.Module, reference: np.ndarray, texts: list[str],
              labels: np.ndarray, encoded: Encoded, onnx_paths: dict[str, list[Path]],
              tokenizer_json: Path, max_length: int, batch_sizes: list[int],
-             sequence_lengths: list[int], device: torch.device,
-             reporter: Reporter) -> Evaluation:
+             sequence_lengths: list[int], device: torch.device, reporter: Reporter,
+             known_logits: dict[str, np.ndarray] | None = None) -> Evaluation:
+    """Metrics of every ONNX model against the labels and PyTorch's `reference` logits;
+    `known_logits` are held-out logits already computed (by the quantization fallback)."""
+    known_logits = known_logits or {}
     metrics = {"pytorch": compare(reference, labels, reference)}
     classifiers = {name: OnnxClassifier(path, tokenizer_json, max_length)
                    for name, path in onnx_paths.items()}
     for name, classifier in classifiers.items():
-        metrics[name] = compare(held_out_logits(classifier, texts, reporter, name), labels,
-                                reference)
+        logits = known_logits.get(name)
+        if logits is None:
+            logits = held_out_logits(classifier, texts, reporter, name)
+        metrics[name] = compare(logits, labels, reference)
     shape_check = {name: _shape_check(model, classifier, encoded, batch_sizes,
                                       sequence_lengths, device)
                    for name, classifier in classifiers.items() if name.endswith("fp32")}

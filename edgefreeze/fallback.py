@@ -24,9 +24,11 @@ def quantize_gated(name: str, fp32_paths: list[Path], int8_paths: list[Path],
                    settings: QuantizeSpec, spec: PipelineSpec, architecture: Architecture,
                    reference: np.ndarray, texts: list[str], labels: np.ndarray,
                    tokenizer_json: Path, reporter: Reporter,
-                   calibration: list[dict[str, np.ndarray]] | None = None) -> dict:
+                   calibration: list[dict[str, np.ndarray]] | None = None
+                   ) -> tuple[dict, np.ndarray]:
     """Write `int8_paths` (one per fp32 graph; only the last graph, the one nearest the
-    output, ever keeps parts in fp32). Returns the manifest's record of the attempts."""
+    output, ever keeps parts in fp32). Returns the manifest's record of the attempts and
+    the final model's held-out logits (so the gate need not run it again)."""
     *fixed, (last_fp32, last_int8) = list(zip(fp32_paths, int8_paths))
     info = {"graphs": {target.name: quantize_int8(source, target, settings, architecture)
                        for source, target in fixed}}
@@ -37,8 +39,8 @@ def quantize_gated(name: str, fp32_paths: list[Path], int8_paths: list[Path],
         result = quantize_int8(last_fp32, last_int8, settings, architecture, keep_fp32=keep,
                                calibration=calibration)
         classifier = OnnxClassifier(int8_paths, tokenizer_json, spec.data.max_length)
-        metrics = compare(held_out_logits(classifier, texts, reporter, f"{name} try {keep + 1}"),
-                          labels, reference)
+        logits = held_out_logits(classifier, texts, reporter, f"{name} try {keep + 1}")
+        metrics = compare(logits, labels, reference)
         rules = reduced_precision_rules(name, metrics, reference_metrics, spec.gate)
         attempts.append({"fp32_segments": result["fp32_segments"],
                          "accuracy": metrics["accuracy"], "agreement": metrics["agreement"],
@@ -52,7 +54,7 @@ def quantize_gated(name: str, fp32_paths: list[Path], int8_paths: list[Path],
                       f" keeping one more segment in fp32")
     info["graphs"][last_int8.name] = result
     info["attempts"] = attempts
-    return info
+    return info, logits
 
 
 def _latency_ms(classifier: OnnxClassifier, text: str, runs: int = 50) -> float:
