@@ -9,6 +9,7 @@ the manifest's model source (the weights' values do not change the compute).
 
 from __future__ import annotations
 
+import inspect
 import multiprocessing
 import resource
 import time
@@ -65,9 +66,11 @@ def _worker(bundle_path: str, variant: str, files: list[str] | None, threads: in
             bundle.manifest["model"]["location"], num_labels=len(bundle.labels)).eval()
         size = sum(p.numel() * p.element_size() for p in model.parameters())
 
+        accepted = inspect.signature(model.forward).parameters  # DistilBERT: no token types
+
         def run(batch):
             with torch.inference_mode():
-                model(**{k: torch.from_numpy(v) for k, v in batch.items()})
+                model(**{k: torch.from_numpy(v) for k, v in batch.items() if k in accepted})
     elif files:  # a model from elsewhere, measured on the bundle's inputs for comparison
         run = OnnxClassifier(files, bundle.verified("tokenizer.json"), length, threads).run
         size = sum(Path(f).stat().st_size for f in files)

@@ -28,9 +28,16 @@ def default_destination(models_dir: Path, name: str) -> Path:
 
 
 def check_destination(destination: Path) -> None:
+    """Fail before any training if the bundle could never be published there."""
     if destination.exists():
         raise ConfigError(f"output: {destination} already exists; remove it or choose another "
                           "--output")
+    ancestor = destination.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
+        raise ConfigError(f"output: cannot create {destination}: {ancestor} is not a writable "
+                          "folder")
 
 
 class Staging:

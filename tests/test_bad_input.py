@@ -117,3 +117,11 @@ def test_gate_lengths_beyond_max_length(tmp_path):
     pipeline = write_pipeline(tmp_path, {"gate": {"sequence_lengths": [4, 8, 500]}})
     line = build_expecting_error(tmp_path, pipeline)
     assert "exceed data.max_length" in line
+
+
+def test_output_under_a_file_fails_before_training(tmp_path):
+    (tmp_path / "taken").write_text("a file, not a folder")
+    result = run_cli("build", str(SMOKE), "--output", str(tmp_path / "taken" / "bundle"),
+                     "--quiet")
+    assert result.exit_code == 2 and "not a writable folder" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

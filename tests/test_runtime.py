@@ -116,3 +116,17 @@ def test_installing_for_a_device_pulls_no_torch():
              .split("~")[0].strip().lower() for r in base_or_edge}
     assert names and not names & {"torch", "transformers", "optimum", "optimum-onnx"}
     assert {"onnxruntime", "tokenizers", "numpy"} <= names
+
+
+def test_bench_reports_every_model(smoke_build):
+    bundle, _ = smoke_build
+    result = run_cli("bench", str(bundle), "--runs", "10", "--threads", "1", "--json")
+    assert result.exit_code == 0, result.stderr
+    payload = result.json()
+    for name in ("int8", "fp32", "pytorch"):
+        entry = payload[name]
+        assert 0 < entry["p50_ms"] <= entry["p95_ms"] <= entry["p99_ms"]
+        assert entry["throughput_per_s"] > 0 and entry["peak_rss_bytes"] > 0
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert payload["int8"]["size_bytes"] == manifest["files"]["model.int8.onnx"]["size"]
+    assert payload["int8"]["size_bytes"] < payload["fp32"]["size_bytes"]
