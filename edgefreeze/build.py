@@ -31,7 +31,7 @@ from edgefreeze.freeze import apply_freeze
 from edgefreeze.gate import judge
 from edgefreeze.progress import Reporter
 from edgefreeze.quantize import Architecture, to_fp16
-from edgefreeze.runtime import encode_text, load_tokenizer
+from edgefreeze.runtime import SESSION_CONFIG, encode_text, load_tokenizer
 from edgefreeze.report import render_report
 from edgefreeze.spec import Pipeline, PipelineSpec
 from edgefreeze.train import Features, resolve_device, train
@@ -173,6 +173,7 @@ def build(pipeline: Pipeline, output: Path | None = None, device: str | None = N
                       for name, paths in models.items()},
             "shape_check": evaluation.shape_check,
             "gate": verdict.to_dict(),
+            "runtime": {"session_config": SESSION_CONFIG},
             "versions": _versions(),
             "timings_s": reporter.timings,
         }

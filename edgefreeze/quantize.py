@@ -2,8 +2,7 @@
 graph and quantize it dynamically (the default), or quantize it statically with
 activation ranges calibrated on training examples.
 
-Fusing first (ONNX Runtime's transformer optimizer: Attention, SkipLayerNormalization,
-BiasGelu) lets the quantizer emit QAttention kernels instead of dozens of small int8
+Fusing first (ONNX Runtime's transformer optimizer: Attention, BiasGelu) lets the quantizer emit QAttention kernels instead of dozens of small int8
 MatMuls; measured on the default bundle it is faster (docs/benchmarks.md).
 Dynamic quantization needs no calibration data: weights are int8 ahead of time,
 activations are scaled per batch at run time. Static quantization (QDQ format, unfused)
@@ -147,6 +146,11 @@ def fuse(source: Path, destination: Path, architecture: Architecture) -> dict[st
     # Keep the embeddings as Gather + LayerNormalization: the fused EmbedLayerNormalization
     # would quantize every embedding table at once (see small_tables).
     options.enable_embed_layer_norm = False
+    # Keep residual Add + LayerNormalization unfused: ONNX Runtime's CPU
+    # SkipLayerNormalization is slower than the pair (see runtime.classifier), and the
+    # projection's bias Add then folds into the int8 MatMul at load time instead.
+    options.enable_skip_layer_norm = False
+    options.enable_bias_skip_layer_norm = False
     model = optimize_model(str(source), model_type=architecture.fusion_type,
                            num_heads=architecture.num_heads,
                            hidden_size=architecture.hidden_size, opt_level=0,

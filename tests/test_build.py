@@ -51,6 +51,15 @@ def test_int8_is_smaller_and_quantizes_the_embedding_table(smoke_build):
     assert ratio < 0.3, f"int8 file is {ratio:.0%} of fp32: the embedding table stayed fp32?"
 
 
+def test_int8_attention_is_fused_and_residual_norms_are_not(smoke_build):
+    """QAttention is the fast int8 attention; the fused SkipLayerNormalization is the slow
+    norm on ONNX Runtime's CPU provider (benchmarks/skip_layer_norm.py)."""
+    bundle, _ = smoke_build
+    ops = {node.op_type for node in onnx.load(str(bundle / "model.int8.onnx")).graph.node}
+    assert "QAttention" in ops
+    assert "SkipLayerNormalization" not in ops and "LayerNormalization" in ops
+
+
 def test_fp32_export_checked_over_unseen_shapes(smoke_build):
     bundle, _ = smoke_build
     shapes = json.loads((bundle / "manifest.json").read_text())["shape_check"]["onnx_fp32"]
@@ -90,7 +99,10 @@ def test_int8_model_alone_reproduces_the_manifest_accuracy(smoke_build):
     data = load_data(load_pipeline(SMOKE).spec.data, load_pipeline(SMOKE).resolve)
     assert data.test.fingerprint() == manifest["data"]["splits"]["test"]["fingerprint"]
 
-    session = ort.InferenceSession(str(bundle / "model.int8.onnx"))
+    options = ort.SessionOptions()  # the settings the gate ran with, as the manifest says
+    for key, value in manifest["runtime"]["session_config"].items():
+        options.add_session_config_entry(key, value)
+    session = ort.InferenceSession(str(bundle / "model.int8.onnx"), options)
     tokenizer = Tokenizer.from_file(str(bundle / "tokenizer.json"))
     tokenizer.enable_truncation(manifest["data"]["max_length"])
     tokenizer.no_padding()

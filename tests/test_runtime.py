@@ -11,7 +11,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from edgefreeze.runtime import BundleError, Predictor
+from edgefreeze.runtime import BundleError, Predictor, session_options
 from tests.conftest import ROOT, run_cli
 
 BLOCK_TORCH = textwrap.dedent("""
@@ -91,9 +91,11 @@ def test_optimum_loads_the_bundle_and_agrees(smoke_build, file_name):
     from transformers import AutoTokenizer
 
     bundle, _ = smoke_build
-    model = ORTModelForSequenceClassification.from_pretrained(bundle, file_name=file_name)
-    tokenizer = AutoTokenizer.from_pretrained(bundle)
     predictor = Predictor(bundle, variant="int8" if "int8" in file_name else "fp32")
+    options = session_options(config=predictor.bundle.session_config)  # as the manifest says
+    model = ORTModelForSequenceClassification.from_pretrained(bundle, file_name=file_name,
+                                                              session_options=options)
+    tokenizer = AutoTokenizer.from_pretrained(bundle)
     texts = ["an absolute joy", "lifeless, boring and far too long", "it was fine, I guess",
              "the best thing this director has made"]
     for text in texts:  # one at a time, as the gate and a device run them

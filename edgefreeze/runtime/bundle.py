@@ -49,6 +49,10 @@ class Bundle:
             raise BundleError(f"{self.path}: the gate did not pass this bundle; refusing it")
         self.labels = [id2label[str(i)] for i in range(len(id2label))]
         self.max_length = int(self.manifest["data"]["max_length"])
+        # The ONNX Runtime settings the gate ran with; a bundle that names none ran with
+        # ONNX Runtime's defaults.
+        self.session_config: dict[str, str] = self.manifest.get("runtime", {}).get(
+            "session_config", {})
 
     def verified(self, name: str) -> Path:
         """The path of `name` after checking its sha256 against the manifest."""
@@ -68,7 +72,8 @@ class Bundle:
             raise BundleError(f"unknown model variant {variant!r} (choose from "
                               f"{', '.join(MODEL_FILES)})")
         return OnnxClassifier([self.verified(name) for name in MODEL_FILES[variant]],
-                              self.verified("tokenizer.json"), self.max_length, threads)
+                              self.verified("tokenizer.json"), self.max_length, threads,
+                              self.session_config)
 
     def variants(self) -> list[str]:
         """The model forms this bundle carries."""

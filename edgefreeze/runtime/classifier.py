@@ -2,12 +2,33 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
+
+
+# ONNX Runtime session config entries the gate runs every model with, recorded in each
+# bundle's manifest so any ONNX Runtime API reproduces the gated numbers. Dynamic int8
+# scales activations at run time, so even a different fusion moves a few predictions.
+# ONNX Runtime's CPU SkipLayerNormalization kernel is about 4x slower than the Add and
+# LayerNormalization it replaces (onnxruntime 1.32; benchmarks/skip_layer_norm.py): with
+# the fusion off the default int8 model runs 1.2x (2 threads) to 1.4x (1 thread) faster.
+SESSION_CONFIG: dict[str, str] = {"optimization.disable_specified_optimizers":
+                                  "SkipLayerNormFusion"}
+
+
+def session_options(threads: int = 0, config: Mapping[str, str] | None = None
+                    ) -> ort.SessionOptions:
+    """SessionOptions with `threads` intra-op threads (0: ONNX Runtime's choice) and the
+    given config entries (SESSION_CONFIG when None)."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    for key, value in (SESSION_CONFIG if config is None else config).items():
+        options.add_session_config_entry(key, value)
+    return options
 
 
 def load_tokenizer(path: str | Path, max_length: int) -> Tokenizer:
@@ -37,13 +58,14 @@ class OnnxClassifier:
         tokenizer_path: the Hugging Face fast tokenizer's tokenizer.json.
         max_length: tokens kept per text, as in training.
         threads: intra-op threads per session (0 lets ONNX Runtime choose).
+        session_config: ONNX Runtime session config entries (SESSION_CONFIG when None).
     """
 
     def __init__(self, model_paths: str | Path | Sequence[str | Path],
-                 tokenizer_path: str | Path, max_length: int, threads: int = 0) -> None:
+                 tokenizer_path: str | Path, max_length: int, threads: int = 0,
+                 session_config: Mapping[str, str] | None = None) -> None:
         paths = [model_paths] if isinstance(model_paths, (str, Path)) else list(model_paths)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
+        options = session_options(threads, session_config)
         self.sessions = [ort.InferenceSession(str(path), options,
                                               providers=["CPUExecutionProvider"])
                          for path in paths]
