@@ -85,24 +85,39 @@ def _worker(bundle_path: str, variant: str, files: list[str] | None, threads: in
 
 def bench(bundle_path: Path, threads: int = 0, length: int = 32, runs: int = 200,
           variants: tuple[str, ...] = ("int8", "fp32", "pytorch"),
-          others: dict[str, list[Path]] | None = None) -> dict:
-    """Measure the bundle's `variants` and any `others` (name -> ONNX files) alike."""
+          others: dict[str, list[Path]] | None = None, rounds: int = 1) -> dict:
+    """Measure the bundle's `variants` and any `others` (name -> ONNX files) alike.
+
+    With rounds > 1 every model is measured once per round, in turn, and each figure is
+    the median over rounds (peak memory the largest): a burst of load on a shared machine
+    then lands on one round of one model instead of deciding a comparison.
+    """
     Bundle(bundle_path)  # verify before spawning anything
     context = multiprocessing.get_context("spawn")
-    results: dict = {"bundle": str(bundle_path), "threads": threads, "sequence_length": length}
+    results: dict = {"bundle": str(bundle_path), "threads": threads, "sequence_length": length,
+                     "rounds": rounds}
     jobs = [(v, None) for v in variants] + [(n, [str(f) for f in fs])
                                             for n, fs in (others or {}).items()]
-    for variant, files in jobs:
-        if variant == "pytorch" and not _torch_available():
-            results["pytorch"] = None
-            continue
-        queue = context.Queue()
-        process = context.Process(target=_worker, args=(str(bundle_path), variant, files,
-                                                        threads, length, runs, queue))
-        process.start()
-        results[variant] = queue.get(timeout=1800)
-        process.join()
+    if "pytorch" in variants and not _torch_available():
+        results["pytorch"] = None
+        jobs = [job for job in jobs if job[0] != "pytorch"]
+    measured: dict[str, list[dict]] = {name: [] for name, _ in jobs}
+    for _ in range(rounds):
+        for variant, files in jobs:
+            queue = context.Queue()
+            process = context.Process(target=_worker, args=(str(bundle_path), variant, files,
+                                                            threads, length, runs, queue))
+            process.start()
+            measured[variant].append(queue.get(timeout=1800))
+            process.join()
+    for name, samples in measured.items():
+        results[name] = {key: (max if key == "peak_rss_bytes" else _median)(
+            [sample[key] for sample in samples]) for key in samples[0]}
     return results
+
+
+def _median(values: list[float]) -> float:
+    return float(np.median(values))
 
 
 def _torch_available() -> bool:

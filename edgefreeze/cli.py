@@ -267,18 +267,20 @@ def predict(bundle: Path, texts: tuple[str, ...], text_file, variant: str, threa
 @click.option("--sequence-length", type=click.IntRange(min=2), default=32, show_default=True)
 @click.option("--runs", type=click.IntRange(min=10), default=200, show_default=True,
               help="Timed batch-1 runs per model.")
+@click.option("--rounds", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Measure every model this many times in turn; report medians.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON result.")
-def bench_command(bundle: Path, threads: int, sequence_length: int, runs: int,
+def bench_command(bundle: Path, threads: int, sequence_length: int, runs: int, rounds: int,
                   as_json: bool) -> None:
     """Latency (p50/p95/p99, batch 1), throughput (batch 32), size and peak memory of a
     bundle's int8 and fp32 models and, where torch is installed, PyTorch eager."""
     from edgefreeze.bench import bench
 
     def action() -> dict:
-        result = bench(bundle, threads, sequence_length, runs)
+        result = bench(bundle, threads, sequence_length, runs, rounds=rounds)
         if not as_json:
             click.echo(f"{bundle}: sequence length {sequence_length}, "
-                       f"threads {threads or 'default'}")
+                       f"threads {threads or 'default'}, {rounds} round(s)")
             click.echo(f"{'model':<8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} "
                        f"{'batch-32 /s':>12} {'size MB':>9} {'peak RSS MB':>12}")
             for name in ("int8", "fp32", "pytorch"):

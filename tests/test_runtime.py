@@ -122,9 +122,11 @@ def test_installing_for_a_device_pulls_no_torch():
 
 def test_bench_reports_every_model(smoke_build):
     bundle, _ = smoke_build
-    result = run_cli("bench", str(bundle), "--runs", "10", "--threads", "1", "--json")
+    result = run_cli("bench", str(bundle), "--runs", "10", "--threads", "1", "--rounds", "2",
+                     "--json")
     assert result.exit_code == 0, result.stderr
     payload = result.json()
+    assert payload["rounds"] == 2
     for name in ("int8", "fp32", "pytorch"):
         entry = payload[name]
         assert 0 < entry["p50_ms"] <= entry["p95_ms"] <= entry["p99_ms"]
