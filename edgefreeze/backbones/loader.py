@@ -7,6 +7,7 @@ Weights load from safetensors where the folder has them (transformers otherwise 
 
 from __future__ import annotations
 
+import inspect
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,9 +74,24 @@ def load_model(spec: str, label_names: list[str], resolve, trust_remote_code: bo
     if not getattr(tokenizer, "is_fast", False):
         raise ConfigError(f"model: {spec!r} has no fast tokenizer (tokenizer.json); the device "
                           "runtime needs one")
+    _keep_model_inputs(tokenizer, model)
     return LoadedModel(model=model, tokenizer=tokenizer, backbone=backbone_for(model),
                        source={"spec": spec, "location": str(location),
                                "weights_sha256": weights_sha})
+
+
+def _keep_model_inputs(tokenizer: PreTrainedTokenizerBase, model: torch.nn.Module) -> None:
+    """Make the tokenizer return only inputs the model's forward takes.
+
+    Checkpoints often pair a model with another family's tokenizer class (a DistilBERT
+    saved with BertTokenizer emits token_type_ids, which DistilBERT's forward rejects);
+    every batch and the split export's inputs follow `model_input_names`.
+    """
+    parameters = inspect.signature(model.forward).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return
+    tokenizer.model_input_names = [name for name in tokenizer.model_input_names
+                                   if name in parameters]
 
 
 def _locate(spec: str, resolve) -> tuple[str | Path, bool]:

