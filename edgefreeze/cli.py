@@ -139,7 +139,8 @@ def cache() -> None:
 def cache_options(command: Callable) -> Callable:
     command = click.option("--json", "as_json", is_flag=True, help="Print one JSON result.")(command)
     return click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
-                        help="Cache folder (else $EDGEFREEZE_CACHE_DIR, ~/.cache/edgefreeze).")(command)
+                        help="Cache folder (else $EDGEFREEZE_CACHE_DIR, ~/.cache/edgefreeze; "
+                             "a pipeline's cache.dir points its builds elsewhere).")(command)
 
 
 def _cache_root(option: Path | None) -> Path:
@@ -156,7 +157,9 @@ def stats(cache_dir: Path | None, as_json: bool) -> None:
 
     def action() -> dict:
         result = admin.stats(_cache_root(cache_dir))
-        if not as_json:
+        if not as_json and not result["exists"]:
+            click.echo(f"{result['dir']}: 0 entries (the folder does not exist)")
+        elif not as_json:
             click.echo(f"{result['dir']}: {result['entries']} entries, "
                        f"{result['bytes'] / 1e6:.1f} MB of activations, "
                        f"{result['disk_bytes'] / 1e6:.1f} MB on disk")
@@ -181,8 +184,15 @@ def verify(cache_dir: Path | None, as_json: bool) -> None:
         result = admin.verify(_cache_root(cache_dir))
         click.echo(f"checked {result['checked']} entries, {result['corrupt']} corrupt", err=True)
         if result["corrupt"]:
-            raise CheckFailed(f"{result['corrupt']} corrupt cache entries dropped; the next "
-                              "build recomputes them")
+            # Exit 1 reported here rather than raised: _run's error object would drop the
+            # counts, and the JSON must keep dir, checked and corrupt.
+            message = (f"{result['corrupt']} corrupt cache entries dropped; the next build "
+                       "recomputes them")
+            click.echo(f"edgefreeze: error: {message}", err=True)
+            if as_json:
+                click.echo(json.dumps({"exit_code": CheckFailed.exit_code, "status": "error",
+                                       "message": message, **result}, indent=2))
+            sys.exit(CheckFailed.exit_code)
         return {"status": "ok", **result}
 
     _run(as_json, action)
@@ -197,11 +207,15 @@ def verify(cache_dir: Path | None, as_json: bool) -> None:
 def prune(cache_dir: Path | None, as_json: bool, older_than: float | None,
           max_size: str | None) -> None:
     """Drop old or least recently used entries and reclaim their disk space."""
+    import math
+
     from edgefreeze.cache import admin
 
     def action() -> dict:
         if older_than is None and max_size is None:
             raise ConfigError("cache prune: give --older-than DAYS and/or --max-size SIZE")
+        if older_than is not None and not math.isfinite(older_than):
+            raise ConfigError(f"--older-than: {older_than} is not a number of days")
         result = admin.prune(_cache_root(cache_dir), older_than,
                              admin.parse_size(max_size) if max_size else None)
         click.echo(f"removed {result['removed']} entries; disk "
@@ -215,12 +229,21 @@ def prune(cache_dir: Path | None, as_json: bool, older_than: float | None,
 @cache.command()
 @cache_options
 def clear(cache_dir: Path | None, as_json: bool) -> None:
-    """Remove every cached activation."""
+    """Remove every cached activation: the cache's index and shard files, nothing else
+    (a folder that holds other things and no cache index is refused). Also the way to
+    reset a corrupt cache."""
     from edgefreeze.cache import admin
 
     def action() -> dict:
         result = admin.clear(_cache_root(cache_dir))
-        click.echo(f"cleared {result['dir']} ({result['freed_bytes'] / 1e6:.1f} MB)", err=True)
+        if not result["exists"]:
+            click.echo(f"{result['dir']}: nothing to clear (the folder does not exist)", err=True)
+            return {"status": "ok", **result}
+        left = result["left"]
+        kept = (f"; left {len(left)} item(s) that are not the cache's: "
+                f"{', '.join(left[:3])}{', ...' if len(left) > 3 else ''}") if left else ""
+        click.echo(f"cleared {result['dir']} ({result['freed_bytes'] / 1e6:.1f} MB){kept}",
+                   err=True)
         return {"status": "ok", **result}
 
     _run(as_json, action)

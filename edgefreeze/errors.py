@@ -21,6 +21,16 @@ class ConfigError(EdgefreezeError):
     exit_code = 2
 
 
+class CacheError(EdgefreezeError):
+    """The activation cache cannot be used as it is (a corrupt index, a folder that cannot
+    be written); the message names the file and the fix. Exit 2 unless `exit_code` says
+    the cause lies elsewhere (a full disk, a lock held too long)."""
+
+    def __init__(self, message: str, exit_code: int = 2) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
 class CheckFailed(EdgefreezeError):
     """A check ran and found a problem (a refused gate, a corrupt cache)."""
 

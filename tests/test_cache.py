@@ -175,3 +175,23 @@ def test_retrain_rejects_rows_with_an_unknown_label(tmp_path):
                      str(tmp_path / "out"), "--quiet")
     assert result.exit_code == 2
     assert "lukewarm" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_build_on_a_corrupt_cache_index_warns_once_and_runs_uncached(tmp_path):
+    """A cache is only a cache: a broken index costs the build its speed-up, not its result."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "index.sqlite").write_text("this is not a database\n")
+    result = run_cli("build", str(SMOKE), "--output", str(tmp_path / "out"), "--quiet", "--json",
+                     "--cache-dir", str(cache))
+    assert result.exit_code == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("edgefreeze:")]
+    assert len(warnings) == 1 and str(cache / "index.sqlite") in warnings[0]
+    assert "edgefreeze cache clear" in warnings[0]
+    info = result.json()["cache"]
+    assert info["hits"] == 0 and info["bytes_written"] == 0 and "corrupt" in info["problem"]
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["cache"]["problem"] == info["problem"]
+    assert (cache / "index.sqlite").read_text() == "this is not a database\n"  # the user's call
+    assert run_cli("cache", "clear", "--cache-dir", str(cache)).exit_code == 0
+    assert list(cache.iterdir()) == []

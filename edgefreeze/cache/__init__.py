@@ -9,6 +9,7 @@ from pathlib import Path
 from edgefreeze.cache.activations import CacheStats, fetch_activations
 from edgefreeze.cache.keys import describe_keyset, text_key
 from edgefreeze.cache.store import ActivationStore
+from edgefreeze.errors import ConfigError
 
 __all__ = ["ActivationStore", "CacheStats", "cache_root", "describe_keyset", "fetch_activations",
            "text_key"]
@@ -17,12 +18,26 @@ __all__ = ["ActivationStore", "CacheStats", "cache_root", "describe_keyset", "fe
 def cache_root(option: str | Path | None, pipeline_dir: str | None,
                resolve: Callable[[str], Path]) -> Path:
     """Where the cache lives: --cache-dir, else $EDGEFREEZE_CACHE_DIR, else the pipeline's
-    cache.dir, else $XDG_CACHE_HOME/edgefreeze (~/.cache/edgefreeze)."""
+    cache.dir, else $XDG_CACHE_HOME/edgefreeze (~/.cache/edgefreeze). A setting that
+    names a file (or a path under one) is exit 2, naming the setting."""
     if option:
-        return Path(option).expanduser()
+        return _folder(Path(option).expanduser(), "--cache-dir")
     if os.environ.get("EDGEFREEZE_CACHE_DIR"):
-        return Path(os.environ["EDGEFREEZE_CACHE_DIR"]).expanduser()
+        return _folder(Path(os.environ["EDGEFREEZE_CACHE_DIR"]).expanduser(),
+                       "EDGEFREEZE_CACHE_DIR")
     if pipeline_dir:
-        return resolve(pipeline_dir)
+        return _folder(resolve(pipeline_dir), "the pipeline's cache.dir")
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "edgefreeze"
+    return _folder(Path(base) / "edgefreeze", "the default cache folder")
+
+
+def _folder(path: Path, setting: str) -> Path:
+    """`path` unless it, or the nearest of its parents that exists, is not a folder."""
+    for existing in (path, *path.parents):
+        if existing.exists() or existing.is_symlink():
+            if not existing.is_dir():
+                what = "is" if existing == path else f"is under {existing}, which is"
+                raise ConfigError(f"{setting}: {path} {what} a file, not a folder; the "
+                                  "activation cache must be a folder")
+            break
+    return path

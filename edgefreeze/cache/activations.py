@@ -23,10 +23,13 @@ class CacheStats:
     corrupt: int = 0  # entries found but failing their checksum, recomputed
     bytes_written: int = 0
     bytes: int = 0  # bytes of the activations served, hits and misses together
+    problem: str | None = None  # why the cache stopped being used (run uncached), if it did
 
     def add(self, other: CacheStats) -> None:
         for name in self.__dataclass_fields__:
-            setattr(self, name, getattr(self, name) + getattr(other, name))
+            if name != "problem":
+                setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.problem = self.problem or other.problem
 
 
 def fetch_activations(store: ActivationStore, texts: list[str], encoded: Encoded,
@@ -86,4 +89,5 @@ def fetch_activations(store: ActivationStore, texts: list[str], encoded: Encoded
             arrays[index] = computed[key]
             stats.misses += 1
     stats.bytes = sum(a.nbytes for a in arrays)
+    stats.problem = store.problem
     return arrays, stats

@@ -14,14 +14,23 @@ Why this shape:
   page cache keeps them warm across epochs and builds.
 - Every entry carries a BLAKE2b checksum, checked when a build loads it; a bad or
   truncated entry is dropped and recomputed, never trained on.
+- A cache is only a cache: when the index is corrupt or the folder cannot be written, a
+  build warns once (naming the file and the fix) and runs without it, never fails.
+
+The cache owns exactly INDEX_FILES and, in its key-set folders, the files named like
+SHARD_NAME; `edgefreeze cache clear` and `prune` never touch anything else.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import re
+import shlex
 import sqlite3
+import sys
 import time
 import uuid
 from collections.abc import Iterable, Sequence
@@ -30,6 +39,12 @@ from pathlib import Path
 
 import numpy as np
 
+from edgefreeze.errors import CacheError
+
+INDEX = "index.sqlite"
+INDEX_FILES = (INDEX, f"{INDEX}-wal", f"{INDEX}-shm", f"{INDEX}-journal")
+SHARD_NAME = re.compile(r"[0-9a-f]{32}\.bin")  # uuid4().hex, see ActivationStore.write
+KEYSET_NAME = re.compile(r"[0-9a-f]{24}")  # describe_keyset's digest
 DTYPES = {"fp16": np.dtype("<f2"), "fp32": np.dtype("<f4")}
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS keysets (
@@ -71,28 +86,53 @@ class ActivationStore:
         self.root, self.keyset, self.width = Path(root), keyset, width
         self.dtype = DTYPES[dtype]
         self.folder = self.root / keyset
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self.db = open_index(self.root)
-        with self.db:
-            self.db.execute("INSERT OR IGNORE INTO keysets VALUES (?, ?, ?, ?, ?)",
-                            (keyset, json.dumps(description, sort_keys=True), dtype, width,
-                             time.time()))
         self._maps: dict[str, np.memmap] = {}
+        self.db: sqlite3.Connection | None = None
+        self.problem: str | None = None  # why the store stopped being used, if it did
+        try:
+            self.db = open_index(self.root)
+            with self.db:
+                self.db.execute("INSERT OR IGNORE INTO keysets VALUES (?, ?, ?, ?, ?)",
+                                (keyset, json.dumps(description, sort_keys=True), dtype, width,
+                                 time.time()))
+            self.folder.mkdir(exist_ok=True)
+        except (sqlite3.Error, OSError) as exc:
+            self._give_up(exc)
 
     def close(self) -> None:
         self._maps.clear()
-        self.db.close()
+        if self.db is not None:
+            self.db.close()
+            self.db = None
+
+    def _give_up(self, exc: BaseException) -> None:
+        """Stop using the cache for the rest of this run: warn once, then every lookup
+        misses and nothing is written, so the caller computes everything live."""
+        if self.problem is None:
+            self.problem = str(cache_problem(self.root, exc))
+            warn(f"{self.problem}; running without the activation cache")
+        if self.db is not None:
+            try:
+                self.db.close()
+            except sqlite3.Error:
+                pass
+            self.db = None
 
     def lookup(self, keys: Iterable[str]) -> dict[str, Entry]:
         found: dict[str, Entry] = {}
+        if self.db is None:
+            return found
         unique = list(dict.fromkeys(keys))
-        for start in range(0, len(unique), 900):  # SQLite's bound-parameter limit
-            chunk = unique[start:start + 900]
-            marks = ",".join("?" * len(chunk))
-            rows = self.db.execute(
-                f"SELECT key, shard, offset, rows, checksum FROM entries "
-                f"WHERE keyset = ? AND key IN ({marks})", (self.keyset, *chunk))
-            found.update({row[0]: Entry(*row) for row in rows})
+        try:
+            for start in range(0, len(unique), 900):  # SQLite's bound-parameter limit
+                chunk = unique[start:start + 900]
+                marks = ",".join("?" * len(chunk))
+                rows = self.db.execute(
+                    f"SELECT key, shard, offset, rows, checksum FROM entries "
+                    f"WHERE keyset = ? AND key IN ({marks})", (self.keyset, *chunk))
+                found.update({row[0]: Entry(*row) for row in rows})
+        except sqlite3.Error as exc:
+            self._give_up(exc)
         return found
 
     def load(self, entry: Entry) -> np.ndarray | None:
@@ -108,51 +148,156 @@ class ActivationStore:
         return array.reshape(entry.rows, self.width)
 
     def forget(self, keys: Sequence[str]) -> None:
-        with self.db:
-            self.db.executemany("DELETE FROM entries WHERE keyset = ? AND key = ?",
-                                [(self.keyset, key) for key in keys])
+        if self.db is None:
+            return
+        try:
+            with self.db:
+                self.db.executemany("DELETE FROM entries WHERE keyset = ? AND key = ?",
+                                    [(self.keyset, key) for key in keys])
+        except sqlite3.Error as exc:
+            self._give_up(exc)
 
     def touch(self, keys: Sequence[str]) -> None:
+        if self.db is None:
+            return
         now = time.time()
-        with self.db:
-            self.db.executemany("UPDATE entries SET last_used = ? WHERE keyset = ? AND key = ?",
-                                [(now, self.keyset, key) for key in keys])
+        try:
+            with self.db:
+                self.db.executemany(
+                    "UPDATE entries SET last_used = ? WHERE keyset = ? AND key = ?",
+                    [(now, self.keyset, key) for key in keys])
+        except sqlite3.Error as exc:
+            self._give_up(exc)
 
     def write(self, items: Sequence[tuple[str, np.ndarray]]) -> int:
-        """Append arrays to a new shard, then index them; returns the bytes written."""
-        if not items:
+        """Append arrays to a new shard, then index them; returns the bytes written
+        (0 once the store has given up: the caller keeps its arrays either way)."""
+        if not items or self.db is None:
             return 0
         shard = f"{uuid.uuid4().hex}.bin"
         rows, offset = [], 0
         now = time.time()
-        with open(self.folder / shard, "wb") as handle:
-            for key, array in items:
-                data = np.ascontiguousarray(array, dtype=self.dtype)
-                assert data.ndim == 2 and data.shape[1] == self.width, data.shape
-                handle.write(data.tobytes())
-                rows.append((self.keyset, key, shard, offset, data.shape[0], checksum(data),
-                             now, now))
-                offset += data.nbytes
-            handle.flush()
-            os.fsync(handle.fileno())
-        with self.db:
-            self.db.executemany("INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                                rows)
+        arrays = []
+        for key, array in items:
+            data = np.ascontiguousarray(array, dtype=self.dtype)
+            assert data.ndim == 2 and data.shape[1] == self.width, data.shape
+            arrays.append(data)
+            rows.append((self.keyset, key, shard, offset, data.shape[0], checksum(data), now, now))
+            offset += data.nbytes
+        try:
+            with open(self.folder / shard, "wb") as handle:
+                for data in arrays:
+                    handle.write(data.tobytes())
+                handle.flush()
+                os.fsync(handle.fileno())
+            with self.db:
+                self.db.executemany(
+                    "INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        except (sqlite3.Error, OSError) as exc:
+            try:  # unindexed bytes would only be reclaimed by a later prune
+                (self.folder / shard).unlink(missing_ok=True)
+            except OSError:
+                pass
+            self._give_up(exc)
+            return 0
         return offset
 
     def _map(self, shard: str) -> np.memmap | None:
         if shard not in self._maps:
             path = self.folder / shard
-            if not path.is_file() or path.stat().st_size < self.dtype.itemsize:
+            try:
+                if not path.is_file() or path.stat().st_size < self.dtype.itemsize:
+                    return None
+                self._maps[shard] = np.memmap(path, dtype=self.dtype, mode="r")
+            except (OSError, ValueError):  # unreadable: treated like a missing shard
                 return None
-            self._maps[shard] = np.memmap(path, dtype=self.dtype, mode="r")
         return self._maps[shard]
 
 
 def open_index(root: Path) -> sqlite3.Connection:
-    """The cache's SQLite index, created on first use; safe for concurrent processes."""
+    """The cache's SQLite index, created on first use; safe for concurrent processes.
+    Raises sqlite3.Error or OSError as they come (see cache_problem)."""
     root.mkdir(parents=True, exist_ok=True)
-    db = sqlite3.connect(root / "index.sqlite", timeout=60)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.executescript(SCHEMA)
+    db = sqlite3.connect(root / INDEX, timeout=60)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.executescript(SCHEMA)
+    except BaseException:
+        db.close()
+        raise
     return db
+
+
+def read_index(root: Path) -> sqlite3.Connection | None:
+    """The index opened without creating anything and without writing to it; None if
+    there is none or it holds no tables yet. Works in a folder the user cannot write."""
+    path = root / INDEX
+    if not path.is_file():
+        return None
+    uri = path.resolve().as_uri()
+    writable = os.access(root, os.W_OK)
+    try:
+        # mode=rw where it can: the last connection to close then tidies up the -wal and
+        # -shm files (a mode=ro reader leaves them). Neither mode creates a database.
+        db = _tables(f"{uri}?mode={'rw' if writable else 'ro'}")
+    except sqlite3.OperationalError as exc:
+        if exc.sqlite_errorcode != sqlite3.SQLITE_CANTOPEN or writable:
+            raise
+        # A WAL database needs its -shm file, which cannot be created here; nobody can
+        # be writing to this folder, so reading it as an immutable file is exact.
+        db = _tables(f"{uri}?mode=ro&immutable=1")
+    return db
+
+
+def _tables(uri: str) -> sqlite3.Connection | None:
+    """A connection to `uri` if it holds the cache's tables; None if it holds none."""
+    db = sqlite3.connect(uri, uri=True, timeout=60)
+    try:
+        tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master")}
+    except BaseException:
+        db.close()
+        raise
+    if {"keysets", "entries"} <= tables:
+        return db
+    db.close()
+    return None
+
+
+def cache_problem(root: Path, exc: BaseException) -> CacheError:
+    """What an error from the index or the cache's files means, as one line naming the
+    file and what to do; exit 2 where the user can fix it (corruption, permissions)."""
+    index = root / INDEX
+    where = shlex.quote(str(root))
+    if isinstance(exc, sqlite3.Error):
+        code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
+        if code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+            return CacheError(f"{index}: the activation cache's index is corrupt ({exc}); "
+                              f"run `edgefreeze cache clear --cache-dir {where}` to reset it")
+        if code in (sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_PERM):
+            return CacheError(f"{index}: cannot open or write the activation cache's index "
+                              f"({exc}); check that {root} is a folder you may write to")
+        if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+            return CacheError(f"{index}: the activation cache is locked by another process "
+                              f"({exc}); try again when it has finished", exit_code=3)
+        return CacheError(f"{index}: {type(exc).__name__}: {exc}", exit_code=3)
+    if isinstance(exc, OSError):
+        path = exc.filename or root
+        reason = exc.strerror or str(exc)
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            return CacheError(f"{path}: {reason}; check the permissions of the activation "
+                              f"cache {root}")
+        if exc.errno in (errno.ENOTDIR, errno.EEXIST):
+            return CacheError(f"{path}: {reason}; the activation cache {root} must be a folder")
+        return CacheError(f"{path}: {reason}", exit_code=3)
+    return CacheError(f"{root}: {type(exc).__name__}: {exc}", exit_code=3)
+
+
+def warn(message: str) -> None:
+    """One warning line on stderr, clear of any progress bar (shown even with --quiet)."""
+    line = f"edgefreeze: warning: {message}"
+    try:
+        from tqdm import tqdm
+    except ModuleNotFoundError:
+        print(line, file=sys.stderr, flush=True)
+    else:
+        tqdm.write(line, file=sys.stderr)
