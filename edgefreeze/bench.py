@@ -4,7 +4,7 @@ Each model is measured in a fresh process of its own (so peak memory is its own,
 model's warm caches do not flatter the next), one after another, on the same inputs:
 batch 1 latency percentiles and batch 32 throughput at a fixed sequence length.
 PyTorch eager is measured where torch is installed, on the same architecture built from
-the manifest's model source (the weights' values do not change the compute).
+the bundle's config.json (the weights' values do not change the compute).
 """
 
 from __future__ import annotations
@@ -14,20 +14,25 @@ import multiprocessing
 import resource
 import time
 from pathlib import Path
+from queue import Empty
 
 import numpy as np
 
+from edgefreeze.errors import ConfigError, EdgefreezeError
 from edgefreeze.runtime import Bundle, OnnxClassifier, load_tokenizer
 from edgefreeze.runtime.bundle import MODEL_FILES
 
 SAMPLE = ("An absorbing, often funny and finally moving film about people who keep missing "
           "each other, with two fine performances at its centre and a score that knows when "
-          "to stay quiet. ") * 8
+          "to stay quiet. ") * 32  # over 1,000 tokens: enough for any max_length up to 1,024
 
 
 def inputs(bundle: Bundle, batch: int, length: int) -> dict[str, np.ndarray]:
     """(batch, length) int64 inputs: a real review's tokens, cut to exactly `length`."""
     encoding = load_tokenizer(bundle.verified("tokenizer.json"), length).encode(SAMPLE)
+    if len(encoding.ids) != length:
+        raise ConfigError(f"bench: the sample text gives {len(encoding.ids)} tokens, not "
+                          f"{length}; choose a shorter --sequence-length")
     ids = np.array([encoding.ids], dtype=np.int64).repeat(batch, axis=0)
     return {"input_ids": ids, "attention_mask": np.ones_like(ids),
             "token_type_ids": np.zeros_like(ids)}
@@ -54,16 +59,26 @@ def _measure(run, batch1: dict, batch32: dict, runs: int) -> dict[str, float]:
 
 def _worker(bundle_path: str, variant: str, files: list[str] | None, threads: int, length: int,
             runs: int, queue) -> None:
-    bundle = Bundle(bundle_path)
+    """Measure one model in this (fresh) process; put its figures, or {"error": ...}."""
+    try:
+        queue.put(_measure_model(Bundle(bundle_path), variant, files, threads, length, runs))
+    except Exception as exc:  # noqa: BLE001 - reported by the parent as one line
+        queue.put({"error": f"{type(exc).__name__}: {exc}"})
+
+
+def _measure_model(bundle: Bundle, variant: str, files: list[str] | None, threads: int,
+                   length: int, runs: int) -> dict:
     batch1, batch32 = inputs(bundle, 1, length), inputs(bundle, 32, length)
     if variant == "pytorch":
         import torch
-        from transformers import AutoModelForSequenceClassification
+        from transformers import AutoConfig, AutoModelForSequenceClassification
 
         if threads:
             torch.set_num_threads(threads)
-        model = AutoModelForSequenceClassification.from_pretrained(
-            bundle.manifest["model"]["location"], num_labels=len(bundle.labels)).eval()
+        # The same architecture from the bundle's own config.json: no download, and the
+        # weights' values do not change the compute.
+        config = AutoConfig.from_pretrained(bundle.verified("config.json").parent)
+        model = AutoModelForSequenceClassification.from_config(config).eval()
         size = sum(p.numel() * p.element_size() for p in model.parameters())
 
         accepted = inspect.signature(model.forward).parameters  # DistilBERT: no token types
@@ -80,7 +95,7 @@ def _worker(bundle_path: str, variant: str, files: list[str] | None, threads: in
     result = _measure(run, batch1, batch32, runs)
     result["size_bytes"] = size
     result["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    queue.put(result)
+    return result
 
 
 def bench(bundle_path: Path, threads: int = 0, length: int = 32, runs: int = 200,
@@ -92,7 +107,14 @@ def bench(bundle_path: Path, threads: int = 0, length: int = 32, runs: int = 200
     the median over rounds (peak memory the largest): a burst of load on a shared machine
     then lands on one round of one model instead of deciding a comparison.
     """
-    Bundle(bundle_path)  # verify before spawning anything
+    bundle = Bundle(bundle_path)  # check everything here, before spawning anything
+    if length > bundle.max_length:
+        raise ConfigError(f"bench: sequence length {length} is over the bundle's max_length "
+                          f"{bundle.max_length} (the runtime never feeds longer inputs)")
+    inputs(bundle, 1, length)
+    for variant in variants:
+        if variant != "pytorch":
+            bundle.classifier(variant)  # present, verified, loadable
     context = multiprocessing.get_context("spawn")
     results: dict = {"bundle": str(bundle_path), "threads": threads, "sequence_length": length,
                      "rounds": rounds}
@@ -103,17 +125,38 @@ def bench(bundle_path: Path, threads: int = 0, length: int = 32, runs: int = 200
         jobs = [job for job in jobs if job[0] != "pytorch"]
     measured: dict[str, list[dict]] = {name: [] for name, _ in jobs}
     for _ in range(rounds):
-        for variant, files in jobs:
-            queue = context.Queue()
-            process = context.Process(target=_worker, args=(str(bundle_path), variant, files,
-                                                            threads, length, runs, queue))
-            process.start()
-            measured[variant].append(queue.get(timeout=1800))
-            process.join()
+        for variant, files in list(jobs):
+            result = _in_process(context, (str(bundle_path), variant, files, threads, length,
+                                           runs))
+            if "error" not in result:
+                measured[variant].append(result)
+            elif variant == "pytorch":  # a comparison only: report why it is missing
+                results["pytorch"], results["pytorch_error"] = None, result["error"]
+                jobs.remove((variant, files))
+                del measured[variant]
+            else:
+                raise EdgefreezeError(f"bench: measuring {variant} failed: {result['error']}")
     for name, samples in measured.items():
         results[name] = {key: (max if key == "peak_rss_bytes" else _median)(
             [sample[key] for sample in samples]) for key in samples[0]}
     return results
+
+
+def _in_process(context, args: tuple) -> dict:
+    """Run _worker(*args) in a fresh process; its result, or why it gave none."""
+    queue = context.Queue()
+    process = context.Process(target=_worker, args=(*args, queue))
+    process.start()
+    while True:
+        try:
+            result = queue.get(timeout=1)
+            break
+        except Empty:
+            if not process.is_alive():
+                result = {"error": f"the measuring process died (exit code {process.exitcode})"}
+                break
+    process.join()
+    return result
 
 
 def _median(values: list[float]) -> float:

@@ -29,9 +29,10 @@ def _summary(manifest: dict) -> dict:
             "trainable_parameters": manifest["training"]["trainable_parameters"]}
 
 
-def _run(as_json: bool, action: Callable[[], dict]) -> None:
+def _run(as_json: bool, action: Callable[[], dict | None]) -> None:
     """Run a command body; turn every outcome into one exit code and, with --json, one
-    JSON object on stdout. Tracebacks only when EDGEFREEZE_TRACEBACK=1."""
+    JSON object on stdout (none on success when the body printed its own JSON lines).
+    Tracebacks only when EDGEFREEZE_TRACEBACK=1."""
     try:
         payload, code = action(), 0
     except GateRefused as exc:
@@ -56,12 +57,39 @@ def _run(as_json: bool, action: Callable[[], dict]) -> None:
         payload, code = {"status": "error", "message": f"{type(exc).__name__}: {exc}"}, 3
         click.echo(f"edgefreeze: unexpected error: {type(exc).__name__}: {exc} "
                    "(set EDGEFREEZE_TRACEBACK=1 for the traceback)", err=True)
-    if as_json:
+    if as_json and payload is not None:
         click.echo(json.dumps({"exit_code": code, **payload}, indent=2))
     sys.exit(code)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """Click's group, with usage errors kept to the contract: one line on stderr, exit 2,
+    and with --json one JSON object on stdout (Click prints a usage block and no JSON)."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True,
+             **extra):
+        argv = list(sys.argv[1:] if args is None else args)
+        try:
+            code = super().main(argv, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.NoArgsIsHelpError as exc:
+            click.echo(exc.ctx.get_help())
+            code = 0
+        except click.ClickException as exc:
+            context = getattr(exc, "ctx", None)
+            hint = f" (see '{context.command_path} --help')" if context else ""
+            message = exc.format_message().replace("\n", " ")
+            click.echo(f"edgefreeze: error: {message}{hint}", err=True)
+            if "--json" in argv:
+                click.echo(json.dumps({"exit_code": 2, "status": "error", "message": message},
+                                      indent=2))
+            code = 2
+        except click.Abort:
+            click.echo("edgefreeze: interrupted", err=True)
+            code = 130
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="edgefreeze")
 def main() -> None:
     """Fine-tune the top of a pretrained transformer, export it to ONNX, quantize it to
@@ -109,14 +137,14 @@ def _build(pipeline_file: str, output: Path | None, device: str | None, cache_di
     _run(as_json, action)
 
 
-@main.command()
+@main.command(short_help="Train, export, quantize, gate and publish a bundle.")
 @build_options
 def build(**options) -> None:
     """Train, export, quantize, gate and publish the bundle a PIPELINE file describes."""
     _build(**options)
 
 
-@main.command()
+@main.command(short_help="Retrain on the pipeline's data plus new rows.")
 @build_options
 @click.option("--add", "added", multiple=True, required=True,
               type=click.Path(dir_okay=False, path_type=Path),
@@ -249,45 +277,59 @@ def clear(cache_dir: Path | None, as_json: bool) -> None:
     _run(as_json, action)
 
 
-@main.command()
+@main.command(short_help="Label texts with a bundle (ONNX Runtime only).")
 @click.argument("bundle", type=click.Path(file_okay=False, path_type=Path))
 @click.argument("texts", nargs=-1)
-@click.option("--file", "text_file", type=click.File("r", encoding="utf-8"),
-              help="Read texts from this file, one per line ('-' for stdin).")
+@click.option("--file", "text_file", type=click.File("rb"),
+              help="Read texts from this UTF-8 file, one per line ('-' for stdin); blank "
+                   "lines are skipped.")
 @click.option("--model", "variant",
               type=click.Choice(["int8", "fp32", "fp16", "split-int8", "split-fp32"]),
               default="int8",
               show_default=True, help="Which of the bundle's models to run.")
 @click.option("--threads", type=click.IntRange(min=0), default=0,
               help="ONNX Runtime intra-op threads (0: its default).")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per text.")
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON object per text (JSON lines); one error object on failure.")
 def predict(bundle: Path, texts: tuple[str, ...], text_file, variant: str, threads: int,
             as_json: bool) -> None:
     """Label texts with a bundle, using ONNX Runtime only (no torch needed)."""
     from edgefreeze.runtime import Predictor
 
-    inputs = list(texts) + ([line.rstrip("\n") for line in text_file] if text_file else [])
-    try:
+    def action() -> None:
+        inputs = list(texts) + (_lines(text_file) if text_file else [])
         if not inputs:
-            raise ConfigError("predict: give TEXT arguments or --file")
+            raise ConfigError(f"{text_file.name}: no texts" if text_file else
+                              "predict: give TEXT arguments or --file")
         predictions = Predictor(bundle, variant, threads).predict(inputs)
-    except EdgefreezeError as exc:
-        click.echo(f"edgefreeze: error: {exc}", err=True)
-        sys.exit(exc.exit_code)
-    for text, prediction in zip(inputs, predictions):
-        if as_json:
-            click.echo(json.dumps({"text": text, "label": prediction.label,
-                                   "probabilities": prediction.probabilities}))
-        else:
-            confidence = prediction.probabilities[prediction.label]
-            click.echo(f"{prediction.label}\t{confidence:.3f}\t{text}")
+        for text, prediction in zip(inputs, predictions):
+            if as_json:
+                click.echo(json.dumps({"text": text, "label": prediction.label,
+                                       "probabilities": prediction.probabilities}))
+            else:
+                confidence = prediction.probabilities[prediction.label]
+                click.echo(f"{prediction.label}\t{confidence:.3f}\t{text}")
+
+    _run(as_json, action)
 
 
-@main.command(name="bench")
+def _lines(handle) -> list[str]:
+    """The non-blank lines of a UTF-8 text file, or one line saying where it is not UTF-8."""
+    data = handle.read()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise ConfigError(f"{handle.name}:{line}: not UTF-8 text ({exc.reason})") from None
+    return [line for line in text.splitlines() if line.strip()]
+
+
+@main.command(name="bench", short_help="Latency, throughput, size and memory of a bundle's models.")
 @click.argument("bundle", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--threads", type=click.IntRange(min=0), default=0,
               help="Threads per model (0: the runtime's default).")
-@click.option("--sequence-length", type=click.IntRange(min=2), default=32, show_default=True)
+@click.option("--sequence-length", type=click.IntRange(min=2), default=32, show_default=True,
+              help="Tokens per input (at most the bundle's max_length).")
 @click.option("--runs", type=click.IntRange(min=10), default=200, show_default=True,
               help="Timed batch-1 runs per model.")
 @click.option("--rounds", type=click.IntRange(min=1), default=1, show_default=True,
@@ -309,7 +351,7 @@ def bench_command(bundle: Path, threads: int, sequence_length: int, runs: int, r
             for name in ("int8", "fp32", "pytorch"):
                 r = result.get(name)
                 if r is None:
-                    click.echo(f"{name:<8} (torch not installed)")
+                    click.echo(f"{name:<8} ({result.get('pytorch_error', 'torch not installed')})")
                     continue
                 click.echo(f"{name:<8} {r['p50_ms']:8.2f} {r['p95_ms']:8.2f} {r['p99_ms']:8.2f} "
                            f"{r['throughput_per_s']:12.1f} {r['size_bytes'] / 1e6:9.1f} "
@@ -319,7 +361,7 @@ def bench_command(bundle: Path, threads: int, sequence_length: int, runs: int, r
     _run(as_json, action)
 
 
-@main.command(name="diff")
+@main.command(name="diff", short_help="Changed files and update payload between two bundles.")
 @click.argument("old", type=click.Path(file_okay=False, path_type=Path))
 @click.argument("new", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON result.")
@@ -329,6 +371,8 @@ def diff_command(old: Path, new: Path, as_json: bool) -> None:
 
     def action() -> dict:
         result = diff(old, new)
+        for warning in result["warnings"]:
+            click.echo(f"edgefreeze: warning: {warning}", err=True)
         if not as_json:
             for name, entry in result["files"].items():
                 if entry["status"] != "unchanged":

@@ -40,19 +40,33 @@ class Bundle:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        if not self.path.is_dir():
+            raise BundleError(f"{self.path}: not a bundle folder")
         try:
-            self.manifest = json.loads((self.path / "manifest.json").read_text())
-            id2label = json.loads((self.path / "labels.json").read_text())["id2label"]
-        except (OSError, ValueError, KeyError) as exc:
-            raise BundleError(f"{self.path}: not a bundle ({exc})") from None
-        if not self.manifest.get("gate", {}).get("passed"):
+            manifest = json.loads((self.path / "manifest.json").read_text())
+        except (OSError, ValueError) as exc:
+            raise BundleError(f"{self.path}: not a bundle (manifest.json: {exc})") from None
+        self.manifest = _checked_manifest(manifest, self.path / "manifest.json")
+        if not self.manifest["gate"]["passed"]:
             raise BundleError(f"{self.path}: the gate did not pass this bundle; refusing it")
-        self.labels = [id2label[str(i)] for i in range(len(id2label))]
-        self.max_length = int(self.manifest["data"]["max_length"])
+        self.labels = self._labels()
+        self.max_length: int = self.manifest["data"]["max_length"]
         # The ONNX Runtime settings the gate ran with; a bundle that names none ran with
         # ONNX Runtime's defaults.
         self.session_config: dict[str, str] = self.manifest.get("runtime", {}).get(
             "session_config", {})
+
+    def _labels(self) -> list[str]:
+        path = self.verified("labels.json")
+        try:
+            id2label = json.loads(path.read_text())["id2label"]
+            labels = [id2label[str(i)] for i in range(len(id2label))]
+        except (OSError, ValueError, KeyError, TypeError):
+            raise BundleError(f"{path}: expected {{'id2label': {{'0': NAME, '1': NAME, ...}}}}"
+                              ) from None
+        if len(labels) < 2 or not all(isinstance(label, str) for label in labels):
+            raise BundleError(f"{path}: expected two or more label names")
+        return labels
 
     def verified(self, name: str) -> Path:
         """The path of `name` after checking its sha256 against the manifest."""
@@ -68,12 +82,16 @@ class Bundle:
         return path
 
     def classifier(self, variant: str = "int8", threads: int = 0) -> OnnxClassifier:
-        if variant not in MODEL_FILES:
-            raise BundleError(f"unknown model variant {variant!r} (choose from "
-                              f"{', '.join(MODEL_FILES)})")
-        return OnnxClassifier([self.verified(name) for name in MODEL_FILES[variant]],
-                              self.verified("tokenizer.json"), self.max_length, threads,
-                              self.session_config)
+        if variant not in self.variants():
+            raise BundleError(f"{self.path}: no {variant!r} model in this bundle (it has "
+                              f"{', '.join(self.variants()) or 'none'})")
+        classifier = OnnxClassifier([self.verified(name) for name in MODEL_FILES[variant]],
+                                    self.verified("tokenizer.json"), self.max_length, threads,
+                                    self.session_config)
+        if classifier.num_labels not in (None, len(self.labels)):
+            raise BundleError(f"{self.path}: labels.json names {len(self.labels)} labels but "
+                              f"the {variant} model has {classifier.num_labels} outputs")
+        return classifier
 
     def variants(self) -> list[str]:
         """The model forms this bundle carries."""
@@ -96,3 +114,29 @@ class Predictor:
         return [Prediction(self.bundle.labels[int(row.argmax())],
                            {label: float(p) for label, p in zip(self.bundle.labels, row)})
                 for row in probabilities]
+
+
+# What the runtime reads from a manifest, and the type each must have.
+_REQUIRED = {("gate", "passed"): bool, ("data", "max_length"): int, ("files",): dict}
+
+
+def _checked_manifest(manifest: object, path: Path) -> dict:
+    """The manifest if it has what the runtime reads; else one line naming the first gap."""
+    if not isinstance(manifest, dict):
+        raise BundleError(f"{path}: expected a JSON object")
+    for keys, kind in _REQUIRED.items():
+        value = manifest
+        for key in keys:
+            value = value.get(key) if isinstance(value, dict) else None
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise BundleError(f"{path}: missing or invalid '{'.'.join(keys)}'")
+    for name, entry in manifest["files"].items():
+        if not (isinstance(entry, dict) and isinstance(entry.get("sha256"), str)
+                and isinstance(entry.get("size"), int)):
+            raise BundleError(f"{path}: missing or invalid 'files.{name}' (sha256, size)")
+    config = manifest.get("runtime", {})
+    config = config.get("session_config", {}) if isinstance(config, dict) else None
+    if not (isinstance(config, dict)
+            and all(isinstance(k, str) and isinstance(v, str) for k, v in config.items())):
+        raise BundleError(f"{path}: missing or invalid 'runtime.session_config'")
+    return manifest

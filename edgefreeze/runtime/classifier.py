@@ -70,6 +70,8 @@ class OnnxClassifier:
                                               providers=["CPUExecutionProvider"])
                          for path in paths]
         self.input_names = [i.name for i in self.sessions[0].get_inputs()]
+        width = self.sessions[-1].get_outputs()[0].shape[-1]
+        self.num_labels: int | None = width if isinstance(width, int) else None
         self.tokenizer = load_tokenizer(tokenizer_path, max_length)
 
     def run(self, inputs: dict[str, np.ndarray]) -> np.ndarray:

@@ -10,14 +10,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from edgefreeze.hashing import file_sha256
 from edgefreeze.runtime.bundle import MODEL_FILES, Bundle
 
 DEVICE_FILES = ("manifest.json", "labels.json", "tokenizer.json")  # what the runtime reads
 
 
 def diff(old_path: Path, new_path: Path) -> dict:
+    """Per-file status and, per model form of the new bundle, the bytes a device that has
+    the old one must download. Both bundles' files are checked against their manifests
+    first: a payload computed from a tampered bundle would be a wrong answer."""
     old, new = Bundle(old_path), Bundle(new_path)
     old_files, new_files = old.manifest["files"], new.manifest["files"]
+    for bundle in (old, new):
+        for name in bundle.manifest["files"]:
+            bundle.verified(name)
     files = {}
     for name in sorted(set(old_files) | set(new_files)):
         before, after = old_files.get(name), new_files.get(name)
@@ -25,9 +32,11 @@ def diff(old_path: Path, new_path: Path) -> dict:
                   else "unchanged" if before["sha256"] == after["sha256"] else "changed")
         files[name] = {"status": status, "old_size": before and before["size"],
                        "new_size": after and after["size"]}
-    files["manifest.json"] = {"status": "changed",
-                              "old_size": (old.path / "manifest.json").stat().st_size,
-                              "new_size": (new.path / "manifest.json").stat().st_size}
+    manifests = [b.path / "manifest.json" for b in (old, new)]
+    files["manifest.json"] = {
+        "status": "unchanged" if file_sha256(manifests[0]) == file_sha256(manifests[1])
+        else "changed", "old_size": manifests[0].stat().st_size,
+        "new_size": manifests[1].stat().st_size}
     forms = {}
     for variant in new.variants():
         needed = [*MODEL_FILES[variant], *DEVICE_FILES]
@@ -37,4 +46,19 @@ def diff(old_path: Path, new_path: Path) -> dict:
                       or variant not in old.variants())
         forms[variant] = {"files": needed, "payload_bytes": payload, "full_bytes": full,
                           "payload_share": payload / full}
-    return {"old": str(old_path), "new": str(new_path), "files": files, "forms": forms}
+    return {"old": str(old_path), "new": str(new_path), "files": files, "forms": forms,
+            "warnings": _warnings(old, new)}
+
+
+def _warnings(old: Bundle, new: Bundle) -> list[str]:
+    """Differences that make the new bundle more than an update of the old one."""
+    warnings = []
+    old_name = old.manifest.get("pipeline", {}).get("name")
+    new_name = new.manifest.get("pipeline", {}).get("name")
+    if old_name != new_name:
+        warnings.append(f"different pipelines: {old_name!r} -> {new_name!r}")
+    if old.labels != new.labels:
+        warnings.append(f"labels changed: {old.labels} -> {new.labels}")
+    if old.max_length != new.max_length:
+        warnings.append(f"max_length changed: {old.max_length} -> {new.max_length}")
+    return warnings
