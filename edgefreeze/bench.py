@@ -114,7 +114,7 @@ def bench(bundle_path: Path, threads: int = 0, length: int = 32, runs: int = 200
     inputs(bundle, 1, length)
     for variant in variants:
         if variant != "pytorch":
-            bundle.classifier(variant)  # present, verified, loadable
+            bundle.model_files(variant)  # present and verified
     context = multiprocessing.get_context("spawn")
     results: dict = {"bundle": str(bundle_path), "threads": threads, "sequence_length": length,
                      "rounds": rounds}

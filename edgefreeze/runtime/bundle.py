@@ -81,13 +81,16 @@ class Bundle:
                               "altered, refusing to load it")
         return path
 
-    def classifier(self, variant: str = "int8", threads: int = 0) -> OnnxClassifier:
+    def model_files(self, variant: str) -> list[Path]:
+        """The verified files of one model form, or one line saying which forms exist."""
         if variant not in self.variants():
             raise BundleError(f"{self.path}: no {variant!r} model in this bundle (it has "
                               f"{', '.join(self.variants()) or 'none'})")
-        classifier = OnnxClassifier([self.verified(name) for name in MODEL_FILES[variant]],
-                                    self.verified("tokenizer.json"), self.max_length, threads,
-                                    self.session_config)
+        return [self.verified(name) for name in MODEL_FILES[variant]]
+
+    def classifier(self, variant: str = "int8", threads: int = 0) -> OnnxClassifier:
+        classifier = OnnxClassifier(self.model_files(variant), self.verified("tokenizer.json"),
+                                    self.max_length, threads, self.session_config)
         if classifier.num_labels not in (None, len(self.labels)):
             raise BundleError(f"{self.path}: labels.json names {len(self.labels)} labels but "
                               f"the {variant} model has {classifier.num_labels} outputs")
