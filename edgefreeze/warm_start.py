@@ -14,7 +14,7 @@ from safetensors.torch import load_file, save_file
 
 from edgefreeze.backbones import LoadedModel
 from edgefreeze.errors import ConfigError
-from edgefreeze.runtime import Bundle
+from edgefreeze.runtime import Bundle, BundleError
 
 WEIGHTS = "trainable.safetensors"
 
@@ -29,7 +29,10 @@ def save_trainable(model: torch.nn.Module, folder: Path) -> Path:
 def load_trainable(loaded: LoadedModel, bundle_path: Path, label_names: list[str],
                    trainable_layers: int) -> dict[str, str]:
     """Copy the bundle's trained parameters into `loaded.model`; they must fit exactly."""
-    bundle = Bundle(bundle_path)
+    try:
+        bundle = Bundle(bundle_path)
+    except BundleError as exc:
+        raise ConfigError(f"--from: {exc}") from None
     manifest = bundle.manifest
     if manifest["model"]["weights_sha256"] != loaded.source["weights_sha256"]:
         raise ConfigError(f"--from {bundle_path}: built on other pretrained weights than "

@@ -89,6 +89,14 @@ def test_malformed_jsonl_names_the_line(tmp_path):
     assert "d.jsonl:2:" in line and "malformed JSON" in line
 
 
+def test_a_number_where_text_belongs_names_the_line(tmp_path):
+    (tmp_path / "d.jsonl").write_text('{"text": "a", "label": 1}\n{"text": 5, "label": 0}\n')
+    pipeline = write_pipeline(tmp_path, {"data": {"source": "d.jsonl", "sample_rows": None,
+                                                  "split": {"group_column": None}}})
+    line = build_expecting_error(tmp_path, pipeline)
+    assert "d.jsonl:2:" in line and "'text' is int 5, not text" in line
+
+
 def test_too_many_trainable_layers(tmp_path):
     line = build_expecting_error(tmp_path, write_pipeline(tmp_path, {"freeze": {"trainable_layers": 9}}))
     assert "freeze.trainable_layers" in line and "6 layers" in line

@@ -50,3 +50,13 @@ def test_retrain_from_an_incompatible_bundle_is_refused(smoke_build, tmp_path):
     assert result.exit_code == 2
     assert "trained 2 layers" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "v2").exists()
+
+
+def test_retrain_from_a_folder_that_is_not_a_bundle_names_the_option(tmp_path):
+    new_rows = tmp_path / "new.csv"
+    new_rows.write_text("text,category\nfresh and funny,fresh\n")
+    result = run_cli("retrain", str(write_pipeline(tmp_path, {})), "--add", str(new_rows),
+                     "--from", str(tmp_path), "--output", str(tmp_path / "v2"), "--quiet")
+    assert result.exit_code == 2
+    assert result.stderr.startswith("edgefreeze: error: --from: ")
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "v2").exists()

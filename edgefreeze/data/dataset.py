@@ -132,6 +132,9 @@ def _extract(table: Table, spec: DataSpec, key: str, use_groups: bool,
         if (empty_text or empty_label) and spec.drop_empty:
             dropped += 1
             continue
+        if text is not None and not isinstance(text, str):
+            raise ConfigError(f"{table.origin}:{number}: {text_col!r} is "
+                              f"{type(text).__name__} {text!r}, not text ({key})")
         if empty_text or empty_label:
             column = text_col if empty_text else label_col
             raise ConfigError(f"{table.origin}:{number}: empty or missing {column!r} ({key}; "
