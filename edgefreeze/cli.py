@@ -332,7 +332,7 @@ def _lines(handle) -> list[str]:
               help="Tokens per input (at most the bundle's max_length).")
 @click.option("--runs", type=click.IntRange(min=10), default=200, show_default=True,
               help="Timed batch-1 runs per model.")
-@click.option("--rounds", type=click.IntRange(min=1), default=1, show_default=True,
+@click.option("--rounds", type=click.IntRange(min=1), default=3, show_default=True,
               help="Measure every model this many times in turn; report medians.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON result.")
 def bench_command(bundle: Path, threads: int, sequence_length: int, runs: int, rounds: int,
@@ -347,15 +347,18 @@ def bench_command(bundle: Path, threads: int, sequence_length: int, runs: int, r
             click.echo(f"{bundle}: sequence length {sequence_length}, "
                        f"threads {threads or 'default'}, {rounds} round(s)")
             click.echo(f"{'model':<8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} "
-                       f"{'batch-32 /s':>12} {'size MB':>9} {'peak RSS MB':>12}")
+                       f"{'batch-32 /s':>12} {'size MB':>9} {'peak RSS MB':>12} "
+                       f"{'int8 faster':>12}")
+            speedups = result.get("int8_speedup_p50", {})
             for name in ("int8", "fp32", "pytorch"):
                 r = result.get(name)
                 if r is None:
                     click.echo(f"{name:<8} ({result.get('pytorch_error', 'torch not installed')})")
                     continue
+                speedup = f"{speedups[name]:11.2f}x" if name in speedups else f"{'':12}"
                 click.echo(f"{name:<8} {r['p50_ms']:8.2f} {r['p95_ms']:8.2f} {r['p99_ms']:8.2f} "
                            f"{r['throughput_per_s']:12.1f} {r['size_bytes'] / 1e6:9.1f} "
-                           f"{r['peak_rss_bytes'] / 1e6:12.1f}")
+                           f"{r['peak_rss_bytes'] / 1e6:12.1f} {speedup}")
         return {"status": "ok", **result}
 
     _run(as_json, action)
