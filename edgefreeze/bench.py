@@ -145,19 +145,24 @@ def bench(bundle_path: Path, threads: int = 0, length: int = 32, runs: int = 200
     return results
 
 
-def _in_process(context, args: tuple) -> dict:
-    """Run _worker(*args) in a fresh process; its result, or why it gave none."""
+def _in_process(context, args: tuple, limit_s: float = 1800) -> dict:
+    """Run _worker(*args) in a fresh process; its result, or why it gave none (it died,
+    or ran past `limit_s`)."""
     queue = context.Queue()
     process = context.Process(target=_worker, args=(*args, queue))
     process.start()
-    while True:
-        try:
+    deadline = time.monotonic() + limit_s
+    result = None
+    while result is None and time.monotonic() < deadline:
+        alive = process.is_alive()  # read before the queue: a result put just before exit
+        try:                        # is still collected below
             result = queue.get(timeout=1)
-            break
         except Empty:
-            if not process.is_alive():
+            if not alive:
                 result = {"error": f"the measuring process died (exit code {process.exitcode})"}
-                break
+    if result is None:
+        process.kill()
+        result = {"error": f"the measuring process ran past {limit_s:.0f} s"}
     process.join()
     return result
 

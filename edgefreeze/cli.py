@@ -7,6 +7,7 @@ With --json, stdout carries exactly one JSON object whatever happens.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import traceback
@@ -40,7 +41,8 @@ def _run(as_json: bool, action: Callable[[], dict | None]) -> None:
         code = exc.exit_code
         click.echo(f"edgefreeze: {exc}", err=True)
     except EdgefreezeError as exc:
-        payload, code = {"status": "error", "message": str(exc)}, exc.exit_code
+        payload = {"status": "error", "message": str(exc), **exc.details}
+        code = exc.exit_code
         click.echo(f"edgefreeze: error: {exc}", err=True)
     except ModuleNotFoundError as exc:
         if (exc.name or "").split(".")[0] not in BUILD_MODULES:
@@ -212,15 +214,8 @@ def verify(cache_dir: Path | None, as_json: bool) -> None:
         result = admin.verify(_cache_root(cache_dir))
         click.echo(f"checked {result['checked']} entries, {result['corrupt']} corrupt", err=True)
         if result["corrupt"]:
-            # Exit 1 reported here rather than raised: _run's error object would drop the
-            # counts, and the JSON must keep dir, checked and corrupt.
-            message = (f"{result['corrupt']} corrupt cache entries dropped; the next build "
-                       "recomputes them")
-            click.echo(f"edgefreeze: error: {message}", err=True)
-            if as_json:
-                click.echo(json.dumps({"exit_code": CheckFailed.exit_code, "status": "error",
-                                       "message": message, **result}, indent=2))
-            sys.exit(CheckFailed.exit_code)
+            raise CheckFailed(f"{result['corrupt']} corrupt cache entries dropped; the next "
+                              "build recomputes them", details=result)
         return {"status": "ok", **result}
 
     _run(as_json, action)
@@ -235,7 +230,6 @@ def verify(cache_dir: Path | None, as_json: bool) -> None:
 def prune(cache_dir: Path | None, as_json: bool, older_than: float | None,
           max_size: str | None) -> None:
     """Drop old or least recently used entries and reclaim their disk space."""
-    import math
 
     from edgefreeze.cache import admin
 

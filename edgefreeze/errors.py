@@ -10,9 +10,14 @@ from pathlib import Path
 
 
 class EdgefreezeError(Exception):
-    """Base class: a failure with a one-line message and a stable exit code."""
+    """Base class: a failure with a one-line message and a stable exit code; `details`
+    go into the command's --json object beside the message."""
 
     exit_code = 3
+
+    def __init__(self, message: str = "", details: dict | None = None) -> None:
+        super().__init__(message)
+        self.details = details or {}
 
 
 class ConfigError(EdgefreezeError):

@@ -95,6 +95,9 @@ def test_a_number_where_text_belongs_names_the_line(tmp_path):
                                                   "split": {"group_column": None}}})
     line = build_expecting_error(tmp_path, pipeline)
     assert "d.jsonl:2:" in line and "'text' is int 5, not text" in line
+    dropping = write_pipeline(tmp_path, {"data": {"drop_empty": True}}, base=pipeline)
+    line = build_expecting_error(tmp_path, dropping)  # a number is not an empty row
+    assert "'text' is int 5, not text" in line
 
 
 def test_too_many_trainable_layers(tmp_path):

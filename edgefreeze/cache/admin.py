@@ -55,11 +55,6 @@ def _problems(root: Path) -> Iterator[None]:
         raise cache_problem(root, exc) from exc
 
 
-def _check_folder(root: Path) -> None:
-    if (root.exists() or root.is_symlink()) and not root.is_dir():
-        raise CacheError(f"{root}: is a file, not a folder; the activation cache is a folder")
-
-
 def _shards(folder: Path) -> list[Path]:
     """The shard files in a key-set folder: only names the store writes, plain files."""
     if not folder.is_dir() or folder.is_symlink():
@@ -79,7 +74,6 @@ def _keyset_folder(root: Path, keyset: str) -> Path | None:
 def stats(root: Path) -> dict:
     """Entries and bytes per key set, and what each key set stands for. Read-only: works
     on a cache the user cannot write, and creates nothing where there is no cache."""
-    _check_folder(root)
     result = {"dir": str(root), "exists": root.is_dir(), "keysets": [], "entries": 0,
               "bytes": 0, "disk_bytes": 0}
     with _problems(root):
@@ -110,7 +104,6 @@ def stats(root: Path) -> dict:
 def verify(root: Path) -> dict:
     """Check every entry's checksum; drop the bad ones so the next build recomputes them.
     Writes to the index only when there is something to drop."""
-    _check_folder(root)
     checked, bad = 0, []
     with _problems(root):
         db = read_index(root)
@@ -152,7 +145,6 @@ def verify(root: Path) -> dict:
 def prune(root: Path, older_than_days: float | None, max_bytes: int | None) -> dict:
     """Drop entries unused for `older_than_days`, then the least recently used until the
     cache holds at most `max_bytes`; then reclaim the disk space of dropped entries."""
-    _check_folder(root)
     if not (root / INDEX).is_file():
         return {"dir": str(root), "removed": 0, "disk_bytes_before": 0, "disk_bytes_after": 0}
     before = stats(root)["disk_bytes"]
@@ -199,7 +191,6 @@ def clear(root: Path) -> dict:
               "left": []}
     if not root.exists() and not root.is_symlink():
         return result
-    _check_folder(root)
     with _problems(root):
         keysets = _indexed_keysets(root)
         index_files, folders, foreign = [], [], []

@@ -127,14 +127,14 @@ def _extract(table: Table, spec: DataSpec, key: str, use_groups: bool,
     texts, labels, groups, dropped = [], [], [], 0
     for number, row in zip(table.record_numbers, table.rows):
         text, label = row.get(text_col), row.get(label_col)
-        empty_text = not isinstance(text, str) or not text.strip()
+        if text is not None and not isinstance(text, str):
+            raise ConfigError(f"{table.origin}:{number}: {text_col!r} is "
+                              f"{type(text).__name__} {text!r}, not text ({key})")
+        empty_text = text is None or not text.strip()
         empty_label = label is None or (isinstance(label, str) and not label.strip())
         if (empty_text or empty_label) and spec.drop_empty:
             dropped += 1
             continue
-        if text is not None and not isinstance(text, str):
-            raise ConfigError(f"{table.origin}:{number}: {text_col!r} is "
-                              f"{type(text).__name__} {text!r}, not text ({key})")
         if empty_text or empty_label:
             column = text_col if empty_text else label_col
             raise ConfigError(f"{table.origin}:{number}: empty or missing {column!r} ({key}; "

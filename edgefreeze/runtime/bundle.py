@@ -53,8 +53,7 @@ class Bundle:
         self.max_length: int = self.manifest["data"]["max_length"]
         # The ONNX Runtime settings the gate ran with; a bundle that names none ran with
         # ONNX Runtime's defaults.
-        self.session_config: dict[str, str] = self.manifest.get("runtime", {}).get(
-            "session_config", {})
+        self.session_config = _session_config(self.manifest, self.path / "manifest.json")
 
     def _labels(self) -> list[str]:
         path = self.verified("labels.json")
@@ -137,9 +136,14 @@ def _checked_manifest(manifest: object, path: Path) -> dict:
         if not (isinstance(entry, dict) and isinstance(entry.get("sha256"), str)
                 and isinstance(entry.get("size"), int)):
             raise BundleError(f"{path}: missing or invalid 'files.{name}' (sha256, size)")
-    config = manifest.get("runtime", {})
-    config = config.get("session_config", {}) if isinstance(config, dict) else None
+    return manifest
+
+
+def _session_config(manifest: dict, path: Path) -> dict[str, str]:
+    """runtime.session_config ({} when absent: the gate ran with ONNX Runtime's defaults)."""
+    runtime = manifest.get("runtime", {})
+    config = runtime.get("session_config", {}) if isinstance(runtime, dict) else None
     if not (isinstance(config, dict)
             and all(isinstance(k, str) and isinstance(v, str) for k, v in config.items())):
         raise BundleError(f"{path}: missing or invalid 'runtime.session_config'")
-    return manifest
+    return config

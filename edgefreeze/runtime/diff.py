@@ -53,8 +53,7 @@ def diff(old_path: Path, new_path: Path) -> dict:
 def _warnings(old: Bundle, new: Bundle) -> list[str]:
     """Differences that make the new bundle more than an update of the old one."""
     warnings = []
-    old_name = old.manifest.get("pipeline", {}).get("name")
-    new_name = new.manifest.get("pipeline", {}).get("name")
+    old_name, new_name = _pipeline_name(old), _pipeline_name(new)
     if old_name != new_name:
         warnings.append(f"different pipelines: {old_name!r} -> {new_name!r}")
     if old.labels != new.labels:
@@ -62,3 +61,8 @@ def _warnings(old: Bundle, new: Bundle) -> list[str]:
     if old.max_length != new.max_length:
         warnings.append(f"max_length changed: {old.max_length} -> {new.max_length}")
     return warnings
+
+
+def _pipeline_name(bundle: Bundle) -> str | None:
+    pipeline = bundle.manifest.get("pipeline")
+    return pipeline.get("name") if isinstance(pipeline, dict) else None
