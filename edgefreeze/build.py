@@ -22,7 +22,7 @@ from edgefreeze.batching import Encoded, encode
 from edgefreeze.bundle import Staging, check_destination, default_destination
 from edgefreeze.cache import ActivationStore, CacheStats, cache_root, describe_keyset, fetch_activations
 from edgefreeze.data import LabelledData, load_data
-from edgefreeze.errors import GateRefused
+from edgefreeze.errors import ConfigError, GateRefused
 from edgefreeze.evaluate import evaluate, reference_logits
 from edgefreeze.export import export_onnx, export_split
 from edgefreeze.fallback import quantize_gated
@@ -79,6 +79,9 @@ def build(pipeline: Pipeline, output: Path | None = None, device: str | None = N
     with reporter.stage("model"):
         loaded = load_model(spec.model, data.label_names, pipeline.resolve,
                             spec.trust_remote_code, spec.train.seed)
+        if spec.data.max_length > loaded.backbone.max_tokens:
+            raise ConfigError(f"data.max_length: {spec.data.max_length} is more than the "
+                              f"{loaded.backbone.max_tokens} tokens {spec.model} takes")
         plan = apply_freeze(loaded.backbone, spec.freeze.trainable_layers)
         started_from = (load_trainable(loaded, warm_start, data.label_names,
                                        spec.freeze.trainable_layers) if warm_start else None)

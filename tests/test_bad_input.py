@@ -100,6 +100,13 @@ def test_a_number_where_text_belongs_names_the_line(tmp_path):
     assert "'text' is int 5, not text" in line
 
 
+def test_max_length_beyond_the_models_positions(tmp_path):
+    pipeline = write_pipeline(tmp_path, {"data": {"max_length": 600},
+                                         "gate": {"sequence_lengths": None}})
+    line = build_expecting_error(tmp_path, pipeline)
+    assert "data.max_length: 600" in line and "512 tokens" in line
+
+
 def test_too_many_trainable_layers(tmp_path):
     line = build_expecting_error(tmp_path, write_pipeline(tmp_path, {"freeze": {"trainable_layers": 9}}))
     assert "freeze.trainable_layers" in line and "6 layers" in line

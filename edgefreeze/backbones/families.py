@@ -25,6 +25,11 @@ class RobertaBackbone(Backbone):
     layers = "roberta.encoder.layer"
     head = ("classifier",)
 
+    @property
+    def max_tokens(self) -> int:
+        # Positions count from padding_idx + 1: roberta-base's 514 rows serve 512 tokens.
+        return self.model.config.max_position_embeddings - self.model.config.pad_token_id - 1
+
 
 @register("electra")
 class ElectraBackbone(Backbone):

@@ -63,6 +63,11 @@ class Backbone:
     def hidden_size(self) -> int:
         return self.model.config.hidden_size
 
+    @property
+    def max_tokens(self) -> int:
+        """The longest input the position table serves (tokens, specials included)."""
+        return self.model.config.max_position_embeddings
+
     def stem(self, inputs: dict[str, torch.Tensor], boundary: int) -> torch.Tensor:
         """Hidden states (batch, seq, hidden) after the bottom `boundary` layers."""
         hidden = self.embed(inputs)
