@@ -107,6 +107,14 @@ def test_max_length_beyond_the_models_positions(tmp_path):
     assert "data.max_length: 600" in line and "512 tokens" in line
 
 
+def test_too_few_rows_to_train_on(tmp_path):
+    write_csv(tmp_path / "d.csv", [("great", "pos"), ("bad", "neg")])
+    pipeline = write_pipeline(tmp_path, {"data": {"source": "d.csv", "sample_rows": None,
+                                                  "split": {"group_column": None}}})
+    line = build_expecting_error(tmp_path, pipeline)
+    assert "d.csv: no rows are left for training" in line and "data.split.test" in line
+
+
 def test_too_many_trainable_layers(tmp_path):
     line = build_expecting_error(tmp_path, write_pipeline(tmp_path, {"freeze": {"trainable_layers": 9}}))
     assert "freeze.trainable_layers" in line and "6 layers" in line

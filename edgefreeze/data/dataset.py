@@ -173,9 +173,13 @@ def _label_names(spec: DataSpec, main: Table, labels: list[str]) -> list[str]:
 
 
 def _check_splits(splits: dict, label_names: list[str], spec: DataSpec) -> None:
+    if len(splits["train"]) == 0:
+        raise ConfigError(f"{spec.source}: no rows are left for training ({len(splits['test'])} "
+                          f"held out, {len(splits['validation'])} for validation); add rows or "
+                          "lower data.split.test / data.split.validation")
     train_classes = set(splits["train"].labels.tolist())
     if len(train_classes) < 2:
-        only = label_names[next(iter(train_classes))] if train_classes else "none"
+        only = label_names[next(iter(train_classes))]
         raise ConfigError(f"{spec.source}: the training data has a single class ({only!r}); "
                           "a classifier needs at least two")
     if len(splits["test"]) == 0:
