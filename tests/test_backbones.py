@@ -91,3 +91,17 @@ def test_stem_then_top_is_the_models_own_forward(model_type, attention):
         head_only = backbone.top(backbone.stem(inputs, backbone.depth)[:, :1], mask[:, :1],
                                  backbone.depth)
         torch.testing.assert_close(head_only, expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("spec, hub", [("roberta-base", True),
+                                       ("distilbert/distilbert-base-uncased", True),
+                                       ("../nowhere", False), ("a/b/c", False)])
+def test_model_names_a_hub_id_only_when_it_can_be_one(tmp_path, spec, hub):
+    """Legacy canonical ids (no org) are hub ids too; paths that are not folders are not."""
+    from edgefreeze.backbones.loader import _locate
+
+    if hub:  # tmp_path stands for the pipeline's folder, which holds none of these
+        assert _locate(spec, tmp_path.joinpath) == (spec, False)
+    else:
+        with pytest.raises(ConfigError, match="neither a folder"):
+            _locate(spec, tmp_path.joinpath)

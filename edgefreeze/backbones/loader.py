@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from edgefreeze.hashing import file_sha256
 
 BUILTIN_PREFIX = "builtin:"
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,7 @@ def load_model(spec: str, label_names: list[str], resolve, trust_remote_code: bo
     id2label = dict(enumerate(label_names))
     hf_logging.set_verbosity_error()  # "newly initialized classifier" is expected here
     logging.getLogger("transformers").setLevel(logging.ERROR)
+    logging.getLogger("huggingface_hub").setLevel(logging.ERROR)  # retries: one line at the end
     torch.manual_seed(seed)
     try:
         tokenizer = AutoTokenizer.from_pretrained(location, local_files_only=local,
@@ -70,7 +73,8 @@ def load_model(spec: str, label_names: list[str], resolve, trust_remote_code: bo
             ignore_mismatched_sizes=True)
     except (OSError, ValueError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"model: cannot load {spec!r}: {first_line}") from None
+        elsewhere = "" if local else f" (there is no folder {resolve(spec)} either)"
+        raise ConfigError(f"model: cannot load {spec!r}{elsewhere}: {first_line}") from None
     if not getattr(tokenizer, "is_fast", False):
         raise ConfigError(f"model: {spec!r} has no fast tokenizer (tokenizer.json); the device "
                           "runtime needs one")
@@ -113,8 +117,7 @@ def _locate(spec: str, resolve) -> tuple[str | Path, bool]:
         if not (path / "config.json").is_file():
             raise ConfigError(f"model: {path} has no config.json")
         return path, True
-    looks_like_hub_id = spec.count("/") == 1 and not spec.startswith((".", "/", "~"))
-    if looks_like_hub_id:
+    if HUB_ID.fullmatch(spec):  # org/name, or a legacy canonical name like roberta-base
         return spec, False
     raise ConfigError(f"model: {spec!r} is neither a folder, a builtin: model nor a hub id")
 
