@@ -27,14 +27,17 @@ import numpy as np
 import torch
 
 from edgefreeze.backbones import load_model
-from edgefreeze.batching import bucketed_batches, encode
 from edgefreeze.cache import ActivationStore, describe_keyset, fetch_activations
 from edgefreeze.data import load_data
-from edgefreeze.features import CachedFeatures, LiveFeatures
-from edgefreeze.freeze import apply_freeze, parameter_groups, set_train_mode
+from edgefreeze.freeze import make_plan, stem_digest
+from edgefreeze.freeze.top_k import TopKSpec
 from edgefreeze.progress import Reporter
 from edgefreeze.spec import load_pipeline
-from edgefreeze.train import autocast, resolve_precision, train
+from edgefreeze.tasks import task_for
+from edgefreeze.train.batching import bucketed_batches
+from edgefreeze.train.device import resolve_precision
+from edgefreeze.train.features import CachedFeatures, LiveFeatures
+from edgefreeze.train.loop import train, train_step
 
 from _docs import cpu_name, write_section  # benchmarks/ is on sys.path when run as a script
 
@@ -47,75 +50,67 @@ class Bench:
     def __init__(self, epochs: int) -> None:
         pipeline = load_pipeline(PIPELINE)
         self.spec = pipeline.spec
-        self.data = load_data(self.spec.data, pipeline.resolve)
+        self.task = task_for(self.spec.task)
+        self.data = load_data(self.spec.data, self.task, pipeline.resolve)
         self.train_spec = self.spec.train.model_copy(update={"epochs": 1, "device": "cpu"})
         self.epochs = epochs
         self.max_length = self.spec.data.max_length
         self.cache_root = Path(tempfile.mkdtemp(prefix="edgefreeze-bench-"))
 
     def model(self, trainable_layers: int):
-        loaded = load_model(self.spec.model, self.data.label_names, Path, False, 0)
-        apply_freeze(loaded.backbone, trainable_layers)
-        return loaded
+        """A fresh pretrained model, and its plan: the top `trainable_layers` train."""
+        loaded = load_model(self.spec.model, self.task, self.data.label_names, Path, False, 0)
+        return loaded, make_plan(TopKSpec(trainable_layers=trainable_layers), loaded.backbone)
 
-    def store(self, loaded, boundary: int, root: Path | None = None) -> ActivationStore:
-        keyset, description = describe_keyset(loaded.backbone, loaded.tokenizer,
-                                              self.max_length, boundary, "fp16")
+    def store(self, loaded, plan, root: Path | None = None) -> ActivationStore:
+        keyset, description = describe_keyset(stem_digest(loaded.model, plan), loaded.backbone,
+                                              loaded.tokenizer, self.max_length, plan, "fp16")
         return ActivationStore(root or self.cache_root, keyset, description, "fp16",
                                loaded.backbone.hidden_size)
 
-    def fill(self, loaded, boundary: int, texts: list[str], root: Path | None = None):
-        store = self.store(loaded, boundary, root)
-        encoded = encode(loaded.tokenizer, texts, self.max_length)
+    def fill(self, loaded, plan, texts: list[str], root: Path | None = None):
+        store = self.store(loaded, plan, root)
+        encoded = self.task.encode(loaded.tokenizer, texts, self.max_length)
+        keys = [self.task.example_key(text) for text in texts]
         start = time.perf_counter()
-        arrays, stats = fetch_activations(store, texts, encoded, loaded.backbone, boundary, CPU,
-                                          QUIET)
+        arrays, stats = fetch_activations(store, keys, encoded, loaded.backbone, plan, CPU, QUIET)
         seconds = time.perf_counter() - start
         store.close()
         return arrays, stats, seconds
 
-    def epoch(self, loaded, boundary: int, features, labels: np.ndarray, epochs: int = 1) -> float:
+    def epoch(self, loaded, plan, features, labels: np.ndarray, epochs: int = 1) -> float:
         spec = self.train_spec.model_copy(update={"epochs": epochs})
         start = time.perf_counter()
-        train(loaded.backbone, boundary, features, labels, None, None, spec, CPU, QUIET)
+        train(loaded.backbone, plan, self.task, features, labels, None, None, spec, CPU, QUIET)
         return time.perf_counter() - start
 
-    def pure_top(self, loaded, boundary: int, features: CachedFeatures, labels: np.ndarray) -> float:
-        """One epoch of top forward/backward/step on batches already padded in memory."""
-        backbone = loaded.backbone
-        trainable = backbone.depth - boundary
-        groups = parameter_groups(backbone, trainable, 1e-4, 1e-3, 0.01)
-        optimizer = torch.optim.AdamW(groups)
+    def pure_top(self, loaded, plan, features: CachedFeatures, labels: np.ndarray) -> float:
+        """One epoch of the training loop's own step on batches already padded in memory."""
+        rates = {"top": self.train_spec.lr_top, "head": self.train_spec.lr_head}
+        optimizer = torch.optim.AdamW(plan.parameter_groups(loaded.model, rates, 0.01))
         batches = bucketed_batches(features.lengths(), self.train_spec.batch_size,
                                    np.random.default_rng(0))
         tensors = [(*features.batch(b, CPU), torch.from_numpy(labels[b])) for b in batches]
-        set_train_mode(backbone, trainable)
-        params = [p for g in groups for p in g["params"]]
+        plan.set_train_mode(loaded.model)
         precision = resolve_precision(self.train_spec.precision, CPU)
         start = time.perf_counter()
         for hidden, mask, y in tensors:
-            with autocast(CPU, precision):
-                logits = backbone.top(hidden, mask, boundary)
-            loss = torch.nn.functional.cross_entropy(logits.float(), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optimizer.step()
+            train_step(loaded.backbone, plan, self.task, hidden, mask, y, optimizer, precision,
+                       self.train_spec.max_grad_norm)
         return time.perf_counter() - start
 
     def configuration(self, trainable_layers: int) -> dict:
-        texts, labels = self.data.train.texts, self.data.train.labels
-        loaded = self.model(trainable_layers)
-        boundary = loaded.backbone.depth - trainable_layers
-        encoded = encode(loaded.tokenizer, texts, self.max_length)
-        row = {"uncached": self.epoch(loaded, boundary,
-                                      LiveFeatures(encoded, loaded.backbone, boundary), labels)}
-        _, _, row["fill"] = self.fill(loaded, boundary, texts)
-        arrays, stats, row["load"] = self.fill(loaded, boundary, texts)  # all hits now
+        texts, labels = self.data.train.inputs, self.data.train.targets
+        loaded, plan = self.model(trainable_layers)
+        encoded = self.task.encode(loaded.tokenizer, texts, self.max_length)
+        row = {"uncached": self.epoch(loaded, plan, LiveFeatures(encoded, loaded.backbone, plan),
+                                      labels)}
+        _, _, row["fill"] = self.fill(loaded, plan, texts)
+        arrays, stats, row["load"] = self.fill(loaded, plan, texts)  # all hits now
         assert stats.misses == 0, stats
         cached = CachedFeatures(arrays)
-        row["cached"] = self.epoch(loaded, boundary, cached, labels)
-        row["pure"] = self.pure_top(self.model(trainable_layers), boundary, cached, labels)
+        row["cached"] = self.epoch(loaded, plan, cached, labels)
+        row["pure"] = self.pure_top(*self.model(trainable_layers), cached, labels)
 
         # Retrain: 90 % of the rows were built before; 10 % arrive new.
         rng = np.random.default_rng(0)
@@ -123,26 +118,25 @@ class Bench:
         old = sorted(order[: int(0.9 * len(texts))].tolist())
         with tempfile.TemporaryDirectory(dir=self.cache_root) as cold_dir, \
                 tempfile.TemporaryDirectory(dir=self.cache_root) as warm_dir:
-            cold_arrays, _, cold_fill = self.fill(loaded, boundary, texts, Path(cold_dir))
+            cold_arrays, _, cold_fill = self.fill(loaded, plan, texts, Path(cold_dir))
             previous = self.model(trainable_layers)  # the last bundle's model, once trained
-            cold_train = self.epoch(previous, boundary, CachedFeatures(cold_arrays), labels,
-                                    self.epochs)
-            self.fill(loaded, boundary, [texts[i] for i in old], Path(warm_dir))
-            warm_arrays, warm_stats, warm_fill = self.fill(loaded, boundary, texts, Path(warm_dir))
-            warm_train = self.epoch(self.model(trainable_layers), boundary,
-                                    CachedFeatures(warm_arrays), labels, self.epochs)
+            cold_train = self.epoch(*previous, CachedFeatures(cold_arrays), labels, self.epochs)
+            self.fill(loaded, plan, [texts[i] for i in old], Path(warm_dir))
+            warm_arrays, warm_stats, warm_fill = self.fill(loaded, plan, texts, Path(warm_dir))
+            warm_train = self.epoch(*self.model(trainable_layers), CachedFeatures(warm_arrays),
+                                    labels, self.epochs)
             # `retrain --from` the last bundle with --epochs 1: its trained top goes on.
-            resumed = self.epoch(previous, boundary, CachedFeatures(warm_arrays), labels, 1)
+            resumed = self.epoch(*previous, CachedFeatures(warm_arrays), labels, 1)
         row.update(cold=cold_fill + cold_train, retrain=warm_fill + warm_train,
                    resumed=warm_fill + resumed, retrain_misses=warm_stats.misses)
         return row
 
     def bytes(self) -> dict:
         """Cache bytes of every row of the data set (top-2 boundary) vs padded fp32."""
-        loaded = self.model(2)
-        texts = [t for split in self.data.named_splits().values() for t in split.texts]
+        loaded, plan = self.model(2)
+        texts = [t for split in self.data.named_splits().values() for t in split.inputs]
         with tempfile.TemporaryDirectory(dir=self.cache_root) as root:
-            _, stats, _ = self.fill(loaded, loaded.backbone.depth - 2, texts, Path(root))
+            _, stats, _ = self.fill(loaded, plan, texts, Path(root))
             disk = sum(p.stat().st_size for p in Path(root).rglob("*.bin"))
         padded = len(texts) * self.max_length * loaded.backbone.hidden_size * 4
         return {"rows": len(texts), "cache": disk, "padded_fp32": padded,

@@ -22,10 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
-from edgefreeze.bench import bench
 from edgefreeze.data import load_data
-from edgefreeze.runtime import Bundle, OnnxClassifier
+from edgefreeze.runtime import Bundle, OnnxModel
+from edgefreeze.runtime.bench import bench
+from edgefreeze.runtime.forms import FP32, INT8, REFERENCE
 from edgefreeze.spec import load_pipeline
+from edgefreeze.tasks import task_for
 
 from _docs import cpu_name, write_section  # benchmarks/ is on sys.path when run as a script
 
@@ -46,8 +48,8 @@ def optimum_quantize(bundle: Path, folder: Path) -> Path:
 
 
 def predictions(files: list[Path], bundle: Bundle, texts: list[str]) -> np.ndarray:
-    classifier = OnnxClassifier(files, bundle.path / "tokenizer.json", bundle.max_length)
-    return classifier.logits(texts).argmax(axis=1)
+    model, encoder = OnnxModel(files), bundle.encoder()
+    return np.array([model.run(encoder.encode(text)).argmax() for text in texts])
 
 
 def main() -> None:
@@ -58,20 +60,20 @@ def main() -> None:
     args = parser.parse_args()
     bundle = Bundle(args.bundle)
     pipeline = load_pipeline(PIPELINE)
-    test = load_data(pipeline.spec.data, pipeline.resolve).test
+    test = load_data(pipeline.spec.data, task_for(pipeline.spec.task), pipeline.resolve).test
     with tempfile.TemporaryDirectory() as scratch:
         optimum_model = optimum_quantize(args.bundle, Path(scratch))
         speed = bench(args.bundle, threads=args.threads, length=32, runs=300,
                       others={"optimum_avx512_vnni": [optimum_model]}, rounds=ROUNDS)
-        metrics = {name: bundle.manifest["metrics"][key] for name, key in
-                   (("int8", "onnx_int8"), ("fp32", "onnx_fp32"), ("pytorch", "pytorch"))}
+        metrics = {name: bundle.manifest.metrics[name] for name in
+                   (INT8.name, FP32.name, REFERENCE)}
         # The fp32 ONNX model stands in for PyTorch here (they agree to 6e-06 in logits).
-        reference = predictions([args.bundle / "model.onnx"], bundle, test.texts)
-        theirs = predictions([optimum_model], bundle, test.texts)
-        metrics["optimum_avx512_vnni"] = {"accuracy": float(np.mean(theirs == test.labels)),
+        reference = predictions([args.bundle / FP32.files[0]], bundle, test.inputs)
+        theirs = predictions([optimum_model], bundle, test.inputs)
+        metrics["optimum_avx512_vnni"] = {"accuracy": float(np.mean(theirs == test.targets)),
                                           "agreement": float(np.mean(theirs == reference))}
-    rows = ["int8", "optimum_avx512_vnni", "fp32", "pytorch"]
-    int8 = speed["int8"]
+    rows = [INT8.name, "optimum_avx512_vnni", FP32.name, REFERENCE]
+    int8 = speed[INT8.name]
     command = " ".join(["python benchmarks/edge.py", *sys.argv[1:]])
     section_name = "edge" if not args.threads else f"edge-threads-{args.threads}"
     lines = [f"<!-- {section_name}:start -->",
@@ -93,9 +95,10 @@ def main() -> None:
                      f"{r['peak_rss_bytes'] / 1e6:.0f} | {metrics[name]['accuracy']:.2%} | "
                      f"{metrics[name]['agreement']:.2%} | "
                      f"{r['p50_ms'] / int8['p50_ms']:.2f}x |")
-    lines += ["", f"int8 file: {int8['size_bytes'] / speed['fp32']['size_bytes']:.1%} of fp32. "
-              f"int8 accuracy {100 * (metrics['int8']['accuracy'] - metrics['pytorch']['accuracy']):+.2f} points "
-              "against PyTorch.", f"<!-- {section_name}:end -->"]
+    drop = metrics[INT8.name]["accuracy"] - metrics[REFERENCE]["accuracy"]
+    lines += ["", f"int8 file: {int8['size_bytes'] / speed[FP32.name]['size_bytes']:.1%} of "
+              f"fp32. int8 accuracy {100 * drop:+.2f} points against PyTorch.",
+              f"<!-- {section_name}:end -->"]
     section = "\n".join(lines) + "\n"
     write_section(args.out, section, section_name)
     print(section)

@@ -15,9 +15,9 @@ import sys
 import torch
 
 from edgefreeze.backbones import load_model
-from edgefreeze.batching import encode
 from edgefreeze.data import load_data
 from edgefreeze.spec import load_pipeline
+from edgefreeze.tasks import task_for
 
 
 @torch.no_grad()
@@ -50,13 +50,14 @@ def fit_logistic(x: torch.Tensor, y: torch.Tensor, classes: int, l2: float) -> t
 def main(path: str) -> None:
     pipeline = load_pipeline(path)
     spec = pipeline.spec
-    data = load_data(spec.data, pipeline.resolve)
-    loaded = load_model(spec.model, data.label_names, pipeline.resolve, False, 0)
+    task = task_for(spec.task)
+    data = load_data(spec.data, task, pipeline.resolve)
+    loaded = load_model(spec.model, task, data.label_names, pipeline.resolve, False, 0)
     model = loaded.model.eval()
-    features = {name: sentence_embeddings(model, encode(loaded.tokenizer, split.texts,
-                                                        spec.data.max_length))
+    features = {name: sentence_embeddings(model, task.encode(loaded.tokenizer, split.inputs,
+                                                             spec.data.max_length))
                 for name, split in data.named_splits().items()}
-    labels = {name: torch.from_numpy(split.labels) for name, split in data.named_splits().items()}
+    labels = {name: torch.from_numpy(split.targets) for name, split in data.named_splits().items()}
     mean, std = features["train"].mean(0), features["train"].std(0) + 1e-6
     features = {k: (v - mean) / std for k, v in features.items()}
 

@@ -2,7 +2,7 @@
 
     python benchmarks/skip_layer_norm.py BUNDLE [--out docs/benchmarks.md]
 
-edgefreeze's runtime disables that fusion (SESSION_CONFIG in edgefreeze.runtime.classifier,
+edgefreeze's runtime disables that fusion (SESSION_CONFIG in edgefreeze.runtime.session,
 recorded in every bundle's manifest) because, on onnxruntime 1.32's CPU provider, the
 fused SkipLayerNormalization kernel was slower than the Add and LayerNormalization it
 replaces. Re-run this after upgrading onnxruntime: it
@@ -22,8 +22,9 @@ import numpy as np
 import onnxruntime as ort
 from onnx import TensorProto, helper
 
-from edgefreeze.bench import inputs
 from edgefreeze.runtime import SESSION_CONFIG, Bundle, session_options
+from edgefreeze.runtime.bench import inputs
+from edgefreeze.runtime.forms import INT8
 
 from _docs import cpu_name, write_section  # benchmarks/ is on sys.path when run as a script
 
@@ -80,7 +81,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"))
     args = parser.parse_args()
     bundle = Bundle(args.bundle)
-    model_path = str(bundle.verified("model.int8.onnx"))
+    model_path = str(bundle.model_files(INT8.name)[0])
     width = json.loads((bundle.path / "config.json").read_text())["hidden_size"]
     rng = np.random.default_rng(0)
     norm_feed = {n: rng.random((1, 32, width), dtype=np.float32) for n in ("x", "skip")}
@@ -108,7 +109,7 @@ def main() -> None:
         "(ORT default) | int8 model, fusion off (edgefreeze) | speed-up |",
         "| --- | --- | --- | --- | --- | --- |", *rows, "",
         "A speed-up near 1.00x means the fusion no longer costs anything: drop its entry "
-        "from `SESSION_CONFIG` in edgefreeze/runtime/classifier.py.",
+        "from `SESSION_CONFIG` in edgefreeze/runtime/session.py.",
         "<!-- skip-layer-norm:end -->"]) + "\n"
     write_section(args.out, section, "skip-layer-norm")
     print(section)

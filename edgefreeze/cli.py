@@ -18,16 +18,16 @@ import click
 
 from edgefreeze import __version__
 from edgefreeze.errors import ConfigError, EdgefreezeError, GateRefused
+from edgefreeze.runtime.forms import FORMS, FP32, INT8, REFERENCE
+
+BUILD_MODULES = {"torch", "transformers", "optimum", "onnx", "yaml", "tqdm", "safetensors"}
 
 
-BUILD_MODULES = {"torch", "transformers", "optimum", "onnx", "yaml", "pydantic", "tqdm",
-                 "safetensors"}
-
-
-def _summary(manifest: dict) -> dict:
-    return {"metrics": manifest["metrics"], "gate": manifest["gate"], "cache": manifest["cache"],
-            "sizes": manifest["sizes"], "timings_s": manifest["timings_s"],
-            "trainable_parameters": manifest["training"]["trainable_parameters"]}
+def _summary(manifest) -> dict:
+    """What --json says of a build (a `Manifest`)."""
+    record = manifest.model_dump(mode="json")
+    return {**{key: record[key] for key in ("metrics", "gate", "cache", "sizes", "timings_s")},
+            "trainable_parameters": manifest.training.freeze.trainable_parameters}
 
 
 def _run(as_json: bool, action: Callable[[], dict | None]) -> None:
@@ -122,17 +122,20 @@ def _build(pipeline_file: str, output: Path | None, device: str | None, cache_di
            no_cache: bool, quiet: bool, as_json: bool, added: tuple[Path, ...] = (),
            warm_start: Path | None = None, epochs: int | None = None) -> None:
     def action() -> dict:
+        from edgefreeze.build import BuildOptions
         from edgefreeze.build import build as run_build
         from edgefreeze.progress import Reporter
         from edgefreeze.spec import load_pipeline
 
         pipeline = load_pipeline(pipeline_file)
-        result = run_build(pipeline, output=output, device=device, reporter=Reporter(quiet),
-                           cache_dir=cache_dir, use_cache=False if no_cache else None,
-                           added_rows=list(added), warm_start=warm_start, epochs=epochs)
+        options = BuildOptions(output=output, device=device, cache_dir=cache_dir,
+                               use_cache=False if no_cache else None, added_rows=list(added),
+                               warm_start=warm_start, epochs=epochs)
+        result = run_build(pipeline, options, Reporter(quiet))
         if not quiet:
-            int8 = result.manifest["metrics"]["onnx_int8"]
-            click.echo(f"shipped {result.path} (int8 accuracy {int8['accuracy']:.4f}, "
+            metric = result.manifest.task.gate_metric
+            int8 = result.manifest.metrics[INT8.name]
+            click.echo(f"shipped {result.path} ({INT8.name} {metric} {int8[metric]:.4f}, "
                        f"agreement {int8['agreement']:.4f})", err=True)
         return {"status": "shipped", "bundle": str(result.path), **_summary(result.manifest)}
 
@@ -176,7 +179,7 @@ def cache_options(command: Callable) -> Callable:
 def _cache_root(option: Path | None) -> Path:
     from edgefreeze.cache import cache_root
 
-    return cache_root(option, None, Path)
+    return cache_root(option, None, Path)  # the cache commands read no pipeline
 
 
 @cache.command()
@@ -197,7 +200,8 @@ def stats(cache_dir: Path | None, as_json: bool) -> None:
                 d = k["description"]
                 click.echo(f"  {k['keyset']}  {k['entries']:>7} entries  {k['bytes'] / 1e6:8.1f} MB"
                            f"  {d.get('model_type')} boundary {d.get('boundary')}/{d.get('depth')}"
-                           f" max_length {d.get('max_length')} {k['dtype']} ({d.get('kept')})")
+                           f" max_length {d.get('max_length')} {k['dtype']}"
+                           f" (rows kept: {d.get('kept_rows') or 'all'})")
         return {"status": "ok", **result}
 
     _run(as_json, action)
@@ -271,23 +275,23 @@ def clear(cache_dir: Path | None, as_json: bool) -> None:
     _run(as_json, action)
 
 
-@main.command(short_help="Label texts with a bundle (ONNX Runtime only).")
+@main.command(short_help="Predict with a bundle (ONNX Runtime only).")
 @click.argument("bundle", type=click.Path(file_okay=False, path_type=Path))
 @click.argument("texts", nargs=-1)
 @click.option("--file", "text_file", type=click.File("rb"),
               help="Read texts from this UTF-8 file, one per line ('-' for stdin); blank "
                    "lines are skipped.")
-@click.option("--model", "variant",
-              type=click.Choice(["int8", "fp32", "fp16", "split-int8", "split-fp32"]),
-              default="int8",
-              show_default=True, help="Which of the bundle's models to run.")
+@click.option("--model", "form", type=click.Choice(list(FORMS)), default=INT8.name,
+              show_default=True, help="Which of the bundle's model forms to run.")
 @click.option("--threads", type=click.IntRange(min=0), default=0,
               help="ONNX Runtime intra-op threads (0: its default).")
 @click.option("--json", "as_json", is_flag=True,
               help="One JSON object per text (JSON lines); one error object on failure.")
-def predict(bundle: Path, texts: tuple[str, ...], text_file, variant: str, threads: int,
+def predict(bundle: Path, texts: tuple[str, ...], text_file, form: str, threads: int,
             as_json: bool) -> None:
-    """Label texts with a bundle, using ONNX Runtime only (no torch needed)."""
+    """Predict with a bundle, using ONNX Runtime only (no torch needed)."""
+    from dataclasses import asdict
+
     from edgefreeze.runtime import Predictor
 
     def action() -> None:
@@ -295,14 +299,12 @@ def predict(bundle: Path, texts: tuple[str, ...], text_file, variant: str, threa
         if not inputs:
             raise ConfigError(f"{text_file.name}: no texts" if text_file else
                               "predict: give TEXT arguments or --file")
-        predictions = Predictor(bundle, variant, threads).predict(inputs)
-        for text, prediction in zip(inputs, predictions):
+        predictor = Predictor(bundle, form, threads)
+        for text, prediction in zip(inputs, predictor.predict(inputs)):
             if as_json:
-                click.echo(json.dumps({"text": text, "label": prediction.label,
-                                       "probabilities": prediction.probabilities}))
+                click.echo(json.dumps({"text": text, **asdict(prediction)}))
             else:
-                confidence = prediction.probabilities[prediction.label]
-                click.echo(f"{prediction.label}\t{confidence:.3f}\t{text}")
+                click.echo(f"{predictor.decoder.summary(prediction)}\t{text}")
 
     _run(as_json, action)
 
@@ -333,7 +335,7 @@ def bench_command(bundle: Path, threads: int, sequence_length: int, runs: int, r
                   as_json: bool) -> None:
     """Latency (p50/p95/p99, batch 1), throughput (batch 32), size and peak memory of a
     bundle's int8 and fp32 models and, where torch is installed, PyTorch eager."""
-    from edgefreeze.bench import bench
+    from edgefreeze.runtime.bench import SPEEDUP, bench
 
     def action() -> dict:
         result = bench(bundle, threads, sequence_length, runs, rounds=rounds)
@@ -343,11 +345,12 @@ def bench_command(bundle: Path, threads: int, sequence_length: int, runs: int, r
             click.echo(f"{'model':<8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} "
                        f"{'batch-32 /s':>12} {'size MB':>9} {'peak RSS MB':>12} "
                        f"{'int8 faster':>12}")
-            speedups = result.get("int8_speedup_p50", {})
-            for name in ("int8", "fp32", "pytorch"):
+            speedups = result.get(SPEEDUP, {})
+            for name in (INT8.name, FP32.name, REFERENCE):
                 r = result.get(name)
                 if r is None:
-                    click.echo(f"{name:<8} ({result.get('pytorch_error', 'torch not installed')})")
+                    why = result.get(f"{REFERENCE}_error", "torch not installed")
+                    click.echo(f"{name:<8} ({why})")
                     continue
                 speedup = f"{speedups[name]:11.2f}x" if name in speedups else f"{'':12}"
                 click.echo(f"{name:<8} {r['p50_ms']:8.2f} {r['p95_ms']:8.2f} {r['p99_ms']:8.2f} "

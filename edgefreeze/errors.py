@@ -7,6 +7,10 @@ configuration, 3 anything else.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from edgefreeze.runtime.manifest import Manifest
 
 
 class EdgefreezeError(Exception):
@@ -45,7 +49,13 @@ class CheckFailed(EdgefreezeError):
 class GateRefused(CheckFailed):
     """The built models failed the gate; nothing was published, the report was kept."""
 
-    def __init__(self, message: str, manifest: dict, report_dir: Path) -> None:
+    def __init__(self, message: str, manifest: Manifest, report_dir: Path) -> None:
         super().__init__(message)
         self.manifest = manifest
         self.report_dir = report_dir
+
+
+class BundleError(EdgefreezeError):
+    """A bundle is missing, incomplete, tampered with, or was never accepted."""
+
+    exit_code = 2

@@ -26,6 +26,11 @@ class Reporter:
         if not self.quiet:
             tqdm.write(message, file=sys.stderr)
 
+    def warn(self, message: str) -> None:
+        """One warning line, clear of any progress bar; shown even when quiet, since a
+        warning changes what the build did (a release log must say so)."""
+        tqdm.write(f"edgefreeze: warning: {message}", file=sys.stderr)
+
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
         """Time a stage; the wall time lands in the manifest."""

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (AliasChoices, BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError,
+                      WrapValidator, field_validator, model_validator)
 
 from edgefreeze.errors import ConfigError
 
@@ -66,9 +67,35 @@ class DataSpec(Section):
 
 
 class FreezeSpec(Section):
-    trainable_layers: int = Field(
-        2, ge=0, description="top encoder layers that train; 0 trains the head only"
-    )
+    """What every freezing plan's settings share; each plan kind (`edgefreeze.freeze`)
+    subclasses it with its own keys, and `freeze.plan` picks which one validates."""
+
+    plan: str = Field("top_k", description="the freezing plan (edgefreeze.freeze.PLANS)")
+
+
+def _tasks():
+    """The task registry, imported when first needed (tasks import torch)."""
+    import edgefreeze.tasks
+
+    return edgefreeze.tasks
+
+
+def _plan_settings(value: Any, handler: Any) -> FreezeSpec:
+    """Validate `freeze:` with the settings class of the plan it names, so each plan's
+    errors carry their own `freeze.KEY` locations."""
+    from edgefreeze.freeze import PLANS
+
+    if isinstance(value, FreezeSpec):
+        return value
+    if value is None:
+        value = {}
+    if not isinstance(value, dict):
+        return handler(value)  # pydantic's own "should be a valid dictionary"
+    name = value.get("plan", FreezeSpec.model_fields["plan"].default)
+    kind = PLANS.get(name) if isinstance(name, str) else None
+    if kind is None:
+        raise ValueError(f"plan: {PLANS.unknown(name)}")
+    return kind.config.model_validate(value)
 
 
 class TrainSpec(Section):
@@ -85,6 +112,10 @@ class TrainSpec(Section):
         "auto", description="compute of the trainable top; auto = bf16 autocast where the "
         "device has fast bf16 (CUDA, CPUs with AMX), else fp32. The frozen stem and the "
         "weights stay fp32")
+
+    def with_epochs(self, epochs: int | None) -> TrainSpec:
+        """These settings with another number of epochs (None: unchanged)."""
+        return self.model_copy(update={"epochs": epochs}) if epochs else self
 
 
 class CacheSpec(Section):
@@ -106,20 +137,33 @@ class QuantizeSpec(Section):
         "scales calibrated ahead of time (QDQ, unfused; the split graphs stay dynamic)")
     calibration_rows: int = Field(256, ge=1, le=100000,
                                   description="training examples that calibrate static mode")
-    target: Literal["avx512_vnni", "avx512", "avx2", "arm64"] = "avx512_vnni"
+    target: str = Field("avx512_vnni", description="the CPU family the int8 weights are for "
+                        "(edgefreeze.quantize.targets)")
     per_channel: bool = Field(True, description="one scale per output channel of each weight")
     quantize_embeddings: bool = Field(True, description="int8 embedding tables (Gather) too")
     fuse: bool = Field(True, description="fuse attention, layer norms and GELU before quantizing")
     fp16: bool = Field(False, description="also write model.fp16.onnx for GPU targets (gated "
                        "like int8)")
 
+    @field_validator("target")
+    @classmethod
+    def _known_target(cls, target: str) -> str:
+        from edgefreeze.quantize.targets import TARGETS
+
+        if target not in TARGETS:
+            raise ValueError(f"unknown target {target!r} (known: {', '.join(TARGETS)})")
+        return target
+
 
 class GateSpec(Section):
-    max_accuracy_drop: Fraction = Field(
-        0.01, description="largest accuracy loss of int8 against PyTorch (0.01 = 1 point)"
+    max_metric_drop: Fraction = Field(
+        0.01, validation_alias=AliasChoices("max_metric_drop", "max_accuracy_drop"),
+        description="largest loss of the task's gate metric (accuracy for text "
+        "classification) of an int8 or fp16 model against PyTorch (0.01 = 1 point); "
+        "max_accuracy_drop is the same key's earlier name"
     )
     min_agreement: Fraction = Field(
-        0.95, description="smallest share of int8 predictions equal to PyTorch's"
+        0.95, description="smallest share of int8 / fp16 predictions equal to PyTorch's"
     )
     max_logit_error: float = Field(
         1e-3, gt=0.0, description="largest |logit| difference of ONNX fp32 against PyTorch"
@@ -131,6 +175,14 @@ class GateSpec(Section):
         None, min_length=3, description="sequence lengths of the shape check; default 5, 23, max"
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _one_name_per_key(cls, data: Any) -> Any:
+        if isinstance(data, dict) and {"max_metric_drop", "max_accuracy_drop"} <= set(data):
+            raise ValueError("max_accuracy_drop is the earlier name of max_metric_drop; "
+                             "give one of them")
+        return data
+
 
 class PipelineSpec(Section):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=100)
@@ -138,15 +190,24 @@ class PipelineSpec(Section):
         description="builtin:all-MiniLM-L6-v2, a local folder, or a Hugging Face hub id"
     )
     trust_remote_code: bool = False
-    task: Literal["text-classification"] = "text-classification"
+    task: str = Field(default_factory=lambda: _tasks().DEFAULT_TASK,
+                      description="what is predicted (edgefreeze.tasks)")
     data: DataSpec
-    freeze: FreezeSpec = FreezeSpec()
+    freeze: Annotated[SerializeAsAny[FreezeSpec], WrapValidator(_plan_settings)] = Field(
+        default_factory=lambda: _plan_settings({}, None))
     train: TrainSpec = TrainSpec()
     cache: CacheSpec = CacheSpec()
     export: ExportSpec = ExportSpec()
     quantize: QuantizeSpec = QuantizeSpec()
     gate: GateSpec = GateSpec()
     output: str | None = Field(None, description="bundle folder; default models/NAME/vN")
+
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, task: str) -> str:
+        if task not in _tasks().TASKS:
+            raise ValueError(_tasks().TASKS.unknown(task))
+        return task
 
     @model_validator(mode="after")
     def _lengths_fit(self) -> PipelineSpec:

@@ -1,4 +1,5 @@
-"""Shared fixtures: the CLI driven in-process, and one real smoke build per session."""
+"""Shared fixtures: the CLI driven in-process, and the real builds the suite reads, each
+trained once per session."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ import yaml
 from click.testing import CliRunner
 
 from edgefreeze.cli import main
+from edgefreeze.tasks import DEFAULT_TASK, task_for
 
 ROOT = Path(__file__).resolve().parent.parent
 SMOKE = ROOT / "pipelines" / "smoke.yaml"
+TEXT = task_for(DEFAULT_TASK)  # text classification, the task of every pipeline here
 
 
 @dataclass
@@ -48,6 +51,11 @@ def _merge(target: dict, changes: dict) -> None:
             target[key] = value
 
 
+# A build that only has to run the whole path (refusals, odd kinds): 1 epoch, few rows.
+QUICK = {"data": {"sample_rows": 160}, "train": {"epochs": 1},
+         "gate": {"max_metric_drop": 0.2, "min_agreement": 0.5}}
+
+
 @pytest.fixture(scope="session", autouse=True)
 def isolated_cache(tmp_path_factory) -> Path:
     """Every test's builds share one throwaway activation cache, never the user's."""
@@ -57,10 +65,43 @@ def isolated_cache(tmp_path_factory) -> Path:
         yield root
 
 
-@pytest.fixture(scope="session")
-def smoke_build(tmp_path_factory) -> tuple[Path, CliResult]:
-    """The smoke pipeline built once, for real, through the CLI."""
-    output = tmp_path_factory.mktemp("bundles") / "smoke"
-    result = run_cli("build", str(SMOKE), "--output", str(output), "--json", "--quiet")
+@dataclass
+class Built:
+    """A bundle built through the CLI, with the pipeline file and cache it was built from."""
+
+    bundle: Path
+    pipeline: Path
+    cache: Path
+    result: CliResult
+
+
+def _build(folder: Path, pipeline: Path) -> Built:
+    cache = folder / "cache"  # its own, so tests can read its hits and misses
+    result = run_cli("build", str(pipeline), "--output", str(folder / "bundle"), "--json",
+                     "--quiet", "--cache-dir", str(cache))
     assert result.exit_code == 0, result.stderr
-    return output, result
+    return Built(folder / "bundle", pipeline, cache, result)
+
+
+@pytest.fixture(scope="session")
+def smoke(tmp_path_factory) -> Built:
+    """The smoke pipeline built once, for real, through the CLI."""
+    return _build(tmp_path_factory.mktemp("smoke"), SMOKE)
+
+
+@pytest.fixture(scope="session")
+def smoke_build(smoke) -> tuple[Path, CliResult]:
+    return smoke.bundle, smoke.result
+
+
+@pytest.fixture(scope="session")
+def split_build(tmp_path_factory) -> Built:
+    """The smoke pipeline with every other form: stem + top (delta updates), fp16, and a
+    statically calibrated int8. Its gate is looser: it is also the first release of the
+    retrain tests, whose 30 made-up rows move a few of the 180 held-out predictions."""
+    folder = tmp_path_factory.mktemp("split")
+    pipeline = write_pipeline(folder, {
+        "export": {"split": True},
+        "quantize": {"fp16": True, "mode": "static", "calibration_rows": 32},
+        "gate": {"max_metric_drop": 0.08, "min_agreement": 0.85}})
+    return _build(folder, pipeline)

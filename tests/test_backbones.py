@@ -8,8 +8,10 @@ from transformers import (AutoConfig, AutoModelForSequenceClassification)
 
 from edgefreeze.backbones import backbone_for, supported_model_types
 from edgefreeze.errors import ConfigError
-from edgefreeze.freeze import apply_freeze, parameter_groups, set_train_mode
-from edgefreeze.train import _check_gradients
+from edgefreeze.freeze import make_plan
+from edgefreeze.freeze.top_k import TopKSpec
+from edgefreeze.train.loop import check_gradients
+from tests.conftest import TEXT
 
 TINY = {"vocab_size": 99, "hidden_size": 32, "num_hidden_layers": 4,
         "num_attention_heads": 2, "intermediate_size": 37, "max_position_embeddings": 64}
@@ -27,9 +29,11 @@ def tiny_model(model_type: str, attention: str | None = None) -> torch.nn.Module
 @pytest.mark.parametrize("model_type", supported_model_types())
 @pytest.mark.parametrize("trainable_layers", [0, 1, 4])
 def test_freeze_trains_exactly_the_top_and_head(model_type, trainable_layers):
-    backbone = backbone_for(tiny_model(model_type))
-    plan = apply_freeze(backbone, trainable_layers)
-    assert plan.trainable_layers == list(range(4 - trainable_layers, 4))
+    backbone = backbone_for(tiny_model(model_type), TEXT)
+    plan = make_plan(TopKSpec(trainable_layers=trainable_layers), backbone)
+    assert plan.trainable_layers == tuple(range(4 - trainable_layers, 4))
+    assert plan.boundary == 4 - trainable_layers
+    assert plan.kept_rows == (1 if trainable_layers == 0 else None)
     stack = backbone.layer_stack()
     for index, layer in enumerate(stack):
         expected = index >= 4 - trainable_layers
@@ -37,11 +41,11 @@ def test_freeze_trains_exactly_the_top_and_head(model_type, trainable_layers):
     assert not any(p.requires_grad for p in backbone.embedding_module().parameters())
     assert all(p.requires_grad for m in backbone.head_modules() for p in m.parameters())
 
-    set_train_mode(backbone, trainable_layers)
+    plan.set_train_mode(backbone.model)
     assert not backbone.embedding_module().training
     assert [layer.training for layer in stack] == [i >= 4 - trainable_layers for i in range(4)]
 
-    groups = parameter_groups(backbone, trainable_layers, 1e-4, 1e-3, 0.01)
+    groups = plan.parameter_groups(backbone.model, {"top": 1e-4, "head": 1e-3}, 0.01)
     in_groups = {id(p) for g in groups for p in g["params"]}
     trainable = {id(p) for p in backbone.model.parameters() if p.requires_grad}
     assert in_groups == trainable
@@ -50,25 +54,25 @@ def test_freeze_trains_exactly_the_top_and_head(model_type, trainable_layers):
     ids = torch.randint(5, 99, (2, 7))
     loss = backbone.model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits.sum()
     loss.backward()
-    _check_gradients(groups)  # every trainable parameter got a gradient
+    check_gradients([p for g in groups for p in g["params"]])  # every one got a gradient
     assert all(p.grad is None for p in backbone.embedding_module().parameters())
 
 
 def test_unknown_architecture_is_a_config_error():
     config = AutoConfig.for_model("gpt2", n_layer=1, n_embd=16, n_head=2, vocab_size=50)
     model = AutoModelForSequenceClassification.from_config(config)
-    with pytest.raises(ConfigError, match="not supported"):
-        backbone_for(model)
+    with pytest.raises(ConfigError, match="not supported .*supported: bert, camembert"):
+        backbone_for(model, TEXT)
 
 
 def test_gradient_check_catches_a_parameter_off_the_loss_path():
-    backbone = backbone_for(tiny_model("bert"))
-    apply_freeze(backbone, 1)
-    groups = parameter_groups(backbone, 1, 1e-4, 1e-3, 0.0)
+    backbone = backbone_for(tiny_model("bert"), TEXT)
+    plan = make_plan(TopKSpec(trainable_layers=1), backbone)
+    groups = plan.parameter_groups(backbone.model, {"top": 1e-4, "head": 1e-3}, 0.0)
     ids = torch.randint(5, 99, (2, 7))
     backbone.model.bert(input_ids=ids).last_hidden_state.sum().backward()  # skips the head
     with pytest.raises(Exception, match="received no gradient"):
-        _check_gradients(groups)
+        check_gradients([p for g in groups for p in g["params"]])
 
 
 @pytest.mark.parametrize("model_type", supported_model_types())
@@ -76,7 +80,7 @@ def test_gradient_check_catches_a_parameter_off_the_loss_path():
 def test_stem_then_top_is_the_models_own_forward(model_type, attention):
     """Training runs stem and top apart; export runs the whole model: they must agree."""
     model = tiny_model(model_type, attention).eval()
-    backbone = backbone_for(model)
+    backbone = backbone_for(model, TEXT)
     ids = torch.randint(5, 99, (3, 9))
     mask = torch.ones_like(ids)
     mask[1, 6:] = 0

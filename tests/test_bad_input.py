@@ -5,7 +5,9 @@ from __future__ import annotations
 import csv
 
 import pytest
+import yaml
 
+from edgefreeze.spec import load_pipeline
 from tests.conftest import SMOKE, run_cli, write_pipeline
 
 
@@ -151,3 +153,21 @@ def test_output_under_a_file_fails_before_training(tmp_path):
                      "--quiet")
     assert result.exit_code == 2 and "not a writable folder" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_unknown_kinds_list_the_known_ones(tmp_path):
+    line = build_expecting_error(tmp_path, write_pipeline(tmp_path, {"task": "summarization"}))
+    assert "task: unknown task 'summarization'" in line and "text-classification" in line
+    line = build_expecting_error(tmp_path, write_pipeline(tmp_path, {"quantize": {"target": "x86"}}))
+    assert "quantize.target" in line and "avx512_vnni" in line and "arm64" in line
+    line = build_expecting_error(tmp_path, write_pipeline(tmp_path, {"freeze": {"plan": 3}}))
+    assert "freeze" in line and "unknown freezing plan 3" in line
+
+
+def test_the_gate_metric_drop_under_its_earlier_name(tmp_path):
+    both = write_pipeline(tmp_path, {"gate": {"max_accuracy_drop": 0.02}})
+    assert "give one of them" in build_expecting_error(tmp_path, both)
+    spec = yaml.safe_load(SMOKE.read_text())
+    spec["gate"] = {"max_accuracy_drop": 0.02}
+    (tmp_path / "old.yaml").write_text(yaml.safe_dump(spec))
+    assert load_pipeline(tmp_path / "old.yaml").spec.gate.max_metric_drop == 0.02

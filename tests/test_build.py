@@ -11,9 +11,15 @@ from tokenizers import Tokenizer
 from transformers import AutoModelForSequenceClassification
 
 from edgefreeze.data import load_data
+from edgefreeze.gate import held_out_outputs
 from edgefreeze.hashing import file_sha256
-from edgefreeze.spec import load_pipeline
-from tests.conftest import SMOKE, run_cli, write_pipeline
+from edgefreeze.progress import Reporter
+from edgefreeze.quantize.fallback import quantize_gated
+from edgefreeze.quantize.fusion import Architecture
+from edgefreeze.runtime import OnnxModel, TextInputs
+from edgefreeze.runtime.forms import INT8
+from edgefreeze.spec import GateSpec, load_pipeline
+from tests.conftest import QUICK, SMOKE, TEXT, run_cli, write_pipeline
 
 BUNDLE_FILES = {"model.onnx", "model.int8.onnx", "tokenizer.json", "labels.json",
                 "manifest.json", "report.md", "config.json"}
@@ -26,13 +32,14 @@ def test_build_ships_a_complete_bundle(smoke_build):
     assert payload["status"] == "shipped" and payload["bundle"] == str(bundle)
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["gate"]["passed"] is True
-    assert set(manifest["metrics"]) == {"pytorch", "onnx_fp32", "onnx_int8"}
+    assert manifest["schema_version"] == 2 and manifest["task"]["name"] == "text-classification"
+    assert set(manifest["metrics"]) == {"pytorch", "fp32", "int8"}
     for metrics in manifest["metrics"].values():
         assert set(metrics) == {"accuracy", "macro_f1", "agreement", "max_logit_error"}
     assert manifest["pipeline"]["sha256"] == file_sha256(SMOKE)
     assert manifest["model"]["weights_sha256"].startswith("53aa5117")
-    # No stray staging folders beside the bundle.
-    assert [p.name for p in bundle.parent.iterdir()] == [bundle.name]
+    # No stray staging folders beside the bundle (the fixture keeps its cache there).
+    assert sorted(p.name for p in bundle.parent.iterdir()) == [bundle.name, "cache"]
 
 
 def test_manifest_file_digests_match_the_files(smoke_build):
@@ -62,7 +69,7 @@ def test_int8_attention_is_fused_and_residual_norms_are_not(smoke_build):
 
 def test_fp32_export_checked_over_unseen_shapes(smoke_build):
     bundle, _ = smoke_build
-    shapes = json.loads((bundle / "manifest.json").read_text())["shape_check"]["onnx_fp32"]
+    shapes = json.loads((bundle / "manifest.json").read_text())["shape_check"]["fp32"]
     assert len(shapes["batch_sizes"]) >= 3 and len(shapes["sequence_lengths"]) >= 3
     assert len(shapes["cells"]) == len(shapes["batch_sizes"]) * len(shapes["sequence_lengths"])
     assert shapes["max_logit_error"] < 1e-3
@@ -76,17 +83,20 @@ def test_trainable_parameter_count_is_the_top_layer_and_head(smoke_build):
     trained = (model.bert.encoder.layer[4], model.bert.encoder.layer[5], model.bert.pooler,
                model.classifier)
     expected = sum(p.numel() for m in trained for p in m.parameters())
-    assert manifest["training"]["trainable_parameters"] == expected
-    assert manifest["training"]["trainable_layers"] == [4, 5]
-    assert manifest["training"]["total_parameters"] == sum(p.numel() for p in model.parameters())
+    freeze = manifest["training"]["freeze"]
+    assert freeze["trainable_parameters"] == expected
+    assert freeze["trainable_layers"] == [4, 5] and freeze["boundary"] == 4
+    assert freeze["settings"] == {"plan": "top_k", "trainable_layers": 2}
+    assert freeze["total_parameters"] == sum(p.numel() for p in model.parameters())
+    assert manifest["cache"]["boundary"] == 4
 
 
 def test_training_learns_the_task(smoke_build):
     """Held-out accuracy well above always answering the majority class."""
     bundle, _ = smoke_build
     manifest = json.loads((bundle / "manifest.json").read_text())
-    data = load_data(load_pipeline(SMOKE).spec.data, load_pipeline(SMOKE).resolve)
-    majority = np.bincount(data.test.labels).max() / len(data.test)
+    data = load_data(load_pipeline(SMOKE).spec.data, TEXT, load_pipeline(SMOKE).resolve)
+    majority = np.bincount(data.test.targets).max() / len(data.test)
     assert manifest["metrics"]["pytorch"]["accuracy"] > majority + 0.05
     epochs = manifest["training"]["epochs"]
     assert epochs[-1]["loss"] < epochs[0]["loss"]
@@ -96,7 +106,7 @@ def test_int8_model_alone_reproduces_the_manifest_accuracy(smoke_build):
     """A device has ONNX Runtime and a tokenizer only: it must see the gated accuracy."""
     bundle, _ = smoke_build
     manifest = json.loads((bundle / "manifest.json").read_text())
-    data = load_data(load_pipeline(SMOKE).spec.data, load_pipeline(SMOKE).resolve)
+    data = load_data(load_pipeline(SMOKE).spec.data, TEXT, load_pipeline(SMOKE).resolve)
     assert data.test.fingerprint() == manifest["data"]["splits"]["test"]["fingerprint"]
 
     options = ort.SessionOptions()  # the settings the gate ran with, as the manifest says
@@ -108,18 +118,18 @@ def test_int8_model_alone_reproduces_the_manifest_accuracy(smoke_build):
     tokenizer.no_padding()
     id2label = json.loads((bundle / "labels.json").read_text())["id2label"]
     correct = 0
-    for text, label in zip(data.test.texts, data.test.labels):
+    for text, label in zip(data.test.inputs, data.test.targets):
         e = tokenizer.encode(text)
         feed = {"input_ids": [e.ids], "attention_mask": [e.attention_mask],
                 "token_type_ids": [e.type_ids]}
         logits = session.run(None, {k: np.array(v, dtype=np.int64) for k, v in feed.items()})[0]
         correct += int(logits.argmax() == label)
         assert id2label[str(label)] in manifest["data"]["label_names"]
-    assert correct / len(data.test) == manifest["metrics"]["onnx_int8"]["accuracy"]
+    assert correct / len(data.test) == manifest["metrics"]["int8"]["accuracy"]
 
 
 def test_impossible_gate_exits_1_and_publishes_nothing(tmp_path):
-    pipeline = write_pipeline(tmp_path, {"gate": {"max_logit_error": 1e-12}})
+    pipeline = write_pipeline(tmp_path, {**QUICK, "gate": {"max_logit_error": 1e-12}})
     output = tmp_path / "bundle"
     result = run_cli("build", str(pipeline), "--output", str(output), "--quiet", "--json")
     assert result.exit_code == 1
@@ -127,46 +137,52 @@ def test_impossible_gate_exits_1_and_publishes_nothing(tmp_path):
     rejected = tmp_path / "bundle.rejected"
     assert sorted(p.name for p in rejected.iterdir()) == ["manifest.json", "report.md"]
     rules = json.loads((rejected / "manifest.json").read_text())["gate"]["rules"]
-    assert rules["onnx_fp32.max_logit_error"]["passed"] is False
-    assert rules["onnx_int8.min_agreement"]["passed"] is True
+    assert rules["fp32.max_logit_error"]["passed"] is False
+    assert rules["int8.min_agreement"]["passed"] is True
     assert "REFUSED" in (rejected / "report.md").read_text()
     payload = result.json()
     assert payload["status"] == "refused" and payload["gate"]["passed"] is False
-    assert "onnx_fp32 max |logit error|" in result.stderr
+    assert "fp32 max |logit error|" in result.stderr
     leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
     assert leftovers == []
 
 
-def test_gate_fallback_keeps_sensitive_parts_in_fp32(tmp_path):
+def test_gate_fallback_keeps_sensitive_parts_in_fp32(smoke_build, tmp_path):
     """A gate int8 cannot meet at first: the quantizer keeps the head, then layer after
-    layer in fp32, and records every attempt."""
-    pipeline = write_pipeline(tmp_path, {"gate": {"max_accuracy_drop": 0.0,
-                                                  "min_agreement": 1.0}})
-    result = run_cli("build", str(pipeline), "--output", str(tmp_path / "b"), "--quiet", "--json")
-    assert result.exit_code in (0, 1)
-    folder = tmp_path / ("b" if result.exit_code == 0 else "b.rejected")
-    manifest = json.loads((folder / "manifest.json").read_text())
-    attempts = manifest["quantize"]["onnx_int8"]["attempts"]
+    layer in fp32, records every attempt, and stops when it passes or nothing is left."""
+    bundle, _ = smoke_build
+    pipeline = load_pipeline(SMOKE)
+    data = load_data(pipeline.spec.data, TEXT, pipeline.resolve)
+    encoder = TextInputs(bundle, pipeline.spec.data.max_length)
+    fp32 = OnnxModel(bundle / "model.onnx")  # PyTorch's stand-in (equal within 1e-5)
+    reference = held_out_outputs(fp32, encoder, data.test.inputs, Reporter(True), "fp32")
+    strict = GateSpec(max_metric_drop=0.0, min_agreement=1.0)
+    record, outputs = quantize_gated(
+        INT8, [bundle / "model.onnx"], [tmp_path / "model.int8.onnx"], pipeline.spec.quantize,
+        Architecture("bert", 12, 384), TEXT, strict, reference, data.test.inputs,
+        data.test.targets, encoder, Reporter(True))
+    attempts = record["attempts"]
     assert len(attempts) > 1 and attempts[0]["fp32_segments"] == []
     for before, after in zip(attempts, attempts[1:]):
         assert after["fp32_segments"][:-1] == before["fp32_segments"]
         assert after["size_bytes"] >= before["size_bytes"]
-    assert attempts[-1]["passed"] == (result.exit_code == 0)
+        assert not before["passed"]
     assert attempts[-1]["size_bytes"] > attempts[0]["size_bytes"]  # layers really stayed fp32
-    assert "kept in fp32" in (folder / "report.md").read_text()
+    final = record["graphs"]["model.int8.onnx"]
+    assert attempts[-1]["passed"] or len(final["fp32_segments"]) == final["segments"]
+    assert attempts[-1]["metrics"] == TEXT.metrics(outputs, data.test.targets, reference)
 
 
-def test_static_int8_is_calibrated_and_gated(tmp_path):
-    pipeline = write_pipeline(tmp_path, {"quantize": {"mode": "static", "calibration_rows": 32}})
-    result = run_cli("build", str(pipeline), "--output", str(tmp_path / "b"), "--quiet", "--json")
-    assert result.exit_code == 0, result.stderr
-    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
-    record = manifest["quantize"]["onnx_int8"]["graphs"]["model.int8.onnx"]
+def test_static_int8_is_calibrated_and_gated(split_build):
+    manifest = json.loads((split_build.bundle / "manifest.json").read_text())
+    record = manifest["quantize"]["int8"]["graphs"]["model.int8.onnx"]
     assert record["mode"] == "static" and record["fused_operators"] == {}
-    ops = {node.op_type for node in onnx.load(str(tmp_path / "b" / "model.int8.onnx")).graph.node}
+    ops = {node.op_type for node in onnx.load(str(split_build.bundle / "model.int8.onnx")).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops  # activations quantized ahead of time
     assert "DynamicQuantizeLinear" not in ops
-    assert manifest["gate"]["passed"]
+    split = manifest["quantize"]["split-int8"]["graphs"]["top.int8.onnx"]
+    assert split["mode"] == "dynamic"  # the split graphs stay dynamic
+    assert manifest["gate"]["rules"]["int8.max_metric_drop"]["passed"]
 
 
 def test_three_classes_from_a_user_csv(tmp_path):
@@ -186,7 +202,7 @@ def test_three_classes_from_a_user_csv(tmp_path):
         "name": "three-kinds",
         "data": {"source": "reviews.csv", "text_column": "snippet", "label_column": "kind",
                  "sample_rows": 600, "split": {"group_column": "film"}, "drop_empty": True},
-        "gate": {"max_accuracy_drop": 0.05, "min_agreement": 0.85}})
+        "gate": {"max_metric_drop": 0.05, "min_agreement": 0.85}})
     result = run_cli("build", str(pipeline), "--output", str(tmp_path / "b"), "--quiet", "--json")
     assert result.exit_code == 0, result.stderr
     manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,15 +13,17 @@ import pytest
 import torch
 
 from edgefreeze.backbones import load_model
-from edgefreeze.batching import encode
 from edgefreeze.cache import ActivationStore, describe_keyset, fetch_activations
 from edgefreeze.data import load_data
-from edgefreeze.features import CachedFeatures, LiveFeatures
-from edgefreeze.freeze import apply_freeze
+from edgefreeze.freeze import make_plan, stem_digest
+from edgefreeze.freeze.top_k import TopKSpec
 from edgefreeze.progress import Reporter
 from edgefreeze.spec import DataSpec, TrainSpec
-from edgefreeze.train import top_logits, train
-from tests.conftest import SMOKE, run_cli, write_pipeline
+from edgefreeze.train.batching import encode_texts
+from edgefreeze.train.features import CachedFeatures, LiveFeatures
+from edgefreeze.train.inference import model_outputs
+from edgefreeze.train.loop import train
+from tests.conftest import QUICK, SMOKE, TEXT, run_cli, write_pipeline
 
 QUIET = Reporter(quiet=True)
 CPU = torch.device("cpu")
@@ -29,18 +32,27 @@ CPU = torch.device("cpu")
 @pytest.fixture(scope="module")
 def rows():
     return load_data(DataSpec(source="builtin:rotten-tomatoes", sample_rows=120, max_length=40,
-                              split={"validation": 0.0}), Path)
+                              split={"validation": 0.0}), TEXT, Path)
 
 
 def fresh_model(rows, trainable_layers: int):
-    loaded = load_model("builtin:all-MiniLM-L6-v2", rows.label_names, Path, False, seed=0)
-    apply_freeze(loaded.backbone, trainable_layers)
-    return loaded
+    loaded = load_model("builtin:all-MiniLM-L6-v2", TEXT, rows.label_names, Path, False, seed=0)
+    return loaded, make_plan(TopKSpec(trainable_layers=trainable_layers), loaded.backbone)
 
 
-def open_store(root, loaded, boundary, dtype="fp32"):
-    keyset, description = describe_keyset(loaded.backbone, loaded.tokenizer, 40, boundary, dtype)
-    return ActivationStore(root, keyset, description, dtype, loaded.backbone.hidden_size)
+def keyset(loaded, plan, max_length=40, dtype="fp16"):
+    return describe_keyset(stem_digest(loaded.model, plan), loaded.backbone, loaded.tokenizer,
+                           max_length, plan, dtype)
+
+
+def open_store(root, loaded, plan, dtype="fp32"):
+    name, description = keyset(loaded, plan, dtype=dtype)
+    return ActivationStore(root, name, description, dtype, loaded.backbone.hidden_size)
+
+
+def fetch(store, texts, encoded, loaded, plan):
+    keys = [TEXT.example_key(text) for text in texts]
+    return fetch_activations(store, keys, encoded, loaded.backbone, plan, CPU, QUIET)
 
 
 @pytest.mark.parametrize("trainable_layers", [2, 0])
@@ -49,54 +61,55 @@ def test_cached_training_equals_uncached_training(rows, tmp_path, trainable_laye
     spec = TrainSpec(epochs=2, batch_size=16, seed=3, device="cpu", warmup=0.2, precision="fp32")
     results = {}
     for source in ("live", "cached"):
-        loaded = fresh_model(rows, trainable_layers)
-        boundary = loaded.backbone.depth - trainable_layers
-        encoded = encode(loaded.tokenizer, rows.train.texts, 40)
+        loaded, plan = fresh_model(rows, trainable_layers)
+        encoded = encode_texts(loaded.tokenizer, rows.train.inputs, 40)
         if source == "live":
-            features = LiveFeatures(encoded, loaded.backbone, boundary)
+            features = LiveFeatures(encoded, loaded.backbone, plan)
         else:
-            store = open_store(tmp_path, loaded, boundary)
-            arrays, stats = fetch_activations(store, rows.train.texts, encoded, loaded.backbone,
-                                              boundary, CPU, QUIET)
+            store = open_store(tmp_path, loaded, plan)
+            arrays, stats = fetch(store, rows.train.inputs, encoded, loaded, plan)
             assert stats.misses == len(rows.train) and stats.hits == 0
             features = CachedFeatures(arrays)
-        result = train(loaded.backbone, boundary, features, rows.train.labels, None, None, spec,
-                       CPU, QUIET)
-        test_encoded = encode(loaded.tokenizer, rows.test.texts, 40)
-        logits = top_logits(loaded.backbone, 0, LiveFeatures(test_encoded, loaded.backbone, 0),
-                            32, CPU)
+        result = train(loaded.backbone, plan, TEXT, features, rows.train.targets, None, None,
+                       spec, CPU, QUIET)
+        test_encoded = encode_texts(loaded.tokenizer, rows.test.inputs, 40)
+        logits = np.stack(model_outputs(loaded.model, TEXT, test_encoded, 32, CPU))
         results[source] = (np.array(result.step_losses), logits)
     np.testing.assert_allclose(results["cached"][0], results["live"][0], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(results["cached"][1], results["live"][1], atol=1e-4)
 
 
 def test_keyset_changes_with_everything_an_activation_depends_on(rows):
-    loaded = fresh_model(rows, 2)
-    base = describe_keyset(loaded.backbone, loaded.tokenizer, 40, 4, "fp16")[0]
-    assert describe_keyset(loaded.backbone, loaded.tokenizer, 40, 4, "fp16")[0] == base
-    assert describe_keyset(loaded.backbone, loaded.tokenizer, 41, 4, "fp16")[0] != base
-    assert describe_keyset(loaded.backbone, loaded.tokenizer, 40, 3, "fp16")[0] != base
-    assert describe_keyset(loaded.backbone, loaded.tokenizer, 40, 4, "fp32")[0] != base
+    loaded, plan = fresh_model(rows, 2)
+    base = keyset(loaded, plan)[0]
+    assert keyset(loaded, plan)[0] == base
+    assert keyset(loaded, plan, max_length=41)[0] != base
+    assert keyset(loaded, plan, dtype="fp32")[0] != base
+    deeper = make_plan(TopKSpec(trainable_layers=3), loaded.backbone)
+    assert keyset(loaded, deeper)[0] != base
+    head_only = make_plan(TopKSpec(trainable_layers=0), loaded.backbone)
+    assert keyset(loaded, head_only)[1]["kept_rows"] == 1  # the head reads one row
+    plan = make_plan(TopKSpec(trainable_layers=2), loaded.backbone)
     # Training the top does not change the stem's key; touching a stem weight does.
     with torch.no_grad():
         loaded.model.classifier.weight.add_(1.0)
         loaded.model.bert.encoder.layer[5].output.dense.weight.add_(1.0)
-    assert describe_keyset(loaded.backbone, loaded.tokenizer, 40, 4, "fp16")[0] == base
+    assert keyset(loaded, plan)[0] == base
     with torch.no_grad():
         loaded.model.bert.encoder.layer[3].output.dense.weight[0, 0] += 1e-3
-    assert describe_keyset(loaded.backbone, loaded.tokenizer, 40, 4, "fp16")[0] != base
-    loaded.tokenizer.add_tokens(["edgefreezeword"])
-    assert describe_keyset(loaded.backbone, loaded.tokenizer, 40, 3, "fp16")[0] != \
-        describe_keyset(fresh_model(rows, 2).backbone, fresh_model(rows, 2).tokenizer, 40, 3,
-                        "fp16")[0]
+    assert keyset(loaded, plan)[0] != base
+    other, other_plan = fresh_model(rows, 2)
+    before = keyset(other, other_plan)[0]
+    other.tokenizer.add_tokens(["edgefreezeword"])
+    assert keyset(other, other_plan)[0] != before
 
 
 @pytest.mark.parametrize("damage", ["flip", "truncate"])
 def test_corrupted_cache_is_detected_and_recomputed(rows, tmp_path, damage):
-    loaded = fresh_model(rows, 2)
-    encoded = encode(loaded.tokenizer, rows.train.texts, 40)
-    store = open_store(tmp_path, loaded, 4)
-    expected, _ = fetch_activations(store, rows.train.texts, encoded, loaded.backbone, 4, CPU, QUIET)
+    loaded, plan = fresh_model(rows, 2)
+    encoded = encode_texts(loaded.tokenizer, rows.train.inputs, 40)
+    store = open_store(tmp_path, loaded, plan)
+    expected, _ = fetch(store, rows.train.inputs, encoded, loaded, plan)
     expected = [np.array(a) for a in expected]
     store.close()
     shard = next((tmp_path / store.keyset).glob("*.bin"))
@@ -107,16 +120,15 @@ def test_corrupted_cache_is_detected_and_recomputed(rows, tmp_path, damage):
         data = data[: len(data) // 3]
     shard.write_bytes(bytes(data))
 
-    store = open_store(tmp_path, loaded, 4)
-    arrays, stats = fetch_activations(store, rows.train.texts, encoded, loaded.backbone, 4, CPU,
-                                      QUIET)
+    store = open_store(tmp_path, loaded, plan)
+    arrays, stats = fetch(store, rows.train.inputs, encoded, loaded, plan)
     assert stats.corrupt >= 1 and stats.misses == stats.corrupt
     assert stats.hits == len(rows.train) - stats.corrupt
     for got, want in zip(arrays, expected):
         np.testing.assert_allclose(np.asarray(got), want, atol=1e-4)  # batch padding noise
     store.close()
-    store = open_store(tmp_path, loaded, 4)  # the recomputed entries were stored again
-    _, stats = fetch_activations(store, rows.train.texts, encoded, loaded.backbone, 4, CPU, QUIET)
+    store = open_store(tmp_path, loaded, plan)  # the recomputed entries were stored again
+    _, stats = fetch(store, rows.train.inputs, encoded, loaded, plan)
     assert stats.hits == len(rows.train) and stats.corrupt == 0
 
 
@@ -147,24 +159,23 @@ def test_concurrent_writers_leave_a_consistent_cache(tmp_path):
         assert np.all(array == int(key))
 
 
-def test_retrain_passes_only_new_rows_through_the_stem(tmp_path, isolated_cache):
-    pipeline = write_pipeline(tmp_path, {"cache": {"dir": None}})
-    first = run_cli("build", str(pipeline), "--output", str(tmp_path / "v1"), "--quiet", "--json",
-                    "--cache-dir", str(tmp_path / "cache"))
-    assert first.exit_code == 0, first.stderr
+def test_retrain_passes_only_new_rows_through_the_stem(smoke, tmp_path):
+    cache = tmp_path / "cache"
+    shutil.copytree(smoke.cache, cache)  # the first build's cache, as it left it
     new_rows = tmp_path / "new.jsonl"
     extra = [{"text": f"A brand new review, number {i}, {'loved' if i % 2 else 'hated'} it.",
               "category": "fresh" if i % 2 else "rotten"} for i in range(40)]
     new_rows.write_text("".join(json.dumps(row) + "\n" for row in extra))
-    second = run_cli("retrain", str(pipeline), "--add", str(new_rows), "--output",
-                     str(tmp_path / "v2"), "--quiet", "--json", "--cache-dir", str(tmp_path / "cache"))
+    second = run_cli("retrain", str(smoke.pipeline), "--add", str(new_rows), "--output",
+                     str(tmp_path / "v2"), "--quiet", "--json", "--cache-dir", str(cache))
     assert second.exit_code == 0, second.stderr
-    before, after = first.json()["cache"], second.json()["cache"]
+    before, after = smoke.result.json()["cache"], second.json()["cache"]
     assert before["hits"] == 0
     assert after["misses"] == 40 and after["hits"] == before["misses"]
     manifest = json.loads((tmp_path / "v2" / "manifest.json").read_text())
+    first = json.loads((smoke.bundle / "manifest.json").read_text())
     assert manifest["data"]["splits"]["train"]["rows"] == \
-        json.loads((tmp_path / "v1" / "manifest.json").read_text())["data"]["splits"]["train"]["rows"] + 40
+        first["data"]["splits"]["train"]["rows"] + 40
     assert manifest["data"]["sources"]["added_1"]["origin"] == str(new_rows)
 
 
@@ -182,8 +193,9 @@ def test_a_build_on_a_corrupt_cache_index_warns_once_and_runs_uncached(tmp_path)
     cache = tmp_path / "cache"
     cache.mkdir()
     (cache / "index.sqlite").write_text("this is not a database\n")
-    result = run_cli("build", str(SMOKE), "--output", str(tmp_path / "out"), "--quiet", "--json",
-                     "--cache-dir", str(cache))
+    pipeline = write_pipeline(tmp_path, QUICK)
+    result = run_cli("build", str(pipeline), "--output", str(tmp_path / "out"), "--quiet",
+                     "--json", "--cache-dir", str(cache))
     assert result.exit_code == 0, result.stderr
     warnings = [line for line in result.stderr.splitlines() if line.startswith("edgefreeze:")]
     assert len(warnings) == 1 and str(cache / "index.sqlite") in warnings[0]

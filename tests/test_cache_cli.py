@@ -18,7 +18,7 @@ from tests.conftest import run_cli
 
 def filled_store(root, keyset="a" * 24, entries=50, rows=4, width=16):
     store = ActivationStore(root, keyset, {"model_type": "bert", "boundary": 4, "depth": 6,
-                                           "max_length": 32, "kept": "all-tokens"}, "fp16", width)
+                                           "max_length": 32, "kept_rows": None}, "fp16", width)
     rng = np.random.default_rng(0)
     for start in range(0, entries, 10):
         store.write([(f"key{i}", rng.normal(size=(rows, width))) for i in range(start, start + 10)])
@@ -264,16 +264,25 @@ def test_cache_dir_help_says_a_pipeline_can_point_builds_elsewhere():
         assert "cache.dir" in run_cli("cache", command, "--help").stdout
 
 
-def test_a_store_on_a_corrupt_index_warns_once_and_runs_uncached(tmp_path, capsys):
+def test_a_store_on_a_corrupt_index_says_why_once_and_runs_uncached(tmp_path, capsys):
+    """The storage layer prints nothing: it records why it gave up, and the build reports it
+    (test_cache.py shows the build's one warning line)."""
     (tmp_path / "index.sqlite").write_text("this is not a database\n")
     store = ActivationStore(tmp_path, KEYSET, {}, "fp16", 16)
     assert store.lookup(["a", "b"]) == {}
     assert store.write([("a", np.ones((2, 16)))]) == 0
+    first = store.problem
     store.touch(["a"])
     store.forget(["a"])
     store.close()
-    warnings = capsys.readouterr().err.strip().splitlines()
-    assert len(warnings) == 1 and str(tmp_path / "index.sqlite") in warnings[0]
-    assert "edgefreeze cache clear" in warnings[0] and "without the activation cache" in warnings[0]
-    assert store.problem is not None and "corrupt" in store.problem
+    assert capsys.readouterr().err == ""
+    assert store.problem == first and str(tmp_path / "index.sqlite") in first
+    assert "corrupt" in first and "edgefreeze cache clear" in first
+
+
+def test_a_store_refuses_an_activation_of_the_wrong_width(tmp_path):
+    store = ActivationStore(tmp_path, KEYSET, {}, "fp16", 16)
+    with pytest.raises(ValueError, match=r"shape \(2, 8\).*\(rows, 16\)"):
+        store.write([("a", np.ones((2, 8)))])
+    store.close()
     assert not (tmp_path / KEYSET).exists() or list((tmp_path / KEYSET).iterdir()) == []

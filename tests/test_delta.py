@@ -5,78 +5,77 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pytest
 
 from edgefreeze.runtime import Predictor
 from tests.conftest import run_cli, write_pipeline
 
 
-@pytest.mark.parametrize("trainable_layers", [2, 0])
-def test_retrain_changes_only_the_top(tmp_path, trainable_layers):
-    # This test is about what changes between bundles; the gate is loosened because a
-    # head-only model trained on 360 rows has small margins, and 90 held-out rows make one
-    # flipped prediction 1.1 points.
-    pipeline = write_pipeline(tmp_path, {"export": {"split": True},
-                                         "freeze": {"trainable_layers": trainable_layers},
-                                         "gate": {"max_accuracy_drop": 0.08,
-                                                  "min_agreement": 0.85}})
-    first = run_cli("build", str(pipeline), "--output", str(tmp_path / "v1"), "--quiet")
-    assert first.exit_code == 0, first.stderr
+NEW_ROWS = "text,category\n" + "".join(
+    f"\"new review {i}, {'a delight' if i % 2 else 'a chore'}\",{'fresh' if i % 2 else 'rotten'}\n"
+    for i in range(30))
+
+
+def _retrain(pipeline, first, tmp_path):
+    """Retrain `pipeline` on 30 new rows; compare the bundle with `first`."""
     new_rows = tmp_path / "new.csv"
-    new_rows.write_text("text,category\n" + "".join(
-        f"\"new review {i}, {'a delight' if i % 2 else 'a chore'}\",{'fresh' if i % 2 else 'rotten'}\n"
-        for i in range(30)))
+    new_rows.write_text(NEW_ROWS)
     second = run_cli("retrain", str(pipeline), "--add", str(new_rows), "--output",
                      str(tmp_path / "v2"), "--quiet")
     assert second.exit_code == 0, second.stderr
-
-    old, new = (json.loads((tmp_path / v / "manifest.json").read_text())["files"]
-                for v in ("v1", "v2"))
+    old, new = (json.loads((v / "manifest.json").read_text())["files"]
+                for v in (first, tmp_path / "v2"))
     for stem in ("stem.onnx", "stem.int8.onnx"):
         assert old[stem]["sha256"] == new[stem]["sha256"], stem
     for top in ("top.onnx", "top.int8.onnx"):
         assert old[top]["sha256"] != new[top]["sha256"], top
-
-    result = run_cli("diff", str(tmp_path / "v1"), str(tmp_path / "v2"), "--json")
+    result = run_cli("diff", str(first), str(tmp_path / "v2"), "--json")
     assert result.exit_code == 0, result.stderr
-    forms = result.json()["forms"]
-    split = forms["split-int8"]
-    assert split["payload_bytes"] < forms["int8"]["payload_bytes"]
-    if trainable_layers == 2:
-        assert split["payload_share"] < 0.2
-    else:
-        # Head only: the top is the pooler and classifier, kilobytes; with the manifest,
-        # nothing else travels.
-        assert new["top.int8.onnx"]["size"] < 1_000_000
-        assert split["payload_bytes"] - new["top.int8.onnx"]["size"] < 100_000
     assert "unchanged" == result.json()["files"]["stem.int8.onnx"]["status"]
+    return result.json()["forms"], new
 
 
-def test_split_form_runs_on_the_device_and_matches_the_whole(smoke_split):
-    composed = Predictor(smoke_split, variant="fp32").classifier
-    split = Predictor(smoke_split, variant="split-fp32").classifier
+def test_retrain_changes_only_the_top(split_build, tmp_path):
+    forms, _ = _retrain(split_build.pipeline, split_build.bundle, tmp_path)
+    assert forms["split-int8"]["payload_bytes"] < forms["int8"]["payload_bytes"]
+    assert forms["split-int8"]["payload_share"] < 0.2
+
+
+def test_head_only_retrain_ships_kilobytes(tmp_path):
+    # This test is about what changes between bundles; the gate is loosened because a
+    # head-only model trained on 360 rows has small margins, and 90 held-out rows make one
+    # flipped prediction 1.1 points.
+    pipeline = write_pipeline(tmp_path, {"export": {"split": True},
+                                         "freeze": {"trainable_layers": 0},
+                                         "gate": {"max_metric_drop": 0.08,
+                                                  "min_agreement": 0.85}})
+    first = run_cli("build", str(pipeline), "--output", str(tmp_path / "v1"), "--quiet")
+    assert first.exit_code == 0, first.stderr
+    forms, new = _retrain(pipeline, tmp_path / "v1", tmp_path)
+    split = forms["split-int8"]
+    # Head only: the top is the pooler and classifier, kilobytes; with the manifest,
+    # nothing else travels.
+    assert new["top.int8.onnx"]["size"] < 1_000_000
+    assert split["payload_bytes"] - new["top.int8.onnx"]["size"] < 100_000
+
+
+def test_split_form_runs_on_the_device_and_matches_the_whole(split_build):
+    bundle = split_build.bundle
+    composed = Predictor(bundle, "fp32")
+    split = Predictor(bundle, "split-fp32")
     texts = ["a wonderful surprise", "dull and far too long", "not bad at all"]
-    np.testing.assert_allclose(split.logits(texts), composed.logits(texts), atol=1e-4)
-    manifest = json.loads((smoke_split / "manifest.json").read_text())
-    assert {"onnx_split_fp32", "onnx_split_int8"} <= set(manifest["metrics"])
-    assert manifest["gate"]["rules"]["onnx_split_int8.max_accuracy_drop"]["passed"]
+    for text in texts:
+        np.testing.assert_allclose(split.outputs(text), composed.outputs(text), atol=1e-4)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert {"split-fp32", "split-int8"} <= set(manifest["metrics"])
+    assert manifest["gate"]["rules"]["split-int8.max_metric_drop"]["passed"]
 
 
-@pytest.fixture(scope="module")
-def smoke_split(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("split")
-    pipeline = write_pipeline(folder, {"export": {"split": True}, "quantize": {"fp16": True}})
-    result = run_cli("build", str(pipeline), "--output", str(folder / "bundle"), "--quiet")
-    assert result.exit_code == 0, result.stderr
-    return folder / "bundle"
-
-
-def test_fp16_model_for_gpu_targets_is_gated_and_runs(smoke_split):
-    manifest = json.loads((smoke_split / "manifest.json").read_text())
-    assert "onnx_fp16" in manifest["metrics"]
-    assert manifest["gate"]["rules"]["onnx_fp16.min_agreement"]["passed"]
-    assert manifest["sizes"]["onnx_fp16"] < 0.55 * manifest["sizes"]["onnx_fp32"]
-    predictor = Predictor(smoke_split, variant="fp16")
-    fp32 = Predictor(smoke_split, variant="fp32").classifier
-    texts = ["a wonderful surprise", "dull and far too long"]
-    np.testing.assert_allclose(predictor.classifier.logits(texts), fp32.logits(texts), atol=5e-3)
+def test_fp16_model_for_gpu_targets_is_gated_and_runs(split_build):
+    bundle = split_build.bundle
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert "fp16" in manifest["metrics"]
+    assert manifest["gate"]["rules"]["fp16.min_agreement"]["passed"]
+    assert manifest["sizes"]["fp16"] < 0.55 * manifest["sizes"]["fp32"]
+    fp16, fp32 = Predictor(bundle, "fp16"), Predictor(bundle, "fp32")
+    for text in ["a wonderful surprise", "dull and far too long"]:
+        np.testing.assert_allclose(fp16.outputs(text), fp32.outputs(text), atol=5e-3)

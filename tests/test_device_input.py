@@ -43,13 +43,19 @@ def _assert_one_line_error(result, *fragments: str) -> None:
 
 @pytest.mark.parametrize("break_it, fragment", [
     (lambda b: (b / "manifest.json").write_text("[]"), "expected a JSON object"),
-    (lambda b: _edit_manifest(b, lambda m: m.pop("data")), "'data.max_length'"),
+    (lambda b: _edit_manifest(b, lambda m: m.pop("data")), "'data'"),
+    (lambda b: _edit_manifest(b, lambda m: m["data"].pop("max_length")), "'data.max_length'"),
     (lambda b: _edit_manifest(b, lambda m: m["files"]["model.int8.onnx"].pop("sha256")),
      "files.model.int8.onnx"),
-    (lambda b: _edit_manifest(b, lambda m: m.__setitem__("gate", True)), "'gate.passed'"),
+    (lambda b: _edit_manifest(b, lambda m: m.__setitem__("gate", True)), "'gate'"),
+    (lambda b: _edit_manifest(b, lambda m: m.__setitem__("schema_version", 99)),
+     "schema_version 99"),
+    (lambda b: _edit_manifest(b, lambda m: m["task"].__setitem__("outputs", "boxes")),
+     "unknown output kind 'boxes'"),
     (lambda b: (b / "labels.json").write_text('{"id2label": {"0": "fresh", "1": "rotten"}}'),
      "labels.json: sha256 does not match"),
-], ids=["list", "no-data", "no-sha", "gate-not-object", "labels-swapped"])
+], ids=["list", "no-data", "no-max-length", "no-sha", "gate-not-object", "newer-schema",
+        "unknown-task-outputs", "labels-swapped"])
 def test_malformed_bundle_is_one_line_and_exit_2(smoke_build, tmp_path, break_it, fragment):
     bundle = _copy(smoke_build, tmp_path)
     break_it(bundle)

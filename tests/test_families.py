@@ -23,11 +23,11 @@ from transformers import (AutoConfig, AutoModelForSequenceClassification,
                           DistilBertTokenizerFast, ElectraTokenizerFast, RobertaTokenizerFast)
 
 from edgefreeze.backbones import load_model
-from edgefreeze.batching import encode
 from edgefreeze.data.sources import rotten_tomatoes
-from edgefreeze.runtime import Bundle, Predictor
-from edgefreeze.train import torch_logits
-from tests.conftest import run_cli, write_pipeline
+from edgefreeze.runtime import Predictor
+from edgefreeze.train.batching import encode_texts
+from edgefreeze.train.inference import model_outputs
+from tests.conftest import TEXT, run_cli, write_pipeline
 
 MAX_LENGTH = 32
 SHAPE = {"num_hidden_layers": 4, "hidden_size": 64, "num_attention_heads": 4,
@@ -107,7 +107,7 @@ def test_family_builds_gates_and_runs(tmp_path, model_type):
         "export": {"split": True},
         # A random model learns little: int8 only has to roughly follow it. The fp32 rule
         # (max_logit_error) keeps its default: export must be exact for every family.
-        "gate": {"max_accuracy_drop": 0.2, "min_agreement": 0.5,
+        "gate": {"max_metric_drop": 0.2, "min_agreement": 0.5,
                  "sequence_lengths": [5, 19, MAX_LENGTH]}})
     bundle = tmp_path / "bundle"
     result = run_cli("build", str(pipeline), "--output", str(bundle), "--quiet", "--json")
@@ -118,21 +118,22 @@ def test_family_builds_gates_and_runs(tmp_path, model_type):
             "top.int8.onnx", "tokenizer.json"} <= names
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["model"]["model_type"] == model_type
-    assert manifest["metrics"]["onnx_fp32"]["max_logit_error"] < 1e-3
-    assert manifest["metrics"]["onnx_split_fp32"]["max_logit_error"] < 1e-3
+    assert manifest["metrics"]["fp32"]["max_logit_error"] < 1e-3
+    assert manifest["metrics"]["split-fp32"]["max_logit_error"] < 1e-3
     # ONNX Runtime's fusion recognised every layer's attention (the fast int8 kernel).
-    fused = manifest["quantize"]["onnx_int8"]["graphs"]["model.int8.onnx"]["fused_operators"]
+    fused = manifest["quantize"]["int8"]["graphs"]["model.int8.onnx"]["fused_operators"]
     assert fused.get("Attention") == 4, fused
 
     predictions = Predictor(bundle).predict(TEXTS)
     assert [set(p.probabilities) for p in predictions] == [{"rotten", "fresh"}] * len(TEXTS)
     assert all(p.label in ("rotten", "fresh") for p in predictions)
 
-    loaded = Bundle(bundle)
-    composed = loaded.classifier("fp32").logits(TEXTS)
-    split = loaded.classifier("split-fp32").logits(TEXTS)
+    composed = [Predictor(bundle, "fp32").outputs(text) for text in TEXTS]
+    split = [Predictor(bundle, "split-fp32").outputs(text) for text in TEXTS]
     np.testing.assert_allclose(split, composed, atol=1e-4, rtol=0)
-    assert np.isfinite(loaded.classifier("split-int8").logits(TEXTS)).all()
+    assert all(np.isfinite(Predictor(bundle, "split-int8").outputs(t)).all() for t in TEXTS)
+    config = json.loads((bundle / "config.json").read_text())
+    assert config["architectures"][0].endswith("ForSequenceClassification")
 
 
 def test_tokenizer_inputs_the_model_does_not_take_are_dropped(tmp_path):
@@ -147,9 +148,9 @@ def test_tokenizer_inputs_the_model_does_not_take_are_dropped(tmp_path):
                                   max_position_embeddings=MAX_LENGTH, **DISTIL)
     AutoModelForSequenceClassification.from_config(config).save_pretrained(folder)
 
-    loaded = load_model(str(folder), ["rotten", "fresh"], Path, False, 0)
+    loaded = load_model(str(folder), TEXT, ["rotten", "fresh"], Path, False, 0)
     assert "token_type_ids" not in loaded.tokenizer.model_input_names
-    encoded = encode(loaded.tokenizer, TEXTS, MAX_LENGTH)
+    encoded = encode_texts(loaded.tokenizer, TEXTS, MAX_LENGTH)
     assert set(encoded.inputs) == {"input_ids", "attention_mask"}
-    logits = torch_logits(loaded.model, encoded, 2, torch.device("cpu"))
-    assert logits.shape == (len(TEXTS), 2)
+    outputs = model_outputs(loaded.model, TEXT, encoded, 2, torch.device("cpu"))
+    assert [output.shape for output in outputs] == [(2,)] * len(TEXTS)

@@ -52,7 +52,7 @@ def test_predictions_match_the_gated_int8_model(smoke_build):
     predictor = Predictor(bundle)
     texts = ["an absolute joy from start to finish", "lifeless and boring"]
     predictions = predictor.predict(texts)
-    logits = predictor.classifier.logits(texts)
+    logits = np.concatenate([predictor.outputs(text) for text in texts])
     assert [p.label for p in predictions] == [predictor.bundle.labels[i] for i in logits.argmax(1)]
     for p in predictions:
         assert abs(sum(p.probabilities.values()) - 1) < 1e-6
@@ -70,7 +70,7 @@ def test_tampered_model_is_refused(smoke_build, tmp_path):
     result = run_cli("predict", str(copy), "hello")
     assert result.exit_code == 2 and "altered" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
-    Predictor(copy, variant="fp32")  # the untouched fp32 model still verifies
+    Predictor(copy, "fp32")  # the untouched fp32 model still verifies
 
 
 def test_bundle_that_failed_the_gate_is_refused(smoke_build, tmp_path):
@@ -91,7 +91,7 @@ def test_optimum_loads_the_bundle_and_agrees(smoke_build, file_name):
     from transformers import AutoTokenizer
 
     bundle, _ = smoke_build
-    predictor = Predictor(bundle, variant="int8" if "int8" in file_name else "fp32")
+    predictor = Predictor(bundle, "int8" if "int8" in file_name else "fp32")
     options = session_options(config=predictor.bundle.session_config)  # as the manifest says
     model = ORTModelForSequenceClassification.from_pretrained(bundle, file_name=file_name,
                                                               session_options=options)
@@ -102,8 +102,7 @@ def test_optimum_loads_the_bundle_and_agrees(smoke_build, file_name):
         encoded = tokenizer([text], return_tensors="np", truncation=True,
                             max_length=predictor.bundle.max_length)
         logits = model(**encoded).logits
-        np.testing.assert_allclose(np.asarray(logits), predictor.classifier.logits([text]),
-                                   atol=1e-5)
+        np.testing.assert_allclose(np.asarray(logits), predictor.outputs(text), atol=1e-5)
         assert model.config.id2label[int(np.argmax(logits))] == predictor.predict([text])[0].label
 
 

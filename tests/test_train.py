@@ -8,25 +8,29 @@ import numpy as np
 import torch
 
 from edgefreeze.backbones import load_model
-from edgefreeze.batching import encode
 from edgefreeze.data import load_data
-from edgefreeze.features import LiveFeatures
-from edgefreeze.freeze import apply_freeze
+from edgefreeze.freeze import make_plan
+from edgefreeze.freeze.top_k import TopKSpec
 from edgefreeze.progress import Reporter
-from edgefreeze.runtime.classifier import load_tokenizer
+from edgefreeze.runtime import load_tokenizer
 from edgefreeze.spec import DataSpec, TrainSpec
-from edgefreeze.train import train
+from edgefreeze.train.batching import encode_texts
+from edgefreeze.train.features import LiveFeatures
+from edgefreeze.train.loop import train
+from tests.conftest import TEXT
 
 
 def short_run(seed: int):
-    data = load_data(DataSpec(source="builtin:rotten-tomatoes", sample_rows=80, max_length=32), Path)
-    loaded = load_model("builtin:all-MiniLM-L6-v2", data.label_names, Path, False, seed)
+    data = load_data(DataSpec(source="builtin:rotten-tomatoes", sample_rows=80, max_length=32),
+                     TEXT, Path)
+    loaded = load_model("builtin:all-MiniLM-L6-v2", TEXT, data.label_names, Path, False, seed)
     frozen_before = {k: v.clone() for k, v in loaded.model.bert.embeddings.state_dict().items()}
-    apply_freeze(loaded.backbone, 1)
-    encoded = encode(loaded.tokenizer, data.train.texts, 32)
+    plan = make_plan(TopKSpec(trainable_layers=1), loaded.backbone)
+    assert plan.boundary == 5
+    encoded = encode_texts(loaded.tokenizer, data.train.inputs, 32)
     spec = TrainSpec(epochs=1, batch_size=16, seed=seed, device="cpu")
-    features = LiveFeatures(encoded, loaded.backbone, boundary=5)
-    result = train(loaded.backbone, 5, features, data.train.labels, None, None, spec,
+    features = LiveFeatures(encoded, loaded.backbone, plan)
+    result = train(loaded.backbone, plan, TEXT, features, data.train.targets, None, None, spec,
                    torch.device("cpu"), Reporter(quiet=True))
     return loaded, result, frozen_before
 
@@ -39,7 +43,7 @@ def test_same_seed_same_model_and_losses():
         assert torch.equal(a, b), name
     after = first.model.bert.embeddings.state_dict()
     assert all(torch.equal(frozen[k], after[k]) for k in frozen)
-    top_before = load_model("builtin:all-MiniLM-L6-v2", ["a", "b"], Path, False, 1).model
+    top_before = load_model("builtin:all-MiniLM-L6-v2", TEXT, ["a", "b"], Path, False, 1).model
     assert not torch.equal(top_before.bert.encoder.layer[5].output.dense.weight,
                            first.model.bert.encoder.layer[5].output.dense.weight)
 
@@ -52,11 +56,11 @@ def test_other_seed_other_losses():
 
 def test_runtime_tokenizer_matches_training_tokenizer(tmp_path):
     """The device tokenizes with `tokenizers` alone; it must see the ids training saw."""
-    data = load_data(DataSpec(source="builtin:rotten-tomatoes", sample_rows=200), Path)
-    loaded = load_model("builtin:all-MiniLM-L6-v2", data.label_names, Path, False, 0)
+    data = load_data(DataSpec(source="builtin:rotten-tomatoes", sample_rows=200), TEXT, Path)
+    loaded = load_model("builtin:all-MiniLM-L6-v2", TEXT, data.label_names, Path, False, 0)
     loaded.tokenizer.save_pretrained(tmp_path)
-    texts = data.train.texts + ["", "x" * 2000, "Ünïcödé — “quotes” and emoji 🎬"]
-    expected = encode(loaded.tokenizer, texts, 24)
+    texts = data.train.inputs + ["", "x" * 2000, "Ünïcödé — “quotes” and emoji 🎬"]
+    expected = encode_texts(loaded.tokenizer, texts, 24)
     tokenizer = load_tokenizer(tmp_path / "tokenizer.json", 24)
     for i, text in enumerate(texts):
         assert tokenizer.encode(text).ids == expected.inputs["input_ids"][i].tolist(), text

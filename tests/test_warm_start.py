@@ -3,24 +3,28 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
 
 from edgefreeze.backbones import load_model
-from edgefreeze.freeze import apply_freeze
-from edgefreeze.warm_start import load_trainable
-from tests.conftest import SMOKE, run_cli, write_pipeline
+from edgefreeze.freeze import make_plan, stem_digest
+from edgefreeze.freeze.top_k import TopKSpec
+from edgefreeze.train.warm_start import load_trainable
+from tests.conftest import SMOKE, TEXT, run_cli, write_pipeline
 
 
 def test_bundle_weights_are_loaded_exactly(smoke_build):
     bundle, _ = smoke_build
     saved = load_file(str(bundle / "trainable.safetensors"))
-    loaded = load_model("builtin:all-MiniLM-L6-v2", ["rotten", "fresh"], Path, False, seed=99)
-    apply_freeze(loaded.backbone, 2)
+    loaded = load_model("builtin:all-MiniLM-L6-v2", TEXT, ["rotten", "fresh"], Path, False,
+                        seed=99)
+    plan = make_plan(TopKSpec(trainable_layers=2), loaded.backbone)
     before = loaded.model.classifier.weight.detach().clone()
-    load_trainable(loaded, bundle, ["rotten", "fresh"], 2)
+    load_trainable(loaded.model, plan, stem_digest(loaded.model, plan), TEXT.name, bundle,
+                   ["rotten", "fresh"])
     state = dict(loaded.model.named_parameters())
     assert set(saved) == {n for n, p in state.items() if p.requires_grad}
     for name, tensor in saved.items():
@@ -48,7 +52,9 @@ def test_retrain_from_an_incompatible_bundle_is_refused(smoke_build, tmp_path):
     result = run_cli("retrain", str(pipeline), "--add", str(new_rows), "--from", str(bundle),
                      "--output", str(tmp_path / "v2"), "--quiet")
     assert result.exit_code == 2
-    assert "trained 2 layers" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert "top_k (trainable_layers=2)" in result.stderr, result.stderr
+    assert "top_k (trainable_layers=1)" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "v2").exists()
 
 
@@ -60,3 +66,19 @@ def test_retrain_from_a_folder_that_is_not_a_bundle_names_the_option(tmp_path):
     assert result.exit_code == 2
     assert result.stderr.startswith("edgefreeze: error: --from: ")
     assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "v2").exists()
+
+
+def test_retrain_from_a_bundle_of_other_weights_is_refused(smoke_build, tmp_path):
+    """Same architecture and shapes, other frozen weights (a hub model of the same shape,
+    say): its trained top would sit on the wrong stem."""
+    copy = tmp_path / "other"
+    shutil.copytree(smoke_build[0], copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["model"]["stem_sha256"] = "0" * 64
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    new_rows = tmp_path / "new.csv"
+    new_rows.write_text("text,category\nfresh and funny,fresh\n")
+    result = run_cli("retrain", str(SMOKE), "--add", str(new_rows), "--from", str(copy),
+                     "--output", str(tmp_path / "v2"), "--quiet")
+    assert result.exit_code == 2 and "another frozen stem" in result.stderr, result.stderr
+    assert not (tmp_path / "v2").exists()

@@ -2,6 +2,7 @@
 
 from edgefreeze.backbones import families as _families  # noqa: F401  (registers the families)
 from edgefreeze.backbones.loader import LoadedModel, load_model
-from edgefreeze.backbones.registry import Backbone, backbone_for, supported_model_types
+from edgefreeze.backbones.registry import FAMILIES, Backbone, backbone_for, supported_model_types
 
-__all__ = ["Backbone", "LoadedModel", "backbone_for", "load_model", "supported_model_types"]
+__all__ = ["FAMILIES", "Backbone", "LoadedModel", "backbone_for", "load_model",
+           "supported_model_types"]

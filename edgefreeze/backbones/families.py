@@ -5,25 +5,19 @@ from __future__ import annotations
 import torch
 from transformers.modeling_attn_mask_utils import _prepare_4d_attention_mask_for_sdpa
 
-from edgefreeze.backbones.registry import Backbone, register
+from edgefreeze.backbones.registry import FAMILIES, Backbone
 
 
-@register("bert")
+@FAMILIES.register("bert")
 class BertBackbone(Backbone):
     embeddings = "bert.embeddings"
     layers = "bert.encoder.layer"
-    head = ("bert.pooler", "classifier")
-
-    def classify(self, hidden: torch.Tensor) -> torch.Tensor:
-        model = self.model
-        return model.classifier(model.dropout(model.bert.pooler(hidden)))
 
 
-@register("roberta", "xlm-roberta", "camembert")
+@FAMILIES.register("roberta", "xlm-roberta", "camembert")
 class RobertaBackbone(Backbone):
     embeddings = "roberta.embeddings"
     layers = "roberta.encoder.layer"
-    head = ("classifier",)
 
     @property
     def max_tokens(self) -> int:
@@ -31,11 +25,10 @@ class RobertaBackbone(Backbone):
         return self.model.config.max_position_embeddings - self.model.config.pad_token_id - 1
 
 
-@register("electra")
+@FAMILIES.register("electra")
 class ElectraBackbone(Backbone):
     embeddings = "electra.embeddings"
     layers = "electra.encoder.layer"
-    head = ("classifier",)
 
     def embed(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         hidden = super().embed(inputs)
@@ -43,11 +36,10 @@ class ElectraBackbone(Backbone):
         return project(hidden) if project is not None else hidden
 
 
-@register("distilbert")
+@FAMILIES.register("distilbert")
 class DistilBertBackbone(Backbone):
     embeddings = "distilbert.embeddings"
     layers = "distilbert.transformer.layer"
-    head = ("pre_classifier", "classifier")
 
     def embed(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.embedding_module()(inputs["input_ids"])
@@ -60,8 +52,3 @@ class DistilBertBackbone(Backbone):
 
     def run_layer(self, layer, hidden, mask):
         return layer(hidden, attn_mask=mask)[-1]
-
-    def classify(self, hidden: torch.Tensor) -> torch.Tensor:
-        model = self.model
-        pooled = torch.relu(model.pre_classifier(hidden[:, 0]))
-        return model.classifier(model.dropout(pooled))

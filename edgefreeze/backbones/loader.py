@@ -14,12 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerBase
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
 from transformers import logging as hf_logging
 
 from edgefreeze.backbones.registry import Backbone, backbone_for
 from edgefreeze.errors import ConfigError
 from edgefreeze.hashing import file_sha256
+from edgefreeze.tasks import Task
 
 BUILTIN_PREFIX = "builtin:"
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -45,12 +46,14 @@ class LoadedModel:
     model: torch.nn.Module
     tokenizer: PreTrainedTokenizerBase
     backbone: Backbone
-    source: dict[str, str]  # for the manifest: spec, resolved location, weights sha256
+    source: dict[str, str | None]  # for the manifest: spec, location, weights sha256, revision
 
 
-def load_model(spec: str, label_names: list[str], resolve, trust_remote_code: bool,
-               seed: int) -> LoadedModel:
-    """Load tokenizer and classification model; the new head is initialised under `seed`."""
+def load_model(spec: str, task: Task, label_names: list[str], resolve, trust_remote_code: bool,
+               seed: int, max_length: int | None = None) -> LoadedModel:
+    """Load the tokenizer and the model with the task's head (`task.model_class`); the new
+    head is initialised under `seed`. `max_length` (data.max_length) must fit the model's
+    position table."""
     location, local = _locate(spec, resolve)
     weights_sha = _weights_sha256(location) if local else "hub"
     if spec.startswith(BUILTIN_PREFIX):
@@ -66,7 +69,7 @@ def load_model(spec: str, label_names: list[str], resolve, trust_remote_code: bo
     try:
         tokenizer = AutoTokenizer.from_pretrained(location, local_files_only=local,
                                                   trust_remote_code=trust_remote_code)
-        model = AutoModelForSequenceClassification.from_pretrained(
+        model = task.model_class.from_pretrained(
             location, num_labels=len(label_names), id2label=id2label,
             label2id={name: i for i, name in id2label.items()},
             local_files_only=local, trust_remote_code=trust_remote_code,
@@ -79,9 +82,15 @@ def load_model(spec: str, label_names: list[str], resolve, trust_remote_code: bo
         raise ConfigError(f"model: {spec!r} has no fast tokenizer (tokenizer.json); the device "
                           "runtime needs one")
     _keep_model_inputs(tokenizer, model)
-    return LoadedModel(model=model, tokenizer=tokenizer, backbone=backbone_for(model),
+    # A hub model's weights file is not on disk to digest: record the commit it came from.
+    revision = None if local else getattr(model.config, "_commit_hash", None)
+    backbone = backbone_for(model, task)
+    if max_length is not None and max_length > backbone.max_tokens:
+        raise ConfigError(f"data.max_length: {max_length} is more than the "
+                          f"{backbone.max_tokens} tokens {spec} takes")
+    return LoadedModel(model=model, tokenizer=tokenizer, backbone=backbone,
                        source={"spec": spec, "location": str(location),
-                               "weights_sha256": weights_sha})
+                               "weights_sha256": weights_sha, "revision": revision})
 
 
 def _keep_model_inputs(tokenizer: PreTrainedTokenizerBase, model: torch.nn.Module) -> None:

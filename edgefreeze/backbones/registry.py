@@ -1,8 +1,11 @@
-"""Architecture adapters: where a model family keeps its embeddings, layers and head.
+"""Architecture adapters: where a model family keeps its embeddings and layers, and how
+its layers are called.
 
 One small declarative class per family, registered for the `model_type`s it serves (the
-pattern of Optimum's exporter configs). Adding a family means adding a class here; the
-freezing, training and export machinery never changes.
+pattern of Optimum's exporter configs). Adding a family means adding a class here and a
+head in each task that supports it; the freezing, training and export machinery never
+changes. The head comes from the task (`edgefreeze.tasks`), since it is the task that
+decides what the last hidden states become.
 """
 
 from __future__ import annotations
@@ -14,37 +17,28 @@ from torch import nn
 from transformers.modeling_attn_mask_utils import _prepare_4d_attention_mask_for_sdpa
 
 from edgefreeze.errors import ConfigError
+from edgefreeze.registry import Registry
+from edgefreeze.tasks import Head, Task
 
-_REGISTRY: dict[str, type[Backbone]] = {}
-
-
-def register(*model_types: str):
-    """Class decorator: serve these `config.model_type` values with the class."""
-
-    def decorate(cls: type[Backbone]) -> type[Backbone]:
-        for model_type in model_types:
-            _REGISTRY[model_type] = cls
-        return cls
-
-    return decorate
+FAMILIES: Registry[type[Backbone]] = Registry("architecture")
 
 
 class Backbone:
-    """A sequence-classification model seen as embeddings -> layer stack -> head.
+    """A Hugging Face model seen as embeddings -> layer stack -> the task's head.
 
-    Subclasses declare dotted attribute paths into the Hugging Face model and how their
-    head reads the last hidden states; the defaults fit the BERT layer API. `stem` and
-    `top` split the model's own forward pass at a layer boundary:
+    Subclasses declare dotted attribute paths into the model; the defaults fit the BERT
+    layer API. `stem` and `top` split the model's own forward pass at a layer boundary:
     `top(stem(x, b), mask, b) == model(**x).logits` for every boundary b.
     """
 
     embeddings: ClassVar[str]
     layers: ClassVar[str]
-    head: ClassVar[tuple[str, ...]]
     fusion_type: ClassVar[str] = "bert"  # ONNX Runtime optimizer's model_type for fusion
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, head: Head, head_rows: int | None) -> None:
         self.model = model
+        self.head = head
+        self.head_rows = head_rows  # leading rows of the hidden states the head reads
 
     def embedding_module(self) -> nn.Module:
         return self.model.get_submodule(self.embeddings)
@@ -53,7 +47,7 @@ class Backbone:
         return self.model.get_submodule(self.layers)
 
     def head_modules(self) -> list[nn.Module]:
-        return [self.model.get_submodule(path) for path in self.head]
+        return [self.model.get_submodule(path) for path in self.head.modules]
 
     @property
     def depth(self) -> int:
@@ -78,15 +72,15 @@ class Backbone:
 
     def top(self, hidden: torch.Tensor, attention_mask: torch.Tensor,
             boundary: int) -> torch.Tensor:
-        """Logits (batch, labels) from the hidden states at `boundary`.
+        """The head's outputs from the hidden states at `boundary`.
 
-        With boundary == depth only the head runs, and it reads the first token alone, so
-        `hidden` may be just (batch, 1, hidden): what head-only caching stores.
+        With boundary == depth only the head runs, and it reads the first `head_rows` rows,
+        so `hidden` may be just those: what head-only caching stores.
         """
         mask = self.layer_mask(attention_mask, hidden.dtype)
         for layer in self.layer_stack()[boundary:]:
             hidden = self.run_layer(layer, hidden, mask)
-        return self.classify(hidden)
+        return self.head.run(self.model, hidden)
 
     def embed(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.embedding_module()(input_ids=inputs["input_ids"],
@@ -106,20 +100,21 @@ class Backbone:
                   mask: torch.Tensor | None) -> torch.Tensor:
         return layer(hidden, attention_mask=mask)[0]
 
-    def classify(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Logits from last hidden states; heads that read the whole sequence's first token."""
-        return self.model.get_submodule(self.head[-1])(hidden)
 
-
-def backbone_for(model: nn.Module) -> Backbone:
-    """The adapter for a loaded model, or a `ConfigError` naming the supported families."""
+def backbone_for(model: nn.Module, task: Task) -> Backbone:
+    """The adapter for a loaded model with the task's head, or a `ConfigError` naming the
+    supported families."""
     model_type = getattr(model.config, "model_type", None)
-    if model_type not in _REGISTRY:
-        known = ", ".join(sorted(_REGISTRY))
+    family = FAMILIES.get(model_type)
+    if family is None:
         raise ConfigError(f"model: architecture {model_type!r} is not supported yet "
-                          f"(supported: {known})")
-    return _REGISTRY[model_type](model)
+                          f"(supported: {', '.join(FAMILIES.names())})")
+    head = task.heads.get(model_type)
+    if head is None:
+        raise ConfigError(f"task: {task.name} has no head for architecture {model_type!r} "
+                          f"(it has: {', '.join(sorted(task.heads))})")
+    return family(model, head, task.head_rows)
 
 
 def supported_model_types() -> list[str]:
-    return sorted(_REGISTRY)
+    return FAMILIES.names()

@@ -7,19 +7,25 @@ from collections.abc import Callable
 from pathlib import Path
 
 from edgefreeze.cache.activations import CacheStats, fetch_activations
-from edgefreeze.cache.keys import describe_keyset, text_key
+from edgefreeze.cache.keys import describe_keyset
 from edgefreeze.cache.store import ActivationStore
 from edgefreeze.errors import ConfigError
+from edgefreeze.spec import CacheSpec
 
-__all__ = ["ActivationStore", "CacheStats", "cache_root", "describe_keyset", "fetch_activations",
-           "text_key"]
+__all__ = ["ActivationStore", "CacheStats", "cache_root", "describe_keyset", "fetch_activations"]
 
 
-def cache_root(option: str | Path | None, pipeline_dir: str | None,
-               resolve: Callable[[str], Path]) -> Path:
+def cache_root(option: str | Path | None, settings: CacheSpec | None,
+               resolve: Callable[[str], Path], enabled: bool | None = None) -> Path | None:
     """Where the cache lives: --cache-dir, else $EDGEFREEZE_CACHE_DIR, else the pipeline's
     cache.dir, else $XDG_CACHE_HOME/edgefreeze (~/.cache/edgefreeze). A setting that
-    names a file (or a path under one) is exit 2, naming the setting."""
+    names a file (or a path under one) is exit 2, naming the setting. None when the cache
+    is off (`enabled`, the command line's say, else the pipeline's `cache.enabled`)."""
+    if enabled is None:
+        enabled = settings.enabled if settings else True
+    if not enabled:
+        return None
+    pipeline_dir = settings.dir if settings else None
     if option:
         return _folder(Path(option).expanduser(), "--cache-dir")
     if os.environ.get("EDGEFREEZE_CACHE_DIR"):

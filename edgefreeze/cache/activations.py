@@ -8,10 +8,10 @@ import numpy as np
 import torch
 
 from edgefreeze.backbones import Backbone
-from edgefreeze.batching import Encoded
-from edgefreeze.cache.keys import text_key
 from edgefreeze.cache.store import ActivationStore
+from edgefreeze.freeze import FreezePlan
 from edgefreeze.progress import Reporter
+from edgefreeze.train.batching import Encoded
 
 SHARD_EXAMPLES = 4096  # write (and so keep) progress every this many computed examples
 
@@ -32,15 +32,15 @@ class CacheStats:
         self.problem = self.problem or other.problem
 
 
-def fetch_activations(store: ActivationStore, texts: list[str], encoded: Encoded,
-                      backbone: Backbone, boundary: int, device: torch.device,
+def fetch_activations(store: ActivationStore, keys: list[str], encoded: Encoded,
+                      backbone: Backbone, plan: FreezePlan, device: torch.device,
                       reporter: Reporter, batch_size: int = 64,
                       desc: str = "cache") -> tuple[list[np.ndarray], CacheStats]:
-    """Per text, its (tokens, hidden) stem activation ((1, hidden) for head-only)."""
-    keys = [text_key(text) for text in texts]
+    """Per example (named by its content key), its (rows, hidden) stem activation at the
+    plan's boundary: every token's row, or only the rows the top reads (`kept_rows`)."""
     stats = CacheStats()
     found = store.lookup(keys)
-    arrays: list[np.ndarray | None] = [None] * len(texts)
+    arrays: list[np.ndarray | None] = [None] * len(keys)
     loaded: dict[str, np.ndarray] = {}
     bad: list[str] = []
     for key, entry in found.items():
@@ -62,7 +62,6 @@ def fetch_activations(store: ActivationStore, texts: list[str], encoded: Encoded
             missing[key] = index
     store.touch(list(loaded))
 
-    first_token = boundary == backbone.depth
     todo = sorted(missing.values(), key=lambda i: len(encoded.inputs["input_ids"][i]))
     computed: dict[str, np.ndarray] = {}
     pending: list[tuple[str, np.ndarray]] = []
@@ -72,10 +71,10 @@ def fetch_activations(store: ActivationStore, texts: list[str], encoded: Encoded
     for indices in reporter.progress(batches, total=len(batches), desc=desc) if batches else ():
         inputs = {k: torch.from_numpy(v).to(device) for k, v in encoded.batch(indices).items()}
         with torch.inference_mode():
-            hidden = backbone.stem(inputs, boundary).float().cpu().numpy()
+            hidden = backbone.stem(inputs, plan.boundary).float().cpu().numpy()
         for row, index in enumerate(indices):
-            length = 1 if first_token else len(encoded.inputs["input_ids"][index])
-            array = hidden[row, :length].astype(store.dtype)
+            length = len(encoded.inputs["input_ids"][index])
+            array = hidden[row, :min(length, plan.kept_rows or length)].astype(store.dtype)
             computed[keys[index]] = array
             pending.append((keys[index], array))
         if len(pending) >= SHARD_EXAMPLES:

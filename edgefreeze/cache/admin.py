@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -71,6 +72,22 @@ def _keyset_folder(root: Path, keyset: str) -> Path | None:
     return root / keyset
 
 
+@dataclass(frozen=True)
+class _Keyset:
+    """A key set's row in the index, and the bytes of one activation row (one token)."""
+
+    description: str
+    dtype: str
+    row_bytes: int
+
+
+def _keysets(db: sqlite3.Connection) -> dict[str, _Keyset]:
+    """Every key set of the index, oldest first."""
+    return {keyset: _Keyset(description, dtype, width * DTYPES[dtype].itemsize)
+            for keyset, description, dtype, width in db.execute(
+                "SELECT keyset, description, dtype, width FROM keysets ORDER BY created")}
+
+
 def stats(root: Path) -> dict:
     """Entries and bytes per key set, and what each key set stands for. Read-only: works
     on a cache the user cannot write, and creates nothing where there is no cache."""
@@ -82,16 +99,15 @@ def stats(root: Path) -> dict:
             return result
         try:
             keysets = []
-            for keyset, description, dtype, width in db.execute(
-                    "SELECT keyset, description, dtype, width FROM keysets ORDER BY created"):
+            for keyset, info in _keysets(db).items():
                 entries, rows, last_used = db.execute(
                     "SELECT COUNT(*), COALESCE(SUM(rows), 0), MAX(last_used) FROM entries "
                     "WHERE keyset = ?", (keyset,)).fetchone()
                 folder = _keyset_folder(root, keyset)
                 disk = sum(p.stat().st_size for p in _shards(folder)) if folder else 0
-                keysets.append({"keyset": keyset, "description": json.loads(description),
-                                "dtype": dtype, "entries": entries,
-                                "bytes": int(rows) * width * DTYPES[dtype].itemsize,
+                keysets.append({"keyset": keyset, "description": json.loads(info.description),
+                                "dtype": info.dtype, "entries": entries,
+                                "bytes": int(rows) * info.row_bytes,
                                 "disk_bytes": disk, "last_used": last_used})
         finally:
             db.close()
@@ -110,23 +126,21 @@ def verify(root: Path) -> dict:
         if db is None:
             return {"dir": str(root), "checked": 0, "corrupt": 0}
         try:
-            widths = {k: (w, DTYPES[d]) for k, d, w in db.execute(
-                "SELECT keyset, dtype, width FROM keysets")}
+            keysets = _keysets(db)
             maps: dict[Path, np.ndarray | None] = {}
             for keyset, key, shard, offset, rows, digest in db.execute(
                     "SELECT keyset, key, shard, offset, rows, checksum FROM entries").fetchall():
                 checked += 1
                 folder = _keyset_folder(root, keyset)
-                if keyset not in widths or folder is None or not SHARD_NAME.fullmatch(shard):
+                if keyset not in keysets or folder is None or not SHARD_NAME.fullmatch(shard):
                     bad.append((keyset, key))
                     continue
-                width, dtype = widths[keyset]
                 path = folder / shard
                 if path not in maps:
                     maps[path] = np.memmap(path, dtype=np.uint8, mode="r") if path.is_file() \
                         and path.stat().st_size else None
                 data = maps[path]
-                size = rows * width * dtype.itemsize
+                size = rows * keysets[keyset].row_bytes
                 if data is None or offset + size > data.size or \
                         checksum(data[offset:offset + size]) != digest:
                     bad.append((keyset, key))
@@ -165,8 +179,7 @@ def _prune(root: Path, older_than_days: float | None, max_bytes: int | None) -> 
                 removed += db.execute("DELETE FROM entries WHERE last_used < ?",
                                       (cutoff,)).rowcount
             if max_bytes is not None:
-                sizes = {k: w * DTYPES[d].itemsize for k, d, w in db.execute(
-                    "SELECT keyset, dtype, width FROM keysets")}
+                sizes = {k: info.row_bytes for k, info in _keysets(db).items()}
                 entries = db.execute("SELECT keyset, key, rows FROM entries "
                                      "ORDER BY last_used DESC").fetchall()
                 total, doomed = 0, []
@@ -239,7 +252,7 @@ def _indexed_keysets(root: Path) -> set[str]:
         if db is None:
             return set()
         try:
-            return {keyset for (keyset,) in db.execute("SELECT keyset FROM keysets")}
+            return set(_keysets(db))
         finally:
             db.close()
     except (sqlite3.Error, OSError):
@@ -251,11 +264,11 @@ def _reclaim(root: Path, db, indexed: set[tuple[str, str]]) -> None:
 
     A shard that was never `indexed` and is younger than ORPHAN_GRACE_S may be a running
     build's, written but not yet indexed, so it is kept until the grace period ends."""
-    for keyset, dtype, width in db.execute("SELECT keyset, dtype, width FROM keysets").fetchall():
+    for keyset, info in _keysets(db).items():
         folder = _keyset_folder(root, keyset)
         if folder is None or not folder.is_dir():
             continue
-        item = DTYPES[dtype].itemsize * width
+        item = info.row_bytes
         live = dict(db.execute("SELECT shard, SUM(rows) FROM entries WHERE keyset = ? "
                                "GROUP BY shard", (keyset,)).fetchall())
         for path in _shards(folder):

@@ -14,8 +14,9 @@ Why this shape:
   page cache keeps them warm across epochs and builds.
 - Every entry carries a BLAKE2b checksum, checked when a build loads it; a bad or
   truncated entry is dropped and recomputed, never trained on.
-- A cache is only a cache: when the index is corrupt or the folder cannot be written, a
-  build warns once (naming the file and the fix) and runs without it, never fails.
+- A cache is only a cache: when the index is corrupt or the folder cannot be written, the
+  store says why once (`problem`, which the build reports, naming the file and the fix)
+  and the build runs without it, never fails.
 
 The cache owns exactly INDEX_FILES and, in its key-set folders, the files named like
 SHARD_NAME; `edgefreeze cache clear` and `prune` never touch anything else.
@@ -30,7 +31,6 @@ import os
 import re
 import shlex
 import sqlite3
-import sys
 import time
 import uuid
 from collections.abc import Iterable, Sequence
@@ -106,11 +106,11 @@ class ActivationStore:
             self.db = None
 
     def _give_up(self, exc: BaseException) -> None:
-        """Stop using the cache for the rest of this run: warn once, then every lookup
-        misses and nothing is written, so the caller computes everything live."""
+        """Stop using the cache for the rest of this run: record why (the first reason),
+        then every lookup misses and nothing is written, so the caller computes everything
+        live and reports `problem`."""
         if self.problem is None:
             self.problem = str(cache_problem(self.root, exc))
-            warn(f"{self.problem}; running without the activation cache")
         if self.db is not None:
             try:
                 self.db.close()
@@ -180,7 +180,9 @@ class ActivationStore:
         arrays = []
         for key, array in items:
             data = np.ascontiguousarray(array, dtype=self.dtype)
-            assert data.ndim == 2 and data.shape[1] == self.width, data.shape
+            if data.ndim != 2 or data.shape[1] != self.width:
+                raise ValueError(f"activation {key}: shape {data.shape}, but this key set "
+                                 f"stores (rows, {self.width}) arrays")
             arrays.append(data)
             rows.append((self.keyset, key, shard, offset, data.shape[0], checksum(data), now, now))
             offset += data.nbytes
@@ -291,13 +293,3 @@ def cache_problem(root: Path, exc: BaseException) -> CacheError:
         return CacheError(f"{path}: {reason}", exit_code=3)
     return CacheError(f"{root}: {type(exc).__name__}: {exc}", exit_code=3)
 
-
-def warn(message: str) -> None:
-    """One warning line on stderr, clear of any progress bar (shown even with --quiet)."""
-    line = f"edgefreeze: warning: {message}"
-    try:
-        from tqdm import tqdm
-    except ModuleNotFoundError:
-        print(line, file=sys.stderr, flush=True)
-    else:
-        tqdm.write(line, file=sys.stderr)

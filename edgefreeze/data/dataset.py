@@ -1,11 +1,18 @@
-"""Turn a pipeline's `data` section into labelled train / validation / test splits."""
+"""Turn a pipeline's `data` section into labelled train / validation / test splits.
+
+Which columns a row's input and target come from, and what they are, is the task's
+business (`Task.example`); reading, sampling, label maps, group-aware splitting and the
+checks that name the file and row live here, the same for every task.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -13,23 +20,25 @@ from edgefreeze.data.sources import Table, read_file, read_source
 from edgefreeze.data.split import split_indices
 from edgefreeze.errors import ConfigError
 from edgefreeze.spec import DataSpec
+from edgefreeze.tasks import MissingValue, Task
 
 
 @dataclass(frozen=True)
 class Split:
-    """One split: texts and integer label ids of equal length."""
+    """One split: the examples' inputs, and their targets as label ids (the task decides
+    their form: for text classification an (n,) int64 array)."""
 
-    texts: list[str]
-    labels: np.ndarray  # (n,) int64 ids into LabelledData.label_names
+    inputs: list[Any]
+    targets: Any
 
     def __len__(self) -> int:
-        return len(self.texts)
+        return len(self.inputs)
 
     def fingerprint(self) -> str:
         """sha256 of the split's rows in order: two equal fingerprints mean equal data."""
         digest = hashlib.sha256()
-        for text, label in zip(self.texts, self.labels.tolist()):
-            digest.update(f"{label}\x1f{text}\x1e".encode())
+        for example, target in zip(self.inputs, _plain(self.targets)):
+            digest.update(f"{_text(target)}\x1f{_text(example)}\x1e".encode())
         return digest.hexdigest()
 
 
@@ -52,16 +61,30 @@ class LabelledData:
         splits = {"train": self.train, "validation": self.validation, "test": self.test}
         return {name: split for name, split in splits.items() if split is not None}
 
+    def describe(self) -> str:
+        return (f"{len(self.train)} train, "
+                f"{len(self.validation) if self.validation else 0} validation, "
+                f"{len(self.test)} held-out rows; labels {self.label_names}"
+                + (f"; {self.dropped_rows} empty rows dropped" if self.dropped_rows else ""))
+
+    def record(self, max_length: int) -> dict[str, Any]:
+        """The manifest's `data`."""
+        return {"sources": self.sources, "fingerprint": self.fingerprint(),
+                "dropped_rows": self.dropped_rows, "label_names": self.label_names,
+                "max_length": max_length,
+                "splits": {name: {"rows": len(split), "fingerprint": split.fingerprint()}
+                           for name, split in self.named_splits().items()}}
+
 
 @dataclass(frozen=True)
 class _Rows:
-    texts: list[str]
-    labels: list[str]
+    inputs: list[Any]
+    targets: list[Any]  # with label names
     groups: list[str] | None
-    dropped: int = 0  # rows skipped for an empty text or label (data.drop_empty)
+    dropped: int = 0  # rows skipped for an empty value (data.drop_empty)
 
 
-def load_data(spec: DataSpec, resolve: Callable[[str], Path],
+def load_data(spec: DataSpec, task: Task, resolve: Callable[[str], Path],
               added: Sequence[Path] = ()) -> LabelledData:
     """Read, check, label-map and split the data a pipeline names.
 
@@ -69,25 +92,26 @@ def load_data(spec: DataSpec, resolve: Callable[[str], Path],
     retrain, while the held-out split stays the one earlier builds were gated on.
     """
     main = read_source(spec.source, resolve)
-    rows = _extract(main, spec, "data.source", use_groups=True)
+    rows = _extract(main, spec, task, "data.source", use_groups=True)
     dropped = rows.dropped
-    if spec.sample_rows is not None and spec.sample_rows < len(rows.texts):
+    if spec.sample_rows is not None and spec.sample_rows < len(rows.inputs):
         rng = np.random.default_rng(spec.split.seed)
-        rows = _take(rows, sorted(rng.choice(len(rows.texts), spec.sample_rows, replace=False)))
+        rows = _take(rows, sorted(rng.choice(len(rows.inputs), spec.sample_rows, replace=False)))
 
     separate = {key: read_source(value, resolve)
                 for key, value in (("test", spec.test), ("validation", spec.validation)) if value}
-    extra = {key: _extract(table, spec, f"data.{key}", use_groups=False, like=main)
+    extra = {key: _extract(table, spec, task, f"data.{key}", use_groups=False, like=main)
              for key, table in separate.items()}
     fractions = [spec.split.test if "test" not in extra else 0.0,
                  spec.split.validation if "validation" not in extra else 0.0]
-    test_idx, val_idx, train_idx = split_indices(len(rows.texts), fractions, spec.split.seed,
+    test_idx, val_idx, train_idx = split_indices(len(rows.inputs), fractions, spec.split.seed,
                                                  rows.groups)
     new_tables = [read_file(Path(path)) for path in added]
-    new_rows = [_extract(t, spec, "--add", use_groups=False, like=main) for t in new_tables]
-    label_names = _label_names(spec, main, rows.labels)
+    new_rows = [_extract(t, spec, task, "--add", use_groups=False, like=main)
+                for t in new_tables]
+    label_names = _label_names(spec, main, _labels_in(task, rows.targets))
     for table, part in [*zip(separate.values(), extra.values()), *zip(new_tables, new_rows)]:
-        unknown = sorted(set(part.labels) - set(label_names))
+        unknown = sorted(_labels_in(task, part.targets) - set(label_names))
         if unknown:
             raise ConfigError(f"{table.origin}: labels {unknown[:5]} are not among the data's "
                               f"labels {label_names}")
@@ -97,9 +121,9 @@ def load_data(spec: DataSpec, resolve: Callable[[str], Path],
              "validation": extra.get("validation") or _take(rows, val_idx)}
 
     index = {name: i for i, name in enumerate(label_names)}
-    splits = {key: Split(part.texts, np.array([index[l] for l in part.labels], dtype=np.int64))
+    splits = {key: Split(part.inputs, task.encode_targets(part.targets, index))
               for key, part in parts.items()}
-    _check_splits(splits, label_names, spec)
+    _check_splits(parts, task, spec)
     sources = {"source": {"origin": main.origin, "sha256": main.sha256}}
     sources.update({key: {"origin": t.origin, "sha256": t.sha256} for key, t in separate.items()})
     sources.update({f"added_{i}": {"origin": t.origin, "sha256": t.sha256}
@@ -111,53 +135,54 @@ def load_data(spec: DataSpec, resolve: Callable[[str], Path],
                         test=splits["test"], label_names=label_names, sources=sources)
 
 
-def _extract(table: Table, spec: DataSpec, key: str, use_groups: bool,
+def _extract(table: Table, spec: DataSpec, task: Task, key: str, use_groups: bool,
              like: Table | None = None) -> _Rows:
-    """Texts, labels (and groups) of a table; `like` lends its default column names."""
+    """Inputs, targets (and groups) of a table; `like` lends its default column names."""
     defaults = like or table
-    text_col = spec.text_column or defaults.text_column
-    label_col = spec.label_column or defaults.label_column
+    input_col = spec.text_column or defaults.text_column
+    target_col = spec.label_column or defaults.label_column
     group_col = spec.split.group_column or table.group_column if use_groups else None
     columns = set(table.rows[0])
-    for role, column in (("text_column", text_col), ("label_column", label_col),
+    for role, column in (("text_column", input_col), ("label_column", target_col),
                          ("split.group_column", group_col)):
         if column is not None and column not in columns:
             raise ConfigError(f"{table.origin}: no column {column!r} (data.{role}); "
                               f"columns are {sorted(columns)}")
-    texts, labels, groups, dropped = [], [], [], 0
+    inputs, targets, groups, dropped = [], [], [], 0
     for number, row in zip(table.record_numbers, table.rows):
-        text, label = row.get(text_col), row.get(label_col)
-        if text is not None and not isinstance(text, str):
-            raise ConfigError(f"{table.origin}:{number}: {text_col!r} is "
-                              f"{type(text).__name__} {text!r}, not text ({key})")
-        empty_text = text is None or not text.strip()
-        empty_label = label is None or (isinstance(label, str) and not label.strip())
-        if (empty_text or empty_label) and spec.drop_empty:
-            dropped += 1
-            continue
-        if empty_text or empty_label:
-            column = text_col if empty_text else label_col
-            raise ConfigError(f"{table.origin}:{number}: empty or missing {column!r} ({key}; "
-                              "data.drop_empty: true skips such rows)")
-        texts.append(text)
-        labels.append(str(label).strip())
+        try:
+            example, target = task.example(row, input_col, target_col)
+        except MissingValue as empty:
+            if spec.drop_empty:
+                dropped += 1
+                continue
+            raise ConfigError(f"{table.origin}:{number}: empty or missing {empty.column!r} "
+                              f"({key}; data.drop_empty: true skips such rows)") from None
+        except ValueError as exc:
+            raise ConfigError(f"{table.origin}:{number}: {exc} ({key})") from None
+        inputs.append(example)
+        targets.append(target)
         if group_col is not None:
             groups.append(str(row.get(group_col)))
-    return _Rows(texts, labels, groups if group_col is not None else None, dropped)
+    return _Rows(inputs, targets, groups if group_col is not None else None, dropped)
 
 
 def _take(rows: _Rows, indices: list[int]) -> _Rows:
-    return _Rows([rows.texts[i] for i in indices], [rows.labels[i] for i in indices],
+    return _Rows([rows.inputs[i] for i in indices], [rows.targets[i] for i in indices],
                  [rows.groups[i] for i in indices] if rows.groups is not None else None)
 
 
 def _concat(parts: list[_Rows]) -> _Rows:
-    return _Rows([t for p in parts for t in p.texts], [l for p in parts for l in p.labels], None)
+    return _Rows([x for p in parts for x in p.inputs], [t for p in parts for t in p.targets],
+                 None)
 
 
-def _label_names(spec: DataSpec, main: Table, labels: list[str]) -> list[str]:
+def _labels_in(task: Task, targets: list[Any]) -> set[str]:
+    return {label for target in targets for label in task.target_labels(target)}
+
+
+def _label_names(spec: DataSpec, main: Table, seen: set[str]) -> list[str]:
     """Label names in id order: the pipeline's list, the source's own order, or sorted."""
-    seen = set(labels)
     if spec.labels is not None:
         if len(set(spec.labels)) != len(spec.labels):
             raise ConfigError("data.labels: label names must be unique")
@@ -172,15 +197,26 @@ def _label_names(spec: DataSpec, main: Table, labels: list[str]) -> list[str]:
     return sorted(seen)
 
 
-def _check_splits(splits: dict, label_names: list[str], spec: DataSpec) -> None:
-    if len(splits["train"]) == 0:
-        raise ConfigError(f"{spec.source}: no rows are left for training ({len(splits['test'])} "
-                          f"held out, {len(splits['validation'])} for validation); add rows or "
+def _check_splits(parts: dict[str, _Rows], task: Task, spec: DataSpec) -> None:
+    if len(parts["train"].inputs) == 0:
+        raise ConfigError(f"{spec.source}: no rows are left for training "
+                          f"({len(parts['test'].inputs)} held out, "
+                          f"{len(parts['validation'].inputs)} for validation); add rows or "
                           "lower data.split.test / data.split.validation")
-    train_classes = set(splits["train"].labels.tolist())
-    if len(train_classes) < 2:
-        only = label_names[next(iter(train_classes))]
-        raise ConfigError(f"{spec.source}: the training data has a single class ({only!r}); "
-                          "a classifier needs at least two")
-    if len(splits["test"]) == 0:
+    train_labels = _labels_in(task, parts["train"].targets)
+    if len(train_labels) < 2:
+        raise ConfigError(f"{spec.source}: the training data has a single class "
+                          f"({next(iter(train_labels))!r}); a classifier needs at least two")
+    if len(parts["test"].inputs) == 0:
         raise ConfigError("data: the held-out split is empty; raise data.split.test or add rows")
+
+
+def _plain(targets: Any) -> list[Any]:
+    return targets.tolist() if isinstance(targets, np.ndarray) else list(targets)
+
+
+def _text(value: Any) -> str:
+    """A value as the fingerprint spells it: text as is, anything else as JSON (an int
+    label id reads the same either way)."""
+    return value if isinstance(value, str) else json.dumps(_plain(value) if isinstance(
+        value, np.ndarray) else value)

@@ -1,11 +1,18 @@
-"""What runs on the device: ONNX Runtime, tokenizers and numpy, never torch.
+"""What runs on the device: ONNX Runtime, tokenizers, numpy and pydantic, never torch.
 
-Import nothing here that pulls in torch or transformers (a test makes sure).
+Import nothing here that pulls in torch or transformers (a test makes sure). The bundle's
+contract lives here too, since the device is who reads it: the model forms
+(`runtime.forms`) and the manifest schema (`runtime.manifest`).
 """
 
-from edgefreeze.runtime.bundle import Bundle, BundleError, Prediction, Predictor
-from edgefreeze.runtime.classifier import (SESSION_CONFIG, OnnxClassifier, encode_text,
-                                           load_tokenizer, session_options)
+from edgefreeze.errors import BundleError
+from edgefreeze.runtime.bundle import Bundle, Predictor
+from edgefreeze.runtime.forms import FORMS, ModelForm
+from edgefreeze.runtime.inputs import TextInputs, input_kind, load_tokenizer
+from edgefreeze.runtime.manifest import Manifest
+from edgefreeze.runtime.outputs import Prediction, output_kind
+from edgefreeze.runtime.session import SESSION_CONFIG, OnnxModel, session_options
 
-__all__ = ["SESSION_CONFIG", "Bundle", "BundleError", "OnnxClassifier", "Prediction", "Predictor",
-           "encode_text", "load_tokenizer", "session_options"]
+__all__ = ["FORMS", "SESSION_CONFIG", "Bundle", "BundleError", "Manifest", "ModelForm",
+           "OnnxModel", "Prediction", "Predictor", "TextInputs", "input_kind", "load_tokenizer",
+           "output_kind", "session_options"]

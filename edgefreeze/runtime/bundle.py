@@ -8,31 +8,19 @@ altered in transit or never accepted.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
-from edgefreeze.errors import EdgefreezeError
+from edgefreeze.errors import BundleError
 from edgefreeze.hashing import file_sha256
-from edgefreeze.runtime.classifier import OnnxClassifier
+from edgefreeze.runtime.forms import FORMS, INT8, ModelForm
+from edgefreeze.runtime.inputs import InputEncoder, input_kind
+from edgefreeze.runtime.manifest import Manifest
+from edgefreeze.runtime.outputs import OutputDecoder, output_kind
+from edgefreeze.runtime.session import OnnxModel
 
-MODEL_FILES = {"int8": ("model.int8.onnx",), "fp32": ("model.onnx",),
-               "fp16": ("model.fp16.onnx",),
-               "split-int8": ("stem.int8.onnx", "top.int8.onnx"),
-               "split-fp32": ("stem.onnx", "top.onnx")}
-
-
-class BundleError(EdgefreezeError):
-    """The bundle is missing, incomplete, tampered with, or was never accepted."""
-
-    exit_code = 2
-
-
-@dataclass(frozen=True)
-class Prediction:
-    label: str
-    probabilities: dict[str, float]
+MANIFEST = "manifest.json"
+LABELS = "labels.json"
 
 
 class Bundle:
@@ -42,21 +30,16 @@ class Bundle:
         self.path = Path(path)
         if not self.path.is_dir():
             raise BundleError(f"{self.path}: not a bundle folder")
-        try:
-            manifest = json.loads((self.path / "manifest.json").read_text())
-        except (OSError, ValueError) as exc:
-            raise BundleError(f"{self.path}: not a bundle (manifest.json: {exc})") from None
-        self.manifest = _checked_manifest(manifest, self.path / "manifest.json")
-        if not self.manifest["gate"]["passed"]:
+        self.manifest = Manifest.load(self.path / MANIFEST)
+        if not self.manifest.gate.passed:
             raise BundleError(f"{self.path}: the gate did not pass this bundle; refusing it")
         self.labels = self._labels()
-        self.max_length: int = self.manifest["data"]["max_length"]
-        # The ONNX Runtime settings the gate ran with; a bundle that names none ran with
-        # ONNX Runtime's defaults.
-        self.session_config = _session_config(self.manifest, self.path / "manifest.json")
+        self.max_length = self.manifest.data.max_length
+        # The ONNX Runtime settings the gate ran with.
+        self.session_config = self.manifest.runtime.session_config
 
     def _labels(self) -> list[str]:
-        path = self.verified("labels.json")
+        path = self.verified(LABELS)
         try:
             id2label = json.loads(path.read_text())["id2label"]
             labels = [id2label[str(i)] for i in range(len(id2label))]
@@ -69,81 +52,70 @@ class Bundle:
 
     def verified(self, name: str) -> Path:
         """The path of `name` after checking its sha256 against the manifest."""
-        entry = self.manifest.get("files", {}).get(name)
+        entry = self.manifest.files.get(name)
         path = self.path / name
         if entry is None:
             raise BundleError(f"{self.path}: {name} is not listed in the manifest")
         if not path.is_file():
             raise BundleError(f"{path}: missing")
-        if file_sha256(path) != entry["sha256"]:
+        if file_sha256(path) != entry.sha256:
             raise BundleError(f"{path}: sha256 does not match the manifest; the file was "
                               "altered, refusing to load it")
         return path
 
-    def model_files(self, variant: str) -> list[Path]:
-        """The verified files of one model form, or one line saying which forms exist."""
-        if variant not in self.variants():
-            raise BundleError(f"{self.path}: no {variant!r} model in this bundle (it has "
-                              f"{', '.join(self.variants()) or 'none'})")
-        return [self.verified(name) for name in MODEL_FILES[variant]]
-
-    def classifier(self, variant: str = "int8", threads: int = 0) -> OnnxClassifier:
-        classifier = OnnxClassifier(self.model_files(variant), self.verified("tokenizer.json"),
-                                    self.max_length, threads, self.session_config)
-        if classifier.num_labels not in (None, len(self.labels)):
-            raise BundleError(f"{self.path}: labels.json names {len(self.labels)} labels but "
-                              f"the {variant} model has {classifier.num_labels} outputs")
-        return classifier
-
-    def variants(self) -> list[str]:
+    def forms(self) -> list[ModelForm]:
         """The model forms this bundle carries."""
-        return [v for v, names in MODEL_FILES.items()
-                if all(name in self.manifest.get("files", {}) for name in names)]
+        return [form for form in FORMS.values()
+                if all(name in self.manifest.files for name in form.files)]
+
+    def model_files(self, form: str) -> list[Path]:
+        """The verified files of one model form, or one line saying which forms exist."""
+        if form not in {f.name for f in self.forms()}:
+            raise BundleError(f"{self.path}: no {form!r} model in this bundle (it has "
+                              f"{', '.join(f.name for f in self.forms()) or 'none'})")
+        return [self.verified(name) for name in FORMS[form].files]
+
+    def model(self, form: str = INT8.name, threads: int = 0) -> OnnxModel:
+        model = OnnxModel(self.model_files(form), threads, self.session_config)
+        problem = self.decoder().check(model.output_width, self.labels)
+        if problem:
+            raise BundleError(f"{self.path}: {LABELS} {problem} ({form})")
+        return model
+
+    def encoder(self) -> InputEncoder:
+        """What turns one input into the models' feed (a tokenizer for text)."""
+        kind = self._kind(input_kind, self.manifest.task.inputs)
+        for name in kind.files:
+            self.verified(name)
+        return kind(self.path, self.max_length)
+
+    def decoder(self) -> OutputDecoder:
+        return self._kind(output_kind, self.manifest.task.outputs)()
+
+    def _kind(self, lookup, name: str):
+        try:
+            return lookup(name)
+        except ValueError as exc:
+            raise BundleError(f"{self.path}: {exc}; this edgefreeze cannot run the bundle's "
+                              f"task {self.manifest.task.name!r}") from None
 
 
 class Predictor:
-    """Label and probabilities per text, from a verified bundle."""
+    """Predictions per input, from a verified bundle: what a device calls."""
 
-    def __init__(self, bundle: str | Path | Bundle, variant: str = "int8",
+    def __init__(self, bundle: str | Path | Bundle, form: str = INT8.name,
                  threads: int = 0) -> None:
         self.bundle = bundle if isinstance(bundle, Bundle) else Bundle(bundle)
-        self.classifier = self.bundle.classifier(variant, threads)
+        self.model = self.bundle.model(form, threads)
+        self.encoder = self.bundle.encoder()
+        self.decoder = self.bundle.decoder()
 
-    def predict(self, texts: list[str]) -> list[Prediction]:
-        logits = self.classifier.logits(texts)
-        shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-        probabilities = shifted / shifted.sum(axis=1, keepdims=True)
-        return [Prediction(self.bundle.labels[int(row.argmax())],
-                           {label: float(p) for label, p in zip(self.bundle.labels, row)})
-                for row in probabilities]
+    def outputs(self, example: object):
+        """The model's raw outputs for one input, exactly as the gate computed them."""
+        return self.model.run(self.encoder.encode(example))
 
-
-# What the runtime reads from a manifest, and the type each must have.
-_REQUIRED = {("gate", "passed"): bool, ("data", "max_length"): int, ("files",): dict}
-
-
-def _checked_manifest(manifest: object, path: Path) -> dict:
-    """The manifest if it has what the runtime reads; else one line naming the first gap."""
-    if not isinstance(manifest, dict):
-        raise BundleError(f"{path}: expected a JSON object")
-    for keys, kind in _REQUIRED.items():
-        value = manifest
-        for key in keys:
-            value = value.get(key) if isinstance(value, dict) else None
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise BundleError(f"{path}: missing or invalid '{'.'.join(keys)}'")
-    for name, entry in manifest["files"].items():
-        if not (isinstance(entry, dict) and isinstance(entry.get("sha256"), str)
-                and isinstance(entry.get("size"), int)):
-            raise BundleError(f"{path}: missing or invalid 'files.{name}' (sha256, size)")
-    return manifest
-
-
-def _session_config(manifest: dict, path: Path) -> dict[str, str]:
-    """runtime.session_config ({} when absent: the gate ran with ONNX Runtime's defaults)."""
-    runtime = manifest.get("runtime", {})
-    config = runtime.get("session_config", {}) if isinstance(runtime, dict) else None
-    if not (isinstance(config, dict)
-            and all(isinstance(k, str) and isinstance(v, str) for k, v in config.items())):
-        raise BundleError(f"{path}: missing or invalid 'runtime.session_config'")
-    return config
+    def predict(self, examples: Sequence[object]) -> list:
+        """One prediction per input (for text classification: label and probabilities),
+        each run alone, as the gate ran it."""
+        return [self.decoder.decode(self.outputs(example), self.bundle.labels)
+                for example in examples]

@@ -11,9 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgefreeze.hashing import file_sha256
-from edgefreeze.runtime.bundle import MODEL_FILES, Bundle
-
-DEVICE_FILES = ("manifest.json", "labels.json", "tokenizer.json")  # what the runtime reads
+from edgefreeze.runtime.bundle import LABELS, MANIFEST, Bundle
 
 
 def diff(old_path: Path, new_path: Path) -> dict:
@@ -21,31 +19,33 @@ def diff(old_path: Path, new_path: Path) -> dict:
     the old one must download. Both bundles' files are checked against their manifests
     first: a payload computed from a tampered bundle would be a wrong answer."""
     old, new = Bundle(old_path), Bundle(new_path)
-    old_files, new_files = old.manifest["files"], new.manifest["files"]
+    old_files, new_files = old.manifest.files, new.manifest.files
     for bundle in (old, new):
-        for name in bundle.manifest["files"]:
+        for name in bundle.manifest.files:
             bundle.verified(name)
     files = {}
     for name in sorted(set(old_files) | set(new_files)):
         before, after = old_files.get(name), new_files.get(name)
         status = ("added" if before is None else "removed" if after is None
-                  else "unchanged" if before["sha256"] == after["sha256"] else "changed")
-        files[name] = {"status": status, "old_size": before and before["size"],
-                       "new_size": after and after["size"]}
-    manifests = [b.path / "manifest.json" for b in (old, new)]
-    files["manifest.json"] = {
+                  else "unchanged" if before.sha256 == after.sha256 else "changed")
+        files[name] = {"status": status, "old_size": before and before.size,
+                       "new_size": after and after.size}
+    manifests = [b.path / MANIFEST for b in (old, new)]
+    files[MANIFEST] = {
         "status": "unchanged" if file_sha256(manifests[0]) == file_sha256(manifests[1])
         else "changed", "old_size": manifests[0].stat().st_size,
         "new_size": manifests[1].stat().st_size}
+    old_forms = {form.name for form in old.forms()}
+    device_files = (MANIFEST, LABELS, *new.encoder().files)  # what the runtime reads
     forms = {}
-    for variant in new.variants():
-        needed = [*MODEL_FILES[variant], *DEVICE_FILES]
+    for form in new.forms():
+        needed = [*form.files, *device_files]
         full = sum(files[name]["new_size"] for name in needed)
         payload = sum(files[name]["new_size"] for name in needed
                       if files[name]["status"] in ("changed", "added")
-                      or variant not in old.variants())
-        forms[variant] = {"files": needed, "payload_bytes": payload, "full_bytes": full,
-                          "payload_share": payload / full}
+                      or form.name not in old_forms)
+        forms[form.name] = {"files": needed, "payload_bytes": payload, "full_bytes": full,
+                            "payload_share": payload / full}
     return {"old": str(old_path), "new": str(new_path), "files": files, "forms": forms,
             "warnings": _warnings(old, new)}
 
@@ -53,16 +53,14 @@ def diff(old_path: Path, new_path: Path) -> dict:
 def _warnings(old: Bundle, new: Bundle) -> list[str]:
     """Differences that make the new bundle more than an update of the old one."""
     warnings = []
-    old_name, new_name = _pipeline_name(old), _pipeline_name(new)
+    old_name, new_name = old.manifest.pipeline.name, new.manifest.pipeline.name
     if old_name != new_name:
         warnings.append(f"different pipelines: {old_name!r} -> {new_name!r}")
+    if old.manifest.task.name != new.manifest.task.name:
+        warnings.append(f"different tasks: {old.manifest.task.name!r} -> "
+                        f"{new.manifest.task.name!r}")
     if old.labels != new.labels:
         warnings.append(f"labels changed: {old.labels} -> {new.labels}")
     if old.max_length != new.max_length:
         warnings.append(f"max_length changed: {old.max_length} -> {new.max_length}")
     return warnings
-
-
-def _pipeline_name(bundle: Bundle) -> str | None:
-    pipeline = bundle.manifest.get("pipeline")
-    return pipeline.get("name") if isinstance(pipeline, dict) else None

@@ -3,8 +3,8 @@
 Each model is measured in a fresh process of its own (so peak memory is its own, and one
 model's warm caches do not flatter the next), one after another, on the same inputs:
 batch 1 latency percentiles and batch 32 throughput at a fixed sequence length.
-PyTorch eager is measured where torch is installed, on the same architecture built from
-the bundle's config.json (the weights' values do not change the compute).
+PyTorch eager is measured where torch is installed, on the architecture the bundle's
+config.json names, built from that config (the weights' values do not change the compute).
 """
 
 from __future__ import annotations
@@ -19,9 +19,12 @@ from queue import Empty
 import numpy as np
 
 from edgefreeze.errors import ConfigError, EdgefreezeError
-from edgefreeze.runtime import Bundle, OnnxClassifier, load_tokenizer
-from edgefreeze.runtime.bundle import MODEL_FILES
+from edgefreeze.runtime.bundle import Bundle
+from edgefreeze.runtime.forms import FORMS, FP32, INT8, REFERENCE
+from edgefreeze.runtime.inputs import load_tokenizer
+from edgefreeze.runtime.session import OnnxModel
 
+SPEEDUP = f"{INT8.name}_speedup_p50"  # how much faster int8 is than each other model
 SAMPLE = ("An absorbing, often funny and finally moving film about people who keep missing "
           "each other, with two fine performances at its centre and a score that knows when "
           "to stay quiet. ") * 32  # over 1,000 tokens: enough for any max_length up to 1,024
@@ -29,6 +32,9 @@ SAMPLE = ("An absorbing, often funny and finally moving film about people who ke
 
 def inputs(bundle: Bundle, batch: int, length: int) -> dict[str, np.ndarray]:
     """(batch, length) int64 inputs: a real review's tokens, cut to exactly `length`."""
+    if bundle.manifest.task.inputs != "text":
+        raise ConfigError(f"bench: measures text models; {bundle.path} takes "
+                          f"{bundle.manifest.task.inputs} inputs")
     encoding = load_tokenizer(bundle.verified("tokenizer.json"), length).encode(SAMPLE)
     if len(encoding.ids) != length:
         raise ConfigError(f"bench: the sample text gives {len(encoding.ids)} tokens, not "
@@ -57,28 +63,29 @@ def _measure(run, batch1: dict, batch32: dict, runs: int) -> dict[str, float]:
             "throughput_per_s": len(next(iter(batch32.values()))) * throughput_runs / seconds}
 
 
-def _worker(bundle_path: str, variant: str, files: list[str] | None, threads: int, length: int,
+def _worker(bundle_path: str, form: str, files: list[str] | None, threads: int, length: int,
             runs: int, queue) -> None:
     """Measure one model in this (fresh) process; put its figures, or {"error": ...}."""
     try:
-        queue.put(_measure_model(Bundle(bundle_path), variant, files, threads, length, runs))
+        queue.put(_measure_model(Bundle(bundle_path), form, files, threads, length, runs))
     except Exception as exc:  # noqa: BLE001 - reported by the parent as one line
         queue.put({"error": f"{type(exc).__name__}: {exc}"})
 
 
-def _measure_model(bundle: Bundle, variant: str, files: list[str] | None, threads: int,
+def _measure_model(bundle: Bundle, form: str, files: list[str] | None, threads: int,
                    length: int, runs: int) -> dict:
     batch1, batch32 = inputs(bundle, 1, length), inputs(bundle, 32, length)
-    if variant == "pytorch":
+    if form == REFERENCE:
         import torch
-        from transformers import AutoConfig, AutoModelForSequenceClassification
+        import transformers
 
         if threads:
             torch.set_num_threads(threads)
-        # The same architecture from the bundle's own config.json: no download, and the
+        # The architecture the bundle's own config.json names: no download, and the
         # weights' values do not change the compute.
-        config = AutoConfig.from_pretrained(bundle.verified("config.json").parent)
-        model = AutoModelForSequenceClassification.from_config(config).eval()
+        config = transformers.AutoConfig.from_pretrained(bundle.verified("config.json").parent)
+        named = getattr(transformers, (config.architectures or [""])[0], None)
+        model = (named(config) if named else transformers.AutoModel.from_config(config)).eval()
         size = sum(p.numel() * p.element_size() for p in model.parameters())
 
         accepted = inspect.signature(model.forward).parameters  # DistilBERT: no token types
@@ -87,11 +94,11 @@ def _measure_model(bundle: Bundle, variant: str, files: list[str] | None, thread
             with torch.inference_mode():
                 model(**{k: torch.from_numpy(v) for k, v in batch.items() if k in accepted})
     elif files:  # a model from elsewhere, measured on the bundle's inputs for comparison
-        run = OnnxClassifier(files, bundle.verified("tokenizer.json"), length, threads).run
+        run = OnnxModel(files, threads).run
         size = sum(Path(f).stat().st_size for f in files)
     else:
-        run = bundle.classifier(variant, threads).run
-        size = sum((bundle.path / name).stat().st_size for name in MODEL_FILES[variant])
+        run = bundle.model(form, threads).run
+        size = sum((bundle.path / name).stat().st_size for name in FORMS[form].files)
     result = _measure(run, batch1, batch32, runs)
     result["size_bytes"] = size
     result["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -99,9 +106,10 @@ def _measure_model(bundle: Bundle, variant: str, files: list[str] | None, thread
 
 
 def bench(bundle_path: Path, threads: int = 0, length: int = 32, runs: int = 200,
-          variants: tuple[str, ...] = ("int8", "fp32", "pytorch"),
+          forms: tuple[str, ...] = (INT8.name, FP32.name, REFERENCE),
           others: dict[str, list[Path]] | None = None, rounds: int = 1) -> dict:
-    """Measure the bundle's `variants` and any `others` (name -> ONNX files) alike.
+    """Measure the bundle's `forms` (and PyTorch) and any `others` (name -> ONNX files)
+    alike.
 
     With rounds > 1 every model is measured once per round, in turn, and each figure is
     the median over rounds (peak memory the largest): a burst of load on a shared machine
@@ -112,36 +120,37 @@ def bench(bundle_path: Path, threads: int = 0, length: int = 32, runs: int = 200
         raise ConfigError(f"bench: sequence length {length} is over the bundle's max_length "
                           f"{bundle.max_length} (the runtime never feeds longer inputs)")
     inputs(bundle, 1, length)
-    for variant in variants:
-        if variant != "pytorch":
-            bundle.model_files(variant)  # present and verified
+    for form in forms:
+        if form != REFERENCE:
+            bundle.model_files(form)  # present and verified
     context = multiprocessing.get_context("spawn")
     results: dict = {"bundle": str(bundle_path), "threads": threads, "sequence_length": length,
                      "rounds": rounds}
-    jobs = [(v, None) for v in variants] + [(n, [str(f) for f in fs])
-                                            for n, fs in (others or {}).items()]
-    if "pytorch" in variants and not _torch_available():
-        results["pytorch"] = None
-        jobs = [job for job in jobs if job[0] != "pytorch"]
+    jobs = [(f, None) for f in forms] + [(n, [str(f) for f in fs])
+                                         for n, fs in (others or {}).items()]
+    if REFERENCE in forms and not _torch_available():
+        results[REFERENCE] = None
+        jobs = [job for job in jobs if job[0] != REFERENCE]
     measured: dict[str, list[dict]] = {name: [] for name, _ in jobs}
     for _ in range(rounds):
-        for variant, files in list(jobs):
-            result = _in_process(context, (str(bundle_path), variant, files, threads, length,
+        for form, files in list(jobs):
+            result = _in_process(context, (str(bundle_path), form, files, threads, length,
                                            runs))
             if "error" not in result:
-                measured[variant].append(result)
-            elif variant == "pytorch":  # a comparison only: report why it is missing
-                results["pytorch"], results["pytorch_error"] = None, result["error"]
-                jobs.remove((variant, files))
-                del measured[variant]
+                measured[form].append(result)
+            elif form == REFERENCE:  # a comparison only: report why it is missing
+                results[REFERENCE], results[f"{REFERENCE}_error"] = None, result["error"]
+                jobs.remove((form, files))
+                del measured[form]
             else:
-                raise EdgefreezeError(f"bench: measuring {variant} failed: {result['error']}")
+                raise EdgefreezeError(f"bench: measuring {form} failed: {result['error']}")
     for name, samples in measured.items():
         results[name] = {key: (max if key == "peak_rss_bytes" else _median)(
             [sample[key] for sample in samples]) for key in samples[0]}
-    if "int8" in measured:  # the comparison people read the bench for
-        results["int8_speedup_p50"] = {name: results[name]["p50_ms"] / results["int8"]["p50_ms"]
-                                       for name in measured if name != "int8"}
+    if INT8.name in measured:  # the comparison people read the bench for
+        int8 = results[INT8.name]["p50_ms"]
+        results[SPEEDUP] = {name: results[name]["p50_ms"] / int8
+                                       for name in measured if name != INT8.name}
     return results
 
 

@@ -6,7 +6,6 @@ bundle. A refused build leaves its manifest and report at DESTINATION.rejected i
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -15,9 +14,20 @@ from pathlib import Path
 
 from edgefreeze.errors import ConfigError, EdgefreezeError
 from edgefreeze.hashing import file_sha256
+from edgefreeze.runtime.bundle import MANIFEST
+from edgefreeze.runtime.manifest import FileRecord, Manifest
+from edgefreeze.spec import Pipeline
 
-MANIFEST = "manifest.json"
 REPORT = "report.md"
+
+
+def destination_for(pipeline: Pipeline, output: Path | None, models_dir: Path) -> Path:
+    """Where the bundle goes: --output, else the pipeline's `output`, else models/NAME/vN."""
+    if output:
+        return output
+    if pipeline.spec.output:
+        return pipeline.resolve(pipeline.spec.output)
+    return default_destination(models_dir, pipeline.spec.name)
 
 
 def default_destination(models_dir: Path, name: str) -> Path:
@@ -60,11 +70,12 @@ class Staging:
     def __exit__(self, *exc_info: object) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
 
-    def publish(self, manifest: dict, report: str) -> Path:
-        """Seal the staged bundle (file digests, manifest, report) and rename it into place."""
+    def publish(self, manifest: Manifest, report: str) -> Path:
+        """Seal the staged bundle (file digests into `manifest.files`, the manifest, the
+        report) and rename it into place."""
         _write_text(self.path / REPORT, report)
-        manifest["files"] = file_table(self.path)
-        _write_text(self.path / MANIFEST, json.dumps(manifest, indent=2, sort_keys=False))
+        manifest.files = file_table(self.path)
+        _write_text(self.path / MANIFEST, manifest.to_json())
         try:
             os.rename(self.path, self.destination)
         except OSError as exc:
@@ -73,12 +84,12 @@ class Staging:
         shutil.rmtree(rejected_path(self.destination), ignore_errors=True)
         return self.destination
 
-    def reject(self, manifest: dict, report: str) -> Path:
+    def reject(self, manifest: Manifest, report: str) -> Path:
         """Keep only the manifest and report, at DESTINATION.rejected, replacing an old one."""
         target = rejected_path(self.destination)
         holding = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
         _write_text(holding / REPORT, report)
-        _write_text(holding / MANIFEST, json.dumps(manifest, indent=2))
+        _write_text(holding / MANIFEST, manifest.to_json())
         shutil.rmtree(target, ignore_errors=True)
         os.rename(holding, target)
         return target
@@ -88,9 +99,9 @@ def rejected_path(destination: Path) -> Path:
     return destination.with_name(destination.name + ".rejected")
 
 
-def file_table(folder: Path) -> dict[str, dict[str, object]]:
+def file_table(folder: Path) -> dict[str, FileRecord]:
     """sha256 and size of every file in the bundle except the manifest itself."""
-    return {str(p.relative_to(folder)): {"sha256": file_sha256(p), "size": p.stat().st_size}
+    return {str(p.relative_to(folder)): FileRecord(sha256=file_sha256(p), size=p.stat().st_size)
             for p in sorted(folder.rglob("*")) if p.is_file() and p.name != MANIFEST}
 
 

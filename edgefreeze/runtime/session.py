@@ -1,4 +1,4 @@
-"""A text classifier from an ONNX file and a tokenizer.json, as a device runs it."""
+"""An ONNX model as a device runs it: ONNX Runtime sessions with the gate's settings."""
 
 from __future__ import annotations
 
@@ -7,8 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from tokenizers import Tokenizer
-
 
 # ONNX Runtime session config entries the gate runs every model with, recorded in each
 # bundle's manifest so any ONNX Runtime API reproduces the gated numbers. Dynamic int8
@@ -31,38 +29,19 @@ def session_options(threads: int = 0, config: Mapping[str, str] | None = None
     return options
 
 
-def load_tokenizer(path: str | Path, max_length: int) -> Tokenizer:
-    """The fast tokenizer as training used it: truncated to max_length, unpadded."""
-    tokenizer = Tokenizer.from_file(str(path))
-    tokenizer.enable_truncation(max_length)
-    tokenizer.no_padding()
-    return tokenizer
-
-
-def encode_text(tokenizer: Tokenizer, text: str) -> dict[str, np.ndarray]:
-    """One text as a (1, tokens) batch without padding: what a device feeds the model."""
-    e = tokenizer.encode(text)
-    return {"input_ids": np.array([e.ids], dtype=np.int64),
-            "attention_mask": np.array([e.attention_mask], dtype=np.int64),
-            "token_type_ids": np.array([e.type_ids], dtype=np.int64)}
-
-
-class OnnxClassifier:
-    """Tokenize with `tokenizers`, run with ONNX Runtime, return numpy logits.
+class OnnxModel:
+    """One model form: a single graph, or a stem and a top run in turn.
 
     Args:
-        model_paths: one ONNX file (inputs among input_ids, attention_mask,
-            token_type_ids of shape (batch, sequence); output (batch, labels)), or two run
-            in turn: a stem (same inputs -> hidden (batch, sequence, width)) and a top
-            (hidden, attention_mask -> logits), the delta-update form.
-        tokenizer_path: the Hugging Face fast tokenizer's tokenizer.json.
-        max_length: tokens kept per text, as in training.
+        model_paths: one ONNX file (inputs such as input_ids and attention_mask of shape
+            (batch, sequence); output (batch, ..., labels)), or two: a stem (same inputs ->
+            hidden (batch, sequence, width)) and a top (hidden, attention_mask -> outputs),
+            the delta-update form.
         threads: intra-op threads per session (0 lets ONNX Runtime choose).
         session_config: ONNX Runtime session config entries (SESSION_CONFIG when None).
     """
 
-    def __init__(self, model_paths: str | Path | Sequence[str | Path],
-                 tokenizer_path: str | Path, max_length: int, threads: int = 0,
+    def __init__(self, model_paths: str | Path | Sequence[str | Path], threads: int = 0,
                  session_config: Mapping[str, str] | None = None) -> None:
         paths = [model_paths] if isinstance(model_paths, (str, Path)) else list(model_paths)
         options = session_options(threads, session_config)
@@ -71,22 +50,14 @@ class OnnxClassifier:
                          for path in paths]
         self.input_names = [i.name for i in self.sessions[0].get_inputs()]
         width = self.sessions[-1].get_outputs()[0].shape[-1]
-        self.num_labels: int | None = width if isinstance(width, int) else None
-        self.tokenizer = load_tokenizer(tokenizer_path, max_length)
+        self.output_width: int | None = width if isinstance(width, int) else None  # dynamic: None
 
-    def run(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
-        """Logits (batch, labels) for already padded int64 inputs of shape (batch, seq)."""
+    def run(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Outputs for already padded int64 inputs of shape (batch, sequence); inputs the
+        graph does not take are ignored."""
         feed = {name: inputs[name].astype(np.int64) for name in self.input_names}
         output = self.sessions[0].run(None, feed)[0]
         if len(self.sessions) == 2:
             output = self.sessions[1].run(None, {"hidden": output,
                                                  "attention_mask": feed["attention_mask"]})[0]
         return output
-
-    def logits(self, texts: Sequence[str]) -> np.ndarray:
-        """Logits (n, labels), one text at a time: exactly what a device computes for it,
-        since dynamic int8 scales activations per batch and padding would change them."""
-        return np.concatenate([self.run(self.encode(text)) for text in texts], axis=0)
-
-    def encode(self, text: str) -> dict[str, np.ndarray]:
-        return encode_text(self.tokenizer, text)

@@ -1,9 +1,7 @@
-"""ONNX fp32 -> int8 with ONNX Runtime, configured per target CPU: fuse the transformer
-graph and quantize it dynamically (the default), or quantize it statically with
-activation ranges calibrated on training examples.
+"""ONNX fp32 -> int8 with ONNX Runtime, configured per target CPU (`targets`): fuse the
+transformer graph (`fusion`) and quantize it dynamically (the default), or quantize it
+statically with activation ranges calibrated on training examples.
 
-Fusing first (ONNX Runtime's transformer optimizer: Attention, BiasGelu) lets the quantizer emit QAttention kernels instead of dozens of small int8
-MatMuls; measured on the default bundle it is faster (docs/benchmarks.md).
 Dynamic quantization needs no calibration data: weights are int8 ahead of time,
 activations are scaled per batch at run time. Static quantization (QDQ format, unfused)
 fixes activation scales ahead of time from `calibration_rows` training examples. The
@@ -15,9 +13,8 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from collections import Counter
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -25,36 +22,11 @@ import onnx
 from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
                                       quantize_dynamic, quantize_static)
 
+from edgefreeze.quantize.fusion import Architecture, fuse
+from edgefreeze.quantize.targets import TARGETS
 from edgefreeze.spec import QuantizeSpec
 
-
-@dataclass(frozen=True)
-class Target:
-    """What a CPU family needs from int8 weights.
-
-    `reduce_range` keeps weights to 7 bits, which avoids the saturation of u8 x s8 dot
-    products on x86 CPUs without VNNI (AVX2, AVX-512 without VNNI).
-    """
-
-    reduce_range: bool
-    description: str
-
-
-TARGETS: dict[str, Target] = {
-    "avx512_vnni": Target(reduce_range=False, description="x86 with AVX-512 VNNI (Cascade Lake+)"),
-    "avx512": Target(reduce_range=True, description="x86 with AVX-512, no VNNI"),
-    "avx2": Target(reduce_range=True, description="x86 with AVX2"),
-    "arm64": Target(reduce_range=False, description="64-bit Arm (NEON dot product)"),
-}
-
-
-@dataclass(frozen=True)
-class Architecture:
-    """What the fusion needs to know of the model."""
-
-    fusion_type: str  # ONNX Runtime optimizer's model_type
-    num_heads: int
-    hidden_size: int
+WEIGHT_TYPES = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}
 
 
 def quantize_int8(fp32_path: Path, destination: Path, spec: QuantizeSpec,
@@ -78,7 +50,8 @@ def quantize_int8(fp32_path: Path, destination: Path, spec: QuantizeSpec,
         parts = segments(graph)
         kept = parts[:keep_fp32]
         common = {"op_types_to_quantize": op_types, "per_channel": spec.per_channel,
-                  "reduce_range": target.reduce_range, "weight_type": QuantType.QInt8,
+                  "reduce_range": target.reduce_range,
+                  "weight_type": WEIGHT_TYPES[target.weight_type],
                   "nodes_to_exclude": [node for _, nodes in kept for node in nodes]
                   + small_tables(graph),
                   "extra_options": {"MatMulConstBOnly": True,
@@ -91,19 +64,9 @@ def quantize_int8(fp32_path: Path, destination: Path, spec: QuantizeSpec,
         else:
             quantize_dynamic(source, destination, **common)
     return {"mode": spec.mode, "target": spec.target, **asdict(target),
-            "per_channel": spec.per_channel, "op_types": op_types, "weight_type": "int8",
+            "per_channel": spec.per_channel, "op_types": op_types,
             "fused_operators": fused, "fp32_segments": [name for name, _ in kept],
             "segments": len(parts)}
-
-
-def to_fp16(fp32_path: Path, destination: Path) -> dict:
-    """Half-precision weights and compute for GPU targets (inputs and outputs stay as they
-    are, so the same runtime code feeds it)."""
-    from onnxruntime.transformers.float16 import convert_float_to_float16
-
-    model = convert_float_to_float16(onnx.load(str(fp32_path)), keep_io_types=True)
-    onnx.save(model, str(destination))
-    return {"mode": "fp16", "keep_io_types": True}
 
 
 def small_tables(model: onnx.ModelProto) -> list[str]:
@@ -137,33 +100,9 @@ def segments(model: onnx.ModelProto) -> list[tuple[str, list[str]]]:
     return parts
 
 
-def fuse(source: Path, destination: Path, architecture: Architecture) -> dict[str, int]:
-    """Fuse the fp32 graph's transformer blocks; returns the count of each fused op."""
-    from onnxruntime.transformers.fusion_options import FusionOptions
-    from onnxruntime.transformers.optimizer import optimize_model
-
-    options = FusionOptions(architecture.fusion_type)
-    # Keep the embeddings as Gather + LayerNormalization: the fused EmbedLayerNormalization
-    # would quantize every embedding table at once (see small_tables).
-    options.enable_embed_layer_norm = False
-    # Keep residual Add + LayerNormalization unfused: ONNX Runtime's CPU
-    # SkipLayerNormalization is slower than the pair (see runtime.classifier), and the
-    # projection's bias Add then folds into the int8 MatMul at load time instead.
-    options.enable_skip_layer_norm = False
-    options.enable_bias_skip_layer_norm = False
-    model = optimize_model(str(source), model_type=architecture.fusion_type,
-                           num_heads=architecture.num_heads,
-                           hidden_size=architecture.hidden_size, opt_level=0,
-                           optimization_options=options)
-    model.save_model_to_file(str(destination))
-    counts = Counter(node.op_type for node in model.model.graph.node)
-    return {op: n for op, n in sorted(counts.items()) if op in FUSED_OPS}
-
-
 NORM_OPS = {"LayerNormalization", "SkipLayerNormalization", "EmbedLayerNormalization",
             "SimplifiedLayerNormalization", "SkipSimplifiedLayerNormalization"}
-FUSED_OPS = {"EmbedLayerNormalization", "Attention", "SkipLayerNormalization", "BiasGelu",
-             "FastGelu", "Gelu", "LayerNormalization"}
+
 
 
 class _Feeds(CalibrationDataReader):

@@ -48,7 +48,9 @@ class Encoded:
             yield indices, self.batch(indices)
 
 
-def encode(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_length: int) -> Encoded:
+def encode_texts(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str],
+                 max_length: int) -> Encoded:
+    """Token ids of each text, truncated to `max_length`, unpadded."""
     tokens = tokenizer(list(texts), truncation=True, max_length=max_length)
     names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in tokens]
     inputs = {n: [np.asarray(row, dtype=np.int64) for row in tokens[n]] for n in names}

@@ -18,10 +18,13 @@ from pathlib import Path
 import torch
 
 from edgefreeze.backbones import Backbone
+from edgefreeze.freeze import FreezePlan
 
 
-def export_onnx(model: torch.nn.Module, destination: Path, opset: int) -> dict[str, object]:
-    """Write `model` as a single fp32 ONNX file at `destination`."""
+def export_onnx(model: torch.nn.Module, destination: Path, opset: int,
+                task: str) -> dict[str, object]:
+    """Write `model` as a single fp32 ONNX file at `destination`; `task` is Optimum's name
+    for what the model's head does (it picks the inputs, outputs and dynamic axes)."""
     from optimum.exporters.onnx import onnx_export_from_model
 
     model = model.to("cpu").eval()
@@ -29,8 +32,8 @@ def export_onnx(model: torch.nn.Module, destination: Path, opset: int) -> dict[s
         logging.getLogger(name).setLevel(logging.ERROR)
     with tempfile.TemporaryDirectory(dir=destination.parent) as scratch, warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        onnx_export_from_model(model, output=Path(scratch), task="text-classification",
-                               opset=opset, do_validation=False)
+        onnx_export_from_model(model, output=Path(scratch), task=task, opset=opset,
+                               do_validation=False)
         shutil.move(str(Path(scratch) / "model.onnx"), destination)
     return {"exporter": "optimum.exporters.onnx", "opset": opset,
             "dynamic_axes": ["batch_size", "sequence_length"]}
@@ -53,7 +56,7 @@ class _Stem(torch.nn.Module):
 
 
 class _Top(torch.nn.Module):
-    """The trained part: hidden states at the boundary + attention mask -> logits."""
+    """The trained part: hidden states at the boundary + attention mask -> outputs."""
 
     def __init__(self, backbone: Backbone, boundary: int) -> None:
         super().__init__()
@@ -64,7 +67,7 @@ class _Top(torch.nn.Module):
         return self.run_top(hidden, attention_mask)
 
 
-def export_split(backbone: Backbone, boundary: int, input_names: list[str], stem_path: Path,
+def export_split(backbone: Backbone, plan: FreezePlan, input_names: list[str], stem_path: Path,
                  top_path: Path, opset: int) -> dict[str, object]:
     """Write the frozen stem and the trainable top as two ONNX graphs, for delta updates:
     retraining never changes the stem's weights, so its file stays byte-identical and a
@@ -74,6 +77,7 @@ def export_split(backbone: Backbone, boundary: int, input_names: list[str], stem
     model), dynamic batch and sequence axes; the gate checks the pair like the whole.
     """
     model = backbone.model.to("cpu").eval()
+    boundary = plan.boundary
     batch, sequence = torch.export.Dim("batch", min=1), torch.export.Dim("sequence", min=2)
     example = {name: torch.ones(2, 16, dtype=torch.long) for name in input_names}
     with warnings.catch_warnings(), _quiet_torch_onnx():

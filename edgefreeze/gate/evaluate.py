@@ -1,0 +1,82 @@
+"""Run PyTorch and every ONNX form on the held-out split, and the exact (fp32) forms over
+a grid of shapes.
+
+ONNX models run through the device runtime, one example at a time, so the figures are the
+ones a device would get. The shape grid feeds PyTorch and each fp32 form identical padded
+batches at batch sizes and sequence lengths the exporter never saw.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from edgefreeze.progress import Reporter
+from edgefreeze.runtime.forms import FORMS, REFERENCE
+from edgefreeze.runtime.inputs import InputEncoder
+from edgefreeze.runtime.session import OnnxModel
+from edgefreeze.tasks import Outputs, Task
+from edgefreeze.train.batching import Encoded
+from edgefreeze.train.inference import model_outputs
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    metrics: dict[str, dict[str, float]]  # REFERENCE and each form -> metric -> value
+    shape_check: dict[str, dict[str, Any]]  # per exact form
+
+
+def reference_outputs(model: torch.nn.Module, task: Task, encoded: Encoded,
+                      device: torch.device) -> Outputs:
+    """PyTorch's held-out outputs: what every ONNX model is compared with."""
+    return model_outputs(model, task, encoded, 64, device)
+
+
+def held_out_outputs(model: OnnxModel, encoder: InputEncoder, examples: list[Any],
+                     reporter: Reporter, desc: str) -> Outputs:
+    """An ONNX model's outputs, one example at a time as a device runs it."""
+    return [model.run(encoder.encode(example))[0]
+            for example in reporter.progress(examples, total=len(examples), desc=desc)]
+
+
+def evaluate(model: torch.nn.Module, task: Task, reference: Outputs, examples: list[Any],
+             targets: Any, encoded: Encoded, forms: dict[str, list[Path]],
+             encoder: InputEncoder, batch_sizes: list[int], sequence_lengths: list[int],
+             device: torch.device, reporter: Reporter,
+             known: dict[str, Outputs] | None = None) -> Evaluation:
+    """The task's metrics of every form against the targets and PyTorch's `reference`;
+    `known` are held-out outputs already computed (by the quantization fallback)."""
+    known = known or {}
+    metrics = {REFERENCE: task.metrics(reference, targets, reference)}
+    sessions = {name: OnnxModel(paths) for name, paths in forms.items()}
+    for name, session in sessions.items():
+        outputs = known.get(name)
+        if outputs is None:
+            outputs = held_out_outputs(session, encoder, examples, reporter, name)
+        metrics[name] = task.metrics(outputs, targets, reference)
+    shape_check = {name: _shape_check(model, session, encoded, batch_sizes, sequence_lengths,
+                                      device)
+                   for name, session in sessions.items() if FORMS[name].exact}
+    return Evaluation(metrics=metrics, shape_check=shape_check)
+
+
+@torch.no_grad()
+def _shape_check(model: torch.nn.Module, session: OnnxModel, encoded: Encoded,
+                 batch_sizes: list[int], sequence_lengths: list[int],
+                 device: torch.device) -> dict[str, Any]:
+    model.eval()
+    cells = []
+    for batch_size in batch_sizes:
+        indices = [i % len(encoded) for i in range(batch_size)]
+        for length in sequence_lengths:
+            batch = encoded.batch(indices, length=length)
+            expected = model(**{k: torch.from_numpy(v).to(device) for k, v in batch.items()})
+            error = np.abs(session.run(batch) - expected.logits.float().cpu().numpy()).max()
+            cells.append({"batch_size": batch_size, "sequence_length": length,
+                          "max_logit_error": float(error)})
+    return {"batch_sizes": batch_sizes, "sequence_lengths": sequence_lengths,
+            "max_logit_error": max(c["max_logit_error"] for c in cells), "cells": cells}

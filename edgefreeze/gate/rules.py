@@ -1,0 +1,83 @@
+"""The gate: the rules a build must pass before anything ships, and the verdict.
+
+Which rules a model form gets follows from its precision (`runtime.forms`): exact (fp32)
+forms must match PyTorch's outputs, reduced-precision forms may lose at most so much of
+the task's gate metric and agreement.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from edgefreeze.gate.evaluate import Evaluation
+from edgefreeze.runtime.forms import FORMS, REFERENCE, ModelForm
+from edgefreeze.spec import GateSpec
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    measured: float
+    limit: float
+    kind: str  # "max" (measured must be <= limit) or "min" (>= limit)
+    what: str
+
+    @property
+    def passed(self) -> bool:
+        return self.measured <= self.limit if self.kind == "max" else self.measured >= self.limit
+
+    def describe(self) -> str:
+        sign = "<=" if self.kind == "max" else ">="
+        status = "pass" if self.passed else f"FAIL by {abs(self.measured - self.limit):.6g}"
+        return f"{self.what}: {self.measured:.6g} (must be {sign} {self.limit:.6g}) {status}"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    rules: list[Rule] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(rule.passed for rule in self.rules)
+
+    @property
+    def failures(self) -> list[Rule]:
+        return [rule for rule in self.rules if not rule.passed]
+
+    def record(self) -> dict[str, object]:
+        """The manifest's `gate`."""
+        return {
+            "passed": self.passed,
+            "rules": {r.name: {"kind": r.kind, "limit": r.limit, "measured": r.measured,
+                               "passed": r.passed, "what": r.what} for r in self.rules},
+            "failures": [r.describe() for r in self.failures],
+        }
+
+
+def judge(evaluation: Evaluation, gate_metric: str, spec: GateSpec) -> Verdict:
+    """Apply the pipeline's gate to every form evaluated: exact forms on logit error
+    (held-out and shape grid), the others on the drop of `gate_metric` and agreement."""
+    metrics, rules = evaluation.metrics, []
+    for name, measured in metrics.items():
+        if name == REFERENCE:
+            continue
+        form = FORMS[name]
+        if form.exact:
+            shapes = evaluation.shape_check[name]["max_logit_error"]
+            rules.append(Rule(f"{name}.max_logit_error",
+                              max(measured["max_logit_error"], shapes),
+                              spec.max_logit_error, "max",
+                              f"{name} max |logit error| against PyTorch (held-out and shape grid)"))
+        else:
+            rules += tolerance_rules(form, measured, metrics[REFERENCE], gate_metric, spec)
+    return Verdict(rules=rules)
+
+
+def tolerance_rules(form: ModelForm, metrics: dict[str, float], reference: dict[str, float],
+                    gate_metric: str, spec: GateSpec) -> list[Rule]:
+    """What a reduced-precision form must meet against PyTorch: the drop of the task's gate
+    metric, and agreement."""
+    return [Rule(f"{form.name}.max_metric_drop", reference[gate_metric] - metrics[gate_metric],
+                 spec.max_metric_drop, "max", f"{form.name} {gate_metric} drop against PyTorch"),
+            Rule(f"{form.name}.min_agreement", metrics["agreement"], spec.min_agreement, "min",
+                 f"{form.name} prediction agreement with PyTorch")]

@@ -1,0 +1,28 @@
+"""Publish: the manifest and report, and the atomic move of an accepted bundle into place
+(or, when the gate refused it, only its report beside where it would have gone)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgefreeze.errors import GateRefused
+from edgefreeze.publish.record import manifest_for
+from edgefreeze.publish.report import render_report
+from edgefreeze.publish.staging import (REPORT, Staging, check_destination, default_destination,
+                                        destination_for, rejected_path)
+from edgefreeze.runtime.manifest import Manifest
+
+__all__ = ["Staging", "check_destination", "default_destination", "destination_for",
+           "manifest_for",
+           "publish_or_refuse", "rejected_path", "render_report"]
+
+
+def publish_or_refuse(staging: Staging, manifest: Manifest) -> Path:
+    """Ship the staged bundle if the gate passed it; else keep its manifest and report at
+    DESTINATION.rejected and raise `GateRefused` (exit 1)."""
+    report = render_report(manifest)
+    if not manifest.gate.passed:
+        rejected = staging.reject(manifest, report)
+        raise GateRefused("gate refused the build: " + "; ".join(manifest.gate.failures)
+                          + f" (report: {rejected / REPORT})", manifest, rejected)
+    return staging.publish(manifest, report)

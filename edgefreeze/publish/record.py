@@ -1,0 +1,72 @@
+"""The manifest, assembled in this one place from what each stage returned."""
+
+from __future__ import annotations
+
+import datetime as dt
+import platform
+from dataclasses import asdict
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from edgefreeze import __version__
+from edgefreeze.backbones import LoadedModel
+from edgefreeze.data import LabelledData
+from edgefreeze.freeze import FreezePlan
+from edgefreeze.gate import Evaluation, Verdict
+from edgefreeze.runtime.manifest import Manifest
+from edgefreeze.runtime.session import SESSION_CONFIG
+from edgefreeze.spec import Pipeline
+from edgefreeze.tasks import Task
+from edgefreeze.train.loop import TrainResult
+
+LIBRARIES = ("torch", "transformers", "optimum", "optimum-onnx", "onnx", "onnxruntime",
+             "tokenizers", "numpy")
+
+
+def manifest_for(*, pipeline: Pipeline, task: Task, loaded: LoadedModel, stem_sha256: str,
+                 data: LabelledData, plan: FreezePlan, trained: TrainResult,
+                 warm_start: dict[str, str] | None, cache: dict[str, Any],
+                 exported: dict[str, dict], quantized: dict[str, dict],
+                 models: dict[str, list[Path]], evaluation: Evaluation, verdict: Verdict,
+                 timings_s: dict[str, float]) -> Manifest:
+    """Everything about the bundle being built (its `files` are sealed at publish)."""
+    spec = pipeline.spec
+    return Manifest.model_validate({
+        "edgefreeze_version": __version__,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "pipeline": {"name": spec.name, "path": str(pipeline.path), "sha256": pipeline.sha256},
+        "settings": spec.model_dump(mode="json"),
+        "task": task.record(),
+        "model": {**loaded.source, "stem_sha256": stem_sha256,
+                  "model_type": loaded.model.config.model_type,
+                  "layers": loaded.backbone.depth},
+        "data": data.record(spec.data.max_length),
+        "training": {**{k: v for k, v in asdict(trained).items() if k != "step_losses"},
+                     "warm_start": warm_start, "freeze": plan.record()},
+        "cache": cache,
+        "export": exported,
+        "quantize": quantized,
+        "metrics": evaluation.metrics,
+        "sizes": {name: sum(path.stat().st_size for path in paths)
+                  for name, paths in models.items()},
+        "shape_check": evaluation.shape_check,
+        "gate": verdict.record(),
+        "runtime": {"session_config": SESSION_CONFIG},
+        "versions": versions(),
+        "timings_s": timings_s,
+    })
+
+
+def versions() -> dict[str, str]:
+    found = {"python": platform.python_version(), "platform": platform.platform(),
+             "edgefreeze": __version__}
+    for name in LIBRARIES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = "absent"
+    found["cuda"] = torch.version.cuda or "none"
+    return found

@@ -1,0 +1,66 @@
+"""Quantize: every reduced-precision form the pipeline asks for, made from its fp32 form
+(int8 with the gate in the loop, fp16 for GPU targets)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgefreeze.backbones import Backbone
+from edgefreeze.progress import Reporter
+from edgefreeze.quantize.fallback import quantize_gated
+from edgefreeze.quantize.fp16 import to_fp16
+from edgefreeze.quantize.fusion import Architecture
+from edgefreeze.runtime.forms import FP16, ModelForm
+from edgefreeze.runtime.inputs import InputEncoder
+from edgefreeze.spec import PipelineSpec, QuantizeSpec
+from edgefreeze.tasks import Outputs, Task
+
+__all__ = ["quantize_models"]
+
+
+def quantize_models(forms: list[ModelForm], exported: dict[str, list[Path]], folder: Path,
+                    spec: PipelineSpec, backbone: Backbone, task: Task, reference: Outputs,
+                    examples: list[Any], targets: Any, training_inputs: list[Any],
+                    encoder: InputEncoder, reporter: Reporter
+                    ) -> tuple[dict[str, list[Path]], dict[str, dict], dict[str, Outputs]]:
+    """Write the ones of `forms` made from another (reduced precision) into `folder`, from
+    the `exported` files. Returns each one's files, the manifest's `quantize` record and,
+    for int8 forms, their held-out outputs on `examples` (measured by the fallback, so the
+    gate need not run them again)."""
+    architecture = Architecture(backbone.fusion_type, backbone.model.config.num_attention_heads,
+                                backbone.hidden_size)
+    models, records, outputs = {}, {}, {}
+    for form in (form for form in forms if form.source is not None):
+        sources = exported[form.source]
+        paths = models[form.name] = [folder / name for name in form.files]
+        if form.precision == FP16.precision:
+            records[form.name] = {"mode": form.precision, "graphs": {
+                path.name: to_fp16(source, path) for source, path in zip(sources, paths)}}
+            continue
+        settings = int8_settings(form, spec.quantize)
+        calibration = (calibration_feeds(training_inputs, encoder, settings, spec.train.seed)
+                       if settings.mode == "static" else None)
+        records[form.name], outputs[form.name] = quantize_gated(
+            form, sources, paths, settings, architecture, task, spec.gate, reference, examples,
+            targets, encoder, reporter, calibration)
+    return models, records, outputs
+
+
+def int8_settings(form: ModelForm, settings: QuantizeSpec) -> QuantizeSpec:
+    """The split graphs are quantized dynamically and unfused: fusion patterns are written
+    for whole-model exports, and the top's inputs are activations, not token ids."""
+    return settings.model_copy(update={"fuse": False, "mode": "dynamic"}) if form.split \
+        else settings
+
+
+def calibration_feeds(inputs: list[Any], encoder: InputEncoder, settings: QuantizeSpec,
+                      seed: int) -> list[dict[str, np.ndarray]]:
+    """Static quantization's calibration feeds: a seeded sample of training inputs,
+    encoded as the device does, one example per feed."""
+    rng = np.random.default_rng(seed)
+    chosen = rng.choice(len(inputs), min(settings.calibration_rows, len(inputs)),
+                        replace=False)
+    return [encoder.encode(inputs[index]) for index in sorted(chosen.tolist())]

@@ -1,0 +1,297 @@
+"""manifest.json: the typed record of a bundle, written by the build in one place
+(`edgefreeze.publish.record`) and read through `Manifest` by the runtime, `diff`,
+`retrain --from`, the report and the benchmarks.
+
+Validated with pydantic (as the pipeline file is): a manifest missing what a reader needs
+is one line naming the dotted key, never a KeyError deep in a reader. Manifests written
+before `schema_version` existed (edgefreeze 0.1, "version 1") are upgraded on reading,
+so bundles already on devices keep loading. Torch-free.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from edgefreeze.errors import BundleError
+
+SCHEMA_VERSION = 2
+
+
+class Record(BaseModel):
+    """Base of every section: unknown keys are errors (a typo is caught when written)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class PipelineRecord(Record):
+    name: str
+    path: str
+    sha256: str
+
+
+class TaskRecord(Record):
+    """What the device needs to know of the task: how to encode an input for the model and
+    how to read the model's outputs (see `edgefreeze.runtime.inputs` and `.outputs`)."""
+
+    name: str
+    inputs: str
+    outputs: str
+    gate_metric: str  # the metric the gate's max_metric_drop watches
+
+
+class ModelRecord(Record):
+    spec: str
+    location: str
+    weights_sha256: str  # of the weights file; "hub" when loaded from the hub
+    revision: str | None = None  # the hub commit, when loaded from the hub
+    stem_sha256: str | None = None  # every frozen tensor: what retrain --from must match
+    model_type: str
+    layers: int
+
+
+class SourceRecord(Record):
+    origin: str
+    sha256: str
+
+
+class SplitRecord(Record):
+    rows: int
+    fingerprint: str
+
+
+class DataRecord(Record):
+    sources: dict[str, SourceRecord]
+    fingerprint: str
+    dropped_rows: int
+    label_names: list[str]
+    max_length: int
+    splits: dict[str, SplitRecord]
+
+
+class FreezeRecord(Record):
+    plan: str
+    settings: dict[str, Any]  # the plan's own configuration
+    boundary: int  # layers below it are the frozen, cached stem
+    trainable_layers: list[int]
+    trainable_parameters: int
+    total_parameters: int
+
+    @property
+    def trainable_share(self) -> float:
+        return self.trainable_parameters / self.total_parameters
+
+
+class EpochRecord(Record):
+    epoch: int
+    loss: float
+    seconds: float
+    validation: dict[str, float] = {}  # the task's gate metric on the validation split
+
+
+class WarmStartRecord(Record):
+    bundle: str
+    sha256: str
+
+
+class TrainingRecord(Record):
+    device: str
+    precision: str
+    warm_start: WarmStartRecord | None = None
+    steps: int
+    epochs: list[EpochRecord]
+    freeze: FreezeRecord
+
+
+class CacheRecord(Record):
+    enabled: bool
+    dir: str | None = None
+    keyset: str | None = None
+    dtype: str | None = None
+    boundary: int | None = None
+    hits: int = 0
+    misses: int = 0
+    corrupt: int = 0
+    bytes_written: int = 0
+    bytes: int = 0
+    problem: str | None = None  # why the cache stopped being used, if it did
+
+
+class AttemptRecord(Record):
+    """One try of the quantization fallback."""
+
+    fp32_segments: list[str]
+    metrics: dict[str, float]
+    passed: bool
+    size_bytes: int
+    p50_ms: float
+
+
+class QuantizeRecord(Record):
+    mode: str
+    graphs: dict[str, dict[str, Any]] = {}  # per file: the quantizer's settings
+    attempts: list[AttemptRecord] = []
+
+
+class ShapeCell(Record):
+    batch_size: int
+    sequence_length: int
+    max_logit_error: float
+
+
+class ShapeCheck(Record):
+    batch_sizes: list[int]
+    sequence_lengths: list[int]
+    max_logit_error: float
+    cells: list[ShapeCell]
+
+
+class RuleRecord(Record):
+    kind: Literal["max", "min"]
+    limit: float
+    measured: float
+    passed: bool
+    what: str
+
+
+class GateRecord(Record):
+    passed: bool
+    rules: dict[str, RuleRecord]
+    failures: list[str]
+
+
+class RuntimeRecord(Record):
+    session_config: dict[str, str] = {}  # ONNX Runtime config entries the gate ran with
+
+
+class FileRecord(Record):
+    sha256: str
+    size: int
+
+
+class Manifest(Record):
+    """Everything about one bundle. Metrics, sizes, shape checks and quantization are keyed
+    by model form name (`edgefreeze.runtime.forms`), metrics also by `pytorch`."""
+
+    schema_version: Literal[2] = SCHEMA_VERSION
+    edgefreeze_version: str
+    created: str
+    pipeline: PipelineRecord
+    settings: dict[str, Any]  # the pipeline's settings, defaults filled in
+    task: TaskRecord
+    model: ModelRecord
+    data: DataRecord
+    training: TrainingRecord
+    cache: CacheRecord
+    export: dict[str, dict[str, Any]]  # per exported form: the exporter's settings
+    quantize: dict[str, QuantizeRecord]
+    metrics: dict[str, dict[str, float]]
+    sizes: dict[str, int]
+    shape_check: dict[str, ShapeCheck]
+    gate: GateRecord
+    runtime: RuntimeRecord
+    versions: dict[str, str]
+    timings_s: dict[str, float]
+    files: dict[str, FileRecord] = Field(default_factory=dict)  # sealed at publish
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2)
+
+    @classmethod
+    def load(cls, path: Path) -> Manifest:
+        """Read and check a manifest; a problem is one `BundleError` line naming the key."""
+        try:
+            document = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise BundleError(f"{path.parent}: not a bundle ({path.name}: {exc})") from None
+        return cls.parse(document, path)
+
+    @classmethod
+    def parse(cls, document: object, path: Path) -> Manifest:
+        if not isinstance(document, dict):
+            raise BundleError(f"{path}: expected a JSON object")
+        version = document.get("schema_version", 1)
+        if version == 1:
+            document = upgrade_v1(document)
+        elif version != SCHEMA_VERSION:
+            raise BundleError(f"{path}: schema_version {version!r} is not one this edgefreeze "
+                              f"reads (it reads 1 and {SCHEMA_VERSION}); upgrade edgefreeze")
+        try:
+            return cls.model_validate(document)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            key = ".".join(str(part) for part in error["loc"])
+            raise BundleError(f"{path}: missing or invalid '{key}' ({error['msg']})") from None
+
+
+# Version 1 (edgefreeze 0.1) named forms after their ONNX precision and had one task.
+_V1_FORMS = {"pytorch": "pytorch", "onnx_fp32": "fp32", "onnx_int8": "int8",
+             "onnx_fp16": "fp16", "onnx_split_fp32": "split-fp32",
+             "onnx_split_int8": "split-int8"}
+_V1_TASK = {"name": "text-classification", "inputs": "text", "outputs": "label",
+            "gate_metric": "accuracy"}
+
+
+def upgrade_v1(old: dict) -> dict:
+    """A version-1 manifest in today's schema. Keys it does not have stay missing, so a
+    truncated old manifest still fails validation with the key's name."""
+
+    def forms(section: object) -> object:
+        if not isinstance(section, dict):
+            return section
+        return {_V1_FORMS.get(key, key): value for key, value in section.items()}
+
+    new = {**old, "schema_version": SCHEMA_VERSION, "task": _V1_TASK}
+    for key in ("metrics", "sizes", "shape_check", "quantize"):
+        if key in old:
+            new[key] = forms(old[key])
+    if isinstance(old.get("gate"), dict) and isinstance(old["gate"].get("rules"), dict):
+        rules = {}
+        for name, rule in old["gate"]["rules"].items():
+            form, _, rule_name = name.partition(".")
+            rule_name = "max_metric_drop" if rule_name == "max_accuracy_drop" else rule_name
+            rules[f"{_V1_FORMS.get(form, form)}.{rule_name}"] = rule
+        new["gate"] = {**old["gate"], "rules": rules}
+    if isinstance(new.get("quantize"), dict):
+        new["quantize"] = {name: _v1_quantize(record) for name, record in new["quantize"].items()}
+    training = old.get("training")
+    if isinstance(training, dict):
+        new["training"] = _v1_training(training, old)
+    export = old.get("export")
+    if isinstance(export, dict):
+        new["export"] = ({"fp32": export["composed"], "split-fp32": export.get("split", {})}
+                         if "composed" in export else {"fp32": export})
+    return new
+
+
+def _v1_quantize(record: object) -> object:
+    if not isinstance(record, dict) or "attempts" not in record:
+        return record
+    attempts = [{"fp32_segments": a.get("fp32_segments"), "passed": a.get("passed"),
+                 "size_bytes": a.get("size_bytes"), "p50_ms": a.get("p50_ms"),
+                 "metrics": {k: a[k] for k in ("accuracy", "agreement") if k in a}}
+                for a in record["attempts"] if isinstance(a, dict)]
+    graphs = record.get("graphs", {})
+    mode = next((g.get("mode") for g in graphs.values() if isinstance(g, dict)), "dynamic")
+    return {"mode": mode, "graphs": graphs, "attempts": attempts}
+
+
+def _v1_training(training: dict, old: dict) -> dict:
+    layers = training.get("trainable_layers")
+    depth = old.get("model", {}).get("layers") if isinstance(old.get("model"), dict) else None
+    freeze = {"plan": "top_k", "trainable_layers": layers,
+              "settings": {"plan": "top_k",
+                           "trainable_layers": len(layers) if isinstance(layers, list) else None},
+              "boundary": depth - len(layers) if isinstance(layers, list) and
+              isinstance(depth, int) else None,
+              "trainable_parameters": training.get("trainable_parameters"),
+              "total_parameters": training.get("total_parameters")}
+    epochs = [{"epoch": e.get("epoch"), "loss": e.get("loss"), "seconds": e.get("seconds"),
+               "validation": {"accuracy": e["val_accuracy"]} if "val_accuracy" in e else {}}
+              for e in training.get("epochs", []) if isinstance(e, dict)]
+    kept = ("device", "precision", "warm_start", "steps")
+    return {**{k: training[k] for k in kept if k in training}, "epochs": epochs,
+            "freeze": freeze}

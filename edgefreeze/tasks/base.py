@@ -1,0 +1,112 @@
+"""What a task is: everything in a build that depends on what is predicted.
+
+A task turns rows into examples (an input and a target), puts a head on each model family
+it supports, defines its loss, turns a batch of outputs into one output per example,
+scores outputs against targets and a reference, names the metric the gate watches, the
+exporter task, and what the device needs to run it (its input and output kinds, see
+`edgefreeze.runtime.inputs` and `.outputs`). The rest of the pipeline handles examples,
+targets and outputs as opaque values and calls the task for what they mean.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+from transformers import PreTrainedTokenizerBase
+
+from edgefreeze.hashing import content_key
+from edgefreeze.train.batching import Encoded
+
+Outputs = list[np.ndarray]  # one array per example, in example order
+
+
+class MissingValue(ValueError):
+    """A row's column is empty or absent (data.drop_empty decides: skip it, or fail)."""
+
+    def __init__(self, column: str) -> None:
+        super().__init__(column)
+        self.column = column
+
+
+@dataclass(frozen=True)
+class Head:
+    """A task's head on one model family: its modules (dotted paths into the Hugging Face
+    model; they train with the head's learning rate) and how they turn the last hidden
+    states (batch, sequence, hidden) into outputs."""
+
+    modules: tuple[str, ...]
+    run: Callable[[nn.Module, torch.Tensor], torch.Tensor]
+
+
+class Task(ABC):
+    """A registered kind of prediction (see `edgefreeze.tasks.TASKS`)."""
+
+    name: ClassVar[str]  # the pipeline's `task:`
+    model_class: ClassVar[type]  # the transformers auto class whose head the task trains
+    export_task: ClassVar[str]  # Optimum's exporter task
+    inputs: ClassVar[str]  # the device's input kind
+    outputs: ClassVar[str]  # the device's output kind
+    gate_metric: ClassVar[str]  # the metric gate.max_metric_drop watches (higher is better)
+    heads: ClassVar[dict[str, Head]]  # per config.model_type
+    head_rows: ClassVar[int | None]  # leading rows of the hidden states the head reads
+                                     # (None: all): what head-only caching keeps
+
+    # --- data -------------------------------------------------------------------------
+    @abstractmethod
+    def example(self, row: dict[str, Any], input_column: str, target_column: str
+                ) -> tuple[Any, Any]:
+        """(input, target with label names) of one row; raises MissingValue for an empty
+        value and ValueError (one line) for a malformed one."""
+
+    @abstractmethod
+    def target_labels(self, target: Any) -> Iterable[str]:
+        """The label names one target uses."""
+
+    @abstractmethod
+    def encode_targets(self, targets: Sequence[Any], index: dict[str, int]) -> Any:
+        """A split's targets as label ids, in the form `loss` and `metrics` read."""
+
+    def example_key(self, example: Any) -> str:
+        """What identifies an input in the activation cache (its content)."""
+        return content_key(example)
+
+    # --- model ------------------------------------------------------------------------
+    @abstractmethod
+    def encode(self, tokenizer: PreTrainedTokenizerBase, inputs: Sequence[Any],
+               max_length: int) -> Encoded:
+        """Model inputs per example (unpadded)."""
+
+    @abstractmethod
+    def batch_targets(self, targets: Any, indices: Sequence[int]) -> torch.Tensor:
+        """The targets of a batch of examples, as the loss reads them."""
+
+    @abstractmethod
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The training loss of one batch."""
+
+    @abstractmethod
+    def unbatch(self, outputs: np.ndarray, lengths: Sequence[int]) -> Outputs:
+        """A padded batch's outputs as one array per example (`lengths`: its tokens)."""
+
+    # --- evaluation -------------------------------------------------------------------
+    @abstractmethod
+    def metrics(self, outputs: Outputs, targets: Any, reference: Outputs) -> dict[str, float]:
+        """Metrics against the targets, and against a reference model's outputs on the
+        same examples: at least `gate_metric`, `agreement` (share of predictions equal to
+        the reference's) and `max_logit_error`."""
+
+    @staticmethod
+    def max_error(outputs: Outputs, reference: Outputs) -> float:
+        """Largest absolute difference between two models' outputs on the same examples."""
+        return float(max(np.max(np.abs(a - b)) for a, b in zip(outputs, reference)))
+
+    def record(self) -> dict[str, str]:
+        """What the manifest says of the task (the device reads inputs and outputs)."""
+        return {"name": self.name, "inputs": self.inputs, "outputs": self.outputs,
+                "gate_metric": self.gate_metric}

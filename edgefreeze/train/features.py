@@ -1,0 +1,110 @@
+"""What the training loop consumes: stem activations, live or from the cache.
+
+Both sources give the same thing for a batch of example indices: hidden states at the
+plan's boundary (batch, rows, hidden) and their attention mask (batch, rows). The loop
+never knows which one it was handed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from edgefreeze.backbones import Backbone, LoadedModel
+from edgefreeze.cache import ActivationStore, CacheStats, describe_keyset, fetch_activations
+from edgefreeze.data import LabelledData
+from edgefreeze.freeze import FreezePlan
+from edgefreeze.progress import Reporter
+from edgefreeze.tasks import Task
+from edgefreeze.train.batching import Encoded
+
+
+class LiveFeatures:
+    """Runs the frozen stem on each batch (no gradients, eval mode)."""
+
+    def __init__(self, encoded: Encoded, backbone: Backbone, plan: FreezePlan) -> None:
+        self.encoded, self.backbone, self.plan = encoded, backbone, plan
+
+    def lengths(self) -> np.ndarray:
+        lengths = self.encoded.lengths()
+        kept = self.plan.kept_rows
+        return np.minimum(lengths, kept) if kept else lengths
+
+    def batch(self, indices: Sequence[int], device: torch.device
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        inputs = {k: torch.from_numpy(v).to(device) for k, v in self.encoded.batch(indices).items()}
+        with torch.no_grad():
+            hidden = self.backbone.stem(inputs, self.plan.boundary)
+        mask = inputs["attention_mask"]
+        kept = self.plan.kept_rows
+        return (hidden[:, :kept], mask[:, :kept]) if kept else (hidden, mask)
+
+
+class CachedFeatures:
+    """Stored activations, one (rows, hidden) array per example, padded per batch."""
+
+    def __init__(self, arrays: list[np.ndarray]) -> None:
+        self.arrays = arrays
+        self.width = arrays[0].shape[1]
+        self._lengths = np.array([a.shape[0] for a in arrays])
+        # Head-only: one vector per example; one dense matrix makes a batch one gather.
+        self._dense = (np.concatenate(arrays).astype(np.float32)
+                       if np.all(self._lengths == 1) else None)
+
+    def lengths(self) -> np.ndarray:
+        return self._lengths
+
+    def batch(self, indices: Sequence[int], device: torch.device
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._dense is not None:
+            hidden = torch.from_numpy(self._dense[list(indices)]).unsqueeze(1)
+            return hidden.to(device), torch.ones((len(indices), 1), dtype=torch.int64,
+                                                  device=device)
+        lengths = self._lengths[list(indices)]
+        hidden = np.zeros((len(indices), lengths.max(), self.width), dtype=np.float32)
+        mask = np.zeros((len(indices), lengths.max()), dtype=np.int64)
+        for row, index in enumerate(indices):
+            hidden[row, :lengths[row]] = self.arrays[index]
+            mask[row, :lengths[row]] = 1
+        return torch.from_numpy(hidden).to(device), torch.from_numpy(mask).to(device)
+
+
+Features = LiveFeatures | CachedFeatures
+
+
+def stem_features(loaded: LoadedModel, task: Task, plan: FreezePlan, stem_sha256: str,
+                  data: LabelledData, encoded: dict[str, Encoded], max_length: int,
+                  root: Path | None, dtype: str, device: torch.device,
+                  reporter: Reporter) -> tuple[dict[str, Features], dict[str, object]]:
+    """Training inputs of the train and validation splits: from the activation cache at
+    `root` (computing only what it lacks), or the live stem when `root` is None. Returns
+    them and the manifest's cache record."""
+    backbone = loaded.backbone
+    splits = {name: split for name, split in data.named_splits().items()
+              if name in ("train", "validation")}
+    if root is None:
+        return ({name: LiveFeatures(encoded[name], backbone, plan) for name in splits},
+                {"enabled": False})
+    keyset, description = describe_keyset(stem_sha256, backbone, loaded.tokenizer, max_length,
+                                          plan, dtype)
+    store = ActivationStore(root, keyset, description, dtype, backbone.hidden_size)
+    stats, features = CacheStats(), {}
+    try:
+        for name, split in splits.items():
+            keys = [task.example_key(example) for example in split.inputs]
+            arrays, split_stats = fetch_activations(store, keys, encoded[name], backbone, plan,
+                                                    device, reporter, desc=f"cache {name}")
+            features[name] = CachedFeatures(arrays)
+            stats.add(split_stats)
+    finally:
+        store.close()
+    if stats.problem:
+        reporter.warn(f"{stats.problem}; running without the activation cache")
+    reporter.info(f"  cache {root}: {stats.hits} hits, {stats.misses} misses, "
+                  f"{stats.corrupt} corrupt, {stats.bytes / 1e6:.1f} MB served, "
+                  f"{stats.bytes_written / 1e6:.1f} MB written")
+    return features, {"enabled": True, "dir": str(root), "keyset": keyset, "dtype": dtype,
+                      "boundary": plan.boundary, **asdict(stats)}

@@ -1,0 +1,65 @@
+"""Carry a bundle's trained top into a new training run (`retrain --from BUNDLE`).
+
+Every bundle keeps its trainable parameters in `trainable.safetensors` (the frozen rest is
+the pretrained model, already on the machine). A retrain that starts from them needs
+fewer epochs: with the stem cached, its cost is the new rows' stem pass plus those epochs.
+The bundle must have been trained on the same frozen stem (digest of every frozen tensor,
+so a hub model of the same shape but other weights is refused), task, labels and plan.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from edgefreeze.errors import BundleError, ConfigError
+from edgefreeze.freeze import FreezePlan, describe_plan
+from edgefreeze.runtime import Bundle
+
+WEIGHTS = "trainable.safetensors"
+
+
+def save_trainable(model: torch.nn.Module, folder: Path) -> Path:
+    tensors = {name: p.detach().to("cpu").contiguous()
+               for name, p in model.named_parameters() if p.requires_grad}
+    save_file(tensors, str(folder / WEIGHTS))
+    return folder / WEIGHTS
+
+
+def load_trainable(model: torch.nn.Module, plan: FreezePlan, stem_sha256: str, task: str,
+                   bundle_path: Path, label_names: list[str]) -> dict[str, str]:
+    """Copy the bundle's trained parameters into `model`; they must fit exactly. Returns
+    the manifest's `training.warm_start`."""
+    try:
+        bundle = Bundle(bundle_path)
+    except BundleError as exc:
+        raise ConfigError(f"--from: {exc}") from None
+    manifest = bundle.manifest
+    where = f"--from {bundle_path}"
+    if manifest.task.name != task:
+        raise ConfigError(f"{where}: trained for {manifest.task.name}, this pipeline's task is "
+                          f"{task}")
+    if manifest.data.label_names != label_names:
+        raise ConfigError(f"{where}: labels {manifest.data.label_names} differ from the "
+                          f"data's {label_names}")
+    trained = manifest.training.freeze
+    if trained.settings != plan.settings():
+        raise ConfigError(f"{where}: trained with freezing plan "
+                          f"{describe_plan(trained.settings)}, this pipeline's is "
+                          f"{plan.describe()}")
+    if manifest.model.stem_sha256 is None:
+        raise ConfigError(f"{where}: built by edgefreeze {manifest.edgefreeze_version}, which "
+                          "did not record its frozen stem's digest; build without --from once")
+    if manifest.model.stem_sha256 != stem_sha256:
+        raise ConfigError(f"{where}: built on another frozen stem (other pretrained weights "
+                          "or revision) than this pipeline's model")
+    tensors = load_file(str(bundle.verified(WEIGHTS)))
+    expected = {name for name, p in model.named_parameters() if p.requires_grad}
+    if set(tensors) != expected:
+        raise ConfigError(f"{where}: {WEIGHTS} does not hold this model's trainable "
+                          "parameters")
+    model.load_state_dict(tensors, strict=False)
+    return {"bundle": str(bundle_path), "sha256": manifest.files[WEIGHTS].sha256}
+

@@ -1,0 +1,120 @@
+"""A new kind touches one place: a freezing plan and a task, each defined and registered in
+this file alone, build, gate and ship through the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from pydantic import Field
+from safetensors.torch import load_file
+
+from edgefreeze.backbones import load_model
+from edgefreeze.errors import ConfigError
+from edgefreeze.freeze import PLANS, PlanKind, Selection, make_plan
+from edgefreeze.runtime import Predictor
+from edgefreeze.spec import FreezeSpec
+from edgefreeze.tasks import TASKS
+from edgefreeze.tasks.text_classification import TextClassification
+from tests.conftest import QUICK, TEXT, run_cli, write_pipeline
+
+
+class NormsOnlySpec(FreezeSpec):
+    layers: int = Field(2, ge=1, description="top layers whose LayerNorms train")
+
+
+@PLANS.register("norms_only")
+class NormsOnly(PlanKind):
+    """Train only the LayerNorms of the top layers, and the head."""
+
+    config = NormsOnlySpec
+
+    def select(self, config: NormsOnlySpec, backbone) -> Selection:
+        boundary = backbone.depth - config.layers
+        norms = [module for layer in backbone.layer_stack()[boundary:]
+                 for module in layer.modules() if isinstance(module, torch.nn.LayerNorm)]
+        return Selection(boundary=boundary, parts={"top": norms, "head": backbone.head_modules()})
+
+
+@PLANS.register("leaky")
+class Leaky(PlanKind):
+    """A broken plan: it trains the embeddings, below its cache boundary."""
+
+    config = FreezeSpec
+
+    def select(self, config: FreezeSpec, backbone) -> Selection:
+        return Selection(boundary=backbone.depth,
+                         parts={"top": [backbone.embedding_module()],
+                                "head": backbone.head_modules()})
+
+
+@TASKS.register("text-length")
+class TextLength(TextClassification):
+    """Is a review long or short? The label comes from the text itself."""
+
+    name = "text-length"
+
+    def example(self, row, input_column, target_column):
+        text, _ = super().example(row, input_column, target_column)
+        return text, "long" if len(text.split()) > 20 else "short"
+
+
+def norms_only(tmp_path, layers: int):
+    """A pipeline with the plan: its `freeze:` replaces the smoke pipeline's (whose
+    trainable_layers is top_k's key, unknown to this plan)."""
+    pipeline = write_pipeline(tmp_path, QUICK)
+    spec = yaml.safe_load(pipeline.read_text())
+    spec["freeze"] = {"plan": "norms_only", "layers": layers}
+    pipeline.write_text(yaml.safe_dump(spec))
+    return pipeline
+
+
+def test_a_plan_registered_here_builds(tmp_path):
+    pipeline = norms_only(tmp_path, 2)
+    result = run_cli("build", str(pipeline), "--output", str(tmp_path / "b"), "--quiet", "--json")
+    assert result.exit_code == 0, result.stderr
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    freeze = manifest["training"]["freeze"]
+    assert freeze["plan"] == "norms_only" and freeze["settings"] == {"plan": "norms_only",
+                                                                     "layers": 2}
+    assert freeze["boundary"] == 4 and manifest["cache"]["boundary"] == 4
+    saved = load_file(str(tmp_path / "b" / "trainable.safetensors"))
+    in_layers = {name for name in saved if ".encoder.layer." in name}
+    assert in_layers and all("LayerNorm" in name for name in in_layers)
+    assert {name.split(".encoder.layer.")[1].split(".")[0] for name in in_layers} == {"4", "5"}
+    assert freeze["trainable_parameters"] == sum(t.numel() for t in saved.values())
+    assert manifest["gate"]["passed"]
+
+
+def test_a_plan_settings_error_names_its_key(tmp_path):
+    result = run_cli("build", str(norms_only(tmp_path, 0)), "--output", str(tmp_path / "b"),
+                     "--quiet")
+    assert result.exit_code == 2 and "freeze.layers" in result.stderr, result.stderr
+    other_plans_key = write_pipeline(tmp_path, {"freeze": {"plan": "norms_only"}})
+    result = run_cli("build", str(other_plans_key), "--output", str(tmp_path / "b"), "--quiet")
+    assert result.exit_code == 2, result.stderr  # trainable_layers is top_k's, not this plan's
+    assert "freeze.trainable_layers: unknown key" in result.stderr
+    unknown = write_pipeline(tmp_path, {"freeze": {"plan": "bottom_up"}})
+    result = run_cli("build", str(unknown), "--output", str(tmp_path / "b"), "--quiet")
+    assert result.exit_code == 2 and "unknown freezing plan 'bottom_up'" in result.stderr
+    assert "norms_only" in result.stderr and "top_k" in result.stderr  # the known ones
+
+
+def test_a_plan_that_trains_the_cached_stem_is_refused():
+    loaded = load_model("builtin:all-MiniLM-L6-v2", TEXT, ["a", "b"], Path, False, 0)
+    with pytest.raises(ConfigError, match="trains parameters below its cache boundary"):
+        make_plan(FreezeSpec(plan="leaky"), loaded.backbone)
+
+
+def test_a_task_registered_here_builds_and_runs_on_the_device(tmp_path):
+    pipeline = write_pipeline(tmp_path, {**QUICK, "task": "text-length"})
+    result = run_cli("build", str(pipeline), "--output", str(tmp_path / "b"), "--quiet", "--json")
+    assert result.exit_code == 0, result.stderr
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert manifest["task"]["name"] == "text-length"
+    assert manifest["data"]["label_names"] == ["long", "short"]
+    prediction = Predictor(tmp_path / "b").predict(["short and sweet"])[0]
+    assert set(prediction.probabilities) == {"long", "short"}

@@ -1,0 +1,61 @@
+"""The manifest schema: what a build writes reads back as itself, and bundles written
+before `schema_version` (edgefreeze 0.1, data/manifest-v1.json is one) still load."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from edgefreeze.errors import BundleError
+from edgefreeze.publish.staging import file_table
+from edgefreeze.runtime import Manifest, Predictor
+from edgefreeze.runtime.forms import FORMS
+
+V1 = Path(__file__).parent / "data" / "manifest-v1.json"
+
+
+def test_a_written_manifest_reads_back_unchanged(smoke_build):
+    bundle, _ = smoke_build
+    text = (bundle / "manifest.json").read_text()
+    manifest = Manifest.load(bundle / "manifest.json")
+    assert manifest.to_json() == text
+    assert set(manifest.sizes) <= set(FORMS) and set(manifest.quantize) <= set(FORMS)
+
+
+def test_a_version_1_manifest_is_upgraded():
+    old = json.loads(V1.read_text())
+    manifest = Manifest.parse(old, V1)
+    assert manifest.schema_version == 2 and manifest.task.name == "text-classification"
+    assert manifest.metrics["int8"] == old["metrics"]["onnx_int8"]
+    assert manifest.sizes == {"fp32": old["sizes"]["onnx_fp32"], "int8": old["sizes"]["onnx_int8"]}
+    rule = manifest.gate.rules["int8.max_metric_drop"]
+    assert rule.measured == old["gate"]["rules"]["onnx_int8.max_accuracy_drop"]["measured"]
+    freeze = manifest.training.freeze
+    assert freeze.settings == {"plan": "top_k", "trainable_layers": 2}
+    assert freeze.boundary == 4 and freeze.trainable_layers == [4, 5]
+    assert [e.validation["accuracy"] for e in manifest.training.epochs] == \
+        [e["val_accuracy"] for e in old["training"]["epochs"]]
+    attempt = manifest.quantize["int8"].attempts[0]
+    assert attempt.metrics["agreement"] == old["quantize"]["onnx_int8"]["attempts"][0]["agreement"]
+    assert manifest.model.stem_sha256 is None  # version 1 did not record it
+
+
+def test_a_version_1_bundle_runs_on_todays_runtime(smoke_build, tmp_path):
+    """A device that updates edgefreeze keeps running the bundle it has."""
+    bundle = tmp_path / "old"
+    shutil.copytree(smoke_build[0], bundle)
+    old = json.loads(V1.read_text())
+    old["files"] = {name: record.model_dump() for name, record in file_table(bundle).items()}
+    (bundle / "manifest.json").write_text(json.dumps(old))
+    texts = ["a wonderful surprise", "dull and far too long"]
+    assert Predictor(bundle).predict(texts) == Predictor(smoke_build[0]).predict(texts)
+
+
+def test_a_truncated_version_1_manifest_names_the_missing_key(tmp_path):
+    old = json.loads(V1.read_text())
+    del old["gate"]
+    with pytest.raises(BundleError, match="'gate'"):
+        Manifest.parse(old, tmp_path / "manifest.json")
