@@ -29,7 +29,7 @@ import torch
 from edgefreeze.backbones import load_model
 from edgefreeze.cache import ActivationStore, describe_keyset, fetch_activations
 from edgefreeze.data import load_data
-from edgefreeze.freeze import make_plan, stem_digest
+from edgefreeze.freeze import frozen_digest, make_plan
 from edgefreeze.freeze.top_k import TopKSpec
 from edgefreeze.progress import Reporter
 from edgefreeze.spec import load_pipeline
@@ -63,8 +63,9 @@ class Bench:
         return loaded, make_plan(TopKSpec(trainable_layers=trainable_layers), loaded.backbone)
 
     def store(self, loaded, plan, root: Path | None = None) -> ActivationStore:
-        keyset, description = describe_keyset(stem_digest(loaded.model, plan), loaded.backbone,
-                                              loaded.tokenizer, self.max_length, plan, "fp16")
+        keyset, description = describe_keyset(frozen_digest(loaded.model), loaded.backbone,
+                                              loaded.tokenizer, self.task.name,
+                                              self.max_length, plan, "fp16")
         return ActivationStore(root or self.cache_root, keyset, description, "fp16",
                                loaded.backbone.hidden_size)
 

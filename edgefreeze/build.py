@@ -10,13 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
 from edgefreeze.backbones import load_model
 from edgefreeze.cache import cache_root
 from edgefreeze.data import load_data
 from edgefreeze.export import export_models, write_model_files
-from edgefreeze.freeze import make_plan, stem_digest
+from edgefreeze.freeze import frozen_digest, make_plan
 from edgefreeze.gate import evaluate, judge, reference_outputs
 from edgefreeze.progress import Reporter
 from edgefreeze.publish import (Staging, check_destination, destination_for, manifest_for,
@@ -83,20 +81,22 @@ def build(pipeline: Pipeline, options: BuildOptions = BuildOptions(),
         loaded = load_model(spec.model, task, data.label_names, pipeline.resolve,
                             spec.trust_remote_code, spec.train.seed, max_length)
         plan = make_plan(spec.freeze, loaded.backbone)
-        stem_sha256 = stem_digest(loaded.model, plan)
-        warm_start = (load_trainable(loaded.model, plan, stem_sha256, task.name,
+        frozen_sha256 = frozen_digest(loaded.model)
+        warm_start = (load_trainable(loaded.model, plan, frozen_sha256, task.name,
                                      options.warm_start, data.label_names)
                       if options.warm_start else None)
         reporter.info(f"  {plan.summary()}")
     with reporter.stage("tokenize"):
-        splits = data.named_splits()
         encoded = {name: task.encode(loaded.tokenizer, split.inputs, max_length)
-                   for name, split in splits.items()}
+                   for name, split in data.named_splits().items()}
+        loaded.backbone.check_split(encoded["train"], plan.boundary)
     loaded.model.to(device)
     with reporter.stage("cache"):
         root = cache_root(options.cache_dir, spec.cache, pipeline.resolve, options.use_cache)
-        features, cache = stem_features(loaded, task, plan, stem_sha256, data, encoded,
-                                        max_length, root, spec.cache.dtype, device, reporter)
+        features, cache = stem_features(loaded, task, plan, frozen_sha256, data, encoded,
+                                        max_length=max_length, root=root,
+                                        dtype=spec.cache.dtype, device=device,
+                                        reporter=reporter)
     with reporter.stage("train"):
         trained = train(loaded.backbone, plan, task, features["train"], data.train.targets,
                         features.get("validation"),
@@ -116,15 +116,19 @@ def build(pipeline: Pipeline, options: BuildOptions = BuildOptions(),
         with reporter.stage("quantize"):
             reduced, quantize_record, known = quantize_models(
                 forms, exported, staging.path, spec, loaded.backbone, task, reference,
-                data.test.inputs, data.test.targets, data.train.inputs, encoder, reporter)
+                examples=data.test.inputs, targets=data.test.targets,
+                training_inputs=data.train.inputs, encoder=encoder, reporter=reporter)
         models = {**exported, **reduced}
         with reporter.stage("evaluate"):
-            evaluation = evaluate(model, task, reference, data.test.inputs, data.test.targets,
-                                  encoded["test"], models, encoder, spec.gate.batch_sizes,
-                                  spec.shape_check_lengths(), device, reporter, known)
+            evaluation = evaluate(model, task, reference, examples=data.test.inputs,
+                                  targets=data.test.targets, encoded=encoded["test"],
+                                  forms=models, encoder=encoder,
+                                  batch_sizes=spec.gate.batch_sizes,
+                                  sequence_lengths=spec.shape_check_lengths(), device=device,
+                                  reporter=reporter, known=known)
         verdict = judge(evaluation, task.gate_metric, spec.gate)
         manifest = manifest_for(
-            pipeline=pipeline, task=task, loaded=loaded, stem_sha256=stem_sha256, data=data,
+            pipeline=pipeline, task=task, loaded=loaded, frozen_sha256=frozen_sha256, data=data,
             plan=plan, trained=trained, warm_start=warm_start, cache=cache,
             exported=export_record, quantized=quantize_record, models=models,
             evaluation=evaluation, verdict=verdict, timings_s=reporter.timings)

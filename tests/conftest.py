@@ -97,11 +97,9 @@ def smoke_build(smoke) -> tuple[Path, CliResult]:
 @pytest.fixture(scope="session")
 def split_build(tmp_path_factory) -> Built:
     """The smoke pipeline with every other form: stem + top (delta updates), fp16, and a
-    statically calibrated int8. Its gate is looser: it is also the first release of the
-    retrain tests, whose 30 made-up rows move a few of the 180 held-out predictions."""
+    statically calibrated int8."""
     folder = tmp_path_factory.mktemp("split")
     pipeline = write_pipeline(folder, {
         "export": {"split": True},
-        "quantize": {"fp16": True, "mode": "static", "calibration_rows": 32},
-        "gate": {"max_metric_drop": 0.08, "min_agreement": 0.85}})
+        "quantize": {"fp16": True, "mode": "static", "calibration_rows": 32}})
     return _build(folder, pipeline)

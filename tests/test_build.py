@@ -129,17 +129,22 @@ def test_int8_model_alone_reproduces_the_manifest_accuracy(smoke_build):
 
 
 def test_impossible_gate_exits_1_and_publishes_nothing(tmp_path):
-    pipeline = write_pipeline(tmp_path, {**QUICK, "gate": {"max_logit_error": 1e-12}})
+    """fp32 can never be that exact, and int8 never that close: the fallback keeps one
+    segment after another in fp32, then the build is refused and its report kept."""
+    impossible = {"max_logit_error": 1e-12, "max_metric_drop": 0.0, "min_agreement": 1.0}
+    pipeline = write_pipeline(tmp_path, {**QUICK, "gate": impossible})
     output = tmp_path / "bundle"
     result = run_cli("build", str(pipeline), "--output", str(output), "--quiet", "--json")
     assert result.exit_code == 1
     assert not output.exists()
     rejected = tmp_path / "bundle.rejected"
     assert sorted(p.name for p in rejected.iterdir()) == ["manifest.json", "report.md"]
-    rules = json.loads((rejected / "manifest.json").read_text())["gate"]["rules"]
-    assert rules["fp32.max_logit_error"]["passed"] is False
-    assert rules["int8.min_agreement"]["passed"] is True
-    assert "REFUSED" in (rejected / "report.md").read_text()
+    manifest = json.loads((rejected / "manifest.json").read_text())
+    assert manifest["gate"]["rules"]["fp32.max_logit_error"]["passed"] is False
+    attempts = manifest["quantize"]["int8"]["attempts"]
+    assert len(attempts) > 1 and attempts[-1]["fp32_segments"][0] == "head"
+    report = (rejected / "report.md").read_text()
+    assert "REFUSED" in report and f"{len(attempts)} attempt(s); kept in fp32: head" in report
     payload = result.json()
     assert payload["status"] == "refused" and payload["gate"]["passed"] is False
     assert "fp32 max |logit error|" in result.stderr

@@ -15,13 +15,13 @@ import torch
 from edgefreeze.backbones import load_model
 from edgefreeze.cache import ActivationStore, describe_keyset, fetch_activations
 from edgefreeze.data import load_data
-from edgefreeze.freeze import make_plan, stem_digest
+from edgefreeze.freeze import frozen_digest, make_plan
+from edgefreeze.gate import reference_outputs
 from edgefreeze.freeze.top_k import TopKSpec
 from edgefreeze.progress import Reporter
 from edgefreeze.spec import DataSpec, TrainSpec
-from edgefreeze.train.batching import encode_texts
+from edgefreeze.tasks.encoding import encode_texts
 from edgefreeze.train.features import CachedFeatures, LiveFeatures
-from edgefreeze.train.inference import model_outputs
 from edgefreeze.train.loop import train
 from tests.conftest import QUICK, SMOKE, TEXT, run_cli, write_pipeline
 
@@ -41,8 +41,8 @@ def fresh_model(rows, trainable_layers: int):
 
 
 def keyset(loaded, plan, max_length=40, dtype="fp16"):
-    return describe_keyset(stem_digest(loaded.model, plan), loaded.backbone, loaded.tokenizer,
-                           max_length, plan, dtype)
+    return describe_keyset(frozen_digest(loaded.model), loaded.backbone, loaded.tokenizer,
+                           TEXT.name, max_length, plan, dtype)
 
 
 def open_store(root, loaded, plan, dtype="fp32"):
@@ -73,7 +73,7 @@ def test_cached_training_equals_uncached_training(rows, tmp_path, trainable_laye
         result = train(loaded.backbone, plan, TEXT, features, rows.train.targets, None, None,
                        spec, CPU, QUIET)
         test_encoded = encode_texts(loaded.tokenizer, rows.test.inputs, 40)
-        logits = np.stack(model_outputs(loaded.model, TEXT, test_encoded, 32, CPU))
+        logits = np.stack(reference_outputs(loaded.model, TEXT, test_encoded, CPU))
         results[source] = (np.array(result.step_losses), logits)
     np.testing.assert_allclose(results["cached"][0], results["live"][0], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(results["cached"][1], results["live"][1], atol=1e-4)

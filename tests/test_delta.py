@@ -34,20 +34,21 @@ def _retrain(pipeline, first, tmp_path):
     return result.json()["forms"], new
 
 
+# A retrain on 30 made-up rows moves a few of the 180 held-out predictions; these tests are
+# about what changes between bundles, so their gate is looser.
+LOOSE = {"gate": {"max_metric_drop": 0.08, "min_agreement": 0.85}}
+
+
 def test_retrain_changes_only_the_top(split_build, tmp_path):
-    forms, _ = _retrain(split_build.pipeline, split_build.bundle, tmp_path)
+    pipeline = write_pipeline(tmp_path, LOOSE, base=split_build.pipeline)
+    forms, _ = _retrain(pipeline, split_build.bundle, tmp_path)
     assert forms["split-int8"]["payload_bytes"] < forms["int8"]["payload_bytes"]
     assert forms["split-int8"]["payload_share"] < 0.2
 
 
 def test_head_only_retrain_ships_kilobytes(tmp_path):
-    # This test is about what changes between bundles; the gate is loosened because a
-    # head-only model trained on 360 rows has small margins, and 90 held-out rows make one
-    # flipped prediction 1.1 points.
-    pipeline = write_pipeline(tmp_path, {"export": {"split": True},
-                                         "freeze": {"trainable_layers": 0},
-                                         "gate": {"max_metric_drop": 0.08,
-                                                  "min_agreement": 0.85}})
+    pipeline = write_pipeline(tmp_path, {**LOOSE, "export": {"split": True},
+                                         "freeze": {"trainable_layers": 0}})
     first = run_cli("build", str(pipeline), "--output", str(tmp_path / "v1"), "--quiet")
     assert first.exit_code == 0, first.stderr
     forms, new = _retrain(pipeline, tmp_path / "v1", tmp_path)

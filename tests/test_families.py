@@ -24,9 +24,9 @@ from transformers import (AutoConfig, AutoModelForSequenceClassification,
 
 from edgefreeze.backbones import load_model
 from edgefreeze.data.sources import rotten_tomatoes
+from edgefreeze.gate import reference_outputs
 from edgefreeze.runtime import Predictor
-from edgefreeze.train.batching import encode_texts
-from edgefreeze.train.inference import model_outputs
+from edgefreeze.tasks.encoding import encode_texts
 from tests.conftest import TEXT, run_cli, write_pipeline
 
 MAX_LENGTH = 32
@@ -152,5 +152,5 @@ def test_tokenizer_inputs_the_model_does_not_take_are_dropped(tmp_path):
     assert "token_type_ids" not in loaded.tokenizer.model_input_names
     encoded = encode_texts(loaded.tokenizer, TEXTS, MAX_LENGTH)
     assert set(encoded.inputs) == {"input_ids", "attention_mask"}
-    outputs = model_outputs(loaded.model, TEXT, encoded, 2, torch.device("cpu"))
+    outputs = reference_outputs(loaded.model, TEXT, encoded, torch.device("cpu"), batch_size=2)
     assert [output.shape for output in outputs] == [(2,)] * len(TEXTS)

@@ -17,7 +17,7 @@ from edgefreeze.errors import ConfigError
 from edgefreeze.freeze import PLANS, PlanKind, Selection, make_plan
 from edgefreeze.runtime import Predictor
 from edgefreeze.spec import FreezeSpec
-from edgefreeze.tasks import TASKS
+from edgefreeze.tasks import register_task
 from edgefreeze.tasks.text_classification import TextClassification
 from tests.conftest import QUICK, TEXT, run_cli, write_pipeline
 
@@ -51,11 +51,13 @@ class Leaky(PlanKind):
                                 "head": backbone.head_modules()})
 
 
-@TASKS.register("text-length")
+@register_task
 class TextLength(TextClassification):
-    """Is a review long or short? The label comes from the text itself."""
+    """Is a review long or short? The label comes from the text itself, and the gate
+    watches macro-F1 (the classes are unbalanced)."""
 
     name = "text-length"
+    gate_metric = "macro_f1"
 
     def example(self, row, input_column, target_column):
         text, _ = super().example(row, input_column, target_column)
@@ -114,7 +116,11 @@ def test_a_task_registered_here_builds_and_runs_on_the_device(tmp_path):
     result = run_cli("build", str(pipeline), "--output", str(tmp_path / "b"), "--quiet", "--json")
     assert result.exit_code == 0, result.stderr
     manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
-    assert manifest["task"]["name"] == "text-length"
+    assert manifest["task"] == {"name": "text-length", "inputs": "text", "outputs": "label",
+                                "gate_metric": "macro_f1"}
     assert manifest["data"]["label_names"] == ["long", "short"]
+    rule = manifest["gate"]["rules"]["int8.max_metric_drop"]
+    drop = manifest["metrics"]["pytorch"]["macro_f1"] - manifest["metrics"]["int8"]["macro_f1"]
+    assert rule["measured"] == drop and "macro_f1" in rule["what"]
     prediction = Predictor(tmp_path / "b").predict(["short and sweet"])[0]
     assert set(prediction.probabilities) == {"long", "short"}

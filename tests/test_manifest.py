@@ -1,5 +1,6 @@
 """The manifest schema: what a build writes reads back as itself, and bundles written
-before `schema_version` (edgefreeze 0.1, data/manifest-v1.json is one) still load."""
+before `schema_version` still load (data/manifest-v1.json: edgefreeze 0.1's manifest of
+the smoke pipeline with export.split and quantize.fp16)."""
 
 from __future__ import annotations
 
@@ -30,7 +31,13 @@ def test_a_version_1_manifest_is_upgraded():
     manifest = Manifest.parse(old, V1)
     assert manifest.schema_version == 2 and manifest.task.name == "text-classification"
     assert manifest.metrics["int8"] == old["metrics"]["onnx_int8"]
-    assert manifest.sizes == {"fp32": old["sizes"]["onnx_fp32"], "int8": old["sizes"]["onnx_int8"]}
+    assert manifest.metrics["split-int8"] == old["metrics"]["onnx_split_int8"]
+    assert manifest.sizes == {"fp32": old["sizes"]["onnx_fp32"], "int8": old["sizes"]["onnx_int8"],
+                              "split-fp32": old["sizes"]["onnx_split_fp32"],
+                              "split-int8": old["sizes"]["onnx_split_int8"],
+                              "fp16": old["sizes"]["onnx_fp16"]}
+    assert manifest.quantize["fp16"].graphs["model.fp16.onnx"] == {"keep_io_types": True}
+    assert manifest.export["split-fp32"]["boundary"] == 4
     rule = manifest.gate.rules["int8.max_metric_drop"]
     assert rule.measured == old["gate"]["rules"]["onnx_int8.max_accuracy_drop"]["measured"]
     freeze = manifest.training.freeze
@@ -40,22 +47,24 @@ def test_a_version_1_manifest_is_upgraded():
         [e["val_accuracy"] for e in old["training"]["epochs"]]
     attempt = manifest.quantize["int8"].attempts[0]
     assert attempt.metrics["agreement"] == old["quantize"]["onnx_int8"]["attempts"][0]["agreement"]
-    assert manifest.model.stem_sha256 is None  # version 1 did not record it
+    assert manifest.model.frozen_sha256 is None  # version 1 did not record it
 
 
-def test_a_version_1_bundle_runs_on_todays_runtime(smoke_build, tmp_path):
-    """A device that updates edgefreeze keeps running the bundle it has."""
+def test_a_version_1_bundle_runs_on_todays_runtime(split_build, tmp_path):
+    """A device that updates edgefreeze keeps running the bundle it has, every form."""
     bundle = tmp_path / "old"
-    shutil.copytree(smoke_build[0], bundle)
+    shutil.copytree(split_build.bundle, bundle)
     old = json.loads(V1.read_text())
     old["files"] = {name: record.model_dump() for name, record in file_table(bundle).items()}
     (bundle / "manifest.json").write_text(json.dumps(old))
     texts = ["a wonderful surprise", "dull and far too long"]
-    assert Predictor(bundle).predict(texts) == Predictor(smoke_build[0]).predict(texts)
+    for form in FORMS:
+        assert Predictor(bundle, form).predict(texts) == \
+            Predictor(split_build.bundle, form).predict(texts), form
 
 
 def test_a_truncated_version_1_manifest_names_the_missing_key(tmp_path):
     old = json.loads(V1.read_text())
     del old["gate"]
-    with pytest.raises(BundleError, match="'gate'"):
+    with pytest.raises(BundleError, match="'gate'.*rebuild the bundle with `edgefreeze build`"):
         Manifest.parse(old, tmp_path / "manifest.json")

@@ -14,7 +14,7 @@ from edgefreeze.freeze.top_k import TopKSpec
 from edgefreeze.progress import Reporter
 from edgefreeze.runtime import load_tokenizer
 from edgefreeze.spec import DataSpec, TrainSpec
-from edgefreeze.train.batching import encode_texts
+from edgefreeze.tasks.encoding import encode_texts
 from edgefreeze.train.features import LiveFeatures
 from edgefreeze.train.loop import train
 from tests.conftest import TEXT

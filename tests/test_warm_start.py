@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from edgefreeze.backbones import load_model
-from edgefreeze.freeze import make_plan, stem_digest
+from edgefreeze.freeze import frozen_digest, make_plan
 from edgefreeze.freeze.top_k import TopKSpec
 from edgefreeze.train.warm_start import load_trainable
 from tests.conftest import SMOKE, TEXT, run_cli, write_pipeline
@@ -23,7 +23,7 @@ def test_bundle_weights_are_loaded_exactly(smoke_build):
                         seed=99)
     plan = make_plan(TopKSpec(trainable_layers=2), loaded.backbone)
     before = loaded.model.classifier.weight.detach().clone()
-    load_trainable(loaded.model, plan, stem_digest(loaded.model, plan), TEXT.name, bundle,
+    load_trainable(loaded.model, plan, frozen_digest(loaded.model), TEXT.name, bundle,
                    ["rotten", "fresh"])
     state = dict(loaded.model.named_parameters())
     assert set(saved) == {n for n, p in state.items() if p.requires_grad}
@@ -74,7 +74,7 @@ def test_retrain_from_a_bundle_of_other_weights_is_refused(smoke_build, tmp_path
     copy = tmp_path / "other"
     shutil.copytree(smoke_build[0], copy)
     manifest = json.loads((copy / "manifest.json").read_text())
-    manifest["model"]["stem_sha256"] = "0" * 64
+    manifest["model"]["frozen_sha256"] = "0" * 64
     (copy / "manifest.json").write_text(json.dumps(manifest))
     new_rows = tmp_path / "new.csv"
     new_rows.write_text("text,category\nfresh and funny,fresh\n")

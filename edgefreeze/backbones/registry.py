@@ -19,6 +19,7 @@ from transformers.modeling_attn_mask_utils import _prepare_4d_attention_mask_for
 from edgefreeze.errors import ConfigError
 from edgefreeze.registry import Registry
 from edgefreeze.tasks import Head, Task
+from edgefreeze.tasks.encoding import Encoded
 
 FAMILIES: Registry[type[Backbone]] = Registry("architecture")
 
@@ -81,6 +82,26 @@ class Backbone:
         for layer in self.layer_stack()[boundary:]:
             hidden = self.run_layer(layer, hidden, mask)
         return self.head.run(self.model, hidden)
+
+    @torch.no_grad()
+    def check_split(self, encoded: Encoded, boundary: int, tolerance: float = 1e-4) -> None:
+        """Stem then top must give the model's own outputs: training runs the two apart,
+        while the reference outputs and the exported model run the model whole. A family
+        adapter or task head that misreads a checkpoint would train one function and ship
+        another; this catches it on a few real examples before any training."""
+        was_training = self.model.training
+        self.model.eval()
+        batch = encoded.batch(list(range(min(8, len(encoded)))))
+        inputs = {name: torch.from_numpy(values) for name, values in batch.items()}
+        whole = self.model(**inputs).logits
+        split = self.top(self.stem(inputs, boundary), inputs["attention_mask"], boundary)
+        self.model.train(was_training)
+        error = float((whole - split).abs().max())
+        if not error <= tolerance:
+            raise ConfigError(f"model: edgefreeze's {self.model.config.model_type} adapter does "
+                              f"not reproduce this checkpoint's outputs when split at layer "
+                              f"{boundary} (max error {error:.3g}); this variant of the "
+                              "architecture is not supported yet")
 
     def embed(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.embedding_module()(input_ids=inputs["input_ids"],

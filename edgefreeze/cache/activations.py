@@ -11,7 +11,7 @@ from edgefreeze.backbones import Backbone
 from edgefreeze.cache.store import ActivationStore
 from edgefreeze.freeze import FreezePlan
 from edgefreeze.progress import Reporter
-from edgefreeze.train.batching import Encoded
+from edgefreeze.tasks.encoding import Encoded
 
 SHARD_EXAMPLES = 4096  # write (and so keep) progress every this many computed examples
 

@@ -1,7 +1,8 @@
 """What an activation depends on, as digests: the key set, and the per-example key.
 
 An activation of the frozen stem is a pure function of the stem's weights, the tokenizer,
-max_length, the freezing plan's boundary and what of the stem's output the top reads
+the task (which decides how an example becomes token ids), max_length, the freezing plan's
+boundary and what of the stem's output the top reads
 (every row, or the head's first), the storage dtype, the attention kernel and the
 example. All but the example name the key set; the example's content names the entry
 (`Task.example_key`). Change any of them and the cache misses, never serves stale values.
@@ -21,17 +22,19 @@ from edgefreeze.freeze import FreezePlan
 FORMAT_VERSION = 2
 
 
-def describe_keyset(stem_sha256: str, backbone: Backbone, tokenizer: PreTrainedTokenizerBase,
-                    max_length: int, plan: FreezePlan, dtype: str) -> tuple[str, dict]:
-    """(key set digest, its human-readable description); `stem_sha256` is the frozen
-    stem's digest (`edgefreeze.freeze.stem_digest`)."""
+def describe_keyset(frozen_sha256: str, backbone: Backbone, tokenizer: PreTrainedTokenizerBase,
+                    task: str, max_length: int, plan: FreezePlan,
+                    dtype: str) -> tuple[str, dict]:
+    """(key set digest, its human-readable description); `frozen_sha256` digests every
+    frozen tensor, the stem's among them (`edgefreeze.freeze.frozen_digest`)."""
     description = {
         "format": FORMAT_VERSION,
         "model_type": backbone.model.config.model_type,
         "attention": backbone.model.config._attn_implementation,
-        "stem_sha256": stem_sha256,
+        "frozen_sha256": frozen_sha256,
         "tokenizer_sha256": hashlib.sha256(
             tokenizer.backend_tokenizer.to_str().encode()).hexdigest(),
+        "task": task,  # how examples become token ids (text, word lists, ...)
         "max_length": max_length,
         **plan.cache_key(),
         "depth": backbone.depth,

@@ -203,10 +203,11 @@ def _check_splits(parts: dict[str, _Rows], task: Task, spec: DataSpec) -> None:
                           f"({len(parts['test'].inputs)} held out, "
                           f"{len(parts['validation'].inputs)} for validation); add rows or "
                           "lower data.split.test / data.split.validation")
-    train_labels = _labels_in(task, parts["train"].targets)
+    train_labels = sorted(_labels_in(task, parts["train"].targets))
     if len(train_labels) < 2:
-        raise ConfigError(f"{spec.source}: the training data has a single class "
-                          f"({next(iter(train_labels))!r}); a classifier needs at least two")
+        only = f"a single class ({train_labels[0]!r})" if train_labels else "no labels"
+        raise ConfigError(f"{spec.source}: the training data has {only}; a model needs at "
+                          "least two to tell apart")
     if len(parts["test"].inputs) == 0:
         raise ConfigError("data: the held-out split is empty; raise data.split.test or add rows")
 

@@ -13,8 +13,9 @@ from edgefreeze.freeze import FreezePlan
 from edgefreeze.runtime.bundle import LABELS
 from edgefreeze.runtime.forms import ModelForm
 from edgefreeze.tasks import Task
+from edgefreeze.tasks.encoding import TOKEN_INPUTS
 
-__all__ = ["export_models", "export_onnx", "export_split", "write_model_files"]
+__all__ = ["export_models", "write_model_files"]
 
 
 def write_model_files(loaded: LoadedModel, label_names: list[str], folder: Path) -> None:
@@ -37,8 +38,7 @@ def export_models(loaded: LoadedModel, plan: FreezePlan, task: Task, forms: list
     for form in (form for form in forms if form.source is None):
         paths = models[form.name] = [folder / name for name in form.files]
         if form.split:
-            input_names = [n for n in ("input_ids", "attention_mask", "token_type_ids")
-                           if n in loaded.tokenizer.model_input_names]
+            input_names = [n for n in TOKEN_INPUTS if n in loaded.tokenizer.model_input_names]
             records[form.name] = export_split(loaded.backbone, plan, input_names, *paths, opset)
         else:
             records[form.name] = export_onnx(loaded.model, paths[0], opset, task.export_task)

@@ -25,13 +25,15 @@ from edgefreeze.registry import Registry
 from edgefreeze.spec import FreezeSpec
 
 NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
+# What trains is grouped by role; each role's learning rate is a `train:` setting.
+LEARNING_RATES = {"top": "lr_top", "head": "lr_head"}
 
 
 @dataclass(frozen=True)
 class Selection:
     """What a plan kind chose: the cache boundary (layers below it form the frozen stem)
-    and, per learning-rate role ("top" for encoder layers, "head"), the modules that
-    train. Every module that trains must lie above the boundary."""
+    and, per learning-rate role (`LEARNING_RATES`: "top" for encoder layers, "head"), the
+    modules that train. Every module that trains must lie above the boundary."""
 
     boundary: int
     parts: dict[str, list[nn.Module]]
@@ -91,8 +93,8 @@ class FreezePlan:
 
     def parameter_groups(self, model: nn.Module, rates: dict[str, float],
                          weight_decay: float) -> list[dict]:
-        """Optimizer groups over trainable parameters only: a learning rate per role, and
-        no weight decay on biases and norms."""
+        """Optimizer groups over trainable parameters only: a learning rate per role
+        (`rates`, keyed like LEARNING_RATES), no weight decay on biases and norms."""
         names = {id(p): n for n, p in model.named_parameters()}
         groups = []
         for role, modules in self.parts.items():
@@ -140,6 +142,11 @@ def make_plan(config: FreezeSpec, backbone: Backbone) -> FreezePlan:
     if kind is None:
         raise ConfigError(f"freeze.plan: {PLANS.unknown(config.plan)}")
     selection = kind().select(config, backbone)
+    unknown = sorted(set(selection.parts) - set(LEARNING_RATES))
+    if unknown:
+        raise ConfigError(f"freeze.plan: plan {config.plan!r} groups what trains under "
+                          f"{unknown}; the roles with a learning rate are "
+                          f"{sorted(LEARNING_RATES)}")
     model, stack = backbone.model, backbone.layer_stack()
     model.requires_grad_(False)
     for modules in selection.parts.values():
@@ -162,16 +169,17 @@ def make_plan(config: FreezeSpec, backbone: Backbone) -> FreezePlan:
         trainable_layers=trainable_layers)
 
 
-def stem_digest(model: nn.Module, plan: FreezePlan) -> str:
-    """sha256 over every tensor of the model that the plan's top does not run: the frozen
-    stem's identity, whatever checkpoint or hub revision it came from. The activation
-    cache keys on it, and `retrain --from` requires it to match."""
-    top = {id(t) for m in plan.top for t in [*m.parameters(), *m.buffers()]}
+def frozen_digest(model: nn.Module) -> str:
+    """sha256 over every tensor of the model that does not train (apply the plan first):
+    the frozen stem and anything else held fixed, whatever checkpoint or hub revision it
+    came from. The activation cache keys on it, and `retrain --from` requires it to match
+    (a trained top is only valid on the frozen weights it was trained with)."""
+    trainable = {id(p) for p in model.parameters() if p.requires_grad}
     digest = hashlib.sha256()
     state = model.state_dict(keep_vars=True)
     for name in sorted(state):
         tensor = state[name]
-        if id(tensor) in top:
+        if id(tensor) in trainable:
             continue
         data = tensor.detach().to("cpu").contiguous()
         digest.update(f"{name}:{data.dtype}:{tuple(data.shape)};".encode())

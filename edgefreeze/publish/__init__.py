@@ -8,13 +8,11 @@ from pathlib import Path
 from edgefreeze.errors import GateRefused
 from edgefreeze.publish.record import manifest_for
 from edgefreeze.publish.report import render_report
-from edgefreeze.publish.staging import (REPORT, Staging, check_destination, default_destination,
-                                        destination_for, rejected_path)
+from edgefreeze.publish.staging import REPORT, Staging, check_destination, destination_for
 from edgefreeze.runtime.manifest import Manifest
 
-__all__ = ["Staging", "check_destination", "default_destination", "destination_for",
-           "manifest_for",
-           "publish_or_refuse", "rejected_path", "render_report"]
+__all__ = ["Staging", "check_destination", "destination_for", "manifest_for",
+           "publish_or_refuse"]
 
 
 def publish_or_refuse(staging: Staging, manifest: Manifest) -> Path:

@@ -10,10 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import ValidationError
 
 from edgefreeze import __version__
 from edgefreeze.backbones import LoadedModel
 from edgefreeze.data import LabelledData
+from edgefreeze.errors import EdgefreezeError
 from edgefreeze.freeze import FreezePlan
 from edgefreeze.gate import Evaluation, Verdict
 from edgefreeze.runtime.manifest import Manifest
@@ -26,7 +28,7 @@ LIBRARIES = ("torch", "transformers", "optimum", "optimum-onnx", "onnx", "onnxru
              "tokenizers", "numpy")
 
 
-def manifest_for(*, pipeline: Pipeline, task: Task, loaded: LoadedModel, stem_sha256: str,
+def manifest_for(*, pipeline: Pipeline, task: Task, loaded: LoadedModel, frozen_sha256: str,
                  data: LabelledData, plan: FreezePlan, trained: TrainResult,
                  warm_start: dict[str, str] | None, cache: dict[str, Any],
                  exported: dict[str, dict], quantized: dict[str, dict],
@@ -34,13 +36,13 @@ def manifest_for(*, pipeline: Pipeline, task: Task, loaded: LoadedModel, stem_sh
                  timings_s: dict[str, float]) -> Manifest:
     """Everything about the bundle being built (its `files` are sealed at publish)."""
     spec = pipeline.spec
-    return Manifest.model_validate({
+    record = {
         "edgefreeze_version": __version__,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "pipeline": {"name": spec.name, "path": str(pipeline.path), "sha256": pipeline.sha256},
         "settings": spec.model_dump(mode="json"),
         "task": task.record(),
-        "model": {**loaded.source, "stem_sha256": stem_sha256,
+        "model": {**loaded.source, "frozen_sha256": frozen_sha256,
                   "model_type": loaded.model.config.model_type,
                   "layers": loaded.backbone.depth},
         "data": data.record(spec.data.max_length),
@@ -57,7 +59,15 @@ def manifest_for(*, pipeline: Pipeline, task: Task, loaded: LoadedModel, stem_sh
         "runtime": {"session_config": SESSION_CONFIG},
         "versions": versions(),
         "timings_s": timings_s,
-    })
+    }
+    try:
+        return Manifest.model_validate(record)
+    except ValidationError as exc:  # a stage (a new task, say) returned what the schema lacks
+        error = exc.errors()[0]
+        key = ".".join(str(part) for part in error["loc"])
+        raise EdgefreezeError(f"the build's manifest does not fit its schema at '{key}': "
+                              f"{error['msg']} (a bug in edgefreeze or in a registered "
+                              "task or plan)") from None
 
 
 def versions() -> dict[str, str]:

@@ -27,6 +27,8 @@ from edgefreeze.quantize.targets import TARGETS
 from edgefreeze.spec import QuantizeSpec
 
 WEIGHT_TYPES = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}
+NORM_OPS = {"LayerNormalization", "SkipLayerNormalization", "EmbedLayerNormalization",
+            "SimplifiedLayerNormalization", "SkipSimplifiedLayerNormalization"}
 
 
 def quantize_int8(fp32_path: Path, destination: Path, spec: QuantizeSpec,
@@ -98,11 +100,6 @@ def segments(model: onnx.ModelProto) -> list[tuple[str, list[str]]]:
                       [n.name for n in nodes[start:end]]))
         end, layer = start, layer + 1
     return parts
-
-
-NORM_OPS = {"LayerNormalization", "SkipLayerNormalization", "EmbedLayerNormalization",
-            "SimplifiedLayerNormalization", "SkipSimplifiedLayerNormalization"}
-
 
 
 class _Feeds(CalibrationDataReader):

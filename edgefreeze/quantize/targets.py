@@ -1,15 +1,16 @@
 """The CPUs an int8 model is quantized for, and what each needs from its int8 weights.
 
-The settings follow ONNX Runtime's guidance on u8/s8 kernels, which Optimum's presets
-(`AutoQuantizationConfig.arm64/avx2/avx512/avx512_vnni`) also encode:
+The settings follow ONNX Runtime's guidance on its u8/s8 kernels ("Quantize ONNX models",
+data type selection):
 - x86 without VNNI multiplies u8 activations by s8 weights with VPMADDUBSW, whose 16-bit
   sums can saturate. AVX-512 keeps s8 weights and reduces them to 7 bits
-  (`reduce_range`); AVX2 takes u8 weights instead (u8 x u8 runs on a path without that
-  saturation, Optimum's avx2 preset).
+  (`reduce_range`, which Optimum's docs also advise for AVX-512 without VNNI); AVX2 takes
+  u8 weights instead, as Optimum's avx2 preset does (u8 x u8 has no such saturation).
 - AVX-512 VNNI (VPDPBUSD) and 64-bit Arm (NEON dot product) sum in 32 bits: full-range s8
-  weights. Their int8 files are therefore identical; only the kernels that run them
-  differ, on the device.
-Standard library only: the pipeline schema validates `quantize.target` against this table.
+  weights, as Optimum's avx512_vnni and arm64 presets have. Their int8 files are
+  therefore identical; only the kernels that run them differ, on the device.
+No imports of its own beyond the standard library: the pipeline schema validates
+`quantize.target` against this table.
 """
 
 from __future__ import annotations

@@ -82,12 +82,15 @@ class Bundle:
             raise BundleError(f"{self.path}: {LABELS} {problem} ({form})")
         return model
 
+    def input_files(self) -> tuple[str, ...]:
+        """The bundle files the input encoder reads (tokenizer.json for text)."""
+        return self._kind(input_kind, self.manifest.task.inputs).files
+
     def encoder(self) -> InputEncoder:
         """What turns one input into the models' feed (a tokenizer for text)."""
-        kind = self._kind(input_kind, self.manifest.task.inputs)
-        for name in kind.files:
+        for name in self.input_files():
             self.verified(name)
-        return kind(self.path, self.max_length)
+        return self._kind(input_kind, self.manifest.task.inputs)(self.path, self.max_length)
 
     def decoder(self) -> OutputDecoder:
         return self._kind(output_kind, self.manifest.task.outputs)()

@@ -36,7 +36,7 @@ def diff(old_path: Path, new_path: Path) -> dict:
         else "changed", "old_size": manifests[0].stat().st_size,
         "new_size": manifests[1].stat().st_size}
     old_forms = {form.name for form in old.forms()}
-    device_files = (MANIFEST, LABELS, *new.encoder().files)  # what the runtime reads
+    device_files = (MANIFEST, LABELS, *new.input_files())  # what the runtime reads
     forms = {}
     for form in new.forms():
         needed = [*form.files, *device_files]

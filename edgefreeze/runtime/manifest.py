@@ -48,7 +48,7 @@ class ModelRecord(Record):
     location: str
     weights_sha256: str  # of the weights file; "hub" when loaded from the hub
     revision: str | None = None  # the hub commit, when loaded from the hub
-    stem_sha256: str | None = None  # every frozen tensor: what retrain --from must match
+    frozen_sha256: str | None = None  # every tensor that did not train (retrain --from)
     model_type: str
     layers: int
 
@@ -224,7 +224,10 @@ class Manifest(Record):
         except ValidationError as exc:
             error = exc.errors()[0]
             key = ".".join(str(part) for part in error["loc"])
-            raise BundleError(f"{path}: missing or invalid '{key}' ({error['msg']})") from None
+            rebuild = ("; it predates schema_version: rebuild the bundle with `edgefreeze "
+                       "build`" if version == 1 else "")
+            raise BundleError(f"{path}: missing or invalid '{key}' ({error['msg']}){rebuild}"
+                              ) from None
 
 
 # Version 1 (edgefreeze 0.1) named forms after their ONNX precision and had one task.
@@ -268,8 +271,11 @@ def upgrade_v1(old: dict) -> dict:
 
 
 def _v1_quantize(record: object) -> object:
-    if not isinstance(record, dict) or "attempts" not in record:
+    if not isinstance(record, dict):
         return record
+    if "attempts" not in record:  # fp16: {"mode": "fp16", "keep_io_types": true}
+        settings = {k: v for k, v in record.items() if k != "mode"}
+        return {"mode": record.get("mode"), "graphs": {"model.fp16.onnx": settings}}
     attempts = [{"fp32_segments": a.get("fp32_segments"), "passed": a.get("passed"),
                  "size_bytes": a.get("size_bytes"), "p50_ms": a.get("p50_ms"),
                  "metrics": {k: a[k] for k in ("accuracy", "agreement") if k in a}}

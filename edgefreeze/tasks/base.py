@@ -21,7 +21,7 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from edgefreeze.hashing import content_key
-from edgefreeze.train.batching import Encoded
+from edgefreeze.tasks.encoding import Encoded
 
 Outputs = list[np.ndarray]  # one array per example, in example order
 

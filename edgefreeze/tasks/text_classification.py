@@ -14,8 +14,8 @@ import torch
 from transformers import AutoModelForSequenceClassification, PreTrainedTokenizerBase
 
 from edgefreeze.tasks.base import Head, MissingValue, Outputs, Task
-from edgefreeze.tasks.registry import TASKS
-from edgefreeze.train.batching import Encoded, encode_texts
+from edgefreeze.tasks.registry import register_task
+from edgefreeze.tasks.encoding import Encoded, encode_texts
 
 
 def _pooled_head(model, hidden):
@@ -38,7 +38,7 @@ def _classification_head(model, hidden):
 _SEQUENCE_HEAD = Head(("classifier",), _classification_head)
 
 
-@TASKS.register("text-classification")
+@register_task
 class TextClassification(Task):
     name = "text-classification"
     model_class = AutoModelForSequenceClassification

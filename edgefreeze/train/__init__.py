@@ -1,5 +1,2 @@
-"""Training the top: batching, stem features (live or cached), the loop, warm starts.
-
-Import from the modules themselves (`edgefreeze.train.loop`, ...): tasks import
-`train.batching`, so this package's import must stay free of the rest.
-"""
+"""Training the top: stem features (live or cached), batches, the loop and its step,
+the device and precision, warm starts. Import from the modules themselves."""

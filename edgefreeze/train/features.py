@@ -19,7 +19,7 @@ from edgefreeze.data import LabelledData
 from edgefreeze.freeze import FreezePlan
 from edgefreeze.progress import Reporter
 from edgefreeze.tasks import Task
-from edgefreeze.train.batching import Encoded
+from edgefreeze.tasks.encoding import Encoded
 
 
 class LiveFeatures:
@@ -75,7 +75,7 @@ class CachedFeatures:
 Features = LiveFeatures | CachedFeatures
 
 
-def stem_features(loaded: LoadedModel, task: Task, plan: FreezePlan, stem_sha256: str,
+def stem_features(loaded: LoadedModel, task: Task, plan: FreezePlan, frozen_sha256: str,
                   data: LabelledData, encoded: dict[str, Encoded], max_length: int,
                   root: Path | None, dtype: str, device: torch.device,
                   reporter: Reporter) -> tuple[dict[str, Features], dict[str, object]]:
@@ -88,8 +88,8 @@ def stem_features(loaded: LoadedModel, task: Task, plan: FreezePlan, stem_sha256
     if root is None:
         return ({name: LiveFeatures(encoded[name], backbone, plan) for name in splits},
                 {"enabled": False})
-    keyset, description = describe_keyset(stem_sha256, backbone, loaded.tokenizer, max_length,
-                                          plan, dtype)
+    keyset, description = describe_keyset(frozen_sha256, backbone, loaded.tokenizer, task.name,
+                                          max_length, plan, dtype)
     store = ActivationStore(root, keyset, description, dtype, backbone.hidden_size)
     stats, features = CacheStats(), {}
     try:

@@ -15,14 +15,13 @@ import torch
 
 from edgefreeze.backbones import Backbone
 from edgefreeze.errors import EdgefreezeError
-from edgefreeze.freeze import FreezePlan
+from edgefreeze.freeze import LEARNING_RATES, FreezePlan
 from edgefreeze.progress import Reporter
 from edgefreeze.spec import TrainSpec
-from edgefreeze.tasks import Task
+from edgefreeze.tasks import Outputs, Task
 from edgefreeze.train.batching import bucketed_batches
 from edgefreeze.train.device import autocast, resolve_precision
 from edgefreeze.train.features import Features
-from edgefreeze.train.inference import top_outputs
 
 
 @dataclass
@@ -46,8 +45,8 @@ def train(backbone: Backbone, plan: FreezePlan, task: Task, train_set: Features,
     torch.manual_seed(spec.seed)
     precision = resolve_precision(spec.precision, device)
     result = TrainResult(device=str(device), precision=precision)
-    optimizer = torch.optim.AdamW(plan.parameter_groups(
-        model, {"top": spec.lr_top, "head": spec.lr_head}, spec.weight_decay))
+    rates = {role: getattr(spec, setting) for role, setting in LEARNING_RATES.items()}
+    optimizer = torch.optim.AdamW(plan.parameter_groups(model, rates, spec.weight_decay))
     generator = np.random.default_rng(spec.seed)
     lengths = train_set.lengths()
     steps_per_epoch = math.ceil(len(lengths) / spec.batch_size)
@@ -110,6 +109,25 @@ def check_gradients(parameters: Sequence[torch.nn.Parameter]) -> None:
     if missing:
         raise EdgefreezeError(f"{missing} trainable parameter tensors received no gradient; "
                               "the model's head is not on the loss path")
+
+
+@torch.no_grad()
+def top_outputs(backbone: Backbone, plan: FreezePlan, task: Task, features: Features,
+                batch_size: int, device: torch.device) -> Outputs:
+    """The top's outputs from stem activations, in example order, in eval mode."""
+    was_training = backbone.model.training
+    backbone.model.eval()
+    lengths = features.lengths()
+    order = np.argsort(lengths, kind="stable")
+    out: Outputs = [np.empty(0)] * len(order)
+    for start in range(0, len(order), batch_size):
+        indices = order[start:start + batch_size].tolist()
+        logits = backbone.top(*features.batch(indices, device), plan.boundary)
+        for index, output in zip(indices, task.unbatch(logits.float().cpu().numpy(),
+                                                       lengths[indices])):
+            out[index] = output
+    backbone.model.train(was_training)
+    return out
 
 
 def _linear_schedule(step: int, warmup_steps: int, total_steps: int) -> float:

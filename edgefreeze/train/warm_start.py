@@ -28,7 +28,7 @@ def save_trainable(model: torch.nn.Module, folder: Path) -> Path:
     return folder / WEIGHTS
 
 
-def load_trainable(model: torch.nn.Module, plan: FreezePlan, stem_sha256: str, task: str,
+def load_trainable(model: torch.nn.Module, plan: FreezePlan, frozen_sha256: str, task: str,
                    bundle_path: Path, label_names: list[str]) -> dict[str, str]:
     """Copy the bundle's trained parameters into `model`; they must fit exactly. Returns
     the manifest's `training.warm_start`."""
@@ -49,10 +49,10 @@ def load_trainable(model: torch.nn.Module, plan: FreezePlan, stem_sha256: str, t
         raise ConfigError(f"{where}: trained with freezing plan "
                           f"{describe_plan(trained.settings)}, this pipeline's is "
                           f"{plan.describe()}")
-    if manifest.model.stem_sha256 is None:
+    if manifest.model.frozen_sha256 is None:
         raise ConfigError(f"{where}: built by edgefreeze {manifest.edgefreeze_version}, which "
-                          "did not record its frozen stem's digest; build without --from once")
-    if manifest.model.stem_sha256 != stem_sha256:
+                          "did not record its frozen weights' digest; build without --from once")
+    if manifest.model.frozen_sha256 != frozen_sha256:
         raise ConfigError(f"{where}: built on another frozen stem (other pretrained weights "
                           "or revision) than this pipeline's model")
     tensors = load_file(str(bundle.verified(WEIGHTS)))
