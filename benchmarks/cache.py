@@ -92,7 +92,7 @@ class Bench:
         batches = bucketed_batches(features.lengths(), self.train_spec.batch_size,
                                    np.random.default_rng(0))
         tensors = [(*features.batch(b, CPU), torch.from_numpy(labels[b])) for b in batches]
-        plan.set_train_mode(loaded.model)
+        plan.begin_epoch(loaded.model, 1)
         precision = resolve_precision(self.train_spec.precision, CPU)
         start = time.perf_counter()
         for hidden, mask, y in tensors:

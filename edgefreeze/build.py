@@ -80,7 +80,7 @@ def build(pipeline: Pipeline, options: BuildOptions = BuildOptions(),
     with reporter.stage("model"):
         loaded = load_model(spec.model, task, data.label_names, pipeline.resolve,
                             spec.trust_remote_code, spec.train.seed, max_length)
-        plan = make_plan(spec.freeze, loaded.backbone)
+        plan = make_plan(spec.freeze, loaded.backbone, spec.peft)
         frozen_sha256 = frozen_digest(loaded.model)
         warm_start = (load_trainable(loaded.model, plan, frozen_sha256, task.name,
                                      options.warm_start, data.label_names)
@@ -107,7 +107,7 @@ def build(pipeline: Pipeline, options: BuildOptions = BuildOptions(),
     with Staging(destination) as staging:
         with reporter.stage("export"):
             write_model_files(loaded, data.label_names, staging.path)
-            save_trainable(loaded.model, staging.path)
+            save_trainable(loaded.model, plan, staging.path)
             exported, export_record = export_models(loaded, plan, task, forms, staging.path,
                                                     spec.export.opset)
         model = loaded.model.to(device)

@@ -164,6 +164,44 @@ def retrain(**options) -> None:
     _build(**options)
 
 
+@main.command(short_help="What a pipeline's freezing plan trains, layer by layer.")
+@click.argument("pipeline_file", metavar="PIPELINE", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON result.")
+def inspect(pipeline_file: str, as_json: bool) -> None:
+    """Show, for each part of the PIPELINE's model, its parameters, what of it trains, its
+    state and learning rate, and where the cached stem ends; then check on one batch that
+    every parameter the plan trains gets a gradient and no other does (exit 1 if not).
+    Nothing is trained."""
+
+    def action() -> dict:
+        from edgefreeze.errors import CheckFailed
+        from edgefreeze.freeze.inspect import inspect_pipeline
+        from edgefreeze.spec import load_pipeline
+
+        result = inspect_pipeline(load_pipeline(pipeline_file))
+        if not as_json:
+            click.echo(f"{result['description']}: {result['trainable_parameters']:,} of "
+                       f"{result['total_parameters']:,} parameters train")
+            click.echo(f"{'part':<28} {'parameters':>11} {'trainable':>11} {'state':<17} "
+                       f"{'from epoch':>10} {'learning rate':>13}")
+            for row in result["rows"]:
+                rate = f"{row['learning_rate']:.3g}" if row["learning_rate"] else ""
+                epoch = row["from_epoch"] or ""
+                state = f"{row['state']} (cached)" if row["stem"] else row["state"]
+                click.echo(f"{row['part']:<28} {row['parameters']:>11,} {row['trainable']:>11,} "
+                           f"{state:<17} {epoch:>10} {rate:>13}")
+        flow = result["gradient_flow"]
+        if not flow["ok"]:
+            raise CheckFailed(f"gradient flow: {len(flow['missing'])} trained tensors got no "
+                              f"gradient, {len(flow['stray'])} frozen ones got one "
+                              f"(such as {(flow['missing'] + flow['stray'])[0]})", details=result)
+        click.echo("gradient flow: every parameter the plan trains received a gradient, and no "
+                   "frozen one did", err=True)
+        return {"status": "ok", **result}
+
+    _run(as_json, action)
+
+
 @main.group()
 def cache() -> None:
     """Inspect and look after the activation cache."""

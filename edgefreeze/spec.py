@@ -9,6 +9,7 @@ the safe loader only.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -80,22 +81,52 @@ def _tasks():
     return edgefreeze.tasks
 
 
-def _plan_settings(value: Any, handler: Any) -> FreezeSpec:
-    """Validate `freeze:` with the settings class of the plan it names, so each plan's
-    errors carry their own `freeze.KEY` locations."""
+class PeftSpec(Section):
+    """What every parameter-efficient method's settings share; each method
+    (`edgefreeze.peft`) subclasses it, and `peft.method` picks which one validates."""
+
+    method: str = Field(description="the method (edgefreeze.peft.METHODS): lora, ia3, ...")
+
+
+def kind_settings(base: type[Section], field: str, registry: Callable[[], Any],
+                  default: dict[str, Any] | None = None) -> Callable[[Any, Any], Any]:
+    """A validator for a section whose `field` names a registered kind: the kind's own
+    settings class validates the section, so its errors carry their own dotted keys.
+    `registry()` is imported when first needed (the kinds import torch)."""
+
+    def validate(value: Any, handler: Any) -> Any:
+        if isinstance(value, base):
+            return value
+        if value is None:
+            value = default
+        if not isinstance(value, dict):
+            return handler(value)  # pydantic's own "should be a valid dictionary"
+        kinds = registry()
+        if field not in value and base.model_fields[field].is_required():
+            raise ValueError(f"{field}: required key is missing (known: "
+                             f"{', '.join(kinds.names())})")
+        name = value.get(field, base.model_fields[field].default)
+        kind = kinds.get(name) if isinstance(name, str) else None
+        if kind is None:
+            raise ValueError(f"{field}: {kinds.unknown(name)}")
+        return kind.config.model_validate(value)
+
+    return validate
+
+
+def _plans():
     from edgefreeze.freeze import PLANS
 
-    if isinstance(value, FreezeSpec):
-        return value
-    if value is None:
-        value = {}
-    if not isinstance(value, dict):
-        return handler(value)  # pydantic's own "should be a valid dictionary"
-    name = value.get("plan", FreezeSpec.model_fields["plan"].default)
-    kind = PLANS.get(name) if isinstance(name, str) else None
-    if kind is None:
-        raise ValueError(f"plan: {PLANS.unknown(name)}")
-    return kind.config.model_validate(value)
+    return PLANS
+
+
+def _methods():
+    from edgefreeze.peft import METHODS
+
+    return METHODS
+
+
+_plan_settings = kind_settings(FreezeSpec, "plan", _plans, default={})
 
 
 class TrainSpec(Section):
@@ -105,6 +136,15 @@ class TrainSpec(Section):
     lr_head: float = Field(1e-3, gt=0.0, lt=1.0, description="learning rate of pooler and classifier")
     weight_decay: float = Field(0.01, ge=0.0, lt=1.0)
     warmup: float = Field(0.1, ge=0.0, lt=1.0, description="share of steps with linear warmup")
+    schedule: Literal["linear", "cosine", "constant"] = Field(
+        "linear", description="the learning rate after warmup: linear or cosine decay to 0, "
+        "or constant")
+    layer_decay: float = Field(
+        1.0, gt=0.0, le=1.0, description="discriminative rates: each trainable layer learns "
+        "at this times the rate of the layer above it (the top one at lr_top); 1: all alike")
+    early_stopping: int | None = Field(
+        None, ge=1, description="stop after this many epochs without a better validation "
+        "score, and keep the best epoch's weights (needs a validation split)")
     max_grad_norm: float = Field(1.0, gt=0.0)
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -195,6 +235,10 @@ class PipelineSpec(Section):
     data: DataSpec
     freeze: Annotated[SerializeAsAny[FreezeSpec], WrapValidator(_plan_settings)] = Field(
         default_factory=lambda: _plan_settings({}, None))
+    peft: Annotated[SerializeAsAny[PeftSpec] | None,
+                    WrapValidator(kind_settings(PeftSpec, "method", _methods))] = Field(
+        None, description="train small added weights in the trainable layers instead of the "
+        "layers themselves (LoRA, IA3)")
     train: TrainSpec = TrainSpec()
     cache: CacheSpec = CacheSpec()
     export: ExportSpec = ExportSpec()

@@ -34,9 +34,13 @@ def run_cli(*args: str) -> CliResult:
     return CliResult(result.exit_code, result.stdout, result.stderr)
 
 
-def write_pipeline(folder: Path, changes: dict, base: Path = SMOKE) -> Path:
-    """A copy of `base` with nested `changes` merged in, written into `folder`."""
+def write_pipeline(folder: Path, changes: dict, base: Path = SMOKE,
+                   replace: tuple[str, ...] = ()) -> Path:
+    """A copy of `base` with nested `changes` merged in, written into `folder`; the
+    sections named in `replace` are replaced whole (another plan's keys do not fit)."""
     spec = yaml.safe_load(base.read_text())
+    for section in replace:
+        spec.pop(section, None)
     _merge(spec, changes)
     path = folder / "pipeline.yaml"
     path.write_text(yaml.safe_dump(spec))

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from pydantic import Field
 from safetensors.torch import load_file
 
@@ -41,13 +40,13 @@ class NormsOnly(PlanKind):
 
 @PLANS.register("leaky")
 class Leaky(PlanKind):
-    """A broken plan: it trains the embeddings, below its cache boundary."""
+    """A broken plan: it trains layer 0, below its cache boundary."""
 
     config = FreezeSpec
 
     def select(self, config: FreezeSpec, backbone) -> Selection:
         return Selection(boundary=backbone.depth,
-                         parts={"top": [backbone.embedding_module()],
+                         parts={"top": [backbone.layer_stack()[0]],
                                 "head": backbone.head_modules()})
 
 
@@ -67,11 +66,8 @@ class TextLength(TextClassification):
 def norms_only(tmp_path, layers: int):
     """A pipeline with the plan: its `freeze:` replaces the smoke pipeline's (whose
     trainable_layers is top_k's key, unknown to this plan)."""
-    pipeline = write_pipeline(tmp_path, QUICK)
-    spec = yaml.safe_load(pipeline.read_text())
-    spec["freeze"] = {"plan": "norms_only", "layers": layers}
-    pipeline.write_text(yaml.safe_dump(spec))
-    return pipeline
+    return write_pipeline(tmp_path, {**QUICK, "freeze": {"plan": "norms_only", "layers": layers}},
+                          replace=("freeze",))
 
 
 def test_a_plan_registered_here_builds(tmp_path):

@@ -41,6 +41,10 @@ class Backbone:
         self.head = head
         self.head_rows = head_rows  # leading rows of the hidden states the head reads
 
+    def on(self, model: nn.Module) -> Backbone:
+        """The same adapter and head over another instance of the model (a merged copy)."""
+        return type(self)(model, self.head, self.head_rows)
+
     def embedding_module(self) -> nn.Module:
         return self.model.get_submodule(self.embeddings)
 

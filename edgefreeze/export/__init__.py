@@ -4,6 +4,7 @@ files a device needs beside it."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from pathlib import Path
 
@@ -16,6 +17,17 @@ from edgefreeze.tasks import Task
 from edgefreeze.tasks.encoding import TOKEN_INPUTS
 
 __all__ = ["export_models", "write_model_files"]
+
+
+def merged(loaded: LoadedModel, plan: FreezePlan) -> LoadedModel:
+    """The model as it ships: with the plan's method merged into a copy of its weights."""
+    if plan.peft is None:
+        return loaded
+    from edgefreeze.peft import METHODS
+
+    model = copy.deepcopy(loaded.model)
+    METHODS.get(plan.peft.method)().merge(model)
+    return dataclasses.replace(loaded, model=model, backbone=loaded.backbone.on(model))
 
 
 def write_model_files(loaded: LoadedModel, label_names: list[str], folder: Path) -> None:
@@ -33,7 +45,10 @@ def export_models(loaded: LoadedModel, plan: FreezePlan, task: Task, forms: list
                   folder: Path, opset: int) -> tuple[dict[str, list[Path]], dict[str, dict]]:
     """Write the exported (fp32) ones of `forms` into `folder`: the whole model with
     Optimum's exporter, the stem + top pair with torch's. Returns each one's files and the
-    manifest's `export` record."""
+    manifest's `export` record. A parameter-efficient method's weights are merged first,
+    into a copy: the trained model itself stays as it is, the reference the gate checks
+    the export against."""
+    loaded = merged(loaded, plan)
     models, records = {}, {}
     for form in (form for form in forms if form.source is None):
         paths = models[form.name] = [folder / name for name in form.files]

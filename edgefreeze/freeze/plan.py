@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
@@ -22,21 +23,29 @@ from torch import nn
 from edgefreeze.backbones import Backbone
 from edgefreeze.errors import ConfigError
 from edgefreeze.registry import Registry
-from edgefreeze.spec import FreezeSpec
+from edgefreeze.spec import FreezeSpec, PeftSpec
 
 NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
 # What trains is grouped by role; each role's learning rate is a `train:` setting.
 LEARNING_RATES = {"top": "lr_top", "head": "lr_head"}
 
 
+Trainable = nn.Module | nn.Parameter  # a module trains all its parameters
+
+
 @dataclass(frozen=True)
 class Selection:
-    """What a plan kind chose: the cache boundary (layers below it form the frozen stem)
-    and, per learning-rate role (`LEARNING_RATES`: "top" for encoder layers, "head"), the
-    modules that train. Every module that trains must lie above the boundary."""
+    """What a plan kind chose: the cache boundary (layers below it, with the embeddings,
+    form the frozen stem) and, per learning-rate role (`LEARNING_RATES`: "top" for what is
+    in the encoder, "head"), what trains. Nothing in a layer below the boundary may train;
+    the embeddings may, with a boundary of 0 (then there is no frozen stem to cache).
+
+    `stages` schedules it: (first epoch, what trains from then on), the first from epoch
+    1; empty means everything in `parts` trains from the start."""
 
     boundary: int
-    parts: dict[str, list[nn.Module]]
+    parts: dict[str, list[Trainable]]
+    stages: list[tuple[int, list[Trainable]]] = field(default_factory=list)
 
 
 class PlanKind(ABC):
@@ -58,20 +67,31 @@ class FreezePlan:
 
     Args:
         config: the pipeline's `freeze:` settings that made it.
-        boundary: layers [0, boundary) and the embeddings are the frozen, cached stem.
+        peft: its `peft:` settings, when a parameter-efficient method trains in place of
+            the plan's layers.
+        boundary: layers [0, boundary) and the embeddings are the frozen stem.
+        cacheable: whether that stem is frozen and worth caching (it is not when the
+            embeddings train, or when only they lie below the boundary).
         depth: layers in the model's stack.
-        parts: learning-rate role -> the modules that train.
-        top: every module the top runs (layers from the boundary up, and the head),
-            trainable or not; the stem's cache key digests everything else.
+        layers: the model's layer stack (what "layer i" means in rates and reports).
+        parts: learning-rate role -> the parameters that train (in any stage).
+        stages: (first epoch, ids of the parameters training from then on); empty: all.
+        top: every module the top runs (the embeddings when they train, layers from the
+            boundary up, and the head), trainable or not.
         kept_rows: leading rows of each example's stem output the top reads (when only
             the head trains, the rows the task's head reads); None: every row.
         trainable_parameters, total_parameters: counts, for people and the manifest.
+        trainable_layers: layers with a parameter that trains (in any stage).
     """
 
     config: FreezeSpec
+    peft: PeftSpec | None
     boundary: int
+    cacheable: bool
     depth: int
-    parts: dict[str, tuple[nn.Module, ...]]
+    layers: tuple[nn.Module, ...]
+    parts: dict[str, tuple[nn.Parameter, ...]]
+    stages: tuple[tuple[int, frozenset[int]], ...]
     top: tuple[nn.Module, ...]
     kept_rows: int | None
     trainable_parameters: int
@@ -82,28 +102,44 @@ class FreezePlan:
     def trainable_share(self) -> float:
         return self.trainable_parameters / self.total_parameters
 
-    def modules(self) -> list[nn.Module]:
-        return [module for modules in self.parts.values() for module in modules]
+    def parameters(self) -> list[nn.Parameter]:
+        """Everything that trains in some stage, role by role."""
+        return [p for params in self.parts.values() for p in params]
 
-    def set_train_mode(self, model: nn.Module) -> None:
-        """Train mode for what trains, eval mode (no dropout) for everything else."""
+    def begin_epoch(self, model: nn.Module, epoch: int) -> None:
+        """Make what trains in `epoch` (1-based) require gradients, and put what trains in
+        train mode and everything else in eval mode (no dropout)."""
+        if self.stages:
+            active = next(ids for first, ids in reversed(self.stages) if first <= epoch)
+            for p in self.parameters():
+                p.requires_grad_(id(p) in active)
         model.eval()
-        for module in self.modules():
-            module.train()
+        for module in self.top:
+            if any(p.requires_grad for p in module.parameters()):
+                module.train()
 
     def parameter_groups(self, model: nn.Module, rates: dict[str, float],
-                         weight_decay: float) -> list[dict]:
-        """Optimizer groups over trainable parameters only: a learning rate per role
-        (`rates`, keyed like LEARNING_RATES), no weight decay on biases and norms."""
+                         weight_decay: float, layer_decay: float = 1.0) -> list[dict]:
+        """Optimizer groups over what trains: a learning rate per role (`rates`, keyed like
+        LEARNING_RATES), scaled by `layer_decay` per layer below the top (discriminative
+        rates; 1.0: one rate per role), and no weight decay on biases and norms."""
         names = {id(p): n for n, p in model.named_parameters()}
+        layer_of = {id(p): i for i, layer in enumerate(self.layers) for p in layer.parameters()}
         groups = []
-        for role, modules in self.parts.items():
-            trainable = [p for m in modules for p in m.parameters() if p.requires_grad]
-            for decay in (True, False):
-                params = [p for p in trainable if names[id(p)].endswith(NO_DECAY) != decay]
-                if params:
-                    groups.append({"params": params, "lr": rates[role], "name": role,
-                                   "weight_decay": weight_decay if decay else 0.0})
+        for role, params in self.parts.items():
+            by_layer: dict[int | None, list[nn.Parameter]] = {}
+            for p in params:
+                layer = layer_of.get(id(p)) if layer_decay != 1.0 else None
+                by_layer.setdefault(layer, []).append(p)
+            for layer, members in by_layer.items():
+                scale = 1.0 if layer is None else layer_decay ** (self.depth - 1 - layer)
+                name = role if layer is None else f"{role}.{layer}"
+                for decay in (True, False):
+                    chosen = [p for p in members if names[id(p)].endswith(NO_DECAY) != decay]
+                    if chosen:
+                        groups.append({"params": chosen, "lr": rates[role] * scale,
+                                       "name": name,
+                                       "weight_decay": weight_decay if decay else 0.0})
         return groups
 
     def cache_key(self) -> dict[str, Any]:
@@ -111,62 +147,131 @@ class FreezePlan:
         return {"boundary": self.boundary, "kept_rows": self.kept_rows}
 
     def settings(self) -> dict[str, Any]:
-        return self.config.model_dump(mode="json")
+        """The plan's settings (with the method's under `peft`, if one is used)."""
+        settings = self.config.model_dump(mode="json")
+        return {**settings, "peft": self.peft.model_dump(mode="json")} if self.peft else settings
 
     def describe(self) -> str:
         return describe_plan(self.settings())
 
     def summary(self) -> str:
+        stem = (f"cached stem: layers below {self.boundary}" if self.cacheable
+                else "no frozen stem to cache")
         return (f"trainable parameters: {self.trainable_parameters:,} of "
                 f"{self.total_parameters:,} ({100 * self.trainable_share:.1f} %), "
                 f"layers {list(self.trainable_layers)} of {self.depth} + head; plan "
-                f"{self.describe()}, cached stem: layers below {self.boundary}")
+                f"{self.describe()}, {stem}")
 
     def record(self) -> dict[str, Any]:
         """The manifest's `training.freeze`."""
         return {"plan": self.config.plan, "settings": self.settings(),
-                "boundary": self.boundary, "trainable_layers": list(self.trainable_layers),
+                "boundary": self.boundary, "cacheable": self.cacheable,
+                "trainable_layers": list(self.trainable_layers),
                 "trainable_parameters": self.trainable_parameters,
                 "total_parameters": self.total_parameters}
 
 
 def describe_plan(settings: dict[str, Any]) -> str:
-    """A plan's settings in one line: `top_k (trainable_layers=2)`."""
-    options = ", ".join(f"{k}={v}" for k, v in settings.items() if k != "plan")
-    return f"{settings['plan']} ({options})" if options else str(settings["plan"])
+    """A plan's settings in one line: `top_k (trainable_layers=2) + lora (r=8, ...)`."""
+
+    def one(kind: str, values: dict[str, Any]) -> str:
+        options = ", ".join(f"{k}={v}" for k, v in values.items())
+        return f"{kind} ({options})" if options else kind
+
+    rest = {k: v for k, v in settings.items() if k not in ("plan", "peft")}
+    text = one(str(settings["plan"]), rest)
+    peft = settings.get("peft")
+    if peft:
+        text += " + " + one(peft["method"], {k: v for k, v in peft.items() if k != "method"})
+    return text
 
 
-def make_plan(config: FreezeSpec, backbone: Backbone) -> FreezePlan:
-    """Apply the configured plan to `backbone.model` (requires_grad) and return it."""
+def make_plan(config: FreezeSpec, backbone: Backbone, peft: PeftSpec | None = None) -> FreezePlan:
+    """Apply the configured plan to `backbone.model` (requires_grad) and return it; with
+    `peft`, the method's weights are added to the layers the plan trains and train instead
+    of them."""
     kind = PLANS.get(config.plan)
     if kind is None:
         raise ConfigError(f"freeze.plan: {PLANS.unknown(config.plan)}")
     selection = kind().select(config, backbone)
+    if peft is not None:
+        selection = _with_peft(selection, peft, backbone)
     unknown = sorted(set(selection.parts) - set(LEARNING_RATES))
     if unknown:
         raise ConfigError(f"freeze.plan: plan {config.plan!r} groups what trains under "
                           f"{unknown}; the roles with a learning rate are "
                           f"{sorted(LEARNING_RATES)}")
     model, stack = backbone.model, backbone.layer_stack()
+    parts = {role: _unique(p for item in items for p in _parameters(item))
+             for role, items in selection.parts.items()}
     model.requires_grad_(False)
-    for modules in selection.parts.values():
-        for module in modules:
-            module.requires_grad_(True)
-    stem = [backbone.embedding_module(), *stack[:selection.boundary]]
-    if any(p.requires_grad for module in stem for p in module.parameters()):
+    for params in parts.values():
+        for p in params:
+            p.requires_grad_(True)
+    below = [p for layer in stack[:selection.boundary] for p in layer.parameters()]
+    if any(p.requires_grad for p in below):
         raise ConfigError(f"freeze: plan {config.plan!r} trains parameters below its cache "
                           f"boundary (layer {selection.boundary}); the stem must be frozen")
+    stem_trains = any(p.requires_grad for p in backbone.embedding_module().parameters())
+    if stem_trains and selection.boundary != 0:
+        raise ConfigError(f"freeze: plan {config.plan!r} trains the embeddings but puts its "
+                          f"boundary at layer {selection.boundary}; it must be 0")
+    everything = {id(p) for params in parts.values() for p in params}
+    stages = tuple((first, frozenset(id(p) for item in items for p in _parameters(item)))
+                   for first, items in selection.stages)
+    if stages and (stages[0][0] != 1 or any(not ids <= everything for _, ids in stages)):
+        raise ConfigError(f"freeze: plan {config.plan!r} has stages that do not start at "
+                          "epoch 1 or train what its parts do not name")
     parameters = list(model.parameters())
-    trainable_layers = tuple(i for i, layer in enumerate(stack)
-                             if any(p.requires_grad for p in layer.parameters()))
     return FreezePlan(
-        config=config, boundary=selection.boundary, depth=backbone.depth,
-        parts={role: tuple(modules) for role, modules in selection.parts.items()},
-        top=(*stack[selection.boundary:], *backbone.head_modules()),
+        config=config, peft=peft, boundary=selection.boundary,
+        cacheable=selection.boundary > 0 and not stem_trains, depth=backbone.depth,
+        layers=tuple(stack), parts={role: tuple(params) for role, params in parts.items()},
+        stages=stages, top=(*([backbone.embedding_module()] if stem_trains else []),
+                            *stack[selection.boundary:], *backbone.head_modules()),
         kept_rows=backbone.head_rows if selection.boundary == backbone.depth else None,
         trainable_parameters=sum(p.numel() for p in parameters if p.requires_grad),
         total_parameters=sum(p.numel() for p in parameters),
-        trainable_layers=trainable_layers)
+        trainable_layers=tuple(i for i, layer in enumerate(stack)
+                               if any(p.requires_grad for p in layer.parameters())))
+
+
+def _with_peft(selection: Selection, peft: PeftSpec, backbone: Backbone) -> Selection:
+    """The selection with the method's added weights training in place of what it trained
+    inside the encoder's layers (the head still trains as chosen)."""
+    from edgefreeze.peft import METHODS
+
+    method = METHODS.get(peft.method)
+    if method is None:
+        raise ConfigError(f"peft.method: {METHODS.unknown(peft.method)}")
+    layer_of = {id(p): i for i, layer in enumerate(backbone.layer_stack())
+                for p in layer.parameters()}
+    chosen = [p for item in selection.parts.get("top", []) for p in _parameters(item)]
+    layers = sorted({layer_of[id(p)] for p in chosen if id(p) in layer_of})
+    if not layers:
+        raise ConfigError(f"peft: the freezing plan trains no encoder layer to add "
+                          f"{peft.method} weights to")
+    added = method().attach(peft, backbone, layers)
+    head = [p for item in selection.parts.get("head", []) for p in _parameters(item)]
+    allowed = {id(p) for p in [*added, *head]}
+
+    def keep(items: list[Trainable]) -> list[nn.Parameter]:
+        return [p for item in items for p in _parameters(item) if id(p) in allowed]
+
+    return Selection(boundary=selection.boundary, parts={"top": added, "head": head},
+                     stages=[(first, keep(items)) for first, items in selection.stages])
+
+
+def _parameters(item: Trainable) -> list[nn.Parameter]:
+    return [item] if isinstance(item, nn.Parameter) else list(item.parameters())
+
+
+def _unique(params: Iterable[nn.Parameter]) -> list[nn.Parameter]:
+    """In order, each parameter once (a module and one of its parameters may both be named)."""
+    unique: dict[int, nn.Parameter] = {}
+    for p in params:
+        unique.setdefault(id(p), p)
+    return list(unique.values())
 
 
 def frozen_digest(model: nn.Module) -> str:

@@ -75,7 +75,8 @@ class DataRecord(Record):
 class FreezeRecord(Record):
     plan: str
     settings: dict[str, Any]  # the plan's own configuration
-    boundary: int  # layers below it are the frozen, cached stem
+    boundary: int  # layers below it are the frozen stem
+    cacheable: bool = True  # False: the embeddings train, or nothing but them is frozen
     trainable_layers: list[int]
     trainable_parameters: int
     total_parameters: int
@@ -103,6 +104,7 @@ class TrainingRecord(Record):
     warm_start: WarmStartRecord | None = None
     steps: int
     epochs: list[EpochRecord]
+    best_epoch: int | None = None  # early stopping: the epoch whose weights shipped
     freeze: FreezeRecord
 
 
@@ -118,6 +120,7 @@ class CacheRecord(Record):
     bytes_written: int = 0
     bytes: int = 0
     problem: str | None = None  # why the cache stopped being used, if it did
+    live_reason: str | None = None  # why the plan leaves nothing to cache, if so
 
 
 class AttemptRecord(Record):

@@ -23,10 +23,13 @@ from edgefreeze.tasks.encoding import Encoded
 
 
 class LiveFeatures:
-    """Runs the frozen stem on each batch (no gradients, eval mode)."""
+    """Runs the stem on each batch: without gradients when it is frozen; with them when
+    the plan trains the embeddings (then the stem is part of what trains)."""
 
     def __init__(self, encoded: Encoded, backbone: Backbone, plan: FreezePlan) -> None:
         self.encoded, self.backbone, self.plan = encoded, backbone, plan
+        self.stem_trains = any(p.requires_grad
+                               for p in backbone.embedding_module().parameters())
 
     def lengths(self) -> np.ndarray:
         lengths = self.encoded.lengths()
@@ -36,7 +39,7 @@ class LiveFeatures:
     def batch(self, indices: Sequence[int], device: torch.device
               ) -> tuple[torch.Tensor, torch.Tensor]:
         inputs = {k: torch.from_numpy(v).to(device) for k, v in self.encoded.batch(indices).items()}
-        with torch.no_grad():
+        with torch.set_grad_enabled(self.stem_trains and torch.is_grad_enabled()):
             hidden = self.backbone.stem(inputs, self.plan.boundary)
         mask = inputs["attention_mask"]
         kept = self.plan.kept_rows
@@ -85,9 +88,14 @@ def stem_features(loaded: LoadedModel, task: Task, plan: FreezePlan, frozen_sha2
     backbone = loaded.backbone
     splits = {name: split for name, split in data.named_splits().items()
               if name in ("train", "validation")}
+    live = {name: LiveFeatures(encoded[name], backbone, plan) for name in splits}
     if root is None:
-        return ({name: LiveFeatures(encoded[name], backbone, plan) for name in splits},
-                {"enabled": False})
+        return live, {"enabled": False}
+    if not plan.cacheable:
+        why = (f"plan {plan.describe()} trains the embeddings or layer 0: no frozen stem "
+               "to cache; running live")
+        reporter.info(f"  cache: {why}")
+        return live, {"enabled": False, "live_reason": why}
     keyset, description = describe_keyset(frozen_sha256, backbone, loaded.tokenizer, task.name,
                                           max_length, plan, dtype)
     store = ActivationStore(root, keyset, description, dtype, backbone.hidden_size)

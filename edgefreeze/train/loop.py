@@ -14,8 +14,9 @@ import numpy as np
 import torch
 
 from edgefreeze.backbones import Backbone
-from edgefreeze.errors import EdgefreezeError
+from edgefreeze.errors import ConfigError
 from edgefreeze.freeze import LEARNING_RATES, FreezePlan
+from edgefreeze.freeze.inspect import gradient_flow
 from edgefreeze.progress import Reporter
 from edgefreeze.spec import TrainSpec
 from edgefreeze.tasks import Outputs, Task
@@ -31,6 +32,7 @@ class TrainResult:
     steps: int = 0
     epochs: list[dict] = field(default_factory=list)  # epoch, mean loss, seconds, validation
     step_losses: list[float] = field(default_factory=list)
+    best_epoch: int | None = None  # with early stopping: the epoch whose weights were kept
 
 
 def train(backbone: Backbone, plan: FreezePlan, task: Task, train_set: Features,
@@ -39,32 +41,38 @@ def train(backbone: Backbone, plan: FreezePlan, task: Task, train_set: Features,
     """Fine-tune what `plan` trains of `backbone.model`, in place.
 
     The input is the stem's output at the plan's boundary, live or cached: only the top
-    runs here.
+    runs here. With `spec.early_stopping`, training stops once the validation score has
+    not improved for that many epochs, and the best epoch's weights are kept.
     """
+    if spec.early_stopping and val_set is None:
+        raise ConfigError("train.early_stopping: needs a validation split "
+                          "(data.split.validation or data.validation)")
     model = backbone.model.to(device)
     torch.manual_seed(spec.seed)
     precision = resolve_precision(spec.precision, device)
     result = TrainResult(device=str(device), precision=precision)
     rates = {role: getattr(spec, setting) for role, setting in LEARNING_RATES.items()}
-    optimizer = torch.optim.AdamW(plan.parameter_groups(model, rates, spec.weight_decay))
+    optimizer = torch.optim.AdamW(plan.parameter_groups(model, rates, spec.weight_decay,
+                                                        spec.layer_decay))
     generator = np.random.default_rng(spec.seed)
     lengths = train_set.lengths()
     steps_per_epoch = math.ceil(len(lengths) / spec.batch_size)
     total_steps = steps_per_epoch * spec.epochs
     warmup_steps = int(spec.warmup * total_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: _linear_schedule(step, warmup_steps, total_steps))
+        optimizer, lambda step: _lr_factor(step, warmup_steps, total_steps, spec.schedule))
+    best: tuple[float, dict[int, torch.Tensor]] | None = None
 
     for epoch in range(1, spec.epochs + 1):
-        plan.set_train_mode(model)
+        plan.begin_epoch(model, epoch)
         start, losses = time.perf_counter(), []
         batches = bucketed_batches(lengths, spec.batch_size, generator)
-        for indices in reporter.progress(batches, total=len(batches),
-                                         desc=f"epoch {epoch}/{spec.epochs}"):
+        for step, indices in enumerate(reporter.progress(batches, total=len(batches),
+                                                         desc=f"epoch {epoch}/{spec.epochs}")):
             hidden, mask = train_set.batch(indices, device)
             targets = task.batch_targets(train_targets, indices).to(device)
             loss = train_step(backbone, plan, task, hidden, mask, targets, optimizer,
-                              precision, spec.max_grad_norm, check=result.steps == 0)
+                              precision, spec.max_grad_norm, check=step == 0)
             scheduler.step()
             result.steps += 1
             losses.append(loss)
@@ -72,14 +80,25 @@ def train(backbone: Backbone, plan: FreezePlan, task: Task, train_set: Features,
                   "seconds": round(time.perf_counter() - start, 3)}
         if val_set is not None and val_targets is not None:
             outputs = top_outputs(backbone, plan, task, val_set, spec.batch_size, device)
-            metric = task.metrics(outputs, val_targets, outputs)[task.gate_metric]
-            record["validation"] = {task.gate_metric: metric}
+            score = task.metrics(outputs, val_targets, outputs)[task.gate_metric]
+            record["validation"] = {task.gate_metric: score}
         result.epochs.append(record)
         result.step_losses.extend(losses)
         reporter.info("  epoch {epoch}: loss {loss:.4f}".format(**record)
                       + "".join(f", validation {name} {value:.4f}"
                                 for name, value in record.get("validation", {}).items())
                       + f" ({record['seconds']:.1f} s)")
+        if spec.early_stopping:
+            if best is None or score > best[0]:
+                best, result.best_epoch = (score, _snapshot(plan)), epoch
+            elif epoch - result.best_epoch >= spec.early_stopping:
+                reporter.info(f"  early stopping: no better validation {task.gate_metric} "
+                              f"for {spec.early_stopping} epoch(s)")
+                break
+    if best is not None:
+        _restore(plan, best[1])
+        reporter.info(f"  kept epoch {result.best_epoch}'s weights "
+                      f"(validation {task.gate_metric} {best[0]:.4f})")
     model.eval()
     return result
 
@@ -96,19 +115,35 @@ def train_step(backbone: Backbone, plan: FreezePlan, task: Task, hidden: torch.T
     loss.backward()
     parameters = [p for group in optimizer.param_groups for p in group["params"]]
     if check:
-        check_gradients(parameters)
+        check_gradients(backbone.model, [p for p in parameters if p.requires_grad])
     torch.nn.utils.clip_grad_norm_(parameters, max_grad_norm)
     optimizer.step()
     return loss.item()
 
 
-def check_gradients(parameters: Sequence[torch.nn.Parameter]) -> None:
-    """Every trainable parameter must receive a gradient; otherwise the freeze plan is
-    wrong (a head that is not on the loss path, say) and training would silently skip it."""
-    missing = sum(1 for p in parameters if p.grad is None)
-    if missing:
-        raise EdgefreezeError(f"{missing} trainable parameter tensors received no gradient; "
-                              "the model's head is not on the loss path")
+def check_gradients(model: torch.nn.Module, trainable: Sequence[torch.nn.Parameter]) -> None:
+    """After a backward pass: every parameter meant to train received a gradient, and no
+    other did. Otherwise the plan is wrong (a head off the loss path, a frozen module
+    that still learns) and training would silently skip or change it."""
+    flow = gradient_flow(model, list(trainable))
+    if flow["missing"]:
+        raise ConfigError(f"freeze: {len(flow['missing'])} parameter tensors the plan trains "
+                          f"received no gradient (such as {flow['missing'][0]}); they are not "
+                          "on the loss path")
+    if flow["stray"]:
+        raise ConfigError(f"freeze: {len(flow['stray'])} frozen parameter tensors received a "
+                          f"gradient (such as {flow['stray'][0]}); the freezing plan leaks")
+
+
+def _snapshot(plan: FreezePlan) -> dict[int, torch.Tensor]:
+    """A copy of what trains (on the CPU), to come back to."""
+    return {id(p): p.detach().to("cpu", copy=True) for p in plan.parameters()}
+
+
+def _restore(plan: FreezePlan, snapshot: dict[int, torch.Tensor]) -> None:
+    with torch.no_grad():
+        for p in plan.parameters():
+            p.copy_(snapshot[id(p)])
 
 
 @torch.no_grad()
@@ -130,7 +165,13 @@ def top_outputs(backbone: Backbone, plan: FreezePlan, task: Task, features: Feat
     return out
 
 
-def _linear_schedule(step: int, warmup_steps: int, total_steps: int) -> float:
+def _lr_factor(step: int, warmup_steps: int, total_steps: int, schedule: str) -> float:
+    """Linear warmup to the full rate, then `schedule` (linear, cosine, constant)."""
     if step < warmup_steps:
         return (step + 1) / warmup_steps
+    if schedule == "constant":
+        return 1.0
+    if schedule == "cosine":
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
     return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))

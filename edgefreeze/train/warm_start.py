@@ -21,11 +21,17 @@ from edgefreeze.runtime import Bundle
 WEIGHTS = "trainable.safetensors"
 
 
-def save_trainable(model: torch.nn.Module, folder: Path) -> Path:
+def save_trainable(model: torch.nn.Module, plan: FreezePlan, folder: Path) -> Path:
+    """What the plan trains (every stage), by parameter name."""
     tensors = {name: p.detach().to("cpu").contiguous()
-               for name, p in model.named_parameters() if p.requires_grad}
+               for name, p in _trained(model, plan).items()}
     save_file(tensors, str(folder / WEIGHTS))
     return folder / WEIGHTS
+
+
+def _trained(model: torch.nn.Module, plan: FreezePlan) -> dict[str, torch.nn.Parameter]:
+    mine = {id(p) for p in plan.parameters()}
+    return {name: p for name, p in model.named_parameters() if id(p) in mine}
 
 
 def load_trainable(model: torch.nn.Module, plan: FreezePlan, frozen_sha256: str, task: str,
@@ -56,8 +62,7 @@ def load_trainable(model: torch.nn.Module, plan: FreezePlan, frozen_sha256: str,
         raise ConfigError(f"{where}: built on another frozen stem (other pretrained weights "
                           "or revision) than this pipeline's model")
     tensors = load_file(str(bundle.verified(WEIGHTS)))
-    expected = {name for name, p in model.named_parameters() if p.requires_grad}
-    if set(tensors) != expected:
+    if set(tensors) != set(_trained(model, plan)):
         raise ConfigError(f"{where}: {WEIGHTS} does not hold this model's trainable "
                           "parameters")
     model.load_state_dict(tensors, strict=False)

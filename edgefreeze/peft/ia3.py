@@ -1,0 +1,38 @@
+"""IA3 (Liu et al., 2022): learned vectors that rescale keys, values and the feed-forward
+activations, l * (W x); merged into W before export, through the `peft` library."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from torch import nn
+
+from edgefreeze.backbones import Backbone
+from edgefreeze.peft.merge import merge_tuner_layers
+from edgefreeze.peft.method import METHODS, PeftMethod, matching_linears
+from edgefreeze.spec import PeftSpec
+
+
+class IA3Spec(PeftSpec):
+    targets: list[str] = Field(["key", "value", "output.dense"], min_length=1,
+                               description="linear modules rescaled (name suffixes)")
+    feedforward: list[str] = Field(["output.dense"], description="those among the targets "
+                                   "whose input, not output, is rescaled (feed-forward)")
+
+
+@METHODS.register("ia3")
+class IA3(PeftMethod):
+    config = IA3Spec
+
+    def attach(self, config: IA3Spec, backbone: Backbone,
+               layers: list[int]) -> list[nn.Parameter]:
+        from peft import IA3Config, inject_adapter_in_model
+
+        names = matching_linears(backbone, layers, config.targets, "peft.targets")
+        feedforward = [name for name in names
+                       if any(name.endswith(f".{t}") for t in config.feedforward)]
+        inject_adapter_in_model(IA3Config(target_modules=names,
+                                          feedforward_modules=feedforward), backbone.model)
+        return [p for name, p in backbone.model.named_parameters() if ".ia3_" in name]
+
+    def merge(self, model: nn.Module) -> None:
+        merge_tuner_layers(model)
