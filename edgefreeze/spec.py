@@ -150,8 +150,8 @@ class TrainSpec(Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto", description="compute of the trainable top; auto = bf16 autocast where the "
-        "device has fast bf16 (CUDA, CPUs with AMX), else fp32. The frozen stem and the "
-        "weights stay fp32")
+        "device has fast bf16 (CUDA, CPUs with AMX or AVX512-BF16), else fp32. The frozen "
+        "stem and the weights stay fp32")
 
     def with_epochs(self, epochs: int | None) -> TrainSpec:
         """These settings with another number of epochs (None: unchanged)."""
