@@ -6,6 +6,9 @@ from __future__ import annotations
 import platform
 from pathlib import Path
 
+# Where every script writes by default, whatever folder it is run from.
+BENCHMARKS_MD = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
+
 
 def cpu_name() -> str:
     try:

@@ -28,7 +28,7 @@ from edgefreeze.progress import Reporter
 from edgefreeze.runtime.forms import INT8, REFERENCE
 from edgefreeze.spec import Pipeline, PipelineSpec, load_pipeline
 
-from _docs import cpu_name, write_section  # benchmarks/ is on sys.path when run as a script
+from _docs import BENCHMARKS_MD, cpu_name, write_section  # benchmarks/ is on sys.path
 
 PIPELINE = Path(__file__).resolve().parent.parent / "pipelines" / "rotten-tomatoes.yaml"
 
@@ -89,7 +89,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--variant", nargs="+", action="append", default=[],
                         metavar=("NAME", "KEY=VALUE"), help="a name and its settings")
-    parser.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"))
+    parser.add_argument("--out", type=Path, default=BENCHMARKS_MD)
     args = parser.parse_args()
     pipeline = load_pipeline(args.pipeline)
     variants = {"base": [], **{name: settings for name, *settings in args.variant}}

@@ -39,7 +39,7 @@ from edgefreeze.train.device import resolve_precision
 from edgefreeze.train.features import CachedFeatures, LiveFeatures
 from edgefreeze.train.loop import train, train_step
 
-from _docs import cpu_name, write_section  # benchmarks/ is on sys.path when run as a script
+from _docs import BENCHMARKS_MD, cpu_name, write_section  # benchmarks/ is on sys.path
 
 PIPELINE = Path(__file__).resolve().parent.parent / "pipelines" / "rotten-tomatoes.yaml"
 QUIET = Reporter(quiet=True)
@@ -188,7 +188,7 @@ def render(rows: dict[str, dict], sizes: dict, bench: Bench, command: str) -> st
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=3, help="epochs of the retrain comparison")
-    parser.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"))
+    parser.add_argument("--out", type=Path, default=BENCHMARKS_MD)
     args = parser.parse_args()
     bench = Bench(args.epochs)
     rows = {}

@@ -29,7 +29,7 @@ from edgefreeze.runtime.forms import FP32, INT8, REFERENCE
 from edgefreeze.spec import load_pipeline
 from edgefreeze.tasks import task_for
 
-from _docs import cpu_name, write_section  # benchmarks/ is on sys.path when run as a script
+from _docs import BENCHMARKS_MD, cpu_name, write_section  # benchmarks/ is on sys.path
 
 PIPELINE = Path(__file__).resolve().parent.parent / "pipelines" / "rotten-tomatoes.yaml"
 ROUNDS = 5  # each model measured in 5 interleaved rounds; figures are medians over rounds
@@ -56,7 +56,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("bundle", type=Path)
     parser.add_argument("--threads", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"))
+    parser.add_argument("--out", type=Path, default=BENCHMARKS_MD)
     args = parser.parse_args()
     bundle = Bundle(args.bundle)
     pipeline = load_pipeline(PIPELINE)

@@ -36,7 +36,7 @@ from edgefreeze.runtime.forms import INT8, REFERENCE
 from edgefreeze.spec import Pipeline, load_pipeline
 from edgefreeze.tasks import task_for
 
-from _docs import cpu_name, write_section  # benchmarks/ is on sys.path when run as a script
+from _docs import BENCHMARKS_MD, cpu_name, write_section  # benchmarks/ is on sys.path
 
 PIPELINE = Path(__file__).resolve().parent.parent / "pipelines" / "rotten-tomatoes.yaml"
 
@@ -66,9 +66,9 @@ def trainer_run(pipeline: Pipeline, seed: int, precision: str) -> dict:
     frozen = backbone.depth - spec.freeze.trainable_layers
     for module in [backbone.embedding_module(), *backbone.layer_stack()[:frozen]]:
         module.requires_grad_(False)
-    encode = lambda split: task.encode(loaded.tokenizer, split.inputs, spec.data.max_length)  # noqa: E731
-    train_rows = Rows(encode(data.train), data.train.targets)
-    test_rows = Rows(encode(data.test), data.test.targets)
+    train_rows, test_rows = (
+        Rows(task.encode(loaded.tokenizer, split.inputs, spec.data.max_length), split.targets)
+        for split in (data.train, data.test))
     with tempfile.TemporaryDirectory() as scratch:
         arguments = TrainingArguments(
             output_dir=scratch, num_train_epochs=spec.train.epochs,
@@ -140,7 +140,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--trainer", nargs="*", default=["fp32", "bf16"],
                         choices=["fp32", "bf16"], help="Trainer precisions to run")
-    parser.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"))
+    parser.add_argument("--out", type=Path, default=BENCHMARKS_MD)
     args = parser.parse_args()
     pipeline = load_pipeline(PIPELINE)
     rows: dict[str, list[dict]] = {}

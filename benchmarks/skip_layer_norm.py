@@ -26,7 +26,7 @@ from edgefreeze.runtime import SESSION_CONFIG, Bundle, session_options
 from edgefreeze.runtime.bench import inputs
 from edgefreeze.runtime.forms import INT8
 
-from _docs import cpu_name, write_section  # benchmarks/ is on sys.path when run as a script
+from _docs import BENCHMARKS_MD, cpu_name, write_section  # benchmarks/ is on sys.path
 
 ROUNDS, RUNS = 5, 300
 
@@ -78,7 +78,7 @@ def interleaved_p50_ms(runs: dict[str, tuple[ort.InferenceSession, dict]]) -> di
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("bundle", type=Path)
-    parser.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"))
+    parser.add_argument("--out", type=Path, default=BENCHMARKS_MD)
     args = parser.parse_args()
     bundle = Bundle(args.bundle)
     model_path = str(bundle.model_files(INT8.name)[0])

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from edgefreeze.spec import load_pipeline
 
-from _docs import cpu_name, write_section  # benchmarks/ is on sys.path when run as a script
+from _docs import BENCHMARKS_MD, cpu_name, write_section  # benchmarks/ is on sys.path
 from accuracy import PIPELINE, run, variant
 
 # name -> the settings that make it, over the default pipeline (top 2 of 6 layers).
@@ -32,6 +32,11 @@ STRATEGIES: dict[str, list[str]] = {
     "LoRA r=8, every layer": ["freeze.trainable_layers=6", "peft={method: lora, r: 8}",
                               "train.lr_top=1.0e-3"],
     "IA3, top 2 layers": ["peft={method: ia3}", "train.lr_top=3.0e-3"],
+    "bottleneck adapters (64), top 2 layers": ["peft={method: adapter, bottleneck: 64}",
+                                               "train.lr_top=1.0e-3"],
+    "prefix (16 virtual tokens), top 2 layers": ["peft={method: prefix, tokens: 16}",
+                                                 "train.lr_top=5.0e-3"],
+    "auto (AutoFreeze, from 4 layers)": ["freeze={plan: auto, trainable_layers: 4}"],
 }
 
 
@@ -61,7 +66,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", nargs="*", choices=list(STRATEGIES), default=list(STRATEGIES))
-    parser.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"))
+    parser.add_argument("--out", type=Path, default=BENCHMARKS_MD)
     args = parser.parse_args()
     pipeline = load_pipeline(PIPELINE)
     results = {}

@@ -129,7 +129,7 @@ def build(pipeline: Pipeline, options: BuildOptions = BuildOptions(),
         verdict = judge(evaluation, task.gate_metric, spec.gate)
         manifest = manifest_for(
             pipeline=pipeline, task=task, loaded=loaded, frozen_sha256=frozen_sha256, data=data,
-            plan=plan, trained=trained, warm_start=warm_start, cache=cache,
+            plan=trained.plan or plan, trained=trained, warm_start=warm_start, cache=cache,
             exported=export_record, quantized=quantize_record, models=models,
             evaluation=evaluation, verdict=verdict, timings_s=reporter.timings)
         return BuildResult(path=publish_or_refuse(staging, manifest), manifest=manifest)

@@ -110,3 +110,29 @@ def test_model_names_a_hub_id_only_when_it_can_be_one(tmp_path, spec, hub):
     else:
         with pytest.raises(ConfigError, match="neither a folder"):
             _locate(spec, tmp_path.joinpath)
+
+
+@pytest.mark.parametrize("model_type", supported_model_types())
+@pytest.mark.parametrize("method", ["lora", "ia3", "adapter", "prefix"])
+def test_every_method_fits_every_family(model_type, method):
+    """Each parameter-efficient method attaches to each family by role, keeps stem-then-top
+    equal to the model's own forward, and sees a text the same alone or padded in a batch."""
+    from edgefreeze.spec import PipelineSpec
+
+    backbone = backbone_for(tiny_model(model_type), TEXT)
+    peft = PipelineSpec.model_validate({"name": "x", "model": "x", "data": {"source": "x"},
+                                        "peft": {"method": method}}).peft
+    plan = make_plan(TopKSpec(trainable_layers=2), backbone, peft)
+    with torch.no_grad():  # what training does to the added weights: they matter
+        for p in plan.parts["top"]:
+            p.normal_(0.0, 0.5)
+    ids = torch.randint(5, 99, (2, 9))
+    mask = torch.ones_like(ids)
+    mask[1, 4:] = 0
+    model = backbone.model.eval()
+    with torch.no_grad():
+        whole = model(input_ids=ids, attention_mask=mask).logits
+        split = backbone.top(backbone.stem({"input_ids": ids, "attention_mask": mask}, 2), mask, 2)
+        alone = model(input_ids=ids[1:, :4], attention_mask=mask[1:, :4]).logits
+    torch.testing.assert_close(split, whole, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(alone[0], whole[1], atol=1e-5, rtol=1e-5)

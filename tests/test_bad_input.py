@@ -158,7 +158,8 @@ def test_output_under_a_file_fails_before_training(tmp_path):
 def test_unknown_kinds_list_the_known_ones(tmp_path):
     line = build_expecting_error(tmp_path, write_pipeline(tmp_path, {"task": "summarization"}))
     assert "task: unknown task 'summarization'" in line and "text-classification" in line
-    line = build_expecting_error(tmp_path, write_pipeline(tmp_path, {"quantize": {"target": "x86"}}))
+    pipeline = write_pipeline(tmp_path, {"quantize": {"target": "x86"}})
+    line = build_expecting_error(tmp_path, pipeline)
     assert "quantize.target" in line and "avx512_vnni" in line and "arm64" in line
     line = build_expecting_error(tmp_path, write_pipeline(tmp_path, {"freeze": {"plan": 3}}))
     assert "freeze" in line and "unknown freezing plan 3" in line

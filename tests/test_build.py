@@ -182,7 +182,8 @@ def test_static_int8_is_calibrated_and_gated(split_build):
     manifest = json.loads((split_build.bundle / "manifest.json").read_text())
     record = manifest["quantize"]["int8"]["graphs"]["model.int8.onnx"]
     assert record["mode"] == "static" and record["fused_operators"] == {}
-    ops = {node.op_type for node in onnx.load(str(split_build.bundle / "model.int8.onnx")).graph.node}
+    graph = onnx.load(str(split_build.bundle / "model.int8.onnx")).graph
+    ops = {node.op_type for node in graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops  # activations quantized ahead of time
     assert "DynamicQuantizeLinear" not in ops
     split = manifest["quantize"]["split-int8"]["graphs"]["top.int8.onnx"]

@@ -197,3 +197,71 @@ def test_early_stopping_keeps_the_best_epoch():
     with pytest.raises(Exception, match="needs a validation split"):
         train(loaded.backbone, plan, TEXT, features["train"], data.train.targets, None, None,
               spec, CPU, Reporter(True))
+
+
+def test_adapters_and_virtual_tokens_export_as_part_of_the_graph(tmp_path):
+    """Bottleneck adapters and prefix tokens are not merged: they are ops in the graph, in
+    the whole model and in the split top, and both match PyTorch over the shape grid."""
+    for method in ("adapter", "prefix"):
+        folder = tmp_path / method
+        folder.mkdir()
+        manifest = build(folder, {"peft": {"method": method}, "export": {"split": True},
+                                  "train": {"lr_top": 1e-3}}, replace=())
+        for form in ("fp32", "split-fp32"):
+            assert manifest["shape_check"][form]["max_logit_error"] < 1e-4, (method, form)
+        saved = load_file(str(folder / "b" / "trainable.safetensors"))
+        added = [name for name in saved if not name.startswith(("bert.pooler", "classifier"))]
+        assert added and manifest["cache"]["boundary"] == 4, (method, added)
+        assert manifest["gate"]["passed"]
+
+
+def test_virtual_tokens_see_the_same_text_alone_or_padded_in_a_batch():
+    from edgefreeze.peft.prefix import PrefixSpec
+
+    loaded = minilm()
+    plan = make_plan(TopKSpec(trainable_layers=2), loaded.backbone, PrefixSpec(method="prefix"))
+    with torch.no_grad():  # tokens as large as training makes them, so that they matter
+        plan.parts["top"][0].normal_(0.0, 1.0)
+    texts = ["a fine film", "a long, winding and in the end rather moving film about loss"]
+    alone = TEXT.encode(loaded.tokenizer, texts[:1], 32)
+    both = TEXT.encode(loaded.tokenizer, texts, 32)
+    model = loaded.model.eval()
+    with torch.no_grad():
+        one = model(**{k: torch.from_numpy(v) for k, v in alone.batch([0]).items()}).logits
+        padded = model(**{k: torch.from_numpy(v) for k, v in both.batch([0, 1]).items()}).logits
+    torch.testing.assert_close(padded[0], one[0], atol=1e-5, rtol=1e-5)
+
+
+def test_cached_features_advance_to_a_higher_boundary_exactly():
+    from edgefreeze.train.features import CachedFeatures, advance_features
+
+    loaded = minilm()
+    texts = ["a fine film", "dull", "the cast is wonderful but the script never finds it"]
+    encoded = TEXT.encode(loaded.tokenizer, texts, 32)
+    low = make_plan(TopKSpec(trainable_layers=3), loaded.backbone)
+    high = low.frozen_below(4, 1, "test")
+    stem = LiveFeatures(encoded, loaded.backbone, low)
+    arrays = [stem.batch([i], CPU)[0][0].numpy() for i in range(len(texts))]
+    advanced = advance_features(CachedFeatures(arrays), loaded.backbone, low, high, CPU)
+    direct = LiveFeatures(encoded, loaded.backbone, high)
+    for i in range(len(texts)):
+        torch.testing.assert_close(advanced.batch([i], CPU)[0], direct.batch([i], CPU)[0],
+                                   atol=1e-5, rtol=1e-5)
+    assert high.trainable_layers == (4, 5) and high.moves[0]["boundary"] == 4
+    assert not any(p.requires_grad for p in loaded.model.bert.encoder.layer[3].parameters())
+
+
+def test_auto_freezes_settled_layers_and_says_why(tmp_path):
+    """A threshold no layer can stay above: after the second epoch the lowest training
+    layer is frozen, and the rest of training reads features from the new boundary."""
+    manifest = build(tmp_path, {"freeze": {"plan": "auto", "trainable_layers": 3,
+                                           "threshold": 9.0},
+                                "train": {"epochs": 3}})
+    freeze = manifest["training"]["freeze"]
+    assert [move["epoch"] for move in freeze["moves"]] == [2]
+    assert freeze["boundary"] == 4 and freeze["trainable_layers"] == [4, 5]
+    assert "gradient norm changed" in freeze["moves"][0]["why"]
+    assert manifest["cache"]["boundary"] == 3  # cached where training started
+    saved = load_file(str(tmp_path / "b" / "trainable.safetensors"))
+    assert any(".encoder.layer.3." in name for name in saved)  # trained before it froze
+    assert "froze layers below 4" in manifest["stderr"]

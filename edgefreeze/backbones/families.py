@@ -40,6 +40,9 @@ class ElectraBackbone(Backbone):
 class DistilBertBackbone(Backbone):
     embeddings = "distilbert.embeddings"
     layers = "distilbert.transformer.layer"
+    linears = {"query": "attention.q_lin", "key": "attention.k_lin", "value": "attention.v_lin",
+               "attention_output": "attention.out_lin", "intermediate": "ffn.lin1",
+               "output": "ffn.lin2"}
 
     def embed(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.embedding_module()(inputs["input_ids"])

@@ -35,6 +35,12 @@ class Backbone:
     embeddings: ClassVar[str]
     layers: ClassVar[str]
     fusion_type: ClassVar[str] = "bert"  # ONNX Runtime optimizer's model_type for fusion
+    # The linear modules of a layer by role, as paths inside the layer: what parameter-
+    # efficient methods name as targets, whatever a family calls them.
+    linears: ClassVar[dict[str, str]] = {
+        "query": "attention.self.query", "key": "attention.self.key",
+        "value": "attention.self.value", "attention_output": "attention.output.dense",
+        "intermediate": "intermediate.dense", "output": "output.dense"}
 
     def __init__(self, model: nn.Module, head: Head, head_rows: int | None) -> None:
         self.model = model

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 import torch
@@ -52,10 +52,17 @@ class PlanKind(ABC):
     """A registered way of choosing what trains (see `PLANS`)."""
 
     config: ClassVar[type[FreezeSpec]]  # the plan's settings under `freeze:`
+    adaptive: ClassVar[bool] = False  # moves its boundary during training (see `advance`)
 
     @abstractmethod
     def select(self, config: FreezeSpec, backbone: Backbone) -> Selection:
         """Choose; raise ConfigError naming the `freeze.` key when the model cannot take it."""
+
+    def advance(self, plan: FreezePlan, norms: list[dict[int, float]]) -> tuple[int, str] | None:
+        """After an epoch of an adaptive plan: a higher boundary and why, or None to go on
+        as it is. `norms` holds, per epoch so far, each trainable layer's mean gradient
+        norm per step."""
+        return None
 
 
 PLANS: Registry[type[PlanKind]] = Registry("freezing plan")
@@ -82,6 +89,8 @@ class FreezePlan:
             the head trains, the rows the task's head reads); None: every row.
         trainable_parameters, total_parameters: counts, for people and the manifest.
         trainable_layers: layers with a parameter that trains (in any stage).
+        kind: the plan kind that made it (adaptive kinds move the boundary in training).
+        moves: where an adaptive plan moved its boundary, and why, epoch by epoch.
     """
 
     config: FreezeSpec
@@ -97,6 +106,8 @@ class FreezePlan:
     trainable_parameters: int
     total_parameters: int
     trainable_layers: tuple[int, ...]
+    kind: PlanKind
+    moves: tuple[dict[str, Any], ...] = ()
 
     @property
     def trainable_share(self) -> float:
@@ -142,6 +153,22 @@ class FreezePlan:
                                        "weight_decay": weight_decay if decay else 0.0})
         return groups
 
+    def frozen_below(self, boundary: int, epoch: int, why: str) -> FreezePlan:
+        """This plan with the layers under `boundary` frozen too (an adaptive plan's move
+        after `epoch`): they stop training and become part of the stem."""
+        frozen = self.layers[self.boundary:boundary]
+        for layer in frozen:
+            layer.requires_grad_(False)
+        dropped = {id(p) for layer in frozen for p in layer.parameters()}
+        parts = {role: tuple(p for p in params if id(p) not in dropped)
+                 for role, params in self.parts.items()}
+        return replace(
+            self, boundary=boundary, parts=parts,
+            top=tuple(m for m in self.top if all(m is not layer for layer in frozen)),
+            trainable_parameters=sum(p.numel() for params in parts.values() for p in params),
+            trainable_layers=tuple(i for i in self.trainable_layers if i >= boundary),
+            moves=(*self.moves, {"epoch": epoch, "boundary": boundary, "why": why}))
+
     def cache_key(self) -> dict[str, Any]:
         """What of the plan decides the cached activations."""
         return {"boundary": self.boundary, "kept_rows": self.kept_rows}
@@ -168,7 +195,7 @@ class FreezePlan:
                 "boundary": self.boundary, "cacheable": self.cacheable,
                 "trainable_layers": list(self.trainable_layers),
                 "trainable_parameters": self.trainable_parameters,
-                "total_parameters": self.total_parameters}
+                "total_parameters": self.total_parameters, "moves": list(self.moves)}
 
 
 def describe_plan(settings: dict[str, Any]) -> str:
@@ -193,7 +220,8 @@ def make_plan(config: FreezeSpec, backbone: Backbone, peft: PeftSpec | None = No
     kind = PLANS.get(config.plan)
     if kind is None:
         raise ConfigError(f"freeze.plan: {PLANS.unknown(config.plan)}")
-    selection = kind().select(config, backbone)
+    kind = kind()
+    selection = kind.select(config, backbone)
     if peft is not None:
         selection = _with_peft(selection, peft, backbone)
     unknown = sorted(set(selection.parts) - set(LEARNING_RATES))
@@ -233,7 +261,7 @@ def make_plan(config: FreezeSpec, backbone: Backbone, peft: PeftSpec | None = No
         trainable_parameters=sum(p.numel() for p in parameters if p.requires_grad),
         total_parameters=sum(p.numel() for p in parameters),
         trainable_layers=tuple(i for i, layer in enumerate(stack)
-                               if any(p.requires_grad for p in layer.parameters())))
+                               if any(p.requires_grad for p in layer.parameters())), kind=kind)
 
 
 def _with_peft(selection: Selection, peft: PeftSpec, backbone: Backbone) -> Selection:

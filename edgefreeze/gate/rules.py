@@ -65,9 +65,9 @@ def judge(evaluation: Evaluation, gate_metric: str, spec: GateSpec) -> Verdict:
         if form.exact:
             shapes = evaluation.shape_check[name]["max_logit_error"]
             rules.append(Rule(f"{name}.max_logit_error",
-                              max(measured["max_logit_error"], shapes),
-                              spec.max_logit_error, "max",
-                              f"{name} max |logit error| against PyTorch (held-out and shape grid)"))
+                              max(measured["max_logit_error"], shapes), spec.max_logit_error,
+                              "max", f"{name} max |logit error| against PyTorch "
+                              "(held-out and shape grid)"))
         else:
             rules += tolerance_rules(form, measured, metrics[REFERENCE], gate_metric, spec)
     return Verdict(rules=rules)

@@ -7,16 +7,17 @@ from pydantic import Field
 from torch import nn
 
 from edgefreeze.backbones import Backbone
+from edgefreeze.errors import ConfigError
 from edgefreeze.peft.merge import merge_tuner_layers
 from edgefreeze.peft.method import METHODS, PeftMethod, matching_linears
 from edgefreeze.spec import PeftSpec
 
 
 class IA3Spec(PeftSpec):
-    targets: list[str] = Field(["key", "value", "output.dense"], min_length=1,
-                               description="linear modules rescaled (name suffixes)")
-    feedforward: list[str] = Field(["output.dense"], description="those among the targets "
-                                   "whose input, not output, is rescaled (feed-forward)")
+    targets: list[str] = Field(["key", "value", "output"], min_length=1,
+                               description="linear modules rescaled: roles or name suffixes")
+    feedforward: list[str] = Field(["output"], description="those among the targets whose "
+                                   "input, not output, is rescaled (feed-forward)")
 
 
 @METHODS.register("ia3")
@@ -28,8 +29,9 @@ class IA3(PeftMethod):
         from peft import IA3Config, inject_adapter_in_model
 
         names = matching_linears(backbone, layers, config.targets, "peft.targets")
-        feedforward = [name for name in names
-                       if any(name.endswith(f".{t}") for t in config.feedforward)]
+        feedforward = matching_linears(backbone, layers, config.feedforward, "peft.feedforward")
+        if not set(feedforward) <= set(names):
+            raise ConfigError("peft.feedforward: must be among peft.targets")
         inject_adapter_in_model(IA3Config(target_modules=names,
                                           feedforward_modules=feedforward), backbone.model)
         return [p for name, p in backbone.model.named_parameters() if ".ia3_" in name]

@@ -17,7 +17,9 @@ class LoraSpec(PeftSpec):
     alpha: float = Field(16.0, gt=0.0, description="scale: the update is alpha / r times BA")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout on the LoRA branch's input")
     targets: list[str] = Field(["query", "value"], min_length=1, description="linear modules "
-                               "of each trainable layer that get an update (name suffixes)")
+                               "of each trainable layer that get an update: roles (query, key, "
+                               "value, attention_output, intermediate, output) or name "
+                               "suffixes")
 
 
 @METHODS.register("lora")

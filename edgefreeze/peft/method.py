@@ -35,17 +35,24 @@ METHODS: Registry[type[PeftMethod]] = Registry("parameter-efficient method")
 
 def matching_linears(backbone: Backbone, layers: list[int], targets: list[str],
                      key: str) -> list[str]:
-    """Full names of the linear modules in `layers` whose name within the layer is a target
-    or ends with `.target` (`query`, `output.dense`), or one line saying what there is."""
-    stack = backbone.layers
+    """Full names of the linear modules in `layers` that `targets` name: a role the family
+    maps (`query`, `value`, `output`: see Backbone.linears), or a name suffix within the
+    layer (`self.query`). A target that names nothing is one line saying what there is."""
     found, seen = [], set()
-    for index in layers:
-        for relative, module in backbone.layer_stack()[index].named_modules():
-            if isinstance(module, nn.Linear):
+    for target in targets:
+        role = backbone.linears.get(target)
+        matched = False
+        for index in layers:
+            for relative, module in backbone.layer_stack()[index].named_modules():
+                if not isinstance(module, nn.Linear):
+                    continue
                 seen.add(relative)
-                if any(relative == t or relative.endswith(f".{t}") for t in targets):
-                    found.append(f"{stack}.{index}.{relative}")
-    if not found:
-        raise ConfigError(f"{key}: {targets} name no linear module of the trainable layers "
-                          f"(they have {sorted(seen)})")
-    return found
+                if relative == role or (role is None and (relative == target or
+                                                          relative.endswith(f".{target}"))):
+                    found.append(f"{backbone.layers}.{index}.{relative}")
+                    matched = True
+        if not matched:
+            raise ConfigError(f"{key}: {target!r} names no linear module of the trainable "
+                              f"layers (roles: {', '.join(backbone.linears)}; modules: "
+                              f"{', '.join(sorted(seen))})")
+    return list(dict.fromkeys(found))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import platform
-from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -46,8 +45,10 @@ def manifest_for(*, pipeline: Pipeline, task: Task, loaded: LoadedModel, frozen_
                   "model_type": loaded.model.config.model_type,
                   "layers": loaded.backbone.depth},
         "data": data.record(spec.data.max_length),
-        "training": {**{k: v for k, v in asdict(trained).items() if k != "step_losses"},
-                     "warm_start": warm_start, "freeze": plan.record()},
+        "training": {"device": trained.device, "precision": trained.precision,
+                     "steps": trained.steps, "epochs": trained.epochs,
+                     "best_epoch": trained.best_epoch, "warm_start": warm_start,
+                     "freeze": plan.record()},
         "cache": cache,
         "export": exported,
         "quantize": quantized,

@@ -43,7 +43,8 @@ def quantize_gated(form: ModelForm, fp32_paths: list[Path], int8_paths: list[Pat
         result = quantize_int8(last_fp32, last_int8, settings, architecture, keep_fp32=keep,
                                calibration=calibration)
         model = OnnxModel(int8_paths)
-        outputs = held_out_outputs(model, encoder, examples, reporter, f"{form.name} try {keep + 1}")
+        outputs = held_out_outputs(model, encoder, examples, reporter,
+                                   f"{form.name} try {keep + 1}")
         metrics = task.metrics(outputs, targets, reference)
         rules = tolerance_rules(form, metrics, reference_metrics, task.gate_metric, gate)
         attempts.append({"fp32_segments": result["fp32_segments"], "metrics": metrics,

@@ -80,6 +80,7 @@ class FreezeRecord(Record):
     trainable_layers: list[int]
     trainable_parameters: int
     total_parameters: int
+    moves: list[dict[str, Any]] = []  # an adaptive plan's boundary moves: epoch, boundary, why
 
     @property
     def trainable_share(self) -> float:

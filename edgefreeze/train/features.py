@@ -78,6 +78,31 @@ class CachedFeatures:
 Features = LiveFeatures | CachedFeatures
 
 
+@torch.no_grad()
+def advance_features(features: Features, backbone: Backbone, old: FreezePlan, new: FreezePlan,
+                     device: torch.device, batch_size: int = 64) -> Features:
+    """The features at `new`'s higher boundary: live, the stem simply runs further; cached,
+    the newly frozen layers run once over the stored activations (in eval mode)."""
+    if isinstance(features, LiveFeatures):
+        return LiveFeatures(features.encoded, backbone, new)
+    was_training = backbone.model.training
+    backbone.model.eval()
+    lengths = features.lengths()
+    arrays: list[np.ndarray] = [np.empty(0)] * len(lengths)
+    order = np.argsort(lengths, kind="stable").tolist()
+    for start in range(0, len(order), batch_size):
+        indices = order[start:start + batch_size]
+        hidden, mask = features.batch(indices, device)
+        layer_mask = backbone.layer_mask(mask, hidden.dtype)
+        for layer in backbone.layer_stack()[old.boundary:new.boundary]:
+            hidden = backbone.run_layer(layer, hidden, layer_mask)
+        values = hidden.float().cpu().numpy()
+        for row, index in enumerate(indices):
+            arrays[index] = values[row, :lengths[index]]
+    backbone.model.train(was_training)
+    return CachedFeatures(arrays)
+
+
 def stem_features(loaded: LoadedModel, task: Task, plan: FreezePlan, frozen_sha256: str,
                   data: LabelledData, encoded: dict[str, Encoded], max_length: int,
                   root: Path | None, dtype: str, device: torch.device,

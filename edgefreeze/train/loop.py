@@ -22,7 +22,7 @@ from edgefreeze.spec import TrainSpec
 from edgefreeze.tasks import Outputs, Task
 from edgefreeze.train.batching import bucketed_batches
 from edgefreeze.train.device import autocast, resolve_precision
-from edgefreeze.train.features import Features
+from edgefreeze.train.features import Features, advance_features
 
 
 @dataclass
@@ -33,6 +33,7 @@ class TrainResult:
     epochs: list[dict] = field(default_factory=list)  # epoch, mean loss, seconds, validation
     step_losses: list[float] = field(default_factory=list)
     best_epoch: int | None = None  # with early stopping: the epoch whose weights were kept
+    plan: FreezePlan | None = None  # the plan as training left it (adaptive plans move)
 
 
 def train(backbone: Backbone, plan: FreezePlan, task: Task, train_set: Features,
@@ -42,7 +43,9 @@ def train(backbone: Backbone, plan: FreezePlan, task: Task, train_set: Features,
 
     The input is the stem's output at the plan's boundary, live or cached: only the top
     runs here. With `spec.early_stopping`, training stops once the validation score has
-    not improved for that many epochs, and the best epoch's weights are kept.
+    not improved for that many epochs, and the best epoch's weights are kept. An adaptive
+    plan may freeze more layers after an epoch; from then on the features come from the
+    new boundary (computed once from the old ones).
     """
     if spec.early_stopping and val_set is None:
         raise ConfigError("train.early_stopping: needs a validation split "
@@ -61,18 +64,21 @@ def train(backbone: Backbone, plan: FreezePlan, task: Task, train_set: Features,
     warmup_steps = int(spec.warmup * total_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: _lr_factor(step, warmup_steps, total_steps, spec.schedule))
-    best: tuple[float, dict[int, torch.Tensor]] | None = None
+    best: tuple[float, Snapshot] | None = None
 
+    norms: list[dict[int, float]] = []  # per epoch, for adaptive plans
     for epoch in range(1, spec.epochs + 1):
         plan.begin_epoch(model, epoch)
         start, losses = time.perf_counter(), []
+        layer_norms: dict[int, float] | None = {} if plan.kind.adaptive else None
         batches = bucketed_batches(lengths, spec.batch_size, generator)
         for step, indices in enumerate(reporter.progress(batches, total=len(batches),
                                                          desc=f"epoch {epoch}/{spec.epochs}")):
             hidden, mask = train_set.batch(indices, device)
             targets = task.batch_targets(train_targets, indices).to(device)
             loss = train_step(backbone, plan, task, hidden, mask, targets, optimizer,
-                              precision, spec.max_grad_norm, check=step == 0)
+                              precision, spec.max_grad_norm, check=step == 0,
+                              norms=layer_norms)
             scheduler.step()
             result.steps += 1
             losses.append(loss)
@@ -88,6 +94,16 @@ def train(backbone: Backbone, plan: FreezePlan, task: Task, train_set: Features,
                       + "".join(f", validation {name} {value:.4f}"
                                 for name, value in record.get("validation", {}).items())
                       + f" ({record['seconds']:.1f} s)")
+        if layer_norms is not None:
+            norms.append({i: total / len(batches) for i, total in layer_norms.items()})
+            moved = plan.kind.advance(plan, norms)
+            if moved and epoch < spec.epochs:
+                boundary, why = moved
+                old, plan = plan, plan.frozen_below(boundary, epoch, why)
+                train_set = advance_features(train_set, backbone, old, plan, device)
+                if val_set is not None:
+                    val_set = advance_features(val_set, backbone, old, plan, device)
+                reporter.info(f"  {plan.config.plan}: froze layers below {boundary} ({why})")
         if spec.early_stopping:
             if best is None or score > best[0]:
                 best, result.best_epoch = (score, _snapshot(plan)), epoch
@@ -95,8 +111,9 @@ def train(backbone: Backbone, plan: FreezePlan, task: Task, train_set: Features,
                 reporter.info(f"  early stopping: no better validation {task.gate_metric} "
                               f"for {spec.early_stopping} epoch(s)")
                 break
+    result.plan = plan
     if best is not None:
-        _restore(plan, best[1])
+        _restore(best[1])
         reporter.info(f"  kept epoch {result.best_epoch}'s weights "
                       f"(validation {task.gate_metric} {best[0]:.4f})")
     model.eval()
@@ -105,9 +122,11 @@ def train(backbone: Backbone, plan: FreezePlan, task: Task, train_set: Features,
 
 def train_step(backbone: Backbone, plan: FreezePlan, task: Task, hidden: torch.Tensor,
                mask: torch.Tensor, targets: torch.Tensor, optimizer: torch.optim.Optimizer,
-               precision: str, max_grad_norm: float, check: bool = False) -> float:
+               precision: str, max_grad_norm: float, check: bool = False,
+               norms: dict[int, float] | None = None) -> float:
     """One optimizer step of the top on a batch of stem activations; returns the loss.
-    `check` verifies (on the first step) that every trainable parameter got a gradient."""
+    `check` verifies (on the first step) that every trainable parameter got a gradient;
+    `norms`, when given, adds each trainable layer's gradient norm to its entry."""
     with autocast(hidden.device, precision):
         outputs = backbone.top(hidden, mask, plan.boundary)
     loss = task.loss(outputs, targets)
@@ -116,6 +135,11 @@ def train_step(backbone: Backbone, plan: FreezePlan, task: Task, hidden: torch.T
     parameters = [p for group in optimizer.param_groups for p in group["params"]]
     if check:
         check_gradients(backbone.model, [p for p in parameters if p.requires_grad])
+    if norms is not None:
+        for index in plan.trainable_layers:
+            grads = [p.grad for p in plan.layers[index].parameters() if p.grad is not None]
+            norms[index] = norms.get(index, 0.0) + float(torch.linalg.vector_norm(
+                torch.stack([torch.linalg.vector_norm(g) for g in grads])))
     torch.nn.utils.clip_grad_norm_(parameters, max_grad_norm)
     optimizer.step()
     return loss.item()
@@ -135,15 +159,19 @@ def check_gradients(model: torch.nn.Module, trainable: Sequence[torch.nn.Paramet
                           f"gradient (such as {flow['stray'][0]}); the freezing plan leaks")
 
 
-def _snapshot(plan: FreezePlan) -> dict[int, torch.Tensor]:
-    """A copy of what trains (on the CPU), to come back to."""
-    return {id(p): p.detach().to("cpu", copy=True) for p in plan.parameters()}
+Snapshot = list[tuple[torch.nn.Parameter, torch.Tensor]]
 
 
-def _restore(plan: FreezePlan, snapshot: dict[int, torch.Tensor]) -> None:
+def _snapshot(plan: FreezePlan) -> Snapshot:
+    """A copy of what trains now (on the CPU), to come back to (also to layers an adaptive
+    plan freezes later)."""
+    return [(p, p.detach().to("cpu", copy=True)) for p in plan.parameters()]
+
+
+def _restore(snapshot: Snapshot) -> None:
     with torch.no_grad():
-        for p in plan.parameters():
-            p.copy_(snapshot[id(p)])
+        for p, saved in snapshot:
+            p.copy_(saved)
 
 
 @torch.no_grad()
