@@ -95,8 +95,8 @@ class Bench:
         plan.begin_epoch(loaded.model, 1)
         precision = resolve_precision(self.train_spec.precision, CPU)
         start = time.perf_counter()
-        for hidden, mask, y in tensors:
-            train_step(loaded.backbone, plan, self.task, hidden, mask, y, optimizer, precision,
+        for batch in tensors:
+            train_step(loaded.backbone, plan, self.task, batch, optimizer, precision,
                        self.train_spec.max_grad_norm)
         return time.perf_counter() - start
 

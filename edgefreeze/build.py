@@ -26,6 +26,7 @@ from edgefreeze.runtime.manifest import Manifest
 from edgefreeze.spec import Pipeline
 from edgefreeze.tasks import task_for
 from edgefreeze.train.device import resolve_device
+from edgefreeze.train.distributed import join_world
 from edgefreeze.train.features import stem_features
 from edgefreeze.train.loop import train
 from edgefreeze.train.warm_start import load_trainable, save_trainable
@@ -64,14 +65,19 @@ class BuildResult:
 
 
 def build(pipeline: Pipeline, options: BuildOptions = BuildOptions(),
-          reporter: Reporter | None = None) -> BuildResult:
-    """Build, gate and publish a bundle; raises `GateRefused` after keeping the report."""
+          reporter: Reporter | None = None) -> BuildResult | None:
+    """Build, gate and publish a bundle; raises `GateRefused` after keeping the report.
+    Launched by torchrun, every process trains and process 0 alone goes on from there
+    (the others return None)."""
     reporter = reporter or Reporter()
     spec = pipeline.spec
     task = task_for(spec.task)
     destination = destination_for(pipeline, options.output, options.models_dir)
     check_destination(destination)
     device = resolve_device(options.device or spec.train.device)
+    world = join_world(device)
+    if not world.leader:
+        reporter = Reporter(quiet=True)
     max_length = spec.data.max_length
 
     with reporter.stage("data"):
@@ -96,12 +102,14 @@ def build(pipeline: Pipeline, options: BuildOptions = BuildOptions(),
         features, cache = stem_features(loaded, task, plan, frozen_sha256, data, encoded,
                                         max_length=max_length, root=root,
                                         dtype=spec.cache.dtype, device=device,
-                                        reporter=reporter)
+                                        reporter=reporter, world=world)
     with reporter.stage("train"):
         trained = train(loaded.backbone, plan, task, features["train"], data.train.targets,
                         features.get("validation"),
                         data.validation.targets if data.validation else None,
-                        spec.train.with_epochs(options.epochs), device, reporter)
+                        spec.train.with_epochs(options.epochs), device, reporter, world)
+    if not world.leader:
+        return None
 
     forms = requested(spec.model_dump())
     with Staging(destination) as staging:

@@ -132,6 +132,8 @@ def _build(pipeline_file: str, output: Path | None, device: str | None, cache_di
                                use_cache=False if no_cache else None, added_rows=list(added),
                                warm_start=warm_start, epochs=epochs)
         result = run_build(pipeline, options, Reporter(quiet))
+        if result is None:  # a torchrun process other than 0: it trained, 0 ships
+            return {"status": "trained"}
         if not quiet:
             metric = result.manifest.task.gate_metric
             int8 = result.manifest.metrics[INT8.name]

@@ -146,6 +146,9 @@ class TrainSpec(Section):
         None, ge=1, description="stop after this many epochs without a better validation "
         "score, and keep the best epoch's weights (needs a validation split)")
     max_grad_norm: float = Field(1.0, gt=0.0)
+    dropout: float | None = Field(
+        None, ge=0.0, lt=1.0, description="dropout probability in what trains (null: the "
+        "model's own)")
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "fp32", "bf16"] = Field(

@@ -16,7 +16,7 @@ from edgefreeze.runtime import load_tokenizer
 from edgefreeze.spec import DataSpec, TrainSpec
 from edgefreeze.tasks.encoding import encode_texts
 from edgefreeze.train.features import LiveFeatures
-from edgefreeze.train.loop import train
+from edgefreeze.train.loop import set_dropout, train
 from tests.conftest import TEXT
 
 
@@ -65,3 +65,24 @@ def test_runtime_tokenizer_matches_training_tokenizer(tmp_path):
     for i, text in enumerate(texts):
         assert tokenizer.encode(text).ids == expected.inputs["input_ids"][i].tolist(), text
     assert np.all(expected.lengths() <= 24)
+
+
+def test_dropout_zero_makes_the_training_forward_deterministic():
+    """`train.dropout: 0` reaches SDPA attention's float `dropout_prob` too, not only the
+    `nn.Dropout` layers."""
+    loaded = load_model("builtin:all-MiniLM-L6-v2", TEXT, ["a", "b"], Path, False, 0)
+    plan = make_plan(TopKSpec(trainable_layers=2), loaded.backbone)
+    plan.begin_epoch(loaded.model, 1)
+    layer = loaded.model.bert.encoder.layer[5]
+    inputs = encode_texts(loaded.tokenizer, ["a moving, funny film"] * 4, 16).batch(range(4))
+    hidden = loaded.backbone.stem({k: torch.from_numpy(v) for k, v in inputs.items()},
+                                  plan.boundary)
+    mask = torch.from_numpy(inputs["attention_mask"])
+
+    def twice() -> bool:
+        first, second = (loaded.backbone.top(hidden, mask, plan.boundary) for _ in range(2))
+        return torch.equal(first, second)
+
+    assert layer.training and not twice()  # dropout on: two forwards differ
+    set_dropout(plan.top, 0.0)
+    assert layer.attention.self.dropout_prob == 0.0 and twice()

@@ -26,6 +26,11 @@ class Encoded:
     def __len__(self) -> int:
         return len(self.inputs["input_ids"])
 
+    def subset(self, indices: Sequence[int]) -> Encoded:
+        """These examples only, in this order."""
+        return Encoded({name: [rows[i] for i in indices] for name, rows in self.inputs.items()},
+                       self.pad_token_id)
+
     def lengths(self) -> np.ndarray:
         return np.array([len(ids) for ids in self.inputs["input_ids"]])
 

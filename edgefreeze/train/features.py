@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from edgefreeze.backbones import Backbone, LoadedModel
 from edgefreeze.cache import ActivationStore, CacheStats, describe_keyset, fetch_activations
 from edgefreeze.data import LabelledData
@@ -20,6 +21,7 @@ from edgefreeze.freeze import FreezePlan
 from edgefreeze.progress import Reporter
 from edgefreeze.tasks import Task
 from edgefreeze.tasks.encoding import Encoded
+from edgefreeze.train.distributed import World
 
 
 class LiveFeatures:
@@ -105,11 +107,12 @@ def advance_features(features: Features, backbone: Backbone, old: FreezePlan, ne
 
 def stem_features(loaded: LoadedModel, task: Task, plan: FreezePlan, frozen_sha256: str,
                   data: LabelledData, encoded: dict[str, Encoded], max_length: int,
-                  root: Path | None, dtype: str, device: torch.device,
-                  reporter: Reporter) -> tuple[dict[str, Features], dict[str, object]]:
+                  root: Path | None, dtype: str, device: torch.device, reporter: Reporter,
+                  world: World = World()) -> tuple[dict[str, Features], dict[str, object]]:
     """Training inputs of the train and validation splits: from the activation cache at
     `root` (computing only what it lacks), or the live stem when `root` is None. Returns
-    them and the manifest's cache record."""
+    them and the manifest's cache record. With several processes, each first computes its
+    share of what the cache lacks, then all read everything from it."""
     backbone = loaded.backbone
     splits = {name: split for name, split in data.named_splits().items()
               if name in ("train", "validation")}
@@ -126,10 +129,19 @@ def stem_features(loaded: LoadedModel, task: Task, plan: FreezePlan, frozen_sha2
     store = ActivationStore(root, keyset, description, dtype, backbone.hidden_size)
     stats, features = CacheStats(), {}
     try:
-        for name, split in splits.items():
-            keys = [task.example_key(example) for example in split.inputs]
-            arrays, split_stats = fetch_activations(store, keys, encoded[name], backbone, plan,
-                                                    device, reporter, desc=f"cache {name}")
+        keys = {name: [task.example_key(example) for example in split.inputs]
+                for name, split in splits.items()}
+        if world.size > 1:
+            for name in splits:
+                mine = world.share(range(len(keys[name])))
+                fetch_activations(store, [keys[name][i] for i in mine],
+                                  encoded[name].subset(mine), backbone, plan, device, reporter,
+                                  desc=f"cache {name} (share {world.rank})")
+            world.wait()
+        for name in splits:
+            arrays, split_stats = fetch_activations(store, keys[name], encoded[name], backbone,
+                                                    plan, device, reporter,
+                                                    desc=f"cache {name}")
             features[name] = CachedFeatures(arrays)
             stats.add(split_stats)
     finally:

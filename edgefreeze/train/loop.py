@@ -22,6 +22,7 @@ from edgefreeze.spec import TrainSpec
 from edgefreeze.tasks import Outputs, Task
 from edgefreeze.train.batching import bucketed_batches
 from edgefreeze.train.device import autocast, resolve_precision
+from edgefreeze.train.distributed import World
 from edgefreeze.train.features import Features, advance_features
 
 
@@ -38,19 +39,23 @@ class TrainResult:
 
 def train(backbone: Backbone, plan: FreezePlan, task: Task, train_set: Features,
           train_targets: Any, val_set: Features | None, val_targets: Any | None,
-          spec: TrainSpec, device: torch.device, reporter: Reporter) -> TrainResult:
+          spec: TrainSpec, device: torch.device, reporter: Reporter,
+          world: World = World()) -> TrainResult:
     """Fine-tune what `plan` trains of `backbone.model`, in place.
 
     The input is the stem's output at the plan's boundary, live or cached: only the top
     runs here. With `spec.early_stopping`, training stops once the validation score has
     not improved for that many epochs, and the best epoch's weights are kept. An adaptive
     plan may freeze more layers after an epoch; from then on the features come from the
-    new boundary (computed once from the old ones).
+    new boundary (computed once from the old ones). With several processes (`world`),
+    each trains on its share of every batch and all take the same steps.
     """
     if spec.early_stopping and val_set is None:
         raise ConfigError("train.early_stopping: needs a validation split "
                           "(data.split.validation or data.validation)")
     model = backbone.model.to(device)
+    if spec.dropout is not None:
+        set_dropout(plan.top, spec.dropout)
     torch.manual_seed(spec.seed)
     precision = resolve_precision(spec.precision, device)
     result = TrainResult(device=str(device), precision=precision)
@@ -74,11 +79,12 @@ def train(backbone: Backbone, plan: FreezePlan, task: Task, train_set: Features,
         batches = bucketed_batches(lengths, spec.batch_size, generator)
         for step, indices in enumerate(reporter.progress(batches, total=len(batches),
                                                          desc=f"epoch {epoch}/{spec.epochs}")):
-            hidden, mask = train_set.batch(indices, device)
-            targets = task.batch_targets(train_targets, indices).to(device)
-            loss = train_step(backbone, plan, task, hidden, mask, targets, optimizer,
-                              precision, spec.max_grad_norm, check=step == 0,
-                              norms=layer_norms)
+            mine = world.share(indices)
+            batch = (*train_set.batch(mine, device),
+                     task.batch_targets(train_targets, mine).to(device)) if mine else None
+            loss = train_step(backbone, plan, task, batch, optimizer, precision,
+                              spec.max_grad_norm, check=step == 0, norms=layer_norms,
+                              world=world, share=len(mine) / len(indices))
             scheduler.step()
             result.steps += 1
             losses.append(loss)
@@ -120,21 +126,44 @@ def train(backbone: Backbone, plan: FreezePlan, task: Task, train_set: Features,
     return result
 
 
-def train_step(backbone: Backbone, plan: FreezePlan, task: Task, hidden: torch.Tensor,
-               mask: torch.Tensor, targets: torch.Tensor, optimizer: torch.optim.Optimizer,
-               precision: str, max_grad_norm: float, check: bool = False,
-               norms: dict[int, float] | None = None) -> float:
-    """One optimizer step of the top on a batch of stem activations; returns the loss.
-    `check` verifies (on the first step) that every trainable parameter got a gradient;
+def set_dropout(modules: Sequence[torch.nn.Module], probability: float) -> None:
+    """Set every dropout probability in `modules`: the `nn.Dropout` layers, and the float
+    that SDPA attention passes as `dropout_p` (BERT's and RoBERTa's `dropout_prob`,
+    DistilBERT's too), which no `nn.Dropout` holds."""
+    for module in (m for top in modules for m in top.modules()):
+        if isinstance(module, torch.nn.Dropout):
+            module.p = probability
+        for name, value in vars(module).items():
+            if "dropout" in name and isinstance(value, float):
+                setattr(module, name, probability)
+
+
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # stem activations, mask, targets
+
+
+def train_step(backbone: Backbone, plan: FreezePlan, task: Task, batch: Batch | None,
+               optimizer: torch.optim.Optimizer, precision: str, max_grad_norm: float,
+               check: bool = False, norms: dict[int, float] | None = None,
+               world: World = World(), share: float = 1.0) -> float:
+    """One optimizer step of the top on a batch of stem activations; returns the batch's
+    loss. With several processes, `batch` is this one's part of it (None: nothing), worth
+    `share` of the whole: gradients are weighted by it and summed over the processes, so
+    each takes the step one process would take on the whole batch. `check` verifies (on
+    a stage's first step) that every trainable parameter got a gradient and no other did;
     `norms`, when given, adds each trainable layer's gradient norm to its entry."""
-    with autocast(hidden.device, precision):
-        outputs = backbone.top(hidden, mask, plan.boundary)
-    loss = task.loss(outputs, targets)
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    loss = 0.0
+    if batch is not None:
+        hidden, mask, targets = batch
+        with autocast(hidden.device, precision):
+            outputs = backbone.top(hidden, mask, plan.boundary)
+        local = task.loss(outputs, targets)
+        (local * share if share != 1.0 else local).backward()
+        loss = local.item() * share
     parameters = [p for group in optimizer.param_groups for p in group["params"]]
-    if check:
+    if check and batch is not None:
         check_gradients(backbone.model, [p for p in parameters if p.requires_grad])
+    world.sum_gradients(parameters)
     if norms is not None:
         for index in plan.trainable_layers:
             grads = [p.grad for p in plan.layers[index].parameters() if p.grad is not None]
@@ -142,7 +171,7 @@ def train_step(backbone: Backbone, plan: FreezePlan, task: Task, hidden: torch.T
                 torch.stack([torch.linalg.vector_norm(g) for g in grads])))
     torch.nn.utils.clip_grad_norm_(parameters, max_grad_norm)
     optimizer.step()
-    return loss.item()
+    return world.sum(loss)
 
 
 def check_gradients(model: torch.nn.Module, trainable: Sequence[torch.nn.Parameter]) -> None:
