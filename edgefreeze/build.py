@@ -9,12 +9,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from edgefreeze.backbones import load_model
+import torch
+
+from edgefreeze.backbones import LoadedModel, load_model
 from edgefreeze.cache import cache_root
-from edgefreeze.data import load_data
+from edgefreeze.data import LabelledData, load_data
 from edgefreeze.export import export_models, write_model_files
-from edgefreeze.freeze import frozen_digest, make_plan
+from edgefreeze.freeze import FreezePlan, frozen_digest, make_plan
 from edgefreeze.gate import evaluate, judge, reference_outputs
 from edgefreeze.progress import Reporter
 from edgefreeze.publish import (Staging, check_destination, destination_for, manifest_for,
@@ -24,11 +27,12 @@ from edgefreeze.runtime.forms import requested
 from edgefreeze.runtime.inputs import input_kind
 from edgefreeze.runtime.manifest import Manifest
 from edgefreeze.spec import Pipeline
-from edgefreeze.tasks import task_for
+from edgefreeze.tasks import Task, task_for
+from edgefreeze.tasks.encoding import Encoded
 from edgefreeze.train.device import resolve_device
-from edgefreeze.train.distributed import join_world
-from edgefreeze.train.features import stem_features
-from edgefreeze.train.loop import train
+from edgefreeze.train.distributed import World, join_world
+from edgefreeze.train.features import Features, stem_features
+from edgefreeze.train.loop import TrainResult, train
 from edgefreeze.train.warm_start import load_trainable, save_trainable
 
 
@@ -64,12 +68,51 @@ class BuildResult:
     manifest: Manifest
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """Everything up to training: the data, the model with its plan applied, and the
+    training inputs (cached stem activations or the live stem). `sweep` trains many tops
+    from one of these."""
+
+    pipeline: Pipeline
+    task: Task
+    destination: Path
+    device: torch.device
+    world: World
+    data: LabelledData
+    loaded: LoadedModel
+    plan: FreezePlan
+    frozen_sha256: str
+    warm_start: dict[str, str] | None
+    encoded: dict[str, Encoded]
+    features: dict[str, Features]
+    cache: dict[str, Any]
+
+
 def build(pipeline: Pipeline, options: BuildOptions = BuildOptions(),
           reporter: Reporter | None = None) -> BuildResult | None:
     """Build, gate and publish a bundle; raises `GateRefused` after keeping the report.
     Launched by torchrun, every process trains and process 0 alone goes on from there
     (the others return None)."""
     reporter = reporter or Reporter()
+    prepared = prepare(pipeline, options, reporter)
+    if not prepared.world.leader:
+        reporter = Reporter(quiet=True)
+    spec = pipeline.spec
+    with reporter.stage("train"):
+        trained = train(prepared.loaded.backbone, prepared.plan, prepared.task,
+                        prepared.features["train"], prepared.data.train.targets,
+                        prepared.features.get("validation"),
+                        prepared.data.validation.targets if prepared.data.validation else None,
+                        spec.train.with_epochs(options.epochs), prepared.device, reporter,
+                        prepared.world)
+    if not prepared.world.leader:
+        return None
+    return ship(prepared, trained, reporter)
+
+
+def prepare(pipeline: Pipeline, options: BuildOptions, reporter: Reporter) -> Prepared:
+    """The stages before training: data, model and plan, tokens, the activation cache."""
     spec = pipeline.spec
     task = task_for(spec.task)
     destination = destination_for(pipeline, options.output, options.models_dir)
@@ -103,24 +146,29 @@ def build(pipeline: Pipeline, options: BuildOptions = BuildOptions(),
                                         max_length=max_length, root=root,
                                         dtype=spec.cache.dtype, device=device,
                                         reporter=reporter, world=world)
-    with reporter.stage("train"):
-        trained = train(loaded.backbone, plan, task, features["train"], data.train.targets,
-                        features.get("validation"),
-                        data.validation.targets if data.validation else None,
-                        spec.train.with_epochs(options.epochs), device, reporter, world)
-    if not world.leader:
-        return None
+    return Prepared(pipeline=pipeline, task=task, destination=destination, device=device,
+                    world=world, data=data, loaded=loaded, plan=plan,
+                    frozen_sha256=frozen_sha256, warm_start=warm_start, encoded=encoded,
+                    features=features, cache=cache)
 
+
+def ship(prepared: Prepared, trained: TrainResult, reporter: Reporter,
+         sweep: dict[str, Any] | None = None) -> BuildResult:
+    """The stages after training: export, quantize, evaluate, gate, publish. `sweep` is
+    the record of the search that chose the settings, when one did."""
+    pipeline, task, loaded, data = (prepared.pipeline, prepared.task, prepared.loaded,
+                                    prepared.data)
+    spec, plan, device = pipeline.spec, trained.plan or prepared.plan, prepared.device
     forms = requested(spec.model_dump())
-    with Staging(destination) as staging:
+    with Staging(prepared.destination) as staging:
         with reporter.stage("export"):
             write_model_files(loaded, data.label_names, staging.path)
             save_trainable(loaded.model, plan, staging.path)
             exported, export_record = export_models(loaded, plan, task, forms, staging.path,
                                                     spec.export.opset)
         model = loaded.model.to(device)
-        reference = reference_outputs(model, task, encoded["test"], device)
-        encoder = input_kind(task.inputs)(staging.path, max_length)
+        reference = reference_outputs(model, task, prepared.encoded["test"], device)
+        encoder = input_kind(task.inputs)(staging.path, spec.data.max_length)
         with reporter.stage("quantize"):
             reduced, quantize_record, known = quantize_models(
                 forms, exported, staging.path, spec, loaded.backbone, task, reference,
@@ -129,16 +177,16 @@ def build(pipeline: Pipeline, options: BuildOptions = BuildOptions(),
         models = {**exported, **reduced}
         with reporter.stage("evaluate"):
             evaluation = evaluate(model, task, reference, examples=data.test.inputs,
-                                  targets=data.test.targets, encoded=encoded["test"],
+                                  targets=data.test.targets, encoded=prepared.encoded["test"],
                                   forms=models, encoder=encoder,
                                   batch_sizes=spec.gate.batch_sizes,
                                   sequence_lengths=spec.shape_check_lengths(), device=device,
                                   reporter=reporter, known=known)
         verdict = judge(evaluation, task.gate_metric, spec.gate)
         manifest = manifest_for(
-            pipeline=pipeline, task=task, loaded=loaded, frozen_sha256=frozen_sha256, data=data,
-            plan=trained.plan or plan, trained=trained, warm_start=warm_start, cache=cache,
-            exported=export_record, quantized=quantize_record, models=models,
-            evaluation=evaluation, verdict=verdict, timings_s=reporter.timings)
+            pipeline=pipeline, task=task, loaded=loaded, frozen_sha256=prepared.frozen_sha256,
+            data=data, plan=plan, trained=trained, warm_start=prepared.warm_start,
+            cache=prepared.cache, exported=export_record, quantized=quantize_record,
+            models=models, evaluation=evaluation, verdict=verdict,
+            timings_s=reporter.timings, sweep=sweep)
         return BuildResult(path=publish_or_refuse(staging, manifest), manifest=manifest)
-

@@ -120,7 +120,9 @@ def build_options(command: Callable) -> Callable:
 
 def _build(pipeline_file: str, output: Path | None, device: str | None, cache_dir: Path | None,
            no_cache: bool, quiet: bool, as_json: bool, added: tuple[Path, ...] = (),
-           warm_start: Path | None = None, epochs: int | None = None) -> None:
+           warm_start: Path | None = None, epochs: int | None = None,
+           sweep: dict[str, Any] | None = None) -> None:
+    """`build`, `retrain` and (with `sweep`: its --trials and --timeout) `sweep`."""
     def action() -> dict:
         from edgefreeze.build import BuildOptions
         from edgefreeze.build import build as run_build
@@ -131,15 +133,28 @@ def _build(pipeline_file: str, output: Path | None, device: str | None, cache_di
         options = BuildOptions(output=output, device=device, cache_dir=cache_dir,
                                use_cache=False if no_cache else None, added_rows=list(added),
                                warm_start=warm_start, epochs=epochs)
-        result = run_build(pipeline, options, Reporter(quiet))
+        if sweep is None:
+            result = run_build(pipeline, options, Reporter(quiet))
+        else:
+            from edgefreeze.sweep import sweep as run_sweep
+
+            result = run_sweep(pipeline, options, Reporter(quiet), **sweep)
         if result is None:  # a torchrun process other than 0: it trained, 0 ships
             return {"status": "trained"}
+        manifest = result.manifest
         if not quiet:
-            metric = result.manifest.task.gate_metric
-            int8 = result.manifest.metrics[INT8.name]
+            metric = manifest.task.gate_metric
+            int8 = manifest.metrics[INT8.name]
+            if manifest.sweep is not None:
+                click.echo(f"chose trial {manifest.sweep.best_trial} of "
+                           f"{len(manifest.sweep.trials)}: {manifest.sweep.best_params}",
+                           err=True)
             click.echo(f"shipped {result.path} ({INT8.name} {metric} {int8[metric]:.4f}, "
                        f"agreement {int8['agreement']:.4f})", err=True)
-        return {"status": "shipped", "bundle": str(result.path), **_summary(result.manifest)}
+        chosen = ({"sweep": manifest.sweep.model_dump(mode="json", exclude={"trials"})}
+                  if manifest.sweep else {})
+        return {"status": "shipped", "bundle": str(result.path), **_summary(manifest),
+                **chosen}
 
     _run(as_json, action)
 
@@ -164,6 +179,19 @@ def retrain(**options) -> None:
     """Retrain the top on the PIPELINE's data plus new rows, then export, quantize, gate
     and publish like `build`. With the cache, only the new rows pass the frozen stem."""
     _build(**options)
+
+
+@main.command(short_help="Search the trainable part's settings from one cache; ship the best.")
+@build_options
+@click.option("--trials", type=click.IntRange(min=1),
+              help="Trials to run (default: the pipeline's sweep.trials).")
+@click.option("--timeout", "timeout_s", type=click.FloatRange(min=0, min_open=True),
+              help="Start no trial after this many seconds (default: sweep.timeout_s).")
+def sweep(trials: int | None, timeout_s: float | None, **options) -> None:
+    """Train many settings of the PIPELINE's trainable part (learning rates, epochs,
+    trainable layers, PEFT rank: its `sweep:` section) from one activation cache, choose
+    the best by validation score, then export, quantize, gate and publish it like `build`."""
+    _build(**options, sweep={"trials": trials, "timeout_s": timeout_s})
 
 
 @main.command(short_help="What a pipeline's freezing plan trains, layer by layer.")

@@ -161,6 +161,36 @@ class TrainSpec(Section):
         return self.model_copy(update={"epochs": epochs}) if epochs else self
 
 
+class SweepSpec(Section):
+    """What `edgefreeze sweep` searches: each range is [low, high] (equal ends fix the value);
+    a range left out gets the default below."""
+
+    trials: int = Field(20, ge=1, le=100_000)
+    timeout_s: float | None = Field(None, gt=0.0, description="start no trial after this "
+                                    "many seconds")
+    seed: int = Field(0, description="the sampler's seed")
+    prune: bool = Field(True, description="stop a trial whose validation score after an "
+                        "epoch is below the median of earlier trials at that epoch")
+    lr_top: tuple[float, float] = Field((1e-5, 1e-3), description="log-uniform")
+    lr_head: tuple[float, float] = Field((1e-4, 1e-2), description="log-uniform")
+    epochs: tuple[int, int] | None = Field(None, description="default: 1 to train.epochs")
+    trainable_layers: tuple[int, int] | None = Field(
+        None, description="top_k plans: default 0 to freeze.trainable_layers, the cache's "
+        "boundary, which no trial goes below")
+    rank: tuple[int, int] | None = Field(
+        None, description="the PEFT method's size (LoRA r, adapter bottleneck, prefix "
+        "tokens), powers of two in the range; default: the pipeline's value")
+
+    @model_validator(mode="after")
+    def _ranges_ordered(self) -> SweepSpec:
+        for name in ("lr_top", "lr_head", "epochs", "trainable_layers", "rank"):
+            bounds = getattr(self, name)
+            if bounds is not None and not 0 <= bounds[0] <= bounds[1]:
+                raise ValueError(f"sweep.{name}: [low, high] with 0 <= low <= high, "
+                                 f"not {list(bounds)}")
+        return self
+
+
 class CacheSpec(Section):
     enabled: bool = Field(True, description="reuse frozen-stem activations across epochs and builds")
     dir: str | None = Field(
@@ -247,6 +277,7 @@ class PipelineSpec(Section):
     export: ExportSpec = ExportSpec()
     quantize: QuantizeSpec = QuantizeSpec()
     gate: GateSpec = GateSpec()
+    sweep: SweepSpec = SweepSpec()
     output: str | None = Field(None, description="bundle folder; default models/NAME/vN")
 
     @field_validator("task")

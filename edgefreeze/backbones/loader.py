@@ -7,6 +7,7 @@ Weights load from safetensors where the folder has them (transformers otherwise 
 
 from __future__ import annotations
 
+import copy
 import inspect
 import logging
 import re
@@ -47,6 +48,13 @@ class LoadedModel:
     tokenizer: PreTrainedTokenizerBase
     backbone: Backbone
     source: dict[str, str | None]  # for the manifest: spec, location, weights sha256, revision
+
+    def replica(self, task: Task) -> LoadedModel:
+        """An independent copy of the model, weights and all, sharing the tokenizer (a
+        sweep trains many from one loaded model)."""
+        model = copy.deepcopy(self.model)
+        return LoadedModel(model=model, tokenizer=self.tokenizer,
+                           backbone=backbone_for(model, task), source=self.source)
 
 
 def load_model(spec: str, task: Task, label_names: list[str], resolve, trust_remote_code: bool,

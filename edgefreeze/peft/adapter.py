@@ -38,6 +38,7 @@ class Bottleneck(nn.Module):
 @METHODS.register("adapter")
 class Adapter(PeftMethod):
     config = AdapterSpec
+    size = "bottleneck"
 
     def attach(self, config: AdapterSpec, backbone: Backbone,
                layers: list[int]) -> list[nn.Parameter]:

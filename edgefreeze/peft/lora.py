@@ -25,6 +25,7 @@ class LoraSpec(PeftSpec):
 @METHODS.register("lora")
 class Lora(PeftMethod):
     config = LoraSpec
+    size = "r"
 
     def attach(self, config: LoraSpec, backbone: Backbone,
                layers: list[int]) -> list[nn.Parameter]:

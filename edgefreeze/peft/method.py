@@ -18,6 +18,7 @@ class PeftMethod(ABC):
     """A registered method (see `METHODS`)."""
 
     config: ClassVar[type[PeftSpec]]  # its settings under `peft:`
+    size: ClassVar[str | None] = None  # the setting that sizes the added weights (a sweep's rank)
 
     @abstractmethod
     def attach(self, config: PeftSpec, backbone: Backbone,

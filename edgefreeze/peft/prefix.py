@@ -67,6 +67,7 @@ class VirtualTokens(nn.Module):
 @METHODS.register("prefix")
 class Prefix(PeftMethod):
     config = PrefixSpec
+    size = "tokens"
 
     def attach(self, config: PrefixSpec, backbone: Backbone,
                layers: list[int]) -> list[nn.Parameter]:

@@ -32,7 +32,7 @@ def manifest_for(*, pipeline: Pipeline, task: Task, loaded: LoadedModel, frozen_
                  warm_start: dict[str, str] | None, cache: dict[str, Any],
                  exported: dict[str, dict], quantized: dict[str, dict],
                  models: dict[str, list[Path]], evaluation: Evaluation, verdict: Verdict,
-                 timings_s: dict[str, float]) -> Manifest:
+                 timings_s: dict[str, float], sweep: dict[str, Any] | None = None) -> Manifest:
     """Everything about the bundle being built (its `files` are sealed at publish)."""
     spec = pipeline.spec
     record = {
@@ -60,6 +60,7 @@ def manifest_for(*, pipeline: Pipeline, task: Task, loaded: LoadedModel, frozen_
         "runtime": {"session_config": SESSION_CONFIG},
         "versions": versions(),
         "timings_s": timings_s,
+        "sweep": sweep,
     }
     try:
         return Manifest.model_validate(record)

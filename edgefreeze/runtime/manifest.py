@@ -171,6 +171,28 @@ class RuntimeRecord(Record):
     session_config: dict[str, str] = {}  # ONNX Runtime config entries the gate ran with
 
 
+class TrialRecord(Record):
+    number: int
+    state: str  # complete, pruned (stopped early by the pruner) or failed
+    params: dict[str, Any]
+    value: float | None = None  # the best validation score its epochs reached
+    epochs_run: int
+    seconds: float
+
+
+class SweepRecord(Record):
+    """The search that chose this bundle's settings (`edgefreeze sweep`)."""
+
+    objective: str  # the validation metric maximised
+    sampler: str
+    pruner: str | None
+    seconds: float
+    best_trial: int
+    best_value: float
+    best_params: dict[str, Any]
+    trials: list[TrialRecord]
+
+
 class FileRecord(Record):
     sha256: str
     size: int
@@ -199,6 +221,7 @@ class Manifest(Record):
     runtime: RuntimeRecord
     versions: dict[str, str]
     timings_s: dict[str, float]
+    sweep: SweepRecord | None = None  # set when `edgefreeze sweep` chose the settings
     files: dict[str, FileRecord] = Field(default_factory=dict)  # sealed at publish
 
     def to_json(self) -> str:

@@ -84,7 +84,8 @@ Features = LiveFeatures | CachedFeatures
 def advance_features(features: Features, backbone: Backbone, old: FreezePlan, new: FreezePlan,
                      device: torch.device, batch_size: int = 64) -> Features:
     """The features at `new`'s higher boundary: live, the stem simply runs further; cached,
-    the newly frozen layers run once over the stored activations (in eval mode)."""
+    the newly frozen layers run once over the stored activations (in eval mode), and only
+    the rows `new`'s top reads are kept (the head's, when nothing else trains)."""
     if isinstance(features, LiveFeatures):
         return LiveFeatures(features.encoded, backbone, new)
     was_training = backbone.model.training
@@ -100,7 +101,7 @@ def advance_features(features: Features, backbone: Backbone, old: FreezePlan, ne
             hidden = backbone.run_layer(layer, hidden, layer_mask)
         values = hidden.float().cpu().numpy()
         for row, index in enumerate(indices):
-            arrays[index] = values[row, :lengths[index]]
+            arrays[index] = values[row, :min(lengths[index], new.kept_rows or lengths[index])]
     backbone.model.train(was_training)
     return CachedFeatures(arrays)
 

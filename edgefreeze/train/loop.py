@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,7 +40,8 @@ class TrainResult:
 def train(backbone: Backbone, plan: FreezePlan, task: Task, train_set: Features,
           train_targets: Any, val_set: Features | None, val_targets: Any | None,
           spec: TrainSpec, device: torch.device, reporter: Reporter,
-          world: World = World()) -> TrainResult:
+          world: World = World(),
+          on_epoch: Callable[[int, float], None] | None = None) -> TrainResult:
     """Fine-tune what `plan` trains of `backbone.model`, in place.
 
     The input is the stem's output at the plan's boundary, live or cached: only the top
@@ -48,7 +49,8 @@ def train(backbone: Backbone, plan: FreezePlan, task: Task, train_set: Features,
     not improved for that many epochs, and the best epoch's weights are kept. An adaptive
     plan may freeze more layers after an epoch; from then on the features come from the
     new boundary (computed once from the old ones). With several processes (`world`),
-    each trains on its share of every batch and all take the same steps.
+    each trains on its share of every batch and all take the same steps. `on_epoch` is
+    told each epoch's validation score (a sweep's pruner may stop the run by raising).
     """
     if spec.early_stopping and val_set is None:
         raise ConfigError("train.early_stopping: needs a validation split "
@@ -94,6 +96,8 @@ def train(backbone: Backbone, plan: FreezePlan, task: Task, train_set: Features,
             outputs = top_outputs(backbone, plan, task, val_set, spec.batch_size, device)
             score = task.metrics(outputs, val_targets, outputs)[task.gate_metric]
             record["validation"] = {task.gate_metric: score}
+            if on_epoch is not None:
+                on_epoch(epoch, score)
         result.epochs.append(record)
         result.step_losses.extend(losses)
         reporter.info("  epoch {epoch}: loss {loss:.4f}".format(**record)

@@ -1,0 +1,209 @@
+"""`edgefreeze sweep`: many settings of the trainable part, all trained from one
+activation cache, chosen by validation score; the best trial's model is then exported,
+quantized, gated and published like any build.
+
+The cache is filled once at the lowest boundary any trial may use (the pipeline's own). A
+trial that trains fewer layers reads activations moved up to its boundary, computed once
+per boundary from the cached ones, so no trial runs the frozen stem again.
+
+The search is Optuna's (TPE sampler, median pruner on each epoch's validation score):
+a well-kept library with the samplers and pruners that sweeps need, rather than a search
+of our own.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, replace
+from typing import Any
+
+import optuna
+
+from edgefreeze.backbones import LoadedModel
+from edgefreeze.build import BuildOptions, BuildResult, Prepared, prepare, ship
+from edgefreeze.errors import ConfigError
+from edgefreeze.freeze import FreezePlan, frozen_digest, make_plan
+from edgefreeze.peft import METHODS
+from edgefreeze.progress import Reporter
+from edgefreeze.spec import Pipeline, PipelineSpec
+from edgefreeze.train.features import Features, advance_features
+from edgefreeze.train.loop import TrainResult, train
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """The ranges a sweep draws from, with the pipeline's defaults filled in and checked."""
+
+    lr_top: tuple[float, float]
+    lr_head: tuple[float, float]
+    epochs: tuple[int, int]
+    trainable_layers: tuple[int, int] | None  # None: the plan is not top_k
+    ranks: tuple[int, ...] | None  # None: the PEFT size stays the pipeline's
+    size_setting: str | None  # the PEFT setting `ranks` varies (r, bottleneck, tokens)
+
+    @classmethod
+    def of(cls, spec: PipelineSpec) -> SearchSpace:
+        sweep = spec.sweep
+        layers = sweep.trainable_layers
+        if spec.freeze.plan == "top_k":
+            cached = spec.freeze.trainable_layers
+            layers = layers or (1 if spec.peft else 0, cached)
+            if layers[1] > cached:
+                raise ConfigError(f"sweep.trainable_layers: at most {cached} (the pipeline's "
+                                  "freeze.trainable_layers, where the one cache sits); "
+                                  f"not {layers[1]}")
+        elif layers is not None:
+            raise ConfigError("sweep.trainable_layers: only for freeze.plan top_k, "
+                              f"not {spec.freeze.plan!r}")
+        size = METHODS.get(spec.peft.method).size if spec.peft else None
+        ranks = None
+        if sweep.rank is not None:
+            if size is None:
+                raise ConfigError("sweep.rank: needs a peft method with a size (lora, adapter, "
+                                  f"prefix); the pipeline has {spec.peft and spec.peft.method}")
+            low, high = sweep.rank
+            ranks = tuple(2 ** e for e in range(0, 17) if low <= 2 ** e <= high)
+            if not ranks:
+                raise ConfigError(f"sweep.rank: no power of two in {list(sweep.rank)}")
+        return cls(lr_top=sweep.lr_top, lr_head=sweep.lr_head,
+                   epochs=sweep.epochs or (1, spec.train.epochs), trainable_layers=layers,
+                   ranks=ranks, size_setting=size)
+
+    def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
+        """One point of the space (a fixed range is the same value every trial)."""
+        params: dict[str, Any] = {
+            "lr_top": _float(trial, "lr_top", self.lr_top),
+            "lr_head": _float(trial, "lr_head", self.lr_head),
+            "epochs": trial.suggest_int("epochs", *self.epochs),
+        }
+        if self.trainable_layers is not None:
+            params["trainable_layers"] = trial.suggest_int("trainable_layers",
+                                                           *self.trainable_layers)
+        if self.ranks is not None:
+            params["rank"] = trial.suggest_categorical("rank", list(self.ranks))
+        return params
+
+    def apply(self, spec: PipelineSpec, params: dict[str, Any]) -> PipelineSpec:
+        """The pipeline's settings with a trial's values in place."""
+        update: dict[str, Any] = {"train": spec.train.model_copy(update={
+            key: params[key] for key in ("lr_top", "lr_head", "epochs")})}
+        if "trainable_layers" in params:
+            update["freeze"] = spec.freeze.model_copy(
+                update={"trainable_layers": params["trainable_layers"]})
+        if "rank" in params and spec.peft is not None:
+            update["peft"] = spec.peft.model_copy(update={self.size_setting: params["rank"]})
+        return spec.model_copy(update=update)
+
+
+def _float(trial: optuna.Trial, name: str, bounds: tuple[float, float]) -> float:
+    low, high = bounds
+    return low if low == high else trial.suggest_float(name, low, high, log=low > 0)
+
+
+@dataclass
+class Best:
+    """The best trial so far, with its trained model (kept to ship without retraining)."""
+
+    value: float
+    number: int
+    params: dict[str, Any]
+    spec: PipelineSpec
+    loaded: LoadedModel
+    plan: FreezePlan
+    trained: TrainResult
+
+
+def sweep(pipeline: Pipeline, options: BuildOptions, reporter: Reporter,
+          trials: int | None = None, timeout_s: float | None = None) -> BuildResult:
+    """Search the pipeline's `sweep:` space, then ship the best trial's model; raises
+    `GateRefused` (after keeping the report) when that model fails the gate."""
+    spec = pipeline.spec
+    trials = trials or spec.sweep.trials
+    timeout_s = timeout_s or spec.sweep.timeout_s
+    if not (spec.data.validation or spec.data.split.validation):
+        raise ConfigError("sweep: needs a validation split to choose by "
+                          "(data.split.validation or data.validation)")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError("sweep: runs in one process; launch it without torchrun")
+    space = SearchSpace.of(spec)
+    # The one model and cache the trials start from: the pipeline's plan without its PEFT
+    # weights (each trial attaches its own).
+    prepared = prepare(pipeline.model_copy(update={"spec": spec.model_copy(
+        update={"peft": None})}), options, reporter)
+    task, data = prepared.task, prepared.data
+    moved: dict[tuple[int, int | None], dict[str, Features]] = {}
+
+    def features_for(plan: FreezePlan) -> dict[str, Features]:
+        if plan.boundary == prepared.plan.boundary:
+            return prepared.features
+        key = (plan.boundary, plan.kept_rows)
+        if key not in moved:
+            moved[key] = {name: advance_features(features, prepared.loaded.backbone,
+                                                 prepared.plan, plan, prepared.device)
+                          for name, features in prepared.features.items()}
+        return moved[key]
+
+    best: Best | None = None
+    started, seconds, epochs_run = time.perf_counter(), {}, {}
+
+    def objective(trial: optuna.Trial) -> float:
+        nonlocal best
+        begun = time.perf_counter()
+        params = space.suggest(trial)
+        trial_spec = space.apply(spec, params)
+        loaded = prepared.loaded.replica(task)
+        plan = make_plan(trial_spec.freeze, loaded.backbone, trial_spec.peft)
+        features = features_for(plan)
+        scores: dict[int, float] = {}
+
+        def on_epoch(epoch: int, score: float) -> None:
+            scores[epoch] = score
+            epochs_run[trial.number] = epoch
+            seconds[trial.number] = time.perf_counter() - begun
+            trial.report(score, epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+
+        trained = train(loaded.backbone, plan, task, features["train"], data.train.targets,
+                        features["validation"], data.validation.targets, trial_spec.train,
+                        prepared.device, Reporter(quiet=True), on_epoch=on_epoch)
+        seconds[trial.number] = time.perf_counter() - begun
+        value = scores[trained.best_epoch or max(scores)]  # the epoch whose weights remain
+        if best is None or value > best.value:
+            best = Best(value, trial.number, params, trial_spec, loaded,
+                        trained.plan or plan, trained)
+        return value
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    pruner = (optuna.pruners.MedianPruner(n_startup_trials=5) if spec.sweep.prune
+              else optuna.pruners.NopPruner())
+    study = optuna.create_study(direction="maximize", pruner=pruner,
+                                sampler=optuna.samplers.TPESampler(seed=spec.sweep.seed))
+    with reporter.stage("sweep"):
+        for _ in reporter.progress(range(trials), total=trials, desc="trials"):
+            if timeout_s is not None and time.perf_counter() - started > timeout_s:
+                break
+            study.optimize(objective, n_trials=1)
+            if best is not None:
+                reporter.info(f"  trial {len(study.trials) - 1}: "
+                              f"{study.trials[-1].state.name.lower()}; best so far trial "
+                              f"{best.number}, validation {task.gate_metric} {best.value:.4f}")
+    if best is None:
+        raise ConfigError("sweep: every trial was pruned or failed; nothing to ship")
+    record = {
+        "objective": f"validation {task.gate_metric}", "sampler": "TPESampler",
+        "pruner": type(pruner).__name__ if spec.sweep.prune else None,
+        "seconds": round(time.perf_counter() - started, 3), "best_trial": best.number,
+        "best_value": best.value, "best_params": best.params,
+        "trials": [{"number": t.number, "state": t.state.name.lower(), "params": t.params,
+                    "value": None if t.value is None or math.isnan(t.value) else t.value,
+                    "epochs_run": epochs_run.get(t.number, 0),
+                    "seconds": round(seconds.get(t.number, 0.0), 3)}
+                   for t in study.trials],
+    }
+    chosen = replace(prepared, pipeline=pipeline.model_copy(update={"spec": best.spec}),
+                     loaded=best.loaded, plan=best.plan,
+                     frozen_sha256=frozen_digest(best.loaded.model))
+    return ship(chosen, best.trained, reporter, sweep=record)
