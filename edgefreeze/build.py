@@ -129,6 +129,7 @@ def prepare(pipeline: Pipeline, options: BuildOptions, reporter: Reporter) -> Pr
     with reporter.stage("model"):
         loaded = load_model(spec.model, task, data.label_names, pipeline.resolve,
                             spec.trust_remote_code, spec.train.seed, max_length)
+        torch.manual_seed(spec.train.seed)  # PEFT weights start the same in a sweep's trial
         plan = make_plan(spec.freeze, loaded.backbone, spec.peft)
         frozen_sha256 = frozen_digest(loaded.model)
         warm_start = (load_trainable(loaded.model, plan, frozen_sha256, task.name,
@@ -158,7 +159,9 @@ def ship(prepared: Prepared, trained: TrainResult, reporter: Reporter,
     the record of the search that chose the settings, when one did."""
     pipeline, task, loaded, data = (prepared.pipeline, prepared.task, prepared.loaded,
                                     prepared.data)
-    spec, plan, device = pipeline.spec, trained.plan or prepared.plan, prepared.device
+    # The plan training started with decides what is saved and exported (an adaptive plan
+    # may have frozen layers that trained before); the manifest records where it ended.
+    spec, plan, device = pipeline.spec, prepared.plan, prepared.device
     forms = requested(spec.model_dump())
     with Staging(prepared.destination) as staging:
         with reporter.stage("export"):
@@ -185,7 +188,7 @@ def ship(prepared: Prepared, trained: TrainResult, reporter: Reporter,
         verdict = judge(evaluation, task.gate_metric, spec.gate)
         manifest = manifest_for(
             pipeline=pipeline, task=task, loaded=loaded, frozen_sha256=prepared.frozen_sha256,
-            data=data, plan=plan, trained=trained, warm_start=prepared.warm_start,
+            data=data, plan=trained.plan or plan, trained=trained, warm_start=prepared.warm_start,
             cache=prepared.cache, exported=export_record, quantized=quantize_record,
             models=models, evaluation=evaluation, verdict=verdict,
             timings_s=reporter.timings, sweep=sweep)

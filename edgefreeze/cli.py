@@ -20,7 +20,8 @@ from edgefreeze import __version__
 from edgefreeze.errors import ConfigError, EdgefreezeError, GateRefused
 from edgefreeze.runtime.forms import FORMS, FP32, INT8, REFERENCE
 
-BUILD_MODULES = {"torch", "transformers", "optimum", "onnx", "yaml", "tqdm", "safetensors"}
+BUILD_MODULES = {"torch", "transformers", "optimum", "onnx", "yaml", "tqdm", "safetensors",
+                 "optuna", "peft"}
 
 
 def _summary(manifest) -> dict:

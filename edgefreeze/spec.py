@@ -184,9 +184,10 @@ class SweepSpec(Section):
     @model_validator(mode="after")
     def _ranges_ordered(self) -> SweepSpec:
         for name in ("lr_top", "lr_head", "epochs", "trainable_layers", "rank"):
-            bounds = getattr(self, name)
-            if bounds is not None and not 0 <= bounds[0] <= bounds[1]:
-                raise ValueError(f"sweep.{name}: [low, high] with 0 <= low <= high, "
+            bounds, least = getattr(self, name), 0 if name == "trainable_layers" else 1e-12
+            if bounds is not None and not least <= bounds[0] <= bounds[1]:
+                floor = "0" if name == "trainable_layers" else "0 <"
+                raise ValueError(f"sweep.{name}: [low, high] with {floor} low <= high, "
                                  f"not {list(bounds)}")
         return self
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import optuna
+import torch
 
 from edgefreeze.backbones import LoadedModel
 from edgefreeze.build import BuildOptions, BuildResult, Prepared, prepare, ship
@@ -28,7 +29,7 @@ from edgefreeze.freeze import FreezePlan, frozen_digest, make_plan
 from edgefreeze.peft import METHODS
 from edgefreeze.progress import Reporter
 from edgefreeze.spec import Pipeline, PipelineSpec
-from edgefreeze.train.features import Features, advance_features
+from edgefreeze.train.features import Features, LiveFeatures, advance_features
 from edgefreeze.train.loop import TrainResult, train
 
 
@@ -49,11 +50,15 @@ class SearchSpace:
         layers = sweep.trainable_layers
         if spec.freeze.plan == "top_k":
             cached = spec.freeze.trainable_layers
-            layers = layers or (1 if spec.peft else 0, cached)
+            least = 1 if spec.peft else 0  # PEFT weights need a trainable layer to sit in
+            layers = layers or (least, cached)
             if layers[1] > cached:
                 raise ConfigError(f"sweep.trainable_layers: at most {cached} (the pipeline's "
                                   "freeze.trainable_layers, where the one cache sits); "
                                   f"not {layers[1]}")
+            if layers[0] < least:
+                raise ConfigError("sweep.trainable_layers: at least 1 with peft (its weights "
+                                  f"sit in the trainable layers); not {layers[0]}")
         elif layers is not None:
             raise ConfigError("sweep.trainable_layers: only for freeze.plan top_k, "
                               f"not {spec.freeze.plan!r}")
@@ -111,8 +116,9 @@ class Best:
     params: dict[str, Any]
     spec: PipelineSpec
     loaded: LoadedModel
-    plan: FreezePlan
+    plan: FreezePlan  # as training started (`trained.plan`: where an adaptive one ended)
     trained: TrainResult
+    frozen_sha256: str  # digested before training, as `build` does
 
 
 def sweep(pipeline: Pipeline, options: BuildOptions, reporter: Reporter,
@@ -135,7 +141,11 @@ def sweep(pipeline: Pipeline, options: BuildOptions, reporter: Reporter,
     task, data = prepared.task, prepared.data
     moved: dict[tuple[int, int | None], dict[str, Features]] = {}
 
-    def features_for(plan: FreezePlan) -> dict[str, Features]:
+    def features_for(plan: FreezePlan, loaded: LoadedModel) -> dict[str, Features]:
+        if any(isinstance(f, LiveFeatures) for f in prepared.features.values()):
+            # No cache: the trial's own model runs its stem (it may train it).
+            return {name: LiveFeatures(f.encoded, loaded.backbone, plan)
+                    for name, f in prepared.features.items()}
         if plan.boundary == prepared.plan.boundary:
             return prepared.features
         key = (plan.boundary, plan.kept_rows)
@@ -154,15 +164,20 @@ def sweep(pipeline: Pipeline, options: BuildOptions, reporter: Reporter,
         params = space.suggest(trial)
         trial_spec = space.apply(spec, params)
         loaded = prepared.loaded.replica(task)
+        torch.manual_seed(trial_spec.train.seed)  # PEFT weights start as a build's would
         plan = make_plan(trial_spec.freeze, loaded.backbone, trial_spec.peft)
-        features = features_for(plan)
+        frozen_sha256 = frozen_digest(loaded.model)
+        features = features_for(plan, loaded)
         scores: dict[int, float] = {}
+        total = trial_spec.train.epochs
 
         def on_epoch(epoch: int, score: float) -> None:
             scores[epoch] = score
             epochs_run[trial.number] = epoch
             seconds[trial.number] = time.perf_counter() - begun
-            trial.report(score, epoch)
+            # Compared only with trials of as many epochs at the same epoch: a longer
+            # trial's rate is still high after its first epoch.
+            trial.report(score, total * 1000 + epoch)
             if trial.should_prune():
                 raise optuna.TrialPruned()
 
@@ -171,9 +186,9 @@ def sweep(pipeline: Pipeline, options: BuildOptions, reporter: Reporter,
                         prepared.device, Reporter(quiet=True), on_epoch=on_epoch)
         seconds[trial.number] = time.perf_counter() - begun
         value = scores[trained.best_epoch or max(scores)]  # the epoch whose weights remain
-        if best is None or value > best.value:
-            best = Best(value, trial.number, params, trial_spec, loaded,
-                        trained.plan or plan, trained)
+        if not math.isnan(value) and (best is None or value > best.value):
+            best = Best(value, trial.number, params, trial_spec, loaded, plan, trained,
+                        frozen_sha256)
         return value
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -198,12 +213,13 @@ def sweep(pipeline: Pipeline, options: BuildOptions, reporter: Reporter,
         "seconds": round(time.perf_counter() - started, 3), "best_trial": best.number,
         "best_value": best.value, "best_params": best.params,
         "trials": [{"number": t.number, "state": t.state.name.lower(), "params": t.params,
-                    "value": None if t.value is None or math.isnan(t.value) else t.value,
+                    "value": t.value if t.state == optuna.trial.TrialState.COMPLETE
+                    and not math.isnan(t.value) else None,
                     "epochs_run": epochs_run.get(t.number, 0),
                     "seconds": round(seconds.get(t.number, 0.0), 3)}
                    for t in study.trials],
     }
     chosen = replace(prepared, pipeline=pipeline.model_copy(update={"spec": best.spec}),
                      loaded=best.loaded, plan=best.plan,
-                     frozen_sha256=frozen_digest(best.loaded.model))
+                     frozen_sha256=best.frozen_sha256)
     return ship(chosen, best.trained, reporter, sweep=record)

@@ -69,6 +69,7 @@ def test_trials_above_the_cache_read_moved_activations_that_match_the_model(tmp_
     ({"trainable_layers": [0, 3]}, "sweep.trainable_layers: at most 2"),
     ({"rank": [4, 16]}, "sweep.rank: needs a peft method"),
     ({"lr_top": [1.0e-3, 1.0e-5]}, "sweep.lr_top: [low, high]"),
+    ({"epochs": [0, 2]}, "sweep.epochs: [low, high] with 0 < low"),
 ])
 def test_a_space_it_cannot_search_is_one_line_and_exit_2(tmp_path, sweep, message):
     pipeline = write_pipeline(tmp_path, {**SWEEP, "sweep": sweep})

@@ -175,7 +175,7 @@ class TrialRecord(Record):
     number: int
     state: str  # complete, pruned (stopped early by the pruner) or failed
     params: dict[str, Any]
-    value: float | None = None  # the best validation score its epochs reached
+    value: float | None = None  # validation score of the weights it kept (None: pruned)
     epochs_run: int
     seconds: float
 

@@ -72,5 +72,6 @@ def join_world(device: torch.device) -> World:
     if device.type == "cuda":  # one GPU per process on each machine
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        # nccl for the CUDA gradients, gloo for the CPU-side sums (losses, barriers).
+        dist.init_process_group("cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo")
     return World(rank=dist.get_rank(), size=dist.get_world_size())
