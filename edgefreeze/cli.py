@@ -195,6 +195,42 @@ def sweep(trials: int | None, timeout_s: float | None, **options) -> None:
     _build(**options, sweep={"trials": trials, "timeout_s": timeout_s})
 
 
+@main.command("verify-target",
+              short_help="Run a bundle on another CPU or ONNX Runtime; record it.")
+@click.argument("bundle", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("pipeline_file", metavar="PIPELINE", type=click.Path(dir_okay=False))
+@click.option("--python", "python", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The target's Python (with onnxruntime, tokenizers, numpy, pydantic).")
+@click.option("--sysroot", type=click.Path(file_okay=False, path_type=Path),
+              help="Run --python under qemu-user with this root file system (another CPU).")
+@click.option("--path", "paths", multiple=True, type=click.Path(file_okay=False, path_type=Path),
+              help="A folder of the target's packages (unpacked wheels); repeatable.")
+@click.option("--model", "form", type=click.Choice(list(FORMS)), default=INT8.name,
+              show_default=True, help="The model form to run.")
+@click.option("--rows", type=click.IntRange(min=1), help="Only the first N held-out rows.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON result.")
+def verify_target(bundle: Path, pipeline_file: str, python: Path, sysroot: Path | None,
+                  paths: tuple[Path, ...], form: str, rows: int | None, as_json: bool) -> None:
+    """Run the BUNDLE's model on the held-out split of the PIPELINE it was built from with
+    another interpreter (an arm64 Python under qemu-user, an older ONNX Runtime), compare
+    with this machine by the gate's rules, and record the check in the manifest. Exit 1
+    when the target breaks the rules."""
+    def action() -> dict:
+        from edgefreeze.spec import load_pipeline
+        from edgefreeze.verify_target import Interpreter
+        from edgefreeze.verify_target import verify_target as run_check
+
+        check = run_check(bundle, load_pipeline(pipeline_file),
+                          Interpreter(python, sysroot, tuple(paths)), form, rows)
+        if not as_json:
+            metrics = ", ".join(f"{k} {v:.4g}" for k, v in check.metrics.items())
+            click.echo(f"{check.machine} ({check.emulated_by or 'native'}), onnxruntime "
+                       f"{check.onnxruntime}, {check.rows} rows: {metrics}", err=True)
+        return {"status": "passed", **check.model_dump(mode="json")}
+
+    _run(as_json, action)
+
+
 @main.command(short_help="What a pipeline's freezing plan trains, layer by layer.")
 @click.argument("pipeline_file", metavar="PIPELINE", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON result.")

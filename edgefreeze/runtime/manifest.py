@@ -193,6 +193,23 @@ class SweepRecord(Record):
     trials: list[TrialRecord]
 
 
+class TargetCheck(Record):
+    """A run of the bundle on another CPU or ONNX Runtime (`edgefreeze verify-target`)."""
+
+    machine: str  # as the target's Python reports it (aarch64, x86_64)
+    emulated_by: str | None = None  # qemu-user's version line; None: this CPU itself
+    python: str
+    onnxruntime: str
+    numpy: str
+    form: str
+    rows: int  # held-out rows run
+    metrics: dict[str, float]  # agreement and max_logit_error: against this machine's
+    host_metrics: dict[str, float]  # the same form here, on the same rows
+    passed: bool
+    failures: list[str] = []
+    checked: str
+
+
 class FileRecord(Record):
     sha256: str
     size: int
@@ -222,6 +239,7 @@ class Manifest(Record):
     versions: dict[str, str]
     timings_s: dict[str, float]
     sweep: SweepRecord | None = None  # set when `edgefreeze sweep` chose the settings
+    targets: list[TargetCheck] = []  # runs on other CPUs and ONNX Runtimes, added later
     files: dict[str, FileRecord] = Field(default_factory=dict)  # sealed at publish
 
     def to_json(self) -> str:

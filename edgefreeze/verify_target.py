@@ -1,0 +1,151 @@
+"""`edgefreeze verify-target`: run a bundle's model on its held-out split with another
+interpreter, the device's own CPU under qemu-user (an aarch64 Python from Debian's arm64
+packages) or an older ONNX Runtime a fleet still runs, and record what it measured in the
+manifest. The bundle then says which runtimes and CPUs it was checked on, not only the
+one it was built with.
+
+The target side is `edgefreeze.runtime.probe`, torch-free; this side compares its outputs
+with this machine's for the same model form, and with the targets, by the task's metrics
+and the pipeline's gate rules (`max_metric_drop`, `min_agreement`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgefreeze.data import load_data
+from edgefreeze.errors import CheckFailed, ConfigError, EdgefreezeError
+from edgefreeze.runtime.bundle import MANIFEST, Predictor
+from edgefreeze.runtime.manifest import Manifest, TargetCheck
+from edgefreeze.spec import Pipeline
+from edgefreeze.tasks import task_for
+
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # the runtime is pure Python
+# ELF e_machine -> qemu-user's name for the architecture
+ELF_MACHINES = {0xB7: "aarch64", 0x28: "arm", 0x3E: "x86_64", 0xF3: "riscv64"}
+
+
+@dataclass(frozen=True)
+class Interpreter:
+    """A Python to run the probe with: on this CPU, or under qemu-user with `sysroot` as
+    its root file system (libraries and the standard library)."""
+
+    python: Path
+    sysroot: Path | None = None
+    paths: tuple[Path, ...] = ()  # where its packages are (unpacked wheels), if not its own
+
+    def command(self, arguments: list[str]) -> tuple[list[str], dict[str, str]]:
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+            [*map(str, self.paths), str(PACKAGE_ROOT)])}
+        command = [str(self.python), "-m", "edgefreeze.runtime.probe", *arguments]
+        if self.sysroot is None:
+            return command, env
+        arch = elf_machine(self.python)
+        qemu = shutil.which(f"qemu-{arch}-static") or shutil.which(f"qemu-{arch}")
+        if qemu is None:
+            raise ConfigError(f"--sysroot: {self.python} is an {arch} program and no "
+                              f"qemu-{arch}-static is installed (Debian: qemu-user-static)")
+        env.update(QEMU_LD_PREFIX=str(self.sysroot), PYTHONHOME=str(self.sysroot / "usr"))
+        return [qemu, *command], env
+
+
+def elf_machine(path: Path) -> str:
+    """The architecture an ELF executable is built for."""
+    try:
+        header = path.read_bytes()[:20]
+    except OSError as exc:
+        raise ConfigError(f"--python: cannot read {path}: {exc.strerror}") from None
+    if header[:4] != b"\x7fELF":
+        raise ConfigError(f"--python: {path} is not an ELF executable")
+    code = int.from_bytes(header[18:20], "little")
+    if code not in ELF_MACHINES:
+        raise ConfigError(f"--python: {path} is for ELF machine {code:#x}, which this "
+                          "command does not know")
+    return ELF_MACHINES[code]
+
+
+def verify_target(bundle: Path, pipeline: Pipeline, interpreter: Interpreter,
+                  form: str = "int8", rows: int | None = None,
+                  timeout_s: float = 3600) -> TargetCheck:
+    """Run `form` of the bundle on the pipeline's held-out split (its first `rows`) with
+    `interpreter`; record the check in the bundle's manifest. Raises `CheckFailed` (exit 1) when
+    the target's results break the gate's rules against this machine's."""
+    manifest = Manifest.load(bundle / MANIFEST)
+    host = Predictor(bundle, form)  # verifies the bundle first
+    task = task_for(manifest.task.name)
+    data = load_data(pipeline.spec.data, task, pipeline.resolve)
+    recorded = manifest.data.splits["test"].fingerprint
+    if data.test.fingerprint() != recorded:
+        raise ConfigError(f"{pipeline.path}: its held-out split is not the one {bundle} was "
+                          "gated on (fingerprints differ); give the pipeline it was built with")
+    examples = list(data.test.inputs[:rows])
+    targets = np.asarray(data.test.targets[:len(examples)])
+    with tempfile.TemporaryDirectory(prefix="edgefreeze-target-") as scratch:
+        inputs, outputs = Path(scratch) / "inputs.json", Path(scratch) / "outputs.npz"
+        inputs.write_text(json.dumps(examples), encoding="utf-8")
+        command, env = interpreter.command([str(bundle), form, str(inputs), str(outputs)])
+        try:
+            done = subprocess.run(command, env=env, capture_output=True, text=True,
+                                  timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            raise EdgefreezeError(f"the target interpreter ran past {timeout_s:.0f} s") from None
+        if done.returncode != 0:
+            last = (done.stderr.strip().splitlines() or ["(no message)"])[-1]
+            raise EdgefreezeError(f"the target interpreter failed (exit {done.returncode}): "
+                                  f"{last}")
+        versions = json.loads(done.stdout.strip().splitlines()[-1])
+        with np.load(outputs) as arrays:
+            there = [arrays[str(i)][0] for i in range(len(examples))]
+    here = [host.outputs(example)[0] for example in examples]
+    measured = task.metrics(there, targets, here)
+    own = task.metrics(here, targets, here)
+    gate = pipeline.spec.gate
+    metric = task.gate_metric
+    failures = []
+    if own[metric] - measured[metric] > gate.max_metric_drop:
+        failures.append(f"{metric} {measured[metric]:.4f} there against {own[metric]:.4f} "
+                        f"here, a drop over {gate.max_metric_drop}")
+    if measured["agreement"] < gate.min_agreement:
+        failures.append(f"agreement {measured['agreement']:.4f} with this machine, under "
+                        f"{gate.min_agreement}")
+    check = TargetCheck(
+        machine=versions["machine"], emulated_by=_emulator(interpreter),
+        python=versions["python"], onnxruntime=versions["onnxruntime"],
+        numpy=versions["numpy"], form=form, rows=len(examples),
+        metrics=measured, host_metrics=own, passed=not failures, failures=failures,
+        checked=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+    _record(bundle / MANIFEST, check)
+    if failures:
+        raise CheckFailed(f"{bundle}: on {check.machine} with onnxruntime "
+                          f"{check.onnxruntime}: {'; '.join(failures)}")
+    return check
+
+
+def _emulator(interpreter: Interpreter) -> str | None:
+    if interpreter.sysroot is None:
+        return None
+    qemu = interpreter.command([])[0][0]
+    done = subprocess.run([qemu, "--version"], capture_output=True, text=True)
+    return done.stdout.splitlines()[0].strip() if done.returncode == 0 else Path(qemu).name
+
+
+def _record(path: Path, check: TargetCheck) -> None:
+    """Add the check to the manifest (replacing an earlier one of the same machine, form
+    and ONNX Runtime), written to a temporary name and renamed into place."""
+    manifest = Manifest.load(path)
+    kept = [c for c in manifest.targets
+            if (c.machine, c.form, c.onnxruntime) != (check.machine, check.form,
+                                                       check.onnxruntime)]
+    updated = manifest.model_copy(update={"targets": [*kept, check]})
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(updated.to_json(), encoding="utf-8")
+    partial.replace(path)

@@ -1,0 +1,77 @@
+"""`edgefreeze verify-target`: a bundle run by another interpreter and ONNX Runtime, the
+check recorded in its manifest. The arm64 run under qemu-user is a documented command
+(benchmarks/targets.py, figures in docs/benchmarks.md); here the targets are this
+machine's Python, with today's and with an older ONNX Runtime."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+import onnxruntime
+import pytest
+
+from edgefreeze.runtime import Predictor
+from edgefreeze.runtime.manifest import Manifest
+from tests.conftest import ROOT, run_cli, write_pipeline
+
+OLD_ORT = ROOT / ".venv" / "targets" / "onnxruntime-1.20.1"  # `make install` unpacks it
+
+
+@pytest.fixture
+def bundle(smoke, tmp_path):
+    """A copy of the smoke bundle (the check writes to its manifest)."""
+    return shutil.copytree(smoke.bundle, tmp_path / "bundle")
+
+
+def _verify(bundle, pipeline, *options: str):
+    return run_cli("verify-target", str(bundle), str(pipeline), "--python", sys.executable,
+                   "--json", *options)
+
+
+def test_the_check_is_recorded_per_runtime_and_the_bundle_still_verifies(bundle, smoke):
+    assert OLD_ORT.is_dir(), "make install unpacks the older ONNX Runtime there"
+    today = _verify(bundle, smoke.pipeline)
+    assert today.exit_code == 0, today.stderr
+    older = _verify(bundle, smoke.pipeline, "--path", str(OLD_ORT))
+    assert older.exit_code == 0, older.stderr
+    again = _verify(bundle, smoke.pipeline, "--rows", "20")  # replaces today's record
+    assert again.exit_code == 0, again.stderr
+
+    checks = Manifest.load(bundle / "manifest.json").targets
+    assert [(c.onnxruntime, c.rows) for c in checks] == [("1.20.1", 180),
+                                                         (onnxruntime.__version__, 20)]
+    old, new = checks
+    assert new.metrics["agreement"] == 1.0 and new.metrics["max_logit_error"] == 0.0
+    assert new.machine == "x86_64" and new.emulated_by is None and new.passed
+    assert old.passed and old.metrics["agreement"] >= 0.95
+    assert old.metrics["max_logit_error"] > 0.0  # really another runtime's kernels
+    assert old.host_metrics["accuracy"] == Manifest.load(
+        smoke.bundle / "manifest.json").metrics["int8"]["accuracy"]
+    Predictor(bundle).predict(["still a verified bundle"])  # files match the manifest
+
+
+def test_another_pipeline_is_refused_by_its_held_out_fingerprint(bundle, tmp_path):
+    other = write_pipeline(tmp_path, {"data": {"split": {"seed": 1}}})
+    result = _verify(bundle, other)
+    assert result.exit_code == 2 and "not the one" in result.stderr
+    assert Manifest.load(bundle / "manifest.json").targets == []
+
+
+def test_a_target_that_cannot_run_the_probe_is_one_line(bundle, smoke, tmp_path):
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "bare")],
+                   check=True)
+    result = run_cli("verify-target", str(bundle), str(smoke.pipeline),
+                     "--python", str(tmp_path / "bare" / "bin" / "python"))
+    assert result.exit_code == 3, result.stderr
+    assert "the target interpreter failed" in result.stderr and "numpy" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_emulating_a_program_that_is_not_elf_is_exit_2(bundle, smoke, tmp_path):
+    script = tmp_path / "python"
+    script.write_text("#!/bin/sh\n")
+    result = run_cli("verify-target", str(bundle), str(smoke.pipeline), "--python",
+                     str(script), "--sysroot", str(tmp_path))
+    assert result.exit_code == 2 and "not an ELF executable" in result.stderr
