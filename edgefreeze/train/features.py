@@ -132,12 +132,14 @@ def stem_features(loaded: LoadedModel, task: Task, plan: FreezePlan, frozen_sha2
     try:
         keys = {name: [task.example_key(example) for example in split.inputs]
                 for name, split in splits.items()}
+        shares = CacheStats()
         if world.size > 1:
             for name in splits:
                 mine = world.share(range(len(keys[name])))
-                fetch_activations(store, [keys[name][i] for i in mine],
-                                  encoded[name].subset(mine), backbone, plan, device, reporter,
-                                  desc=f"cache {name} (share {world.rank})")
+                _, share_stats = fetch_activations(
+                    store, [keys[name][i] for i in mine], encoded[name].subset(mine), backbone,
+                    plan, device, reporter, desc=f"cache {name} (share {world.rank})")
+                shares.add(share_stats)
             world.wait()
         for name in splits:
             arrays, split_stats = fetch_activations(store, keys[name], encoded[name], backbone,
@@ -145,6 +147,9 @@ def stem_features(loaded: LoadedModel, task: Task, plan: FreezePlan, frozen_sha2
                                                     desc=f"cache {name}")
             features[name] = CachedFeatures(arrays)
             stats.add(split_stats)
+        if world.size > 1:  # what the shares found and computed, over all processes
+            for counter in ("hits", "misses", "corrupt", "bytes_written"):
+                setattr(stats, counter, int(world.sum(getattr(shares, counter))))
     finally:
         store.close()
     if stats.problem:
