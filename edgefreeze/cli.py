@@ -125,12 +125,14 @@ def _build(pipeline_file: str, output: Path | None, device: str | None, cache_di
            sweep: dict[str, Any] | None = None) -> None:
     """`build`, `retrain` and (with `sweep`: its --trials and --timeout) `sweep`."""
     def action() -> dict:
+        from edgefreeze.spec import load_pipeline
+
+        pipeline = load_pipeline(pipeline_file)  # a bad file is refused before torch loads
+
         from edgefreeze.build import BuildOptions
         from edgefreeze.build import build as run_build
         from edgefreeze.progress import Reporter
-        from edgefreeze.spec import load_pipeline
 
-        pipeline = load_pipeline(pipeline_file)
         options = BuildOptions(output=output, device=device, cache_dir=cache_dir,
                                use_cache=False if no_cache else None, added_rows=list(added),
                                warm_start=warm_start, epochs=epochs)

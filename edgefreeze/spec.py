@@ -325,9 +325,16 @@ def load_pipeline(path: str | Path) -> Pipeline:
         raw_bytes = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read pipeline file ({exc.strerror})") from None
+    if len(raw_bytes) > MAX_PIPELINE_BYTES:
+        raise ConfigError(f"{path}: {len(raw_bytes):,} bytes is not a pipeline file (at most "
+                          f"{MAX_PIPELINE_BYTES:,})")
     text = raw_bytes.decode("utf-8", errors="replace")
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
+        values = _expanded_size(root, {})
+        if values > MAX_PIPELINE_VALUES:
+            raise ConfigError(f"{path}: expands to {values:,} values through YAML aliases "
+                              f"(at most {MAX_PIPELINE_VALUES:,}); refusing it")
         document = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
@@ -342,6 +349,27 @@ def load_pipeline(path: str | Path) -> Pipeline:
     except ValidationError as exc:
         raise ConfigError(_describe(exc, path, _key_lines(root))) from None
     return Pipeline(spec=spec, path=path.resolve(), sha256=hashlib.sha256(raw_bytes).hexdigest())
+
+
+MAX_PIPELINE_BYTES = 1_000_000
+MAX_PIPELINE_VALUES = 100_000  # a real pipeline has a few hundred; an alias bomb, billions
+
+
+def _expanded_size(node: yaml.Node | None, sizes: dict[int, int]) -> int:
+    """How many values the document has once aliases are expanded, counted on the composed
+    graph (an alias is the same node object again) in time linear in the file."""
+    if node is None:
+        return 0
+    if id(node) not in sizes:
+        sizes[id(node)] = 1  # a node that reaches itself (a recursive alias) counts once
+        if isinstance(node, yaml.MappingNode):
+            children = [child for pair in node.value for child in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            children = node.value
+        else:
+            children = []
+        sizes[id(node)] = 1 + sum(_expanded_size(child, sizes) for child in children)
+    return sizes[id(node)]
 
 
 def _describe(exc: ValidationError, path: Path, lines: dict[str, int]) -> str:

@@ -172,3 +172,30 @@ def test_the_gate_metric_drop_under_its_earlier_name(tmp_path):
     spec["gate"] = {"max_accuracy_drop": 0.02}
     (tmp_path / "old.yaml").write_text(yaml.safe_dump(spec))
     assert load_pipeline(tmp_path / "old.yaml").spec.gate.max_metric_drop == 0.02
+
+
+def test_a_yaml_alias_bomb_is_refused_before_it_expands(tmp_path):
+    """Nine levels of ten aliases each expand to a billion values; the file is 600 bytes."""
+    levels = ['l0: &l0 ["x", "x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    for level in range(1, 9):
+        levels.append(f"l{level}: &l{level} [{', '.join([f'*l{level - 1}'] * 10)}]")
+    pipeline = tmp_path / "bomb.yaml"
+    pipeline.write_text(SMOKE.read_text() + "\n".join(levels) + "\n")
+    line = build_expecting_error(tmp_path, pipeline)
+    assert "through YAML aliases" in line and "refusing it" in line
+
+
+def test_anchors_and_aliases_of_a_real_pipeline_still_load(tmp_path):
+    text = SMOKE.read_text().replace("lr_top: 1.0e-4", "lr_top: &rate 1.0e-4")
+    text = text.replace("lr_head: 1.0e-3", "lr_head: *rate")
+    pipeline = tmp_path / "aliased.yaml"
+    pipeline.write_text(text)
+    spec = load_pipeline(pipeline).spec
+    assert spec.train.lr_head == spec.train.lr_top == 1e-4
+
+
+def test_a_pipeline_file_of_megabytes_is_refused(tmp_path):
+    pipeline = tmp_path / "huge.yaml"
+    pipeline.write_text(SMOKE.read_text() + "#" * 2_000_000 + "\n")
+    line = build_expecting_error(tmp_path, pipeline)
+    assert "is not a pipeline file" in line
