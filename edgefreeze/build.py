@@ -87,6 +87,7 @@ class Prepared:
     encoded: dict[str, Encoded]
     features: dict[str, Features]
     cache: dict[str, Any]
+    reporter: Reporter  # quiet on every process but the leader
 
 
 def build(pipeline: Pipeline, options: BuildOptions = BuildOptions(),
@@ -94,11 +95,8 @@ def build(pipeline: Pipeline, options: BuildOptions = BuildOptions(),
     """Build, gate and publish a bundle; raises `GateRefused` after keeping the report.
     Launched by torchrun, every process trains and process 0 alone goes on from there
     (the others return None)."""
-    reporter = reporter or Reporter()
-    prepared = prepare(pipeline, options, reporter)
-    if not prepared.world.leader:
-        reporter = Reporter(quiet=True)
-    spec = pipeline.spec
+    prepared = prepare(pipeline, options, reporter or Reporter())
+    reporter, spec = prepared.reporter, pipeline.spec
     with reporter.stage("train"):
         trained = train(prepared.loaded.backbone, prepared.plan, prepared.task,
                         prepared.features["train"], prepared.data.train.targets,
@@ -150,7 +148,7 @@ def prepare(pipeline: Pipeline, options: BuildOptions, reporter: Reporter) -> Pr
     return Prepared(pipeline=pipeline, task=task, destination=destination, device=device,
                     world=world, data=data, loaded=loaded, plan=plan,
                     frozen_sha256=frozen_sha256, warm_start=warm_start, encoded=encoded,
-                    features=features, cache=cache)
+                    features=features, cache=cache, reporter=reporter)
 
 
 def ship(prepared: Prepared, trained: TrainResult, reporter: Reporter,

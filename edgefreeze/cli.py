@@ -201,11 +201,13 @@ def sweep(trials: int | None, timeout_s: float | None, **options) -> None:
               short_help="Run a bundle on another CPU or ONNX Runtime; record it.")
 @click.argument("bundle", type=click.Path(file_okay=False, path_type=Path))
 @click.argument("pipeline_file", metavar="PIPELINE", type=click.Path(dir_okay=False))
-@click.option("--python", "python", required=True, type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--python", "python", required=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="The target's Python (with onnxruntime, tokenizers, numpy, pydantic).")
-@click.option("--sysroot", type=click.Path(file_okay=False, path_type=Path),
+@click.option("--sysroot", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Run --python under qemu-user with this root file system (another CPU).")
-@click.option("--path", "paths", multiple=True, type=click.Path(file_okay=False, path_type=Path),
+@click.option("--path", "paths", multiple=True,
+              type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="A folder of the target's packages (unpacked wheels); repeatable.")
 @click.option("--model", "form", type=click.Choice(list(FORMS)), default=INT8.name,
               show_default=True, help="The model form to run.")

@@ -79,8 +79,8 @@ def verify_target(bundle: Path, pipeline: Pipeline, interpreter: Interpreter,
     """Run `form` of the bundle on the pipeline's held-out split (its first `rows`) with
     `interpreter`; record the check in the bundle's manifest. Raises `CheckFailed` (exit 1) when
     the target's results break the gate's rules against this machine's."""
-    manifest = Manifest.load(bundle / MANIFEST)
     host = Predictor(bundle, form)  # verifies the bundle first
+    manifest = host.bundle.manifest
     task = task_for(manifest.task.name)
     data = load_data(pipeline.spec.data, task, pipeline.resolve)
     recorded = manifest.data.splits["test"].fingerprint

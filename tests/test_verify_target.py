@@ -75,3 +75,9 @@ def test_emulating_a_program_that_is_not_elf_is_exit_2(bundle, smoke, tmp_path):
     result = run_cli("verify-target", str(bundle), str(smoke.pipeline), "--python",
                      str(script), "--sysroot", str(tmp_path))
     assert result.exit_code == 2 and "not an ELF executable" in result.stderr
+
+
+def test_a_python_that_does_not_exist_is_exit_2(bundle, smoke, tmp_path):
+    result = run_cli("verify-target", str(bundle), str(smoke.pipeline),
+                     "--python", str(tmp_path / "no-python"))
+    assert result.exit_code == 2 and "--python" in result.stderr
