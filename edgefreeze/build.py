@@ -17,11 +17,12 @@ from edgefreeze.backbones import LoadedModel, load_model
 from edgefreeze.cache import cache_root
 from edgefreeze.data import LabelledData, load_data
 from edgefreeze.export import export_models, write_model_files
+from edgefreeze.failpoints import failpoint
 from edgefreeze.freeze import FreezePlan, frozen_digest, make_plan
 from edgefreeze.gate import evaluate, judge, reference_outputs
 from edgefreeze.progress import Reporter
-from edgefreeze.publish import (Staging, check_destination, destination_for, manifest_for,
-                                publish_or_refuse)
+from edgefreeze.publish import (DestinationClaim, Staging, check_destination, destination_for,
+                                manifest_for, publish_or_refuse)
 from edgefreeze.quantize import quantize_models
 from edgefreeze.runtime.forms import requested
 from edgefreeze.runtime.inputs import input_kind
@@ -88,6 +89,11 @@ class Prepared:
     features: dict[str, Features]
     cache: dict[str, Any]
     reporter: Reporter  # quiet on every process but the leader
+    claim: DestinationClaim | None  # the leader's hold on `destination` until it ships
+
+    def release(self) -> None:
+        if self.claim is not None:
+            self.claim.release()
 
 
 def build(pipeline: Pipeline, options: BuildOptions = BuildOptions(),
@@ -97,20 +103,25 @@ def build(pipeline: Pipeline, options: BuildOptions = BuildOptions(),
     (the others return None)."""
     prepared = prepare(pipeline, options, reporter or Reporter())
     reporter, spec = prepared.reporter, pipeline.spec
-    with reporter.stage("train"):
-        trained = train(prepared.loaded.backbone, prepared.plan, prepared.task,
-                        prepared.features["train"], prepared.data.train.targets,
-                        prepared.features.get("validation"),
-                        prepared.data.validation.targets if prepared.data.validation else None,
-                        spec.train.with_epochs(options.epochs), prepared.device, reporter,
-                        prepared.world)
-    if not prepared.world.leader:
-        return None
-    return ship(prepared, trained, reporter)
+    try:
+        with reporter.stage("train"):
+            trained = train(prepared.loaded.backbone, prepared.plan, prepared.task,
+                            prepared.features["train"], prepared.data.train.targets,
+                            prepared.features.get("validation"),
+                            prepared.data.validation.targets if prepared.data.validation
+                            else None,
+                            spec.train.with_epochs(options.epochs), prepared.device, reporter,
+                            prepared.world)
+        if not prepared.world.leader:
+            return None
+        return ship(prepared, trained, reporter)
+    finally:
+        prepared.release()
 
 
 def prepare(pipeline: Pipeline, options: BuildOptions, reporter: Reporter) -> Prepared:
-    """The stages before training: data, model and plan, tokens, the activation cache."""
+    """The stages before training: data, model and plan, tokens, the activation cache.
+    The leader claims the destination first (the caller releases it: `Prepared.release`)."""
     spec = pipeline.spec
     task = task_for(spec.task)
     destination = destination_for(pipeline, options.output, options.models_dir)
@@ -119,11 +130,28 @@ def prepare(pipeline: Pipeline, options: BuildOptions, reporter: Reporter) -> Pr
     world = join_world(device)
     if not world.leader:
         reporter = Reporter(quiet=True)
-    max_length = spec.data.max_length
+    claim = DestinationClaim(destination) if world.leader else None
+    try:
+        if claim is not None:
+            check_destination(destination)  # published by a build that held it just before
+            if claim.removed:
+                reporter.info(f"  removed what a build that died left: {', '.join(claim.removed)}")
+        return _prepare(pipeline, task, destination, device, world, claim, options, reporter)
+    except BaseException:
+        if claim is not None:
+            claim.release()
+        raise
 
+
+def _prepare(pipeline: Pipeline, task: Task, destination: Path, device: torch.device,
+             world: World, claim: DestinationClaim | None, options: BuildOptions,
+             reporter: Reporter) -> Prepared:
+    spec = pipeline.spec
+    max_length = spec.data.max_length
     with reporter.stage("data"):
         data = load_data(spec.data, task, pipeline.resolve, options.added_rows)
         reporter.info(f"  {data.describe()}")
+        failpoint("data")
     with reporter.stage("model"):
         loaded = load_model(spec.model, task, data.label_names, pipeline.resolve,
                             spec.trust_remote_code, spec.train.seed, max_length)
@@ -148,7 +176,7 @@ def prepare(pipeline: Pipeline, options: BuildOptions, reporter: Reporter) -> Pr
     return Prepared(pipeline=pipeline, task=task, destination=destination, device=device,
                     world=world, data=data, loaded=loaded, plan=plan,
                     frozen_sha256=frozen_sha256, warm_start=warm_start, encoded=encoded,
-                    features=features, cache=cache, reporter=reporter)
+                    features=features, cache=cache, reporter=reporter, claim=claim)
 
 
 def ship(prepared: Prepared, trained: TrainResult, reporter: Reporter,
@@ -167,6 +195,7 @@ def ship(prepared: Prepared, trained: TrainResult, reporter: Reporter,
             save_trainable(loaded.model, plan, staging.path)
             exported, export_record = export_models(loaded, plan, task, forms, staging.path,
                                                     spec.export.opset)
+            failpoint("export")
         model = loaded.model.to(device)
         reference = reference_outputs(model, task, prepared.encoded["test"], device)
         encoder = input_kind(task.inputs)(staging.path, spec.data.max_length)
@@ -175,6 +204,7 @@ def ship(prepared: Prepared, trained: TrainResult, reporter: Reporter,
                 forms, exported, staging.path, spec, loaded.backbone, task, reference,
                 examples=data.test.inputs, targets=data.test.targets,
                 training_inputs=data.train.inputs, encoder=encoder, reporter=reporter)
+            failpoint("quantize")
         models = {**exported, **reduced}
         with reporter.stage("evaluate"):
             evaluation = evaluate(model, task, reference, examples=data.test.inputs,
@@ -184,6 +214,7 @@ def ship(prepared: Prepared, trained: TrainResult, reporter: Reporter,
                                   sequence_lengths=spec.shape_check_lengths(), device=device,
                                   reporter=reporter, known=known)
         verdict = judge(evaluation, task.gate_metric, spec.gate)
+        failpoint("gate")
         manifest = manifest_for(
             pipeline=pipeline, task=task, loaded=loaded, frozen_sha256=prepared.frozen_sha256,
             data=data, plan=trained.plan or plan, trained=trained, warm_start=prepared.warm_start,

@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -31,10 +33,21 @@ def _summary(manifest) -> dict:
             "trainable_parameters": manifest.training.freeze.trainable_parameters}
 
 
+class Terminated(BaseException):
+    """SIGTERM (a CI job cancelled, a pod evicted): exit 128 + 15, like a shell would."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
 def _run(as_json: bool, action: Callable[[], dict | None]) -> None:
     """Run a command body; turn every outcome into one exit code and, with --json, one
     JSON object on stdout (none on success when the body printed its own JSON lines).
-    Tracebacks only when EDGEFREEZE_TRACEBACK=1."""
+    Tracebacks only when EDGEFREEZE_TRACEBACK=1. SIGTERM unwinds like Ctrl-C, so that
+    staging folders and locks are cleaned up on the way out."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         payload, code = action(), 0
     except GateRefused as exc:
@@ -54,6 +67,9 @@ def _run(as_json: bool, action: Callable[[], dict | None]) -> None:
     except KeyboardInterrupt:
         payload, code = {"status": "interrupted"}, 130
         click.echo("edgefreeze: interrupted", err=True)
+    except Terminated:
+        payload, code = {"status": "terminated"}, 143
+        click.echo("edgefreeze: terminated", err=True)
     except Exception as exc:  # noqa: BLE001 - the last line of defence: one readable line
         if os.environ.get("EDGEFREEZE_TRACEBACK") == "1":
             traceback.print_exc()

@@ -138,6 +138,15 @@ def sweep(pipeline: Pipeline, options: BuildOptions, reporter: Reporter,
     # weights (each trial attaches its own).
     prepared = prepare(pipeline.model_copy(update={"spec": spec.model_copy(
         update={"peft": None})}), options, reporter)
+    try:
+        return _search_and_ship(prepared, pipeline, space, reporter, trials, timeout_s)
+    finally:
+        prepared.release()
+
+
+def _search_and_ship(prepared: Prepared, pipeline: Pipeline, space: SearchSpace,
+                     reporter: Reporter, trials: int, timeout_s: float | None) -> BuildResult:
+    spec = pipeline.spec
     task, data = prepared.task, prepared.data
     moved: dict[tuple[int, int | None], dict[str, Features]] = {}
 

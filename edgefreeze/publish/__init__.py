@@ -6,12 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgefreeze.errors import GateRefused
+from edgefreeze.publish.claim import DestinationClaim
 from edgefreeze.publish.record import manifest_for
 from edgefreeze.publish.report import render_report
 from edgefreeze.publish.staging import REPORT, Staging, check_destination, destination_for
 from edgefreeze.runtime.manifest import Manifest
 
-__all__ = ["Staging", "check_destination", "destination_for", "manifest_for",
+__all__ = ["DestinationClaim", "Staging", "check_destination", "destination_for", "manifest_for",
            "publish_or_refuse"]
 
 

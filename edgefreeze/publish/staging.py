@@ -6,6 +6,7 @@ bundle. A refused build leaves its manifest and report at DESTINATION.rejected i
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
@@ -13,6 +14,7 @@ import tempfile
 from pathlib import Path
 
 from edgefreeze.errors import ConfigError, EdgefreezeError
+from edgefreeze.failpoints import failpoint
 from edgefreeze.hashing import file_sha256
 from edgefreeze.runtime.bundle import MANIFEST
 from edgefreeze.runtime.manifest import FileRecord, Manifest
@@ -67,8 +69,13 @@ class Staging:
     def __enter__(self) -> Staging:
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
+    def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: object) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise EdgefreezeError(
+                f"output: no space left for the bundle beside {self.destination} "
+                f"({shutil.disk_usage(self.destination.parent).free / 1e6:.0f} MB free once "
+                "its staging folder was removed); nothing was published") from None
 
     def publish(self, manifest: Manifest, report: str) -> Path:
         """Seal the staged bundle (file digests into `manifest.files`, the manifest, the
@@ -76,6 +83,8 @@ class Staging:
         _write_text(self.path / REPORT, report)
         manifest.files = file_table(self.path)
         _write_text(self.path / MANIFEST, manifest.to_json())
+        failpoint("publish")
+        self.path.chmod(0o777 & ~_umask())  # mkdtemp made it private; a bundle is not
         try:
             os.rename(self.path, self.destination)
         except OSError as exc:
@@ -103,6 +112,12 @@ def file_table(folder: Path) -> dict[str, FileRecord]:
     """sha256 and size of every file in the bundle except the manifest itself."""
     return {str(p.relative_to(folder)): FileRecord(sha256=file_sha256(p), size=p.stat().st_size)
             for p in sorted(folder.rglob("*")) if p.is_file() and p.name != MANIFEST}
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _write_text(path: Path, text: str) -> None:

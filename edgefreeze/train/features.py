@@ -17,6 +17,7 @@ import torch
 from edgefreeze.backbones import Backbone, LoadedModel
 from edgefreeze.cache import ActivationStore, CacheStats, describe_keyset, fetch_activations
 from edgefreeze.data import LabelledData
+from edgefreeze.failpoints import failpoint
 from edgefreeze.freeze import FreezePlan
 from edgefreeze.progress import Reporter
 from edgefreeze.tasks import Task
@@ -147,6 +148,7 @@ def stem_features(loaded: LoadedModel, task: Task, plan: FreezePlan, frozen_sha2
                                                     desc=f"cache {name}")
             features[name] = CachedFeatures(arrays)
             stats.add(split_stats)
+            failpoint("cache")
         if world.size > 1:  # what the shares found and computed, over all processes
             for counter in ("hits", "misses", "corrupt", "bytes_written"):
                 setattr(stats, counter, int(world.sum(getattr(shares, counter))))

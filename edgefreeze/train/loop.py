@@ -15,6 +15,7 @@ import torch
 
 from edgefreeze.backbones import Backbone
 from edgefreeze.errors import ConfigError
+from edgefreeze.failpoints import failpoint
 from edgefreeze.freeze import LEARNING_RATES, FreezePlan
 from edgefreeze.freeze.inspect import gradient_flow
 from edgefreeze.progress import Reporter
@@ -99,6 +100,7 @@ def train(backbone: Backbone, plan: FreezePlan, task: Task, train_set: Features,
             if on_epoch is not None:
                 on_epoch(epoch, score)
         result.epochs.append(record)
+        failpoint("train")
         result.step_losses.extend(losses)
         reporter.info("  epoch {epoch}: loss {loss:.4f}".format(**record)
                       + "".join(f", validation {name} {value:.4f}"

@@ -1,0 +1,190 @@
+"""A build in a release pipeline is killed, cancelled, raced and starved of disk: whatever
+happens, the output holds a complete gated bundle or nothing, and the same command run
+again finishes the job with the same bytes.
+
+These run `python -m edgefreeze` as a real child process, since what is tested is what a
+signal or a dead process leaves on disk."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edgefreeze.errors import ConfigError
+from edgefreeze.failpoints import POINTS
+from edgefreeze.publish import DestinationClaim
+from tests.conftest import SMOKE
+
+# Every file of a bundle except the manifest and report, which carry timings.
+MODEL_FILES = ("model.onnx", "model.int8.onnx", "trainable.safetensors", "labels.json",
+               "tokenizer.json", "config.json")
+
+
+def start(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "edgefreeze", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **(env or {})})
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "edgefreeze", *args], capture_output=True,
+                          text=True, env={**os.environ, **(env or {})})
+
+
+def build_args(output: Path, cache: Path, pipeline: Path = SMOKE) -> list[str]:
+    return ["build", str(pipeline), "--output", str(output), "--cache-dir", str(cache),
+            "--json"]
+
+
+def wait_for(process: subprocess.Popen, marker: str) -> list[str]:
+    """stderr lines up to and including the first that contains `marker`."""
+    lines = []
+    for line in process.stderr:
+        lines.append(line)
+        if marker in line:
+            return lines
+    raise AssertionError(f"the build ended before {marker!r}: {''.join(lines)[-2000:]}")
+
+
+def cached_entries(cache: Path) -> int:
+    result = run("cache", "stats", "--cache-dir", str(cache), "--json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)["entries"]
+
+
+def test_killed_at_every_stage_the_same_command_ships_the_same_bytes(tmp_path):
+    """SIGKILL inside each stage in turn (each run dies one stage later than the last),
+    then the command once more: it resumes from what the cache kept, removes what the dead
+    runs left beside the output, and ships model files byte-identical to a clean build."""
+    clean = run(*build_args(tmp_path / "clean" / "bundle", tmp_path / "clean-cache"))
+    assert clean.returncode == 0, clean.stderr
+
+    output, cache = tmp_path / "out" / "bundle", tmp_path / "cache"
+    for point in POINTS:
+        killed = run(*build_args(output, cache), env={"EDGEFREEZE_FAILPOINT": point})
+        assert killed.returncode == -signal.SIGKILL, (point, killed.stderr[-2000:])
+        assert not output.exists(), point
+        if point == "cache":  # the training split's activations are in, the rest are not
+            assert 0 < cached_entries(cache) < 420
+        if point in ("export", "quantize", "gate", "publish"):
+            assert [p.name for p in output.parent.glob(".bundle.*.partial")], point
+
+    final = run(*build_args(output, cache))
+    assert final.returncode == 0, final.stderr
+    assert sorted(p.name for p in output.parent.iterdir()) == ["bundle"]  # no leftovers
+    result, reference = json.loads(final.stdout), json.loads(clean.stdout)
+    assert result["cache"]["misses"] == 0 and result["cache"]["hits"] == 420
+    assert result["metrics"] == reference["metrics"]
+    for name in MODEL_FILES:
+        assert (output / name).read_bytes() == (tmp_path / "clean" / "bundle" / name
+                                                ).read_bytes(), name
+
+
+@pytest.mark.parametrize(("sent", "code", "word", "during"), [
+    (signal.SIGTERM, 143, "terminated", "» export"),
+    (signal.SIGINT, 130, "interrupted", "» train"),
+])
+def test_a_signal_exits_with_its_code_and_leaves_nothing(smoke, tmp_path, sent, code, word,
+                                                         during):
+    output = tmp_path / "out" / "bundle"
+    process = start(*build_args(output, smoke.cache))
+    wait_for(process, during)
+    process.send_signal(sent)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == code
+    assert stderr.strip().splitlines()[-1] == f"edgefreeze: {word}"
+    assert "Traceback" not in stderr
+    assert json.loads(stdout) == {"exit_code": code, "status": word}
+    assert list(output.parent.iterdir()) == []  # no bundle, staging folder or lock
+
+
+def test_two_builds_into_one_folder_one_ships_the_other_exits_2(smoke, tmp_path):
+    output = tmp_path / "out" / "bundle"
+    first = start(*build_args(output, smoke.cache))
+    wait_for(first, "» data")
+    second = run(*build_args(output, smoke.cache))
+    assert second.returncode == 2
+    assert f"another build (pid {first.pid}) is writing {output}" in second.stderr
+    assert first.wait(timeout=300) == 0
+    verified = run("predict", str(output), "a fine film")  # the bundle is whole and verified
+    assert verified.returncode == 0, verified.stderr
+    again = run(*build_args(output, smoke.cache))
+    assert again.returncode == 2 and "already exists" in again.stderr
+    assert sorted(p.name for p in output.parent.iterdir()) == ["bundle"]
+
+
+def test_a_claim_is_exclusive_and_clears_only_its_own_leftovers(tmp_path):
+    destination = tmp_path / "v1"
+    ours = tmp_path / ".v1.abcd1234.partial"
+    other = tmp_path / ".v1.x.abcd1234.partial"  # a staging folder of the bundle "v1.x"
+    for folder in (ours, other):
+        folder.mkdir()
+    claim = DestinationClaim(destination)
+    assert claim.removed == [ours.name] and other.is_dir()
+    with pytest.raises(ConfigError, match=f"another build \\(pid {os.getpid()}\\)"):
+        DestinationClaim(destination)
+    claim.release()
+    assert not claim.path.exists()
+    DestinationClaim(destination).release()  # free again once released
+
+
+def _in_small_filesystem(mount: Path, megabytes: int, *commands: list[str]
+                         ) -> tuple[list[subprocess.CompletedProcess], list[str]]:
+    """Run `commands` in turn with a `megabytes`-sized tmpfs mounted at `mount`, in a
+    private mount namespace (no root needed where user namespaces are allowed); returns
+    their results and what the tmpfs held at the end."""
+    mount.mkdir(parents=True, exist_ok=True)
+    results = mount.parent / f"{mount.name}.results"
+    results.mkdir()
+    steps = [f"{shlex.join(command)} > {results}/{i}.out 2> {results}/{i}.err; "
+             f"echo $? > {results}/{i}.code" for i, command in enumerate(commands)]
+    script = (f"mount -t tmpfs -o size={megabytes}m tmpfs {mount} && "
+              + " && ".join(f"{{ {step}; }}" for step in steps)
+              + f" && find {mount} -mindepth 1 -printf '%P\\n' > {results}/listing")
+    subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script],
+                   check=True)
+    return ([subprocess.CompletedProcess(command, int((results / f"{i}.code").read_text()),
+                                         (results / f"{i}.out").read_text(),
+                                         (results / f"{i}.err").read_text())
+             for i, command in enumerate(commands)],
+            sorted((results / "listing").read_text().split()))
+
+
+def edgefreeze(*args: str) -> list[str]:
+    return [sys.executable, "-m", "edgefreeze", *args]
+
+
+def test_a_full_disk_at_publish_is_one_line_and_leaves_nothing(smoke, tmp_path):
+    small = tmp_path / "small"
+    output = small / "bundle"
+    (result,), left = _in_small_filesystem(
+        small, 40, edgefreeze(*build_args(output, smoke.cache), "--quiet"))
+    assert result.returncode == 3, result.stderr
+    line, = result.stderr.strip().splitlines()
+    assert re.fullmatch(f"edgefreeze: error: output: no space left for the bundle beside "
+                        f"{re.escape(str(output))} \\(4[0-9] MB free once its staging folder "
+                        "was removed\\); nothing was published", line), line
+    assert left == []  # no bundle, no staging folder, no lock
+
+
+def test_a_full_disk_while_filling_the_cache_runs_live_and_keeps_the_cache(tmp_path):
+    cache = tmp_path / "small-cache"
+    output = tmp_path / "out" / "bundle"
+    (build, verify), left = _in_small_filesystem(
+        cache, 2, edgefreeze(*build_args(output, cache), "--quiet"),
+        edgefreeze("cache", "verify", "--cache-dir", str(cache), "--json"))
+    assert build.returncode == 0, build.stderr
+    warning, = build.stderr.strip().splitlines()
+    assert warning.endswith("No space left on device; running without the activation cache")
+    assert json.loads(build.stdout)["cache"]["problem"] is not None
+    assert (output / "model.int8.onnx").is_file()
+    assert verify.returncode == 0, verify.stderr  # what it holds is sound
+    assert [name for name in left if name.endswith(".bin")] == []  # no half-written shard
