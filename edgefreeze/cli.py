@@ -15,6 +15,7 @@ import threading
 import traceback
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -127,6 +128,10 @@ def build_options(command: Callable) -> Callable:
                      help="Activation cache folder (else $EDGEFREEZE_CACHE_DIR, the pipeline's "
                           "cache.dir, ~/.cache/edgefreeze)."),
         click.option("--no-cache", is_flag=True, help="Run the frozen stem live every epoch."),
+        click.option("--baseline", type=click.Path(file_okay=False, path_type=Path),
+                     help="The release in the field: refuse (exit 1) a model that loses more "
+                          "than gate.baseline.max_metric_drop against its int8 model or "
+                          "flips more than gate.baseline.max_flip_share of its predictions."),
         click.option("--quiet", "-q", is_flag=True, help="No progress output."),
         click.option("--json", "as_json", is_flag=True, help="Print one JSON result on stdout."),
     ]
@@ -136,7 +141,8 @@ def build_options(command: Callable) -> Callable:
 
 
 def _build(pipeline_file: str, output: Path | None, device: str | None, cache_dir: Path | None,
-           no_cache: bool, quiet: bool, as_json: bool, added: tuple[Path, ...] = (),
+           no_cache: bool, quiet: bool, as_json: bool, baseline: Path | None = None,
+           added: tuple[Path, ...] = (),
            warm_start: Path | None = None, epochs: int | None = None,
            sweep: dict[str, Any] | None = None) -> None:
     """`build`, `retrain` and (with `sweep`: its --trials and --timeout) `sweep`."""
@@ -151,7 +157,7 @@ def _build(pipeline_file: str, output: Path | None, device: str | None, cache_di
 
         options = BuildOptions(output=output, device=device, cache_dir=cache_dir,
                                use_cache=False if no_cache else None, added_rows=list(added),
-                               warm_start=warm_start, epochs=epochs)
+                               warm_start=warm_start, epochs=epochs, baseline=baseline)
         if sweep is None:
             result = run_build(pipeline, options, Reporter(quiet))
         else:

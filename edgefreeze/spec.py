@@ -8,7 +8,9 @@ the safe loader only.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -59,12 +61,24 @@ class DataSpec(Section):
         None, min_length=2, description="label names in id order; default: sorted labels seen"
     )
     max_length: int = Field(128, ge=4, le=8192, description="tokens kept per example")
+    encoding: str = Field("utf-8", description="text encoding of the data files (a Python "
+                          "codec name: utf-8, latin-1, cp1252, utf-16, ...)")
     drop_empty: bool = Field(False, description="skip rows with an empty text or label "
                              "(counted in the manifest) instead of failing")
     sample_rows: int | None = Field(
         None, ge=20, description="use a seeded random sample of this many rows (smoke tests)"
     )
     split: SplitSpec = SplitSpec()
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, encoding: str) -> str:
+        try:
+            if not codecs.lookup(encoding)._is_text_encoding:
+                raise LookupError
+        except LookupError:
+            raise ValueError(f"{encoding!r} is not a text encoding Python knows") from None
+        return encoding
 
 
 class FreezeSpec(Section):
@@ -229,6 +243,18 @@ class QuantizeSpec(Section):
         return target
 
 
+class BaselineSpec(Section):
+    """The regression gate against the release the fleet runs (`--baseline` overrides
+    `bundle`)."""
+
+    bundle: str | None = Field(None, description="the current release's bundle folder; its "
+                               "int8 model runs on this build's held-out rows")
+    max_metric_drop: Fraction = Field(0.01, description="largest loss of the gate metric of "
+                                      "the new int8 model against the baseline's")
+    max_flip_share: Fraction = Field(0.05, description="largest share of held-out "
+                                     "predictions that may differ from the baseline's")
+
+
 class GateSpec(Section):
     max_metric_drop: Fraction = Field(
         0.01, validation_alias=AliasChoices("max_metric_drop", "max_accuracy_drop"),
@@ -248,6 +274,7 @@ class GateSpec(Section):
     sequence_lengths: list[Annotated[int, Field(ge=2)]] | None = Field(
         None, min_length=3, description="sequence lengths of the shape check; default 5, 23, max"
     )
+    baseline: BaselineSpec = BaselineSpec()
 
     @model_validator(mode="before")
     @classmethod
@@ -313,9 +340,35 @@ class Pipeline(BaseModel):
     sha256: str
 
     def resolve(self, relative: str) -> Path:
-        """Paths in a pipeline file are relative to the file's own folder."""
+        """Paths in a pipeline file are relative to the file's own folder, and stay in it:
+        a relative path that climbs out (`../../etc/x`) is refused, so a pipeline file
+        passed around with its data cannot reach elsewhere unseen. An absolute path says
+        where it goes, and is taken as written."""
+        return self._resolve(relative, "path")
+
+    def _resolve(self, relative: str, key: str) -> Path:
         candidate = Path(relative).expanduser()
-        return candidate if candidate.is_absolute() else (self.path.parent / candidate)
+        if candidate.is_absolute():
+            return candidate
+        folder = self.path.parent
+        inside = Path(os.path.normpath(folder / candidate))
+        if not inside.is_relative_to(folder):
+            raise ConfigError(f"{self.path}: {key}: {relative!r} leads out of the pipeline's "
+                              f"folder {folder}; move it beside the pipeline or give its "
+                              "absolute path")
+        return inside
+
+    def check_paths(self) -> None:
+        """Refuse, at load, any path setting that climbs out of the pipeline's folder
+        (before anything runs, and whichever of them a build ends up reading)."""
+        spec = self.spec
+        paths = {"data.source": spec.data.source, "data.test": spec.data.test,
+                 "data.validation": spec.data.validation, "model": spec.model,
+                 "output": spec.output, "cache.dir": spec.cache.dir,
+                 "gate.baseline.bundle": spec.gate.baseline.bundle}
+        for key, value in paths.items():
+            if value is not None and not value.startswith("builtin:"):
+                self._resolve(value, key)
 
 
 def load_pipeline(path: str | Path) -> Pipeline:
@@ -348,7 +401,10 @@ def load_pipeline(path: str | Path) -> Pipeline:
         spec = PipelineSpec.model_validate(document)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, path, _key_lines(root))) from None
-    return Pipeline(spec=spec, path=path.resolve(), sha256=hashlib.sha256(raw_bytes).hexdigest())
+    pipeline = Pipeline(spec=spec, path=path.resolve(),
+                        sha256=hashlib.sha256(raw_bytes).hexdigest())
+    pipeline.check_paths()
+    return pipeline
 
 
 MAX_PIPELINE_BYTES = 1_000_000

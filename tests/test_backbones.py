@@ -69,7 +69,6 @@ def test_unknown_architecture_is_a_config_error():
 def test_gradient_check_catches_a_parameter_off_the_loss_path():
     backbone = backbone_for(tiny_model("bert"), TEXT)
     plan = make_plan(TopKSpec(trainable_layers=1), backbone)
-    groups = plan.parameter_groups(backbone.model, {"top": 1e-4, "head": 1e-3}, 0.0)
     ids = torch.randint(5, 99, (2, 7))
     backbone.model.bert(input_ids=ids).last_hidden_state.sum().backward()  # skips the head
     with pytest.raises(Exception, match="received no gradient"):

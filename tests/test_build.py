@@ -138,7 +138,8 @@ def test_impossible_gate_exits_1_and_publishes_nothing(tmp_path):
     assert result.exit_code == 1
     assert not output.exists()
     rejected = tmp_path / "bundle.rejected"
-    assert sorted(p.name for p in rejected.iterdir()) == ["manifest.json", "report.md"]
+    assert sorted(p.name for p in rejected.iterdir()) == ["manifest.json", "report.html",
+                                                          "report.md"]
     manifest = json.loads((rejected / "manifest.json").read_text())
     assert manifest["gate"]["rules"]["fp32.max_logit_error"]["passed"] is False
     attempts = manifest["quantize"]["int8"]["attempts"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,7 @@ class LabelledData:
     label_names: list[str]
     sources: dict[str, dict[str, str]]  # split source -> {"origin", "sha256"}
     dropped_rows: int = 0
+    seen_in_training: dict[str, int] = field(default_factory=dict)  # see _seen_in_training
 
     def fingerprint(self) -> str:
         digest = hashlib.sha256()
@@ -67,13 +68,25 @@ class LabelledData:
                 f"{len(self.test)} held-out rows; labels {self.label_names}"
                 + (f"; {self.dropped_rows} empty rows dropped" if self.dropped_rows else ""))
 
-    def record(self, max_length: int) -> dict[str, Any]:
-        """The manifest's `data`."""
+    def record(self, max_length: int, truncated: dict[str, int]) -> dict[str, Any]:
+        """The manifest's `data`; `truncated`: rows per split cut to `max_length`."""
         return {"sources": self.sources, "fingerprint": self.fingerprint(),
                 "dropped_rows": self.dropped_rows, "label_names": self.label_names,
                 "max_length": max_length,
-                "splits": {name: {"rows": len(split), "fingerprint": split.fingerprint()}
+                "splits": {name: {"rows": len(split), "fingerprint": split.fingerprint(),
+                                  "truncated": truncated.get(name, 0),
+                                  "seen_in_training": self.seen_in_training.get(name, 0)}
                            for name, split in self.named_splits().items()}}
+
+    def overlap_warning(self) -> str | None:
+        """What to say when evaluated rows repeat training rows (they inflate the gate)."""
+        parts = [f"{count} of {len(split)} {name} rows"
+                 for name, split in self.named_splits().items()
+                 if (count := self.seen_in_training.get(name, 0))]
+        if not parts:
+            return None
+        return (f"{' and '.join(parts)} repeat a training row's text; the gate scores the "
+                "model on what it trained on, which inflates its accuracy (deduplicate the data)")
 
 
 @dataclass(frozen=True)
@@ -91,14 +104,14 @@ def load_data(spec: DataSpec, task: Task, resolve: Callable[[str], Path],
     `added` files (same columns) join the training split whole: new labelled rows for a
     retrain, while the held-out split stays the one earlier builds were gated on.
     """
-    main = read_source(spec.source, resolve)
+    main = read_source(spec.source, resolve, spec.encoding)
     rows = _extract(main, spec, task, "data.source", use_groups=True)
     dropped = rows.dropped
     if spec.sample_rows is not None and spec.sample_rows < len(rows.inputs):
         rng = np.random.default_rng(spec.split.seed)
         rows = _take(rows, sorted(rng.choice(len(rows.inputs), spec.sample_rows, replace=False)))
 
-    separate = {key: read_source(value, resolve)
+    separate = {key: read_source(value, resolve, spec.encoding)
                 for key, value in (("test", spec.test), ("validation", spec.validation)) if value}
     extra = {key: _extract(table, spec, task, f"data.{key}", use_groups=False, like=main)
              for key, table in separate.items()}
@@ -106,7 +119,7 @@ def load_data(spec: DataSpec, task: Task, resolve: Callable[[str], Path],
                  spec.split.validation if "validation" not in extra else 0.0]
     test_idx, val_idx, train_idx = split_indices(len(rows.inputs), fractions, spec.split.seed,
                                                  rows.groups)
-    new_tables = [read_file(Path(path)) for path in added]
+    new_tables = [read_file(Path(path), spec.encoding) for path in added]
     new_rows = [_extract(t, spec, task, "--add", use_groups=False, like=main)
                 for t in new_tables]
     label_names = _label_names(spec, main, _labels_in(task, rows.targets))
@@ -123,13 +136,14 @@ def load_data(spec: DataSpec, task: Task, resolve: Callable[[str], Path],
     index = {name: i for i, name in enumerate(label_names)}
     splits = {key: Split(part.inputs, task.encode_targets(part.targets, index))
               for key, part in parts.items()}
-    _check_splits(parts, task, spec)
+    _check_splits(parts, task, spec, separate)
     sources = {"source": {"origin": main.origin, "sha256": main.sha256}}
     sources.update({key: {"origin": t.origin, "sha256": t.sha256} for key, t in separate.items()})
     sources.update({f"added_{i}": {"origin": t.origin, "sha256": t.sha256}
                     for i, t in enumerate(new_tables, start=1)})
     return LabelledData(dropped_rows=dropped + sum(p.dropped for p in extra.values())
                         + sum(p.dropped for p in new_rows),
+                        seen_in_training=_seen_in_training(parts, task),
                         train=splits["train"],
                         validation=splits["validation"] if len(splits["validation"]) else None,
                         test=splits["test"], label_names=label_names, sources=sources)
@@ -197,7 +211,16 @@ def _label_names(spec: DataSpec, main: Table, seen: set[str]) -> list[str]:
     return sorted(seen)
 
 
-def _check_splits(parts: dict[str, _Rows], task: Task, spec: DataSpec) -> None:
+def _seen_in_training(parts: dict[str, _Rows], task: Task) -> dict[str, int]:
+    """Per evaluated split, how many of its rows have an input that is also in the
+    training split (the same text): a model is scored there on what it learnt by heart."""
+    trained_on = {task.example_key(example) for example in parts["train"].inputs}
+    return {name: sum(task.example_key(example) in trained_on for example in parts[name].inputs)
+            for name in ("validation", "test")}
+
+
+def _check_splits(parts: dict[str, _Rows], task: Task, spec: DataSpec,
+                  separate: dict[str, Table]) -> None:
     if len(parts["train"].inputs) == 0:
         raise ConfigError(f"{spec.source}: no rows are left for training "
                           f"({len(parts['test'].inputs)} held out, "
@@ -210,6 +233,13 @@ def _check_splits(parts: dict[str, _Rows], task: Task, spec: DataSpec) -> None:
                           "least two to tell apart")
     if len(parts["test"].inputs) == 0:
         raise ConfigError("data: the held-out split is empty; raise data.split.test or add rows")
+    for name in ("test", "validation"):
+        unseen = sorted(_labels_in(task, parts[name].targets) - set(train_labels))
+        if unseen:
+            where = separate[name].origin if name in separate else f"{spec.source} ({name} split)"
+            raise ConfigError(f"{where}: labels {unseen[:5]} never occur in the training "
+                              "split, so the model cannot learn them; add training rows for "
+                              "them or drop them")
 
 
 def _plain(targets: Any) -> list[Any]:

@@ -8,6 +8,7 @@ number so that every error can say where in the file the problem is.
 from __future__ import annotations
 
 import bz2
+import codecs
 import csv
 import gzip
 import hashlib
@@ -38,19 +39,19 @@ class Table:
     record_numbers: list[int] = field(default_factory=list)
 
 
-def read_source(spec: str, resolve: Callable[[str], Path]) -> Table:
-    """Read a source named in a pipeline: `builtin:NAME` or a file path."""
+def read_source(spec: str, resolve: Callable[[str], Path], encoding: str = "utf-8") -> Table:
+    """Read a source named in a pipeline: `builtin:NAME` or a file path in `encoding`."""
     if spec.startswith(BUILTIN_PREFIX):
         name = spec[len(BUILTIN_PREFIX):]
         if name not in BUILTIN_SOURCES:
             known = ", ".join(BUILTIN_PREFIX + key for key in BUILTIN_SOURCES)
             raise ConfigError(f"unknown built-in data set {spec!r} (known: {known})")
         return BUILTIN_SOURCES[name]()
-    return read_file(resolve(spec))
+    return read_file(resolve(spec), encoding)
 
 
-def read_file(path: Path) -> Table:
-    """Read a .csv or .jsonl file (optionally .gz or .bz2 compressed)."""
+def read_file(path: Path, encoding: str = "utf-8") -> Table:
+    """Read a .csv or .jsonl file (optionally .gz or .bz2 compressed) in `encoding`."""
     if not path.is_file():
         raise ConfigError(f"data file not found: {path}")
     suffixes = [s.lower() for s in path.suffixes]
@@ -61,7 +62,7 @@ def read_file(path: Path) -> Table:
         raise ConfigError(f"{path}: unsupported data format {kind or '(none)'!r}; "
                           "use .csv, .jsonl or .json lines")
     raw = path.read_bytes()
-    records = list(READERS[kind](_decompress(raw, path), path))
+    records = list(READERS[kind](_decompress(raw, path, encoding), path))
     if not records:
         raise ConfigError(f"{path}: no rows")
     numbers, rows = zip(*records)
@@ -69,16 +70,25 @@ def read_file(path: Path) -> Table:
                  record_numbers=list(numbers))
 
 
-def _decompress(raw: bytes, path: Path) -> IO[str]:
+def _decompress(raw: bytes, path: Path, encoding: str) -> IO[str]:
     opener = {".gz": gzip.decompress, ".bz2": bz2.decompress}.get(path.suffix.lower())
     try:
         data = opener(raw) if opener else raw
-        return io.StringIO(data.decode("utf-8-sig"))
     except (OSError, EOFError, ValueError) as exc:
-        raise ConfigError(f"{path}: cannot decode file ({exc})") from None
+        raise ConfigError(f"{path}: cannot decompress file ({exc})") from None
+    codec = "utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding  # drop a BOM
+    try:
+        return io.StringIO(data.decode(codec))
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise ConfigError(f"{path}:{line}: not {encoding} text ({exc.reason} at byte "
+                          f"{exc.start}); set data.encoding to the file's encoding") from None
 
 
 def _csv_rows(stream: IO[str], path: Path) -> Iterator[tuple[int, dict[str, object]]]:
+    # Python's csv refuses fields over 128 KiB; a long document is data, not an attack: it
+    # is read whole, and the tokenizer truncates it to max_length (the report counts it).
+    csv.field_size_limit(2**31 - 1)
     reader = csv.DictReader(stream)
     if not reader.fieldnames:
         raise ConfigError(f"{path}: no header row")

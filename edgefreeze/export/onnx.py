@@ -1,7 +1,7 @@
 """PyTorch -> ONNX with dynamic batch and sequence axes, through Optimum's exporter.
 
 Optimum's per-architecture configs name each family's inputs and dynamic axes, and its
-exports matched PyTorch to 1e-7 in every check on these machines. Any exporter is still
+exports matched PyTorch within 1e-5 in every check on these machines. Any exporter is still
 treated as untrusted: the gate checks the result over several unseen shapes.
 """
 

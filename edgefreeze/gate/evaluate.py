@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from edgefreeze.progress import Reporter
+from edgefreeze.runtime.bench import batch1_latency_ms
 from edgefreeze.runtime.forms import FORMS, REFERENCE
 from edgefreeze.runtime.inputs import InputEncoder
 from edgefreeze.runtime.session import OnnxModel
@@ -27,6 +28,9 @@ from edgefreeze.tasks.encoding import Encoded
 class Evaluation:
     metrics: dict[str, dict[str, float]]  # REFERENCE and each form -> metric -> value
     shape_check: dict[str, dict[str, Any]]  # per exact form
+    outputs: dict[str, Outputs]  # each form's held-out outputs, in example order
+    latency_ms: dict[str, float]  # REFERENCE and each form: batch-1 median on this machine
+    confusion: dict[str, list[list[int]]]  # REFERENCE and each form, where the task has one
 
 
 @torch.no_grad()
@@ -64,15 +68,32 @@ def evaluate(model: torch.nn.Module, task: Task, reference: Outputs, examples: l
     known = known or {}
     metrics = {REFERENCE: task.metrics(reference, targets, reference)}
     sessions = {name: OnnxModel(paths) for name, paths in forms.items()}
+    outputs = {}
     for name, session in sessions.items():
-        outputs = known.get(name)
-        if outputs is None:
-            outputs = held_out_outputs(session, encoder, examples, reporter, name)
-        metrics[name] = task.metrics(outputs, targets, reference)
+        outputs[name] = known.get(name)
+        if outputs[name] is None:
+            outputs[name] = held_out_outputs(session, encoder, examples, reporter, name)
+        metrics[name] = task.metrics(outputs[name], targets, reference)
     shape_check = {name: _shape_check(model, session, encoded, batch_sizes, sequence_lengths,
                                       device)
                    for name, session in sessions.items() if FORMS[name].exact}
-    return Evaluation(metrics=metrics, shape_check=shape_check)
+    first = encoder.encode(examples[0])
+    latency = {REFERENCE: _torch_latency_ms(model, encoded.batch([0]), device),
+               **{name: batch1_latency_ms(session.run, first)
+                  for name, session in sessions.items()}}
+    labels = len(reference[0]) if reference[0].ndim == 1 else reference[0].shape[-1]
+    confusion = {name: matrix for name, got in {REFERENCE: reference, **outputs}.items()
+                 if (matrix := task.confusion(got, targets, labels)) is not None}
+    return Evaluation(metrics=metrics, shape_check=shape_check, outputs=outputs,
+                      latency_ms=latency, confusion=confusion)
+
+
+@torch.no_grad()
+def _torch_latency_ms(model: torch.nn.Module, batch: dict[str, np.ndarray],
+                      device: torch.device) -> float:
+    model.eval()
+    inputs = {k: torch.from_numpy(v).to(device) for k, v in batch.items()}
+    return batch1_latency_ms(lambda feed: model(**feed), inputs)
 
 
 @torch.no_grad()

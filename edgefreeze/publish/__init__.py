@@ -7,9 +7,10 @@ from pathlib import Path
 
 from edgefreeze.errors import GateRefused
 from edgefreeze.publish.claim import DestinationClaim
+from edgefreeze.publish.html_report import render_html
 from edgefreeze.publish.record import manifest_for
 from edgefreeze.publish.report import render_report
-from edgefreeze.publish.staging import REPORT, Staging, check_destination, destination_for
+from edgefreeze.publish.staging import HTML_REPORT, REPORT, Staging, check_destination, destination_for
 from edgefreeze.runtime.manifest import Manifest
 
 __all__ = ["DestinationClaim", "Staging", "check_destination", "destination_for", "manifest_for",
@@ -19,9 +20,9 @@ __all__ = ["DestinationClaim", "Staging", "check_destination", "destination_for"
 def publish_or_refuse(staging: Staging, manifest: Manifest) -> Path:
     """Ship the staged bundle if the gate passed it; else keep its manifest and report at
     DESTINATION.rejected and raise `GateRefused` (exit 1)."""
-    report = render_report(manifest)
+    reports = {REPORT: render_report(manifest), HTML_REPORT: render_html(manifest)}
     if not manifest.gate.passed:
-        rejected = staging.reject(manifest, report)
+        rejected = staging.reject(manifest, reports)
         raise GateRefused("gate refused the build: " + "; ".join(manifest.gate.failures)
                           + f" (report: {rejected / REPORT})", manifest, rejected)
-    return staging.publish(manifest, report)
+    return staging.publish(manifest, reports)

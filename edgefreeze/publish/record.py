@@ -28,12 +28,15 @@ LIBRARIES = ("torch", "transformers", "optimum", "optimum-onnx", "onnx", "onnxru
 
 
 def manifest_for(*, pipeline: Pipeline, task: Task, loaded: LoadedModel, frozen_sha256: str,
-                 data: LabelledData, plan: FreezePlan, trained: TrainResult,
+                 data: LabelledData, truncated: dict[str, int], plan: FreezePlan,
+                 trained: TrainResult,
                  warm_start: dict[str, str] | None, cache: dict[str, Any],
                  exported: dict[str, dict], quantized: dict[str, dict],
                  models: dict[str, list[Path]], evaluation: Evaluation, verdict: Verdict,
-                 timings_s: dict[str, float], sweep: dict[str, Any] | None = None) -> Manifest:
-    """Everything about the bundle being built (its `files` are sealed at publish)."""
+                 timings_s: dict[str, float], sweep: dict[str, Any] | None = None,
+                 baseline: dict[str, Any] | None = None) -> Manifest:
+    """Everything about the bundle being built (its `files` are sealed at publish);
+    `truncated`: rows per split cut to max_length."""
     spec = pipeline.spec
     record = {
         "edgefreeze_version": __version__,
@@ -44,9 +47,10 @@ def manifest_for(*, pipeline: Pipeline, task: Task, loaded: LoadedModel, frozen_
         "model": {**loaded.source, "frozen_sha256": frozen_sha256,
                   "model_type": loaded.model.config.model_type,
                   "layers": loaded.backbone.depth},
-        "data": data.record(spec.data.max_length),
+        "data": data.record(spec.data.max_length, truncated),
         "training": {"device": trained.device, "precision": trained.precision,
                      "steps": trained.steps, "epochs": trained.epochs,
+                     "step_losses": [round(loss, 5) for loss in trained.step_losses],
                      "best_epoch": trained.best_epoch, "warm_start": warm_start,
                      "freeze": plan.record()},
         "cache": cache,
@@ -55,12 +59,15 @@ def manifest_for(*, pipeline: Pipeline, task: Task, loaded: LoadedModel, frozen_
         "metrics": evaluation.metrics,
         "sizes": {name: sum(path.stat().st_size for path in paths)
                   for name, paths in models.items()},
+        "latency_ms": {name: round(ms, 4) for name, ms in evaluation.latency_ms.items()},
+        "confusion": evaluation.confusion,
         "shape_check": evaluation.shape_check,
         "gate": verdict.record(),
         "runtime": {"session_config": SESSION_CONFIG},
         "versions": versions(),
         "timings_s": timings_s,
         "sweep": sweep,
+        "baseline": baseline,
     }
     try:
         return Manifest.model_validate(record)

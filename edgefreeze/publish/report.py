@@ -14,6 +14,61 @@ def label(name: str) -> str:
     return "PyTorch" if name == REFERENCE else FORMS[name].label if name in FORMS else name
 
 
+def data_summary(manifest: Manifest) -> str:
+    """Rows per split, and what a reader of the metrics must know about them."""
+    data = manifest.data
+    splits = data.splits
+    line = "Data: " + ", ".join(f"{s.rows} {name}" for name, s in splits.items()) + " rows"
+    if data.dropped_rows:
+        line += f"; {data.dropped_rows} empty rows dropped"
+    cut = [f"{s.truncated} {name}" for name, s in splits.items() if s.truncated]
+    if cut:
+        line += f"; cut to {data.max_length} tokens: {', '.join(cut)} rows"
+    seen = [f"{s.seen_in_training} {name}" for name, s in splits.items()
+            if name != "train" and s.seen_in_training]
+    if seen:
+        line += (f"; **{', '.join(seen)} rows repeat a training row's text** (the metrics "
+                 "below count them)")
+    return line + "."
+
+
+SHOWN_FLIPS = 20
+
+
+def baseline_rows(manifest: Manifest) -> tuple[str, list[tuple]] | None:
+    """The comparison with the release in the field: a summary sentence and the first
+    flipped predictions as (row, input, label, baseline, new); None without a baseline."""
+    baseline = manifest.baseline
+    if baseline is None:
+        return None
+    summary = (f"Baseline {baseline.bundle} ({baseline.pipeline}, built {baseline.created}), "
+               f"int8 on the same {baseline.rows} held-out rows: {baseline.metric} "
+               f"{baseline.baseline_value:.4f} -> {baseline.value:.4f}; {baseline.flips} "
+               f"predictions flip ({100 * baseline.flip_share:.1f} %).")
+    if not baseline.same_held_out:
+        summary += (" The baseline was gated on other held-out rows: it may have trained on "
+                    "some of these, which flatters it.")
+    if baseline.flips > SHOWN_FLIPS:
+        summary += (f" The first {SHOWN_FLIPS} flips are shown; the manifest's "
+                    "`baseline.flipped` lists up to 100.")
+    return summary, [(f.row, f.input, f.target, f.baseline, f.new)
+                     for f in baseline.flipped[:SHOWN_FLIPS]]
+
+
+def baseline_section(manifest: Manifest) -> list[str]:
+    """The new model against the release in the field, with the predictions that flip."""
+    rows = baseline_rows(manifest)
+    if rows is None:
+        return []
+    summary, flips = rows
+    lines = ["", "## Against the release in the field", "", summary]
+    if flips:
+        lines += ["", "| row | input | label | baseline | new |", "| --- | --- | --- | --- | --- |"]
+        lines += ["| " + " | ".join(str(cell).replace("|", "\\|").replace("\n", " ")
+                                    for cell in flip) + " |" for flip in flips]
+    return lines
+
+
 def render_report(manifest: Manifest) -> str:
     gate, metrics, training = manifest.gate, manifest.metrics, manifest.training
     freeze = training.freeze
@@ -23,6 +78,7 @@ def render_report(manifest: Manifest) -> str:
              f"Task {manifest.task.name}, model `{manifest.model.spec}`, data "
              f"`{manifest.data.sources['source'].origin}`, built by edgefreeze "
              f"{manifest.edgefreeze_version} on {manifest.created}.", "",
+             data_summary(manifest), "",
              "## Held-out metrics", "",
              "| model | " + " | ".join(METRIC_LABELS.get(c, c) for c in columns) + " | size |",
              "| --- " * (len(columns) + 2) + "|"]
@@ -52,6 +108,7 @@ def render_report(manifest: Manifest) -> str:
                          f" MB, batch-1 latency {first.p50_ms:.2f} -> {final.p50_ms:.2f} ms;"
                          f" agreement {first.metrics['agreement']:.4f} -> "
                          f"{final.metrics['agreement']:.4f}.")
+    lines += baseline_section(manifest)
     validation = manifest.task.gate_metric
     lines += ["", "## Training", "",
               f"Trainable parameters: {freeze.trainable_parameters:,} of "

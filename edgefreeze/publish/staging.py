@@ -21,6 +21,7 @@ from edgefreeze.runtime.manifest import FileRecord, Manifest
 from edgefreeze.spec import Pipeline
 
 REPORT = "report.md"
+HTML_REPORT = "report.html"
 
 
 def destination_for(pipeline: Pipeline, output: Path | None, models_dir: Path) -> Path:
@@ -77,10 +78,11 @@ class Staging:
                 f"({shutil.disk_usage(self.destination.parent).free / 1e6:.0f} MB free once "
                 "its staging folder was removed); nothing was published") from None
 
-    def publish(self, manifest: Manifest, report: str) -> Path:
+    def publish(self, manifest: Manifest, reports: dict[str, str]) -> Path:
         """Seal the staged bundle (file digests into `manifest.files`, the manifest, the
-        report) and rename it into place."""
-        _write_text(self.path / REPORT, report)
+        reports by file name) and rename it into place."""
+        for name, text in reports.items():
+            _write_text(self.path / name, text)
         manifest.files = file_table(self.path)
         _write_text(self.path / MANIFEST, manifest.to_json())
         failpoint("publish")
@@ -93,11 +95,12 @@ class Staging:
         shutil.rmtree(rejected_path(self.destination), ignore_errors=True)
         return self.destination
 
-    def reject(self, manifest: Manifest, report: str) -> Path:
-        """Keep only the manifest and report, at DESTINATION.rejected, replacing an old one."""
+    def reject(self, manifest: Manifest, reports: dict[str, str]) -> Path:
+        """Keep only the manifest and reports, at DESTINATION.rejected, replacing an old one."""
         target = rejected_path(self.destination)
         holding = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-        _write_text(holding / REPORT, report)
+        for name, text in reports.items():
+            _write_text(holding / name, text)
         _write_text(holding / MANIFEST, manifest.to_json())
         shutil.rmtree(target, ignore_errors=True)
         os.rename(holding, target)

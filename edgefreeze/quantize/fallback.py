@@ -6,7 +6,6 @@ says what stayed fp32 and what that cost in size and latency.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ from edgefreeze.gate.rules import tolerance_rules
 from edgefreeze.progress import Reporter
 from edgefreeze.quantize.fusion import Architecture
 from edgefreeze.quantize.int8 import quantize_int8
+from edgefreeze.runtime.bench import batch1_latency_ms
 from edgefreeze.runtime.forms import ModelForm
 from edgefreeze.runtime.inputs import InputEncoder
 from edgefreeze.runtime.session import OnnxModel
@@ -50,7 +50,7 @@ def quantize_gated(form: ModelForm, fp32_paths: list[Path], int8_paths: list[Pat
         attempts.append({"fp32_segments": result["fp32_segments"], "metrics": metrics,
                          "passed": all(r.passed for r in rules),
                          "size_bytes": sum(p.stat().st_size for p in int8_paths),
-                         "p50_ms": _latency_ms(model, encoder.encode(examples[0]))})
+                         "p50_ms": batch1_latency_ms(model.run, encoder.encode(examples[0]))})
         if attempts[-1]["passed"] or keep >= result["segments"]:
             break
         keep += 1
@@ -60,14 +60,3 @@ def quantize_gated(form: ModelForm, fp32_paths: list[Path], int8_paths: list[Pat
     graphs[last_int8.name] = result
     return {"mode": settings.mode, "graphs": graphs, "attempts": attempts}, outputs
 
-
-def _latency_ms(model: OnnxModel, inputs: dict[str, np.ndarray], runs: int = 50) -> float:
-    """Batch-1 median latency: what keeping parts in fp32 cost on this machine."""
-    for _ in range(5):
-        model.run(inputs)
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        model.run(inputs)
-        times.append(time.perf_counter() - start)
-    return float(np.median(times) * 1000)

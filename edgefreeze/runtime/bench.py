@@ -13,8 +13,10 @@ import inspect
 import multiprocessing
 import resource
 import time
+from collections.abc import Callable
 from pathlib import Path
 from queue import Empty
+from typing import Any
 
 import numpy as np
 
@@ -44,20 +46,30 @@ def inputs(bundle: Bundle, batch: int, length: int) -> dict[str, np.ndarray]:
             "token_type_ids": np.zeros_like(ids)}
 
 
-def _measure(run, batch1: dict, batch32: dict, runs: int) -> dict[str, float]:
+def timed_ms(run: Callable[[Any], Any], inputs: Any, runs: int) -> np.ndarray:
+    """Milliseconds of each of `runs` calls of `run(inputs)`, after a warm-up."""
     for _ in range(max(5, runs // 10)):
-        run(batch1)
+        run(inputs)
     times = []
     for _ in range(runs):
         start = time.perf_counter()
-        run(batch1)
+        run(inputs)
         times.append(time.perf_counter() - start)
+    return np.array(times) * 1000
+
+
+def batch1_latency_ms(run: Callable[[Any], Any], inputs: Any, runs: int = 50) -> float:
+    """The median latency of one example: the gate's and the report's figure."""
+    return float(np.median(timed_ms(run, inputs, runs)))
+
+
+def _measure(run, batch1: dict, batch32: dict, runs: int) -> dict[str, float]:
+    ms = timed_ms(run, batch1, runs)
     throughput_runs = max(3, runs // 20)
     start = time.perf_counter()
     for _ in range(throughput_runs):
         run(batch32)
     seconds = time.perf_counter() - start
-    ms = np.array(times) * 1000
     return {"p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95)),
             "p99_ms": float(np.percentile(ms, 99)),
             "throughput_per_s": len(next(iter(batch32.values()))) * throughput_runs / seconds}

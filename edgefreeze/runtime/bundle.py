@@ -58,6 +58,9 @@ class Bundle:
             raise BundleError(f"{self.path}: {name} is not listed in the manifest")
         if not path.is_file():
             raise BundleError(f"{path}: missing")
+        if not path.resolve().is_relative_to(self.path.resolve()):
+            raise BundleError(f"{path}: leads out of the bundle (a link to "
+                              f"{path.resolve()}); refusing it")
         if file_sha256(path) != entry.sha256:
             raise BundleError(f"{path}: sha256 does not match the manifest; the file was "
                               "altered, refusing to load it")

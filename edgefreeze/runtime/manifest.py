@@ -11,10 +11,10 @@ so bundles already on devices keep loading. Torch-free.
 from __future__ import annotations
 
 import json
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from edgefreeze.errors import BundleError
 
@@ -61,6 +61,8 @@ class SourceRecord(Record):
 class SplitRecord(Record):
     rows: int
     fingerprint: str
+    truncated: int = 0  # rows cut to max_length tokens
+    seen_in_training: int = 0  # rows whose input is also in the training split
 
 
 class DataRecord(Record):
@@ -105,6 +107,7 @@ class TrainingRecord(Record):
     warm_start: WarmStartRecord | None = None
     steps: int
     epochs: list[EpochRecord]
+    step_losses: list[float] = []  # the training loss of every optimizer step
     best_epoch: int | None = None  # early stopping: the epoch whose weights shipped
     freeze: FreezeRecord
 
@@ -165,6 +168,31 @@ class GateRecord(Record):
     passed: bool
     rules: dict[str, RuleRecord]
     failures: list[str]
+
+
+class FlipRecord(Record):
+    row: int  # in the held-out split
+    input: Any
+    target: Any
+    baseline: Any  # the baseline release's prediction
+    new: Any  # this build's
+
+
+class BaselineRecord(Record):
+    """This build's int8 model against the release in the field, on the same rows."""
+
+    bundle: str
+    pipeline: str
+    created: str
+    metric: str
+    baseline_value: float
+    value: float
+    rows: int
+    flips: int
+    flip_share: float
+    same_held_out: bool  # False: the baseline was gated on other rows (it may have trained
+                         # on some of these)
+    flipped: list[FlipRecord]  # the first 100
 
 
 class RuntimeRecord(Record):
@@ -233,14 +261,27 @@ class Manifest(Record):
     quantize: dict[str, QuantizeRecord]
     metrics: dict[str, dict[str, float]]
     sizes: dict[str, int]
+    latency_ms: dict[str, float] = {}  # batch-1 median per model form, on the build machine
+    confusion: dict[str, list[list[int]]] = {}  # per model form: [true label][predicted]
     shape_check: dict[str, ShapeCheck]
     gate: GateRecord
     runtime: RuntimeRecord
     versions: dict[str, str]
     timings_s: dict[str, float]
     sweep: SweepRecord | None = None  # set when `edgefreeze sweep` chose the settings
+    baseline: BaselineRecord | None = None  # set when gated against a release (--baseline)
     targets: list[TargetCheck] = []  # runs on other CPUs and ONNX Runtimes, added later
     files: dict[str, FileRecord] = Field(default_factory=dict)  # sealed at publish
+
+    @field_validator("files")
+    @classmethod
+    def _inside_the_bundle(cls, files: dict[str, FileRecord]) -> dict[str, FileRecord]:
+        """Readers open these names under the bundle folder: none may lead out of it."""
+        for name in files:
+            parts = PurePosixPath(name).parts
+            if not parts or name.startswith("/") or "\\" in name or ".." in parts:
+                raise ValueError(f"file name {name!r} leads out of the bundle")
+        return files
 
     def to_json(self) -> str:
         return self.model_dump_json(indent=2)

@@ -72,6 +72,24 @@ class Task(ABC):
     def encode_targets(self, targets: Sequence[Any], index: dict[str, int]) -> Any:
         """A split's targets as label ids, in the form `loss` and `metrics` read."""
 
+    # --- predictions (compared across releases by the baseline gate) ---------------------
+    def predicted(self, output: np.ndarray) -> Any:
+        """The label ids one example's output predicts: one id, or one per token."""
+        return output.argmax(-1).tolist()
+
+    def target_at(self, targets: Any, row: int) -> Any:
+        """One example's target, as plain label ids."""
+        return np.asarray(targets[row]).tolist()
+
+    def confusion(self, outputs: Outputs, targets: Any, labels: int) -> list[list[int]] | None:
+        """Counts of [true label][predicted label] (None where the task has no such
+        table); the report draws it."""
+        return None
+
+    def named(self, ids: Any, label_names: list[str]) -> Any:
+        """Label ids as label names."""
+        return [label_names[i] for i in ids] if isinstance(ids, list) else label_names[ids]
+
     def example_key(self, example: Any) -> str:
         """What identifies an input in the activation cache (its content)."""
         return content_key(example)

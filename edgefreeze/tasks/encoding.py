@@ -22,14 +22,21 @@ class Encoded:
 
     inputs: dict[str, list[np.ndarray]]
     pad_token_id: int
+    cut: np.ndarray | None = None  # (n,) bool: the example was truncated to max_length
 
     def __len__(self) -> int:
         return len(self.inputs["input_ids"])
 
+    @property
+    def truncated(self) -> int:
+        """How many examples were cut to max_length tokens."""
+        return int(self.cut.sum()) if self.cut is not None else 0
+
     def subset(self, indices: Sequence[int]) -> Encoded:
         """These examples only, in this order."""
         return Encoded({name: [rows[i] for i in indices] for name, rows in self.inputs.items()},
-                       self.pad_token_id)
+                       self.pad_token_id,
+                       self.cut[list(indices)] if self.cut is not None else None)
 
     def lengths(self) -> np.ndarray:
         return np.array([len(ids) for ids in self.inputs["input_ids"]])
@@ -58,8 +65,21 @@ class Encoded:
 
 def encode_texts(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str],
                  max_length: int) -> Encoded:
-    """Token ids of each text, truncated to `max_length`, unpadded."""
+    """Token ids of each text, truncated to `max_length`, unpadded; a text of megabytes
+    is tokenized whole (a cut by characters could split a word the tokenizer would map
+    whole) and then cut."""
     tokens = tokenizer(list(texts), truncation=True, max_length=max_length)
     names = [n for n in TOKEN_INPUTS if n in tokens]
     inputs = {n: [np.asarray(row, dtype=np.int64) for row in tokens[n]] for n in names}
-    return Encoded(inputs=inputs, pad_token_id=tokenizer.pad_token_id or 0)
+    return Encoded(inputs=inputs, pad_token_id=tokenizer.pad_token_id or 0,
+                   cut=_cut(tokenizer, tokens, texts, max_length))
+
+
+def _cut(tokenizer: PreTrainedTokenizerBase, tokens, texts: Sequence[str],
+         max_length: int) -> np.ndarray:
+    """Which texts lost tokens to truncation: a fast tokenizer keeps what it cut off as
+    `overflowing`; a slow one is asked for the full length."""
+    if tokens.encodings is not None:
+        return np.array([bool(e.overflowing) for e in tokens.encodings], dtype=bool)
+    full = tokenizer(list(texts), truncation=False)["input_ids"]
+    return np.array([len(ids) > max_length for ids in full], dtype=bool)

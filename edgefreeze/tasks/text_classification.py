@@ -83,6 +83,11 @@ class TextClassification(Task):
     def unbatch(self, outputs: np.ndarray, lengths: Sequence[int]) -> Outputs:
         return list(outputs)
 
+    def confusion(self, outputs: Outputs, targets: np.ndarray, labels: int) -> list[list[int]]:
+        matrix = np.zeros((labels, labels), dtype=np.int64)
+        np.add.at(matrix, (targets, np.stack(outputs).argmax(axis=1)), 1)
+        return matrix.tolist()
+
     def metrics(self, outputs: Outputs, targets: np.ndarray, reference: Outputs
                 ) -> dict[str, float]:
         logits = np.stack(outputs)
