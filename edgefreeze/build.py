@@ -233,7 +233,9 @@ def ship(prepared: Prepared, trained: TrainResult, reporter: Reporter,
                 prepared.baseline, task, data.test.inputs, data.test.targets,
                 evaluation.outputs[INT8.name], data.label_names, data.test.fingerprint(),
                 reporter) if prepared.baseline else None)
-        verdict = judge(evaluation, task.gate_metric, spec.gate)
+        sizes = {name: sum(path.stat().st_size for path in paths)
+                 for name, paths in models.items()}
+        verdict = judge(evaluation, task.gate_metric, spec.gate, sizes)
         if compared is not None:
             verdict = Verdict(verdict.rules + compared.rules(spec.gate.baseline))
         failpoint("gate")
@@ -242,7 +244,7 @@ def ship(prepared: Prepared, trained: TrainResult, reporter: Reporter,
             data=data, truncated={name: e.truncated for name, e in prepared.encoded.items()},
             plan=trained.plan or plan, trained=trained, warm_start=prepared.warm_start,
             cache=prepared.cache, exported=export_record, quantized=quantize_record,
-            models=models, evaluation=evaluation, verdict=verdict,
+            sizes=sizes, evaluation=evaluation, verdict=verdict,
             timings_s=reporter.timings, sweep=sweep,
             baseline=compared.record() if compared else None)
         return BuildResult(path=publish_or_refuse(staging, manifest), manifest=manifest)

@@ -232,6 +232,10 @@ class QuantizeSpec(Section):
     fuse: bool = Field(True, description="fuse attention, layer norms and GELU before quantizing")
     fp16: bool = Field(False, description="also write model.fp16.onnx for GPU targets (gated "
                        "like int8)")
+    fallback_order: Literal["sensitivity", "from_output"] = Field(
+        "sensitivity", description="which segment an int8 model that fails the gate keeps in "
+        "fp32 next: the one whose quantization alone errs most (measured), or the next "
+        "from the output down (head, top layer, ...)")
 
     @field_validator("target")
     @classmethod
@@ -268,6 +272,9 @@ class GateSpec(Section):
     max_logit_error: float = Field(
         1e-3, gt=0.0, description="largest |logit| difference of ONNX fp32 against PyTorch"
     )
+    max_int8_size_share: Fraction = Field(
+        0.4, description="largest size of an int8 form as a share of its fp32 form's: the "
+        "fallback may keep segments in fp32 only up to this")
     batch_sizes: list[Annotated[int, Field(ge=1)]] = Field(
         [1, 3, 17], min_length=3, description="batch sizes of the fp32 shape check"
     )

@@ -143,9 +143,12 @@ def test_impossible_gate_exits_1_and_publishes_nothing(tmp_path):
     manifest = json.loads((rejected / "manifest.json").read_text())
     assert manifest["gate"]["rules"]["fp32.max_logit_error"]["passed"] is False
     attempts = manifest["quantize"]["int8"]["attempts"]
-    assert len(attempts) > 1 and attempts[-1]["fp32_segments"][0] == "head"
+    kept = attempts[-1]["fp32_segments"]
+    assert len(attempts) > 1 and attempts[-1]["size_share"] > 0.4  # stopped by the size cap
+    assert manifest["gate"]["rules"]["int8.max_size_share"]["passed"] is False
     report = (rejected / "report.md").read_text()
-    assert "REFUSED" in report and f"{len(attempts)} attempt(s); kept in fp32: head" in report
+    assert "REFUSED" in report
+    assert f"{len(attempts)} attempt(s); kept in fp32: {', '.join(kept)}." in report
     payload = result.json()
     assert payload["status"] == "refused" and payload["gate"]["passed"] is False
     assert "fp32 max |logit error|" in result.stderr
@@ -153,30 +156,55 @@ def test_impossible_gate_exits_1_and_publishes_nothing(tmp_path):
     assert leftovers == []
 
 
-def test_gate_fallback_keeps_sensitive_parts_in_fp32(smoke_build, tmp_path):
-    """A gate int8 cannot meet at first: the quantizer keeps the head, then layer after
-    layer in fp32, records every attempt, and stops when it passes or nothing is left."""
-    bundle, _ = smoke_build
+def _fallback(bundle, tmp_path, gate: GateSpec, order: str):
+    """The int8 fallback on a bundle's fp32 model, with PyTorch's outputs stood in for by
+    the fp32 model's (equal within 1e-5)."""
     pipeline = load_pipeline(SMOKE)
     data = load_data(pipeline.spec.data, TEXT, pipeline.resolve)
     encoder = TextInputs(bundle, pipeline.spec.data.max_length)
-    fp32 = OnnxModel(bundle / "model.onnx")  # PyTorch's stand-in (equal within 1e-5)
-    reference = held_out_outputs(fp32, encoder, data.test.inputs, Reporter(True), "fp32")
-    strict = GateSpec(max_metric_drop=0.0, min_agreement=1.0)
+    reference = held_out_outputs(OnnxModel(bundle / "model.onnx"), encoder, data.test.inputs,
+                                 Reporter(True), "fp32")
+    settings = pipeline.spec.quantize.model_copy(update={"fallback_order": order})
     record, outputs = quantize_gated(
-        INT8, [bundle / "model.onnx"], [tmp_path / "model.int8.onnx"], pipeline.spec.quantize,
-        Architecture("bert", 12, 384), TEXT, strict, reference, data.test.inputs,
+        INT8, [bundle / "model.onnx"], [tmp_path / f"{order}.int8.onnx"], settings,
+        Architecture("bert", 12, 384), TEXT, gate, reference, data.test.inputs,
         data.test.targets, encoder, Reporter(True))
-    attempts = record["attempts"]
-    assert len(attempts) > 1 and attempts[0]["fp32_segments"] == []
+    assert record["attempts"][-1]["metrics"] == TEXT.metrics(outputs, data.test.targets,
+                                                             reference)
+    return record
+
+
+def test_the_fallback_keeps_the_most_sensitive_segments_and_stops_at_the_size_cap(
+        smoke_build, tmp_path):
+    """A gate int8 cannot meet: the quantizer ranks the segments by measured sensitivity,
+    keeps them in fp32 in that order, one more per attempt, and stops at the first attempt
+    whose file is over gate.max_int8_size_share of fp32: that model is refused, not kept."""
+    strict = GateSpec(max_metric_drop=0.0, min_agreement=1.0, max_int8_size_share=0.4)
+    record = _fallback(smoke_build[0], tmp_path, strict, "sensitivity")
+    attempts, sensitivity = record["attempts"], record["sensitivity"]
+    ranked = sorted(sensitivity, key=sensitivity.get, reverse=True)
+    assert len(sensitivity) == 7  # the head and six layers
+    assert attempts[0]["fp32_segments"] == [] and len(attempts) > 2
     for before, after in zip(attempts, attempts[1:]):
+        assert after["fp32_segments"] == ranked[:len(after["fp32_segments"])]
         assert after["fp32_segments"][:-1] == before["fp32_segments"]
-        assert after["size_bytes"] >= before["size_bytes"]
+        assert after["size_bytes"] > before["size_bytes"]  # layers really stayed fp32
         assert not before["passed"]
-    assert attempts[-1]["size_bytes"] > attempts[0]["size_bytes"]  # layers really stayed fp32
-    final = record["graphs"]["model.int8.onnx"]
-    assert attempts[-1]["passed"] or len(final["fp32_segments"]) == final["segments"]
-    assert attempts[-1]["metrics"] == TEXT.metrics(outputs, data.test.targets, reference)
+    assert attempts[-1]["size_share"] > 0.4 >= attempts[-2]["size_share"]
+    assert not attempts[-1]["passed"]
+
+
+def test_ranked_by_sensitivity_the_fallback_keeps_fewer_segments_for_the_same_gate(
+        smoke_build, tmp_path):
+    """Measured on the smoke model: its bottom layer is the most sensitive, the head the
+    least. Kept from the output down (head first) it needs three segments in fp32 to reach
+    98 % agreement; kept by sensitivity, one."""
+    gate = GateSpec(max_metric_drop=0.03, min_agreement=0.98)
+    by_sensitivity = _fallback(smoke_build[0], tmp_path, gate, "sensitivity")["attempts"]
+    from_output = _fallback(smoke_build[0], tmp_path, gate, "from_output")["attempts"]
+    assert by_sensitivity[-1]["passed"] and from_output[-1]["passed"]
+    assert len(by_sensitivity[-1]["fp32_segments"]) < len(from_output[-1]["fp32_segments"])
+    assert by_sensitivity[-1]["size_bytes"] < from_output[-1]["size_bytes"]
 
 
 def test_static_int8_is_calibrated_and_gated(split_build):

@@ -54,9 +54,11 @@ class Verdict:
         }
 
 
-def judge(evaluation: Evaluation, gate_metric: str, spec: GateSpec) -> Verdict:
+def judge(evaluation: Evaluation, gate_metric: str, spec: GateSpec,
+          sizes: dict[str, int]) -> Verdict:
     """Apply the pipeline's gate to every form evaluated: exact forms on logit error
-    (held-out and shape grid), the others on the drop of `gate_metric` and agreement."""
+    (held-out and shape grid), the others on the drop of `gate_metric` and agreement, and
+    int8 forms on their size against their fp32 form's (`sizes`: bytes per form)."""
     metrics, rules = evaluation.metrics, []
     for name, measured in metrics.items():
         if name == REFERENCE:
@@ -70,7 +72,15 @@ def judge(evaluation: Evaluation, gate_metric: str, spec: GateSpec) -> Verdict:
                               "(held-out and shape grid)"))
         else:
             rules += tolerance_rules(form, measured, metrics[REFERENCE], gate_metric, spec)
+        if form.precision == "int8":
+            rules.append(size_rule(form, sizes[name] / sizes[form.source], spec))
     return Verdict(rules=rules)
+
+
+def size_rule(form: ModelForm, share: float, spec: GateSpec) -> Rule:
+    """An int8 form must be mostly int8: its files at most this share of its fp32 form's."""
+    return Rule(f"{form.name}.max_size_share", share, spec.max_int8_size_share, "max",
+                f"{form.name} size as a share of {form.source}'s")
 
 
 def tolerance_rules(form: ModelForm, metrics: dict[str, float], reference: dict[str, float],

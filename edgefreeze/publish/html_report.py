@@ -130,6 +130,7 @@ def _quantization(manifest: Manifest) -> list[str]:
             rows += (f"<tr><td>{escape(label(name))}</td><td>{number}</td>"
                      f"<td>{escape(', '.join(attempt.fp32_segments) or 'nothing')}</td>"
                      f"<td>{escape(metrics)}</td><td>{attempt.size_bytes / 1e6:.1f}</td>"
+                     f"<td>{_percent(attempt.size_share)}</td>"
                      f"<td>{attempt.p50_ms:.2f}</td>"
                      f'<td class="{"pass" if attempt.passed else "fail"}">'
                      f'{"pass" if attempt.passed else "fail"}</td></tr>')
@@ -137,4 +138,9 @@ def _quantization(manifest: Manifest) -> list[str]:
         return []
     return ["<h2>Quantization attempts</h2>",
             "<table><tr><th>model</th><th>try</th><th>kept in fp32</th><th>held-out</th>"
-            f"<th>size MB</th><th>batch-1 ms</th><th>gate</th></tr>{rows}</table>"]
+            f"<th>size MB</th><th>of fp32</th><th>batch-1 ms</th><th>gate</th></tr>{rows}"
+            "</table>"]
+
+
+def _percent(share: float | None) -> str:
+    return "" if share is None else f"{100 * share:.0f} %"

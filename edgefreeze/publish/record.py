@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import platform
 from importlib import metadata
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -32,7 +31,7 @@ def manifest_for(*, pipeline: Pipeline, task: Task, loaded: LoadedModel, frozen_
                  trained: TrainResult,
                  warm_start: dict[str, str] | None, cache: dict[str, Any],
                  exported: dict[str, dict], quantized: dict[str, dict],
-                 models: dict[str, list[Path]], evaluation: Evaluation, verdict: Verdict,
+                 sizes: dict[str, int], evaluation: Evaluation, verdict: Verdict,
                  timings_s: dict[str, float], sweep: dict[str, Any] | None = None,
                  baseline: dict[str, Any] | None = None) -> Manifest:
     """Everything about the bundle being built (its `files` are sealed at publish);
@@ -57,8 +56,7 @@ def manifest_for(*, pipeline: Pipeline, task: Task, loaded: LoadedModel, frozen_
         "export": exported,
         "quantize": quantized,
         "metrics": evaluation.metrics,
-        "sizes": {name: sum(path.stat().st_size for path in paths)
-                  for name, paths in models.items()},
+        "sizes": sizes,
         "latency_ms": {name: round(ms, 4) for name, ms in evaluation.latency_ms.items()},
         "confusion": evaluation.confusion,
         "shape_check": evaluation.shape_check,

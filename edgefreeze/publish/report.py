@@ -103,6 +103,11 @@ def render_report(manifest: Manifest) -> str:
         kept = ", ".join(final.fp32_segments) or "nothing"
         lines.append(f"- {label(name)}: {len(record.attempts)} attempt(s); kept in fp32: "
                      f"{kept}.")
+        if record.sensitivity:
+            ranked = sorted(record.sensitivity.items(), key=lambda item: -item[1])
+            lines.append("  Segments by measured sensitivity (output error when quantized "
+                         "alone): " + ", ".join(f"{name} {error:.3g}" for name, error in ranked)
+                         + ".")
         if len(record.attempts) > 1:
             lines.append(f"  Fallback cost: {(final.size_bytes - first.size_bytes) / 1e6:+.1f}"
                          f" MB, batch-1 latency {first.p50_ms:.2f} -> {final.p50_ms:.2f} ms;"

@@ -20,6 +20,8 @@ from edgefreeze.tasks import Outputs, Task
 
 __all__ = ["quantize_models"]
 
+PROBE_ROWS = 64  # training examples that rank the segments' sensitivity
+
 
 def quantize_models(forms: list[ModelForm], exported: dict[str, list[Path]], folder: Path,
                     spec: PipelineSpec, backbone: Backbone, task: Task, reference: Outputs,
@@ -41,11 +43,12 @@ def quantize_models(forms: list[ModelForm], exported: dict[str, list[Path]], fol
                 path.name: to_fp16(source, path) for source, path in zip(sources, paths)}}
             continue
         settings = int8_settings(form, spec.quantize)
-        calibration = (calibration_feeds(training_inputs, encoder, settings, spec.train.seed)
-                       if settings.mode == "static" else None)
+        calibration = (sample_feeds(training_inputs, encoder, settings.calibration_rows,
+                                    spec.train.seed) if settings.mode == "static" else None)
+        probe = sample_feeds(training_inputs, encoder, PROBE_ROWS, spec.train.seed)
         records[form.name], outputs[form.name] = quantize_gated(
             form, sources, paths, settings, architecture, task, spec.gate, reference, examples,
-            targets, encoder, reporter, calibration)
+            targets, encoder, reporter, calibration, probe)
     return models, records, outputs
 
 
@@ -56,11 +59,10 @@ def int8_settings(form: ModelForm, settings: QuantizeSpec) -> QuantizeSpec:
         else settings
 
 
-def calibration_feeds(inputs: list[Any], encoder: InputEncoder, settings: QuantizeSpec,
-                      seed: int) -> list[dict[str, np.ndarray]]:
-    """Static quantization's calibration feeds: a seeded sample of training inputs,
-    encoded as the device does, one example per feed."""
+def sample_feeds(inputs: list[Any], encoder: InputEncoder, rows: int,
+                 seed: int) -> list[dict[str, np.ndarray]]:
+    """A seeded sample of training inputs, encoded as the device does, one example per
+    feed: static quantization's calibration, and the fallback's sensitivity probe."""
     rng = np.random.default_rng(seed)
-    chosen = rng.choice(len(inputs), min(settings.calibration_rows, len(inputs)),
-                        replace=False)
+    chosen = rng.choice(len(inputs), min(rows, len(inputs)), replace=False)
     return [encoder.encode(inputs[index]) for index in sorted(chosen.tolist())]

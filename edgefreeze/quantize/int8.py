@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from collections.abc import Collection
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
@@ -32,13 +33,13 @@ NORM_OPS = {"LayerNormalization", "SkipLayerNormalization", "EmbedLayerNormaliza
 
 
 def quantize_int8(fp32_path: Path, destination: Path, spec: QuantizeSpec,
-                  architecture: Architecture, keep_fp32: int = 0,
+                  architecture: Architecture, keep_fp32: Collection[str] = (),
                   calibration: list[dict[str, np.ndarray]] | None = None) -> dict:
-    """Write the int8 model; return the settings actually applied (for the manifest).
+    """Write the int8 model; return the settings actually applied (for the manifest),
+    with the graph's segment names (`segments`, from the output down).
 
-    `keep_fp32` leaves that many of the graph's most sensitive segments in fp32, counted
-    from the output: the head first, then the layers from the top down (see `segments`).
-    `calibration` (model input feeds) is required for static mode.
+    `keep_fp32` names the segments (see `segments`) left in fp32. `calibration` (model
+    input feeds) is required for static mode.
     """
     target = TARGETS[spec.target]
     op_types = ["MatMul", "Attention"] + (["Gather"] if spec.quantize_embeddings else [])
@@ -50,7 +51,7 @@ def quantize_int8(fp32_path: Path, destination: Path, spec: QuantizeSpec,
             fused = fuse(fp32_path, source, architecture)
         graph = onnx.load(str(source), load_external_data=False)
         parts = segments(graph)
-        kept = parts[:keep_fp32]
+        kept = [(name, dict(parts)[name]) for name in keep_fp32]  # in the order asked
         common = {"op_types_to_quantize": op_types, "per_channel": spec.per_channel,
                   "reduce_range": target.reduce_range,
                   "weight_type": WEIGHT_TYPES[target.weight_type],
@@ -68,7 +69,7 @@ def quantize_int8(fp32_path: Path, destination: Path, spec: QuantizeSpec,
     return {"mode": spec.mode, "target": spec.target, **asdict(target),
             "per_channel": spec.per_channel, "op_types": op_types,
             "fused_operators": fused, "fp32_segments": [name for name, _ in kept],
-            "segments": len(parts)}
+            "segments": [name for name, _ in parts]}
 
 
 def small_tables(model: onnx.ModelProto) -> list[str]:
@@ -86,8 +87,7 @@ def small_tables(model: onnx.ModelProto) -> list[str]:
 def segments(model: onnx.ModelProto) -> list[tuple[str, list[str]]]:
     """The graph's nodes grouped from the output backwards: the head (everything after
     the last layer norm), then each transformer layer (two norms per layer, fused or
-    not), top layer first. Quantization error hurts most near the output, so this is the
-    order in which the gate's fallback keeps parts in fp32."""
+    not), top layer first: the units the gate's fallback keeps in fp32."""
     nodes = list(model.graph.node)
     norms = [i for i, node in enumerate(nodes) if node.op_type in NORM_OPS]
     if not norms:

@@ -134,6 +134,7 @@ class AttemptRecord(Record):
     metrics: dict[str, float]
     passed: bool
     size_bytes: int
+    size_share: float | None = None  # of the fp32 form's bytes
     p50_ms: float
 
 
@@ -141,6 +142,8 @@ class QuantizeRecord(Record):
     mode: str
     graphs: dict[str, dict[str, Any]] = {}  # per file: the quantizer's settings
     attempts: list[AttemptRecord] = []
+    fallback_order: str | None = None  # when the first attempt failed: how segments were picked
+    sensitivity: dict[str, float] = {}  # per segment: output error when it alone is int8
 
 
 class ShapeCell(Record):
