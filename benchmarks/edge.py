@@ -97,7 +97,10 @@ def main() -> None:
                      f"{r['p50_ms'] / int8['p50_ms']:.2f}x |")
     drop = metrics[INT8.name]["accuracy"] - metrics[REFERENCE]["accuracy"]
     lines += ["", f"int8 file: {int8['size_bytes'] / speed[FP32.name]['size_bytes']:.1%} of "
-              f"fp32. int8 accuracy {100 * drop:+.2f} points against PyTorch.",
+              f"fp32. int8 accuracy {100 * drop:+.2f} points against PyTorch.", "",
+              "Optimum's agreement is measured against the ONNX fp32 model's predictions, "
+              "not PyTorch's (the fp32 row's agreement with PyTorch shows how far the two "
+              f"differ: {metrics[FP32.name]['agreement']:.2%} of rows alike).",
               f"<!-- {section_name}:end -->"]
     section = "\n".join(lines) + "\n"
     write_section(args.out, section, section_name)

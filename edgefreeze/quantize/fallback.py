@@ -72,7 +72,8 @@ def quantize_gated(form: ModelForm, fp32_paths: list[Path], int8_paths: list[Pat
             if settings.fallback_order == "sensitivity":
                 sensitivity = rank_segments(fp32_paths, int8_paths, settings, architecture,
                                             result["segments"],
-                                            probe or [encoder.encode(e) for e in examples[:64]])
+                                            probe or [encoder.encode(e) for e in examples[:64]],
+                                            calibration)
                 order = sorted(sensitivity, key=sensitivity.get, reverse=True)
             else:
                 order = result["segments"]
@@ -91,15 +92,18 @@ def quantize_gated(form: ModelForm, fp32_paths: list[Path], int8_paths: list[Pat
 
 def rank_segments(fp32_paths: list[Path], int8_paths: list[Path], settings: QuantizeSpec,
                   architecture: Architecture, names: list[str],
-                  feeds: list[dict[str, np.ndarray]]) -> dict[str, float]:
+                  feeds: list[dict[str, np.ndarray]],
+                  calibration: list[dict[str, np.ndarray]] | None = None) -> dict[str, float]:
     """Each segment's mean absolute output error against fp32 on `feeds` when it alone is
-    int8 (the other segments of the last graph fp32): higher is more sensitive."""
+    int8 (the other segments of the last graph fp32): higher is more sensitive.
+    `calibration`: static mode's feeds, as for the attempts themselves."""
     exact = OnnxModel(fp32_paths)
     expected = [exact.run(feed) for feed in feeds]
     errors = {}
     for name in names:
         quantize_int8(fp32_paths[-1], int8_paths[-1], settings, architecture,
-                      keep_fp32=[other for other in names if other != name])
+                      keep_fp32=[other for other in names if other != name],
+                      calibration=calibration)
         model = OnnxModel(int8_paths)
         errors[name] = float(np.mean([np.abs(model.run(feed) - want).mean()
                                       for feed, want in zip(feeds, expected)]))
