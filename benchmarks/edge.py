@@ -41,7 +41,9 @@ def optimum_quantize(bundle: Path, folder: Path) -> Path:
     source.mkdir()
     for name in ("model.onnx", "config.json"):
         shutil.copy(bundle / name, source / name)
-    subprocess.run(["optimum-cli", "onnxruntime", "quantize", "--onnx_model", str(source),
+    # The module, not the optimum-cli script: a venv's python runs this without its bin/ on PATH.
+    subprocess.run([sys.executable, "-m", "optimum.commands.optimum_cli", "onnxruntime",
+                    "quantize", "--onnx_model", str(source),
                     "--avx512_vnni", "-o", str(folder / "optimum")], check=True,
                    capture_output=True)
     return next((folder / "optimum").glob("*quantized*.onnx"))
