@@ -97,6 +97,7 @@ class Prepared:
     baseline: Bundle | None  # the release the new model must not regress from
 
     def release(self) -> None:
+        """Let the next build have the destination (this one published, refused or died)."""
         if self.claim is not None:
             self.claim.release()
 
@@ -151,6 +152,7 @@ def prepare(pipeline: Pipeline, options: BuildOptions, reporter: Reporter) -> Pr
 def _prepare(pipeline: Pipeline, task: Task, destination: Path, device: torch.device,
              world: World, claim: DestinationClaim | None, options: BuildOptions,
              reporter: Reporter) -> Prepared:
+    """`prepare`'s stages, run while the destination is claimed."""
     spec = pipeline.spec
     max_length = spec.data.max_length
     with reporter.stage("data"):
@@ -158,6 +160,10 @@ def _prepare(pipeline: Pipeline, task: Task, destination: Path, device: torch.de
         reporter.info(f"  {data.describe()}")
         if (overlap := data.overlap_warning()) is not None:
             reporter.warn(overlap)
+        baseline_path = options.baseline or (pipeline.resolve(spec.gate.baseline.bundle)
+                                             if spec.gate.baseline.bundle else None)
+        baseline = (open_baseline(baseline_path, task, data.label_names)
+                    if baseline_path and world.leader else None)
         failpoint("data")
     with reporter.stage("model"):
         loaded = load_model(spec.model, task, data.label_names, pipeline.resolve,
@@ -169,10 +175,6 @@ def _prepare(pipeline: Pipeline, task: Task, destination: Path, device: torch.de
                                      options.warm_start, data.label_names)
                       if options.warm_start else None)
         reporter.info(f"  {plan.summary()}")
-        baseline_path = options.baseline or (pipeline.resolve(spec.gate.baseline.bundle)
-                                             if spec.gate.baseline.bundle else None)
-        baseline = (open_baseline(baseline_path, task, data.label_names)
-                    if baseline_path and world.leader else None)
     with reporter.stage("tokenize"):
         encoded = {name: task.encode(loaded.tokenizer, split.inputs, max_length)
                    for name, split in data.named_splits().items()}

@@ -47,8 +47,8 @@ def _run(as_json: bool, action: Callable[[], dict | None]) -> None:
     JSON object on stdout (none on success when the body printed its own JSON lines).
     Tracebacks only when EDGEFREEZE_TRACEBACK=1. SIGTERM unwinds like Ctrl-C, so that
     staging folders and locks are cleaned up on the way out."""
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _terminate)
+    handles_signals = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if handles_signals else None
     try:
         payload, code = action(), 0
     except GateRefused as exc:
@@ -77,6 +77,9 @@ def _run(as_json: bool, action: Callable[[], dict | None]) -> None:
         payload, code = {"status": "error", "message": f"{type(exc).__name__}: {exc}"}, 3
         click.echo(f"edgefreeze: unexpected error: {type(exc).__name__}: {exc} "
                    "(set EDGEFREEZE_TRACEBACK=1 for the traceback)", err=True)
+    finally:
+        if handles_signals:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
     if as_json and payload is not None:
         click.echo(json.dumps({"exit_code": code, **payload}, indent=2))
     sys.exit(code)
@@ -128,7 +131,7 @@ def build_options(command: Callable) -> Callable:
                      help="Activation cache folder (else $EDGEFREEZE_CACHE_DIR, the pipeline's "
                           "cache.dir, ~/.cache/edgefreeze)."),
         click.option("--no-cache", is_flag=True, help="Run the frozen stem live every epoch."),
-        click.option("--baseline", type=click.Path(file_okay=False, path_type=Path),
+        click.option("--baseline", type=click.Path(exists=True, file_okay=False, path_type=Path),
                      help="The release in the field: refuse (exit 1) a model that loses more "
                           "than gate.baseline.max_metric_drop against its int8 model or "
                           "flips more than gate.baseline.max_flip_share of its predictions."),

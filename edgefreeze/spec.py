@@ -228,7 +228,9 @@ class QuantizeSpec(Section):
     target: str = Field("avx512_vnni", description="the CPU family the int8 weights are for "
                         "(edgefreeze.quantize.targets)")
     per_channel: bool = Field(True, description="one scale per output channel of each weight")
-    quantize_embeddings: bool = Field(True, description="int8 embedding tables (Gather) too")
+    quantize_embeddings: bool = Field(True, description="int8 embedding tables (Gather) too; "
+                                      "false keeps about half a small model's bytes fp32, so "
+                                      "raise gate.max_int8_size_share with it")
     fuse: bool = Field(True, description="fuse attention, layer norms and GELU before quantizing")
     fp16: bool = Field(False, description="also write model.fp16.onnx for GPU targets (gated "
                        "like int8)")
@@ -349,8 +351,9 @@ class Pipeline(BaseModel):
     def resolve(self, relative: str) -> Path:
         """Paths in a pipeline file are relative to the file's own folder, and stay in it:
         a relative path that climbs out (`../../etc/x`) is refused, so a pipeline file
-        passed around with its data cannot reach elsewhere unseen. An absolute path says
-        where it goes, and is taken as written."""
+        passed around with its data cannot reach elsewhere unseen. The check is on the path
+        as written: an absolute path, or a link the user put in the folder, says where it
+        goes and is followed."""
         return self._resolve(relative, "path")
 
     def _resolve(self, relative: str, key: str) -> Path:

@@ -146,6 +146,7 @@ def sweep(pipeline: Pipeline, options: BuildOptions, reporter: Reporter,
 
 def _search_and_ship(prepared: Prepared, pipeline: Pipeline, space: SearchSpace,
                      reporter: Reporter, trials: int, timeout_s: float | None) -> BuildResult:
+    """The search and the shipping of its best trial, on a prepared (claimed) build."""
     spec = pipeline.spec
     task, data = prepared.task, prepared.data
     moved: dict[tuple[int, int | None], dict[str, Features]] = {}

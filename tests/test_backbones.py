@@ -66,6 +66,15 @@ def test_unknown_architecture_is_a_config_error():
         backbone_for(model, TEXT)
 
 
+def test_albert_is_refused_for_sharing_its_layers_weights():
+    config = AutoConfig.for_model("albert", num_hidden_layers=2, hidden_size=16,
+                                  num_attention_heads=2, intermediate_size=32,
+                                  embedding_size=8, vocab_size=50)
+    model = AutoModelForSequenceClassification.from_config(config)
+    with pytest.raises(ConfigError, match="albert layers share one set of weights.*bert, "):
+        backbone_for(model, TEXT)
+
+
 def test_gradient_check_catches_a_parameter_off_the_loss_path():
     backbone = backbone_for(tiny_model("bert"), TEXT)
     plan = make_plan(TopKSpec(trainable_layers=1), backbone)

@@ -40,7 +40,7 @@ def test_a_worse_retrain_is_refused_with_its_flips_listed(smoke, tmp_path):
 
     manifest = json.loads((tmp_path / "b.rejected" / "manifest.json").read_text())
     baseline = manifest["baseline"]
-    assert baseline["flips"] == round(baseline["flip_share"] * baseline["rows"]) > 0
+    assert baseline["flips"] > 0 and len(baseline["flipped"]) == min(baseline["flips"], 100)
     # Each listed flip is real: the release's own model predicts its "baseline" label.
     release = Predictor(smoke.bundle)
     flips = [flip for flip in baseline["flipped"] if not flip["input"].endswith("…")][:10]

@@ -14,6 +14,7 @@ from edgefreeze.data import load_data
 from edgefreeze.gate import held_out_outputs
 from edgefreeze.hashing import file_sha256
 from edgefreeze.progress import Reporter
+from edgefreeze.quantize import PROBE_ROWS, sample_feeds
 from edgefreeze.quantize.fallback import quantize_gated
 from edgefreeze.quantize.fusion import Architecture
 from edgefreeze.runtime import OnnxModel, TextInputs
@@ -168,7 +169,8 @@ def _fallback(bundle, tmp_path, gate: GateSpec, order: str):
     record, outputs = quantize_gated(
         INT8, [bundle / "model.onnx"], [tmp_path / f"{order}.int8.onnx"], settings,
         Architecture("bert", 12, 384), TEXT, gate, reference, data.test.inputs,
-        data.test.targets, encoder, Reporter(True))
+        data.test.targets, encoder, Reporter(True),
+        probe=sample_feeds(data.train.inputs, encoder, PROBE_ROWS, seed=0))
     assert record["attempts"][-1]["metrics"] == TEXT.metrics(outputs, data.test.targets,
                                                              reference)
     return record
@@ -196,9 +198,10 @@ def test_the_fallback_keeps_the_most_sensitive_segments_and_stops_at_the_size_ca
 
 def test_ranked_by_sensitivity_the_fallback_keeps_fewer_segments_for_the_same_gate(
         smoke_build, tmp_path):
-    """Measured on the smoke model: its bottom layer is the most sensitive, the head the
-    least. Kept from the output down (head first) it needs three segments in fp32 to reach
-    98 % agreement; kept by sensitivity, one."""
+    """On the smoke model the head is not the most sensitive segment (measured on an AMD
+    EPYC: the bottom layer is, the head the least), so keeping segments in fp32 by measured
+    sensitivity reaches 98 % agreement with fewer of them than the fixed head-first order
+    (there: one against three)."""
     gate = GateSpec(max_metric_drop=0.03, min_agreement=0.98)
     by_sensitivity = _fallback(smoke_build[0], tmp_path, gate, "sensitivity")["attempts"]
     from_output = _fallback(smoke_build[0], tmp_path, gate, "from_output")["attempts"]

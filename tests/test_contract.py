@@ -7,14 +7,13 @@ from __future__ import annotations
 import json
 import sys
 
-import pytest
-
 import edgefreeze.spec
 from edgefreeze.cache import cache_root
 from edgefreeze.data import load_data
 from edgefreeze.gate import held_out_outputs
 from edgefreeze.progress import Reporter
 from edgefreeze.publish import destination_for
+from edgefreeze.quantize import PROBE_ROWS, sample_feeds
 from edgefreeze.quantize.fallback import quantize_gated
 from edgefreeze.quantize.fusion import Architecture
 from edgefreeze.runtime import OnnxModel, TextInputs
@@ -105,7 +104,8 @@ def test_a_fallback_that_runs_out_of_segments_keeps_them_all_and_fails(split_bui
     record, _ = quantize_gated(
         SPLIT_INT8, fp32, [tmp_path / "stem.int8.onnx", tmp_path / "top.int8.onnx"], settings,
         Architecture("bert", 12, 384), TEXT, impossible, reference, data.test.inputs,
-        data.test.targets, encoder, Reporter(True))
+        data.test.targets, encoder, Reporter(True),
+        probe=sample_feeds(data.train.inputs, encoder, PROBE_ROWS, seed=0))
     attempts, top = record["attempts"], record["graphs"]["top.int8.onnx"]
     assert not any(attempt["passed"] for attempt in attempts)
     assert len(attempts) == len(top["segments"]) + 1 == 4

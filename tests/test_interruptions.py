@@ -113,7 +113,8 @@ def test_two_builds_into_one_folder_one_ships_the_other_exits_2(smoke, tmp_path)
     second = run(*build_args(output, smoke.cache))
     assert second.returncode == 2
     assert f"another build (pid {first.pid}) is writing {output}" in second.stderr
-    assert first.wait(timeout=300) == 0
+    first.communicate(timeout=300)  # reads its pipes to the end, so it never blocks on them
+    assert first.returncode == 0
     verified = run("predict", str(output), "a fine film")  # the bundle is whole and verified
     assert verified.returncode == 0, verified.stderr
     again = run(*build_args(output, smoke.cache))
@@ -162,7 +163,7 @@ def edgefreeze(*args: str) -> list[str]:
     return [sys.executable, "-m", "edgefreeze", *args]
 
 
-def test_a_full_disk_at_publish_is_one_line_and_leaves_nothing(smoke, tmp_path):
+def test_a_full_disk_while_writing_the_bundle_is_one_line_and_leaves_nothing(smoke, tmp_path):
     small = tmp_path / "small"
     output = small / "bundle"
     (result,), left = _in_small_filesystem(

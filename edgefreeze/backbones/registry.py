@@ -132,10 +132,19 @@ class Backbone:
         return layer(hidden, attention_mask=mask)[0]
 
 
+# Families whose layers all run one shared set of weights: training "the top layers" would
+# train the bottom ones too, and the cached activations would go stale as they trained.
+SHARED_LAYER_WEIGHTS = {"albert"}
+
+
 def backbone_for(model: nn.Module, task: Task) -> Backbone:
     """The adapter for a loaded model with the task's head, or a `ConfigError` naming the
     supported families."""
     model_type = getattr(model.config, "model_type", None)
+    if model_type in SHARED_LAYER_WEIGHTS:
+        raise ConfigError(f"model: {model_type} layers share one set of weights, so its top "
+                          "layers cannot train while the layers below stay frozen and cached; "
+                          f"choose a model of another family ({', '.join(FAMILIES.names())})")
     family = FAMILIES.get(model_type)
     if family is None:
         raise ConfigError(f"model: architecture {model_type!r} is not supported yet "

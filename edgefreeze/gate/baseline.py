@@ -43,6 +43,9 @@ def open_baseline(path: Path, task: Task, label_names: list[str]) -> Bundle:
 
 @dataclass(frozen=True)
 class BaselineComparison:
+    """This build's int8 model against the baseline's, on this build's held-out rows: what
+    the two rules judge and what the manifest and reports show."""
+
     bundle: str
     pipeline: str  # the baseline's pipeline name and build time, to say which release
     created: str

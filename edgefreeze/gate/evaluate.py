@@ -81,7 +81,7 @@ def evaluate(model: torch.nn.Module, task: Task, reference: Outputs, examples: l
     latency = {REFERENCE: _torch_latency_ms(model, encoded.batch([0]), device),
                **{name: batch1_latency_ms(session.run, first)
                   for name, session in sessions.items()}}
-    labels = len(reference[0]) if reference[0].ndim == 1 else reference[0].shape[-1]
+    labels = reference[0].shape[-1]
     confusion = {name: matrix for name, got in {REFERENCE: reference, **outputs}.items()
                  if (matrix := task.confusion(got, targets, labels)) is not None}
     return Evaluation(metrics=metrics, shape_check=shape_check, outputs=outputs,

@@ -10,7 +10,8 @@ from edgefreeze.publish.claim import DestinationClaim
 from edgefreeze.publish.html_report import render_html
 from edgefreeze.publish.record import manifest_for
 from edgefreeze.publish.report import render_report
-from edgefreeze.publish.staging import HTML_REPORT, REPORT, Staging, check_destination, destination_for
+from edgefreeze.publish.staging import (HTML_REPORT, REPORT, Staging, check_destination,
+                                        destination_for)
 from edgefreeze.runtime.manifest import Manifest
 
 __all__ = ["DestinationClaim", "Staging", "check_destination", "destination_for", "manifest_for",

@@ -23,7 +23,6 @@ class DestinationClaim:
     """The exclusive right to build into `destination` (released by `release`)."""
 
     def __init__(self, destination: Path) -> None:
-        self.destination = destination
         self.path = destination.with_name(f".{destination.name}.lock")
         try:
             destination.parent.mkdir(parents=True, exist_ok=True)
@@ -31,14 +30,23 @@ class DestinationClaim:
             raise ConfigError(f"output: cannot create {destination.parent} "
                               f"({exc.strerror})") from None
         self._fd: int | None = _lock(self.path, destination)
-        self.removed = remove_leftovers(destination)
+        try:
+            self.removed = remove_leftovers(destination)
+        except OSError as exc:
+            self.release()
+            raise ConfigError(f"output: cannot list {destination.parent} "
+                              f"({exc.strerror})") from None
 
     def release(self) -> None:
-        """Give the claim up; the lock file goes with it (see `_lock` for why that is safe)."""
+        """Give the claim up; the lock file goes with it (see `_lock` for why that is safe),
+        unless someone replaced it meanwhile: then the file is another build's lock."""
         if self._fd is None:
             return
         try:
-            self.path.unlink(missing_ok=True)
+            if os.fstat(self._fd).st_ino == os.stat(self.path).st_ino:
+                self.path.unlink()
+        except FileNotFoundError:
+            pass
         finally:
             os.close(self._fd)
             self._fd = None

@@ -50,7 +50,7 @@ def baseline_rows(manifest: Manifest) -> tuple[str, list[tuple]] | None:
                     "some of these, which flatters it.")
     if baseline.flips > SHOWN_FLIPS:
         summary += (f" The first {SHOWN_FLIPS} flips are shown; the manifest's "
-                    "`baseline.flipped` lists up to 100.")
+                    "`baseline.flipped` lists more.")
     return summary, [(f.row, f.input, f.target, f.baseline, f.new)
                      for f in baseline.flipped[:SHOWN_FLIPS]]
 

@@ -64,6 +64,9 @@ class Staging:
             self.path = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", suffix=".partial",
                                               dir=destination.parent))
         except OSError as exc:
+            if exc.errno in FULL:
+                raise EdgefreezeError(f"output: no space left beside {destination}; nothing "
+                                      "was published") from None
             raise ConfigError(f"output: cannot write beside {destination} "
                               f"({exc.strerror})") from None
 
@@ -72,7 +75,9 @@ class Staging:
 
     def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: object) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
-        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        elsewhere = (isinstance(exc, OSError) and exc.filename is not None
+                     and not Path(exc.filename).is_relative_to(self.destination.parent))
+        if isinstance(exc, OSError) and exc.errno in FULL and not elsewhere:
             raise EdgefreezeError(
                 f"output: no space left for the bundle beside {self.destination} "
                 f"({shutil.disk_usage(self.destination.parent).free / 1e6:.0f} MB free once "
@@ -86,12 +91,13 @@ class Staging:
         manifest.files = file_table(self.path)
         _write_text(self.path / MANIFEST, manifest.to_json())
         failpoint("publish")
-        self.path.chmod(0o777 & ~_umask())  # mkdtemp made it private; a bundle is not
+        _seal(self.path)
         try:
             os.rename(self.path, self.destination)
         except OSError as exc:
             raise EdgefreezeError(f"cannot publish the bundle at {self.destination}: "
                                   f"{exc.strerror}") from None
+        _sync(self.destination.parent)
         shutil.rmtree(rejected_path(self.destination), ignore_errors=True)
         return self.destination
 
@@ -99,11 +105,16 @@ class Staging:
         """Keep only the manifest and reports, at DESTINATION.rejected, replacing an old one."""
         target = rejected_path(self.destination)
         holding = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-        for name, text in reports.items():
-            _write_text(holding / name, text)
-        _write_text(holding / MANIFEST, manifest.to_json())
-        shutil.rmtree(target, ignore_errors=True)
-        os.rename(holding, target)
+        try:
+            for name, text in reports.items():
+                _write_text(holding / name, text)
+            _write_text(holding / MANIFEST, manifest.to_json())
+            _seal(holding)
+            shutil.rmtree(target, ignore_errors=True)
+            os.rename(holding, target)
+        except BaseException:
+            shutil.rmtree(holding, ignore_errors=True)
+            raise
         return target
 
 
@@ -117,10 +128,33 @@ def file_table(folder: Path) -> dict[str, FileRecord]:
             for p in sorted(folder.rglob("*")) if p.is_file() and p.name != MANIFEST}
 
 
-def _umask() -> int:
+def _read_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+UMASK = _read_umask()  # read once, at import: setting it is process-wide
+FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _seal(folder: Path) -> None:
+    """Before the rename that publishes a folder: its files' bytes on disk (a machine
+    lost right after must not leave a published bundle of truncated files), and the
+    permissions the umask gives (mkdtemp made it private; a bundle is not)."""
+    for path in folder.rglob("*"):
+        if path.is_file():
+            _sync(path)
+    _sync(folder)
+    folder.chmod(0o777 & ~UMASK)
+
+
+def _sync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _write_text(path: Path, text: str) -> None:

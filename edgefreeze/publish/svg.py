@@ -70,7 +70,7 @@ def line_chart(chart_id: str, series: Sequence[tuple[str, Sequence[tuple[float, 
     return _svg(chart_id, WIDTH, HEIGHT, parts)
 
 
-def bar_chart(chart_id: str, values: dict[str, float], unit: str, digits: int = 3) -> str:
+def bar_chart(chart_id: str, values: dict[str, float], unit: str) -> str:
     """One horizontal bar per name, labelled with its value."""
     if not values:
         return ""
@@ -85,7 +85,7 @@ def bar_chart(chart_id: str, values: dict[str, float], unit: str, digits: int = 
         parts += [f'<text x="{left - 6}" y="{y + 15}" text-anchor="end">{escape(name)}</text>',
                   f'<rect class="bar" x="{left}" y="{y + 2}" width="{width:.1f}" height="18" '
                   f'fill="{COLOURS[index % len(COLOURS)]}"/>',
-                  f'<text x="{left + width + 6:.1f}" y="{y + 15}">{value:.{digits}g} '
+                  f'<text x="{left + width + 6:.1f}" y="{y + 15}">{value:.3g} '
                   f"{escape(unit)}</text>"]
     return _svg(chart_id, WIDTH, height, parts)
 

@@ -48,7 +48,7 @@ def quantize_models(forms: list[ModelForm], exported: dict[str, list[Path]], fol
         probe = sample_feeds(training_inputs, encoder, PROBE_ROWS, spec.train.seed)
         records[form.name], outputs[form.name] = quantize_gated(
             form, sources, paths, settings, architecture, task, spec.gate, reference, examples,
-            targets, encoder, reporter, calibration, probe)
+            targets, encoder, reporter, probe, calibration)
     return models, records, outputs
 
 

@@ -36,11 +36,13 @@ def quantize_gated(form: ModelForm, fp32_paths: list[Path], int8_paths: list[Pat
                    settings: QuantizeSpec, architecture: Architecture, task: Task,
                    gate: GateSpec, reference: Outputs, examples: list[Any], targets: Any,
                    encoder: InputEncoder, reporter: Reporter,
-                   calibration: list[dict[str, np.ndarray]] | None = None,
-                   probe: list[dict[str, np.ndarray]] | None = None) -> tuple[dict, Outputs]:
+                   probe: list[dict[str, np.ndarray]],
+                   calibration: list[dict[str, np.ndarray]] | None = None
+                   ) -> tuple[dict, Outputs]:
     """Write `int8_paths` (one per fp32 graph; only the last graph, the one nearest the
-    output, ever keeps parts in fp32). `probe` (model input feeds; else the first
-    held-out examples) ranks the segments when the first attempt fails. Returns the
+    output, ever keeps parts in fp32). `probe` (model input feeds of training examples,
+    never held-out ones: they are the gate's) ranks the segments when the first attempt
+    fails. Returns the
     manifest's record of the attempts and the final model's held-out outputs (so the
     gate need not run it again)."""
     *fixed, (last_fp32, last_int8) = list(zip(fp32_paths, int8_paths))
@@ -71,9 +73,7 @@ def quantize_gated(form: ModelForm, fp32_paths: list[Path], int8_paths: list[Pat
         if order is None:
             if settings.fallback_order == "sensitivity":
                 sensitivity = rank_segments(fp32_paths, int8_paths, settings, architecture,
-                                            result["segments"],
-                                            probe or [encoder.encode(e) for e in examples[:64]],
-                                            calibration)
+                                            result["segments"], probe, calibration)
                 order = sorted(sensitivity, key=sensitivity.get, reverse=True)
             else:
                 order = result["segments"]

@@ -10,7 +10,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from transformers import PreTrainedTokenizerBase
+from transformers import BatchEncoding, PreTrainedTokenizerBase
 
 
 TOKEN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")  # what a text model may take
@@ -72,14 +72,10 @@ def encode_texts(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str],
     names = [n for n in TOKEN_INPUTS if n in tokens]
     inputs = {n: [np.asarray(row, dtype=np.int64) for row in tokens[n]] for n in names}
     return Encoded(inputs=inputs, pad_token_id=tokenizer.pad_token_id or 0,
-                   cut=_cut(tokenizer, tokens, texts, max_length))
+                   cut=_cut(tokens))
 
 
-def _cut(tokenizer: PreTrainedTokenizerBase, tokens, texts: Sequence[str],
-         max_length: int) -> np.ndarray:
-    """Which texts lost tokens to truncation: a fast tokenizer keeps what it cut off as
-    `overflowing`; a slow one is asked for the full length."""
-    if tokens.encodings is not None:
-        return np.array([bool(e.overflowing) for e in tokens.encodings], dtype=bool)
-    full = tokenizer(list(texts), truncation=False)["input_ids"]
-    return np.array([len(ids) > max_length for ids in full], dtype=bool)
+def _cut(tokens: BatchEncoding) -> np.ndarray:
+    """Which texts lost tokens to truncation: the fast tokenizer (the only kind a model
+    loads with, see backbones/loader.py) keeps what it cut off as `overflowing`."""
+    return np.array([bool(e.overflowing) for e in tokens.encodings], dtype=bool)
