@@ -25,6 +25,34 @@ class RobertaBackbone(Backbone):
         return self.model.config.max_position_embeddings - self.model.config.pad_token_id - 1
 
 
+@FAMILIES.register("mpnet")
+class MPNetBackbone(RobertaBackbone):
+    """MPNet (the family of the most used sentence-embedding models): RoBERTa's positions
+    and head, no token types, and a relative position bias that the encoder computes once
+    from the sequence length and hands every layer; each layer here computes the same."""
+
+    embeddings = "mpnet.embeddings"
+    layers = "mpnet.encoder.layer"
+    linears = {"query": "attention.attn.q", "key": "attention.attn.k",
+               "value": "attention.attn.v", "attention_output": "attention.attn.o",
+               "intermediate": "intermediate.dense", "output": "output.dense"}
+
+    def embed(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.embedding_module()(input_ids=inputs["input_ids"])
+
+    def layer_mask(self, attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor | None:
+        # MPNet's attention always adds the extended (additive) mask, whatever the config's
+        # attention implementation says.
+        return self.model.get_extended_attention_mask(attention_mask, attention_mask.shape,
+                                                      dtype=dtype)
+
+    def run_layer(self, layer, hidden, mask):
+        # From the mask's length, not the hidden states': prefix tuning's virtual tokens
+        # ride along in `hidden` between its layers and get no position (peft/prefix.py).
+        bias = self.model.mpnet.encoder.compute_position_bias(hidden[:, :mask.shape[-1]])
+        return layer(hidden, attention_mask=mask, position_bias=bias)[0]
+
+
 @FAMILIES.register("electra")
 class ElectraBackbone(Backbone):
     embeddings = "electra.embeddings"

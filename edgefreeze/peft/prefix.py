@@ -27,7 +27,9 @@ class VirtualTokens(nn.Module):
 
     Masks come as the families hand them to their layers: None (nothing masked), (batch,
     sequence) keep-masks of 0/1, or 4-d additive masks (0 keeps) over keys, and over
-    queries too for SDPA."""
+    queries too for SDPA. A relative position bias (MPNet's `position_bias`, a square
+    (batch, heads, sequence, sequence) tensor after the mask) gets zeros for the tokens,
+    which have no position."""
 
     def __init__(self, layer: nn.Module, tokens: nn.Parameter | None, appends: bool,
                  removes: bool, count: int) -> None:
@@ -40,10 +42,12 @@ class VirtualTokens(nn.Module):
             prompt = self.tokens.to(hidden.dtype).unsqueeze(0).expand(hidden.shape[0], -1, -1)
             hidden = torch.cat([hidden, prompt], dim=1)
         if args:
-            args = (self._pad(args[0]), *args[1:])
+            args = (self._pad(args[0]), *(self._pad_bias(a) for a in args[1:]))
         for key in ("attention_mask", "attn_mask"):
             if kwargs.get(key) is not None:
                 kwargs[key] = self._pad(kwargs[key])
+        if kwargs.get("position_bias") is not None:
+            kwargs["position_bias"] = self._pad_bias(kwargs["position_bias"])
         outputs = self.layer(hidden, *args, **kwargs)
         if not self.removes:
             return outputs
@@ -62,6 +66,11 @@ class VirtualTokens(nn.Module):
             rows = mask[..., :1, :].expand(-1, -1, self.count, -1)
             mask = torch.cat([mask, rows], dim=-2)
         return mask
+
+    def _pad_bias(self, bias: object) -> object:
+        if not (torch.is_tensor(bias) and bias.dim() == 4 and bias.shape[-1] == bias.shape[-2]):
+            return bias
+        return nn.functional.pad(bias, (0, self.count, 0, self.count), value=0.0)
 
 
 @METHODS.register("prefix")

@@ -50,7 +50,8 @@ class TextClassification(Task):
     heads = {
         "bert": Head(("bert.pooler", "classifier"), _pooled_head),
         "distilbert": Head(("pre_classifier", "classifier"), _first_token_head),
-        **dict.fromkeys(("roberta", "xlm-roberta", "camembert", "electra"), _SEQUENCE_HEAD),
+        **dict.fromkeys(("roberta", "xlm-roberta", "camembert", "electra", "mpnet"),
+                        _SEQUENCE_HEAD),
     }
 
     def example(self, row: dict[str, Any], input_column: str, target_column: str
