@@ -42,9 +42,8 @@ def quantize_gated(form: ModelForm, fp32_paths: list[Path], int8_paths: list[Pat
     """Write `int8_paths` (one per fp32 graph; only the last graph, the one nearest the
     output, ever keeps parts in fp32). `probe` (model input feeds of training examples,
     never held-out ones: they are the gate's) ranks the segments when the first attempt
-    fails. Returns the
-    manifest's record of the attempts and the final model's held-out outputs (so the
-    gate need not run it again)."""
+    fails. Returns the manifest's record of the attempts and the final model's held-out
+    outputs (so the gate need not run it again)."""
     *fixed, (last_fp32, last_int8) = list(zip(fp32_paths, int8_paths))
     graphs = {target.name: quantize_int8(source, target, settings, architecture)
               for source, target in fixed}
