@@ -16,7 +16,7 @@ import argparse
 import sys
 import tempfile
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from pathlib import Path
 
 from edgefreeze.build import BuildOptions
@@ -54,7 +54,7 @@ def main() -> None:
     manifest, record = result.manifest, result.manifest.sweep
     trials = record.trials
     depth = pipeline.spec.freeze.trainable_layers
-    epochs_at: Counter[int] = Counter()
+    epochs_at: dict[int, float] = defaultdict(float)  # pruned trials: part of an epoch
     for trial in trials:
         epochs_at[trial.params.get("trainable_layers", depth)] += trial.epochs_run
     per_epoch = {}
@@ -68,20 +68,21 @@ def main() -> None:
         f"Command: `{' '.join(['python benchmarks/sweep.py', *sys.argv[1:]])}`", "",
         f"Machine: {cpu_name()}. `edgefreeze sweep pipelines/rotten-tomatoes.yaml --trials "
         f"{args.trials}` with the default space (lr_top and lr_head log-uniform, epochs 1 to "
-        f"{pipeline.spec.train.epochs}, 0 to {depth} trainable layers), from a cold cache "
-        "to a shipped bundle. The Trainer column is its measured epoch time at each depth "
-        "the trials used, times the epochs the trials ran there.", "",
+        f"{pipeline.spec.train.epochs}, 0 to {depth} trainable layers) and its pruner "
+        f"({record.pruner}), from a cold cache to a shipped bundle. The Trainer column is "
+        "its measured epoch time at each depth the trials used, times the epochs the trials "
+        "ran there.", "",
         "| | seconds |", "| --- | --- |",
         f"| whole sweep: cache, {len(trials)} trials, export, quantize, gate, publish | "
         f"**{total:.0f}** |",
         f"| the trials ({', '.join(f'{n} {s}' for s, n in sorted(states.items()))}; "
-        f"{sum(epochs_at.values())} epochs) | {record.seconds:.0f} |",
+        f"{sum(epochs_at.values()):.1f} epochs) | {record.seconds:.0f} |",
         f"| filling the cache | {manifest.timings_s['cache']:.0f} |",
         f"| the same trials with the Trainer (estimate from measured epochs) | "
         f"**{trainer_total:.0f}** |",
         "",
         "| trainable layers | trial epochs | Trainer epoch (bf16), s |", "| --- | --- | --- |",
-        *[f"| {k} | {epochs_at[k]} | {per_epoch[k]:.0f} |" for k in sorted(per_epoch)],
+        *[f"| {k} | {epochs_at[k]:.1f} | {per_epoch[k]:.0f} |" for k in sorted(per_epoch)],
         "",
         f"Chosen: trial {record.best_trial}, {record.best_params}, validation accuracy "
         f"{record.best_value:.2%}; shipped with held-out accuracy "

@@ -20,7 +20,7 @@ from edgefreeze.train.loop import set_dropout, train
 from tests.conftest import TEXT
 
 
-def short_run(seed: int):
+def short_run(seed: int, epochs: int = 1, checks: int = 0, on_check=None):
     data = load_data(DataSpec(source="builtin:rotten-tomatoes", sample_rows=80, max_length=32),
                      TEXT, Path)
     loaded = load_model("builtin:all-MiniLM-L6-v2", TEXT, data.label_names, Path, False, seed)
@@ -28,10 +28,13 @@ def short_run(seed: int):
     plan = make_plan(TopKSpec(trainable_layers=1), loaded.backbone)
     assert plan.boundary == 5
     encoded = encode_texts(loaded.tokenizer, data.train.inputs, 32)
-    spec = TrainSpec(epochs=1, batch_size=16, seed=seed, device="cpu")
+    spec = TrainSpec(epochs=epochs, batch_size=16, seed=seed, device="cpu")
     features = LiveFeatures(encoded, loaded.backbone, plan)
-    result = train(loaded.backbone, plan, TEXT, features, data.train.targets, None, None, spec,
-                   torch.device("cpu"), Reporter(quiet=True))
+    validation = LiveFeatures(encode_texts(loaded.tokenizer, data.validation.inputs, 32),
+                              loaded.backbone, plan)
+    result = train(loaded.backbone, plan, TEXT, features, data.train.targets, validation,
+                   data.validation.targets, spec, torch.device("cpu"), Reporter(quiet=True),
+                   checks=checks, on_check=on_check)
     return loaded, result, frozen_before
 
 
@@ -52,6 +55,23 @@ def test_other_seed_other_losses():
     _, result_a, _ = short_run(seed=1)
     _, result_b, _ = short_run(seed=2)
     assert result_a.step_losses != result_b.step_losses
+
+
+def test_validation_checks_inside_epochs_leave_training_as_it_was():
+    """A sweep's pruner reads the validation score at k/checks of the schedule; taking it
+    must not change what trains (eval mode, no random draws), and where a check falls on
+    an epoch's end it is that epoch's own score."""
+    checks = []
+    checked, result, _ = short_run(seed=1, epochs=2, checks=4,
+                                   on_check=lambda k, score: checks.append((k, score)))
+    plain, plain_result, _ = short_run(seed=1, epochs=2)
+    assert result.step_losses == plain_result.step_losses
+    for (name, a), b in zip(checked.model.state_dict().items(),
+                            plain.model.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert result.steps == 8 and [k for k, _ in checks] == [1, 2, 3, 4]
+    epoch_scores = [e["validation"]["accuracy"] for e in result.epochs]
+    assert [checks[1][1], checks[3][1]] == epoch_scores
 
 
 def test_runtime_tokenizer_matches_training_tokenizer(tmp_path):

@@ -17,6 +17,7 @@ from torch import nn
 from transformers.modeling_attn_mask_utils import _prepare_4d_attention_mask_for_sdpa
 
 from edgefreeze.errors import ConfigError
+from edgefreeze.modes import evaluating
 from edgefreeze.registry import Registry
 from edgefreeze.tasks import Head, Task
 from edgefreeze.tasks.encoding import Encoded
@@ -99,13 +100,11 @@ class Backbone:
         while the reference outputs and the exported model run the model whole. A family
         adapter or task head that misreads a checkpoint would train one function and ship
         another; this catches it on a few real examples before any training."""
-        was_training = self.model.training
-        self.model.eval()
         batch = encoded.batch(list(range(min(8, len(encoded)))))
         inputs = {name: torch.from_numpy(values) for name, values in batch.items()}
-        whole = self.model(**inputs).logits
-        split = self.top(self.stem(inputs, boundary), inputs["attention_mask"], boundary)
-        self.model.train(was_training)
+        with evaluating(self.model):
+            whole = self.model(**inputs).logits
+            split = self.top(self.stem(inputs, boundary), inputs["attention_mask"], boundary)
         error = float((whole - split).abs().max())
         if not error <= tolerance:
             raise ConfigError(f"model: edgefreeze's {self.model.config.model_type} adapter does "

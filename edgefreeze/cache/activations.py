@@ -10,6 +10,7 @@ import torch
 from edgefreeze.backbones import Backbone
 from edgefreeze.cache.store import ActivationStore
 from edgefreeze.freeze import FreezePlan
+from edgefreeze.modes import evaluating
 from edgefreeze.progress import Reporter
 from edgefreeze.tasks.encoding import Encoded
 
@@ -65,12 +66,10 @@ def fetch_activations(store: ActivationStore, keys: list[str], encoded: Encoded,
     todo = sorted(missing.values(), key=lambda i: len(encoded.inputs["input_ids"][i]))
     computed: dict[str, np.ndarray] = {}
     pending: list[tuple[str, np.ndarray]] = []
-    model_was_training = backbone.model.training
-    backbone.model.eval()
     batches = [todo[s:s + batch_size] for s in range(0, len(todo), batch_size)]
     for indices in reporter.progress(batches, total=len(batches), desc=desc) if batches else ():
         inputs = {k: torch.from_numpy(v).to(device) for k, v in encoded.batch(indices).items()}
-        with torch.inference_mode():
+        with torch.inference_mode(), evaluating(backbone.model):
             hidden = backbone.stem(inputs, plan.boundary).float().cpu().numpy()
         for row, index in enumerate(indices):
             length = len(encoded.inputs["input_ids"][index])
@@ -81,7 +80,6 @@ def fetch_activations(store: ActivationStore, keys: list[str], encoded: Encoded,
             stats.bytes_written += store.write(pending)
             pending = []
     stats.bytes_written += store.write(pending)
-    backbone.model.train(model_was_training)
 
     for index, key in enumerate(keys):
         if arrays[index] is None:

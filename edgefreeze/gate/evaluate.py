@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from edgefreeze.modes import evaluating
 from edgefreeze.progress import Reporter
 from edgefreeze.runtime.bench import batch1_latency_ms
 from edgefreeze.runtime.forms import FORMS, REFERENCE
@@ -38,16 +39,14 @@ def reference_outputs(model: torch.nn.Module, task: Task, encoded: Encoded,
                       device: torch.device, batch_size: int = 64) -> Outputs:
     """PyTorch's held-out outputs, fp32, in example order: what every ONNX model is
     compared with. Batches sorted by length (less padding)."""
-    was_training = model.training
-    model.eval()
     lengths = encoded.lengths()
     out: Outputs = [np.empty(0)] * len(encoded)
-    for indices, batch in encoded.batches(batch_size, np.argsort(lengths, kind="stable")):
-        inputs = {k: torch.from_numpy(v).to(device) for k, v in batch.items()}
-        logits = model(**inputs).logits.float().cpu().numpy()
-        for index, output in zip(indices, task.unbatch(logits, lengths[indices])):
-            out[index] = output
-    model.train(was_training)
+    with evaluating(model):
+        for indices, batch in encoded.batches(batch_size, np.argsort(lengths, kind="stable")):
+            inputs = {k: torch.from_numpy(v).to(device) for k, v in batch.items()}
+            logits = model(**inputs).logits.float().cpu().numpy()
+            for index, output in zip(indices, task.unbatch(logits, lengths[indices])):
+                out[index] = output
     return out
 
 

@@ -207,7 +207,7 @@ class TrialRecord(Record):
     state: str  # complete, pruned (stopped early by the pruner) or failed
     params: dict[str, Any]
     value: float | None = None  # validation score of the weights it kept (None: pruned)
-    epochs_run: int
+    epochs_run: float  # epochs trained before it ended or was stopped
     seconds: float
 
 

@@ -15,10 +15,16 @@ import numpy as np
 import torch
 
 from edgefreeze.backbones import Backbone, LoadedModel
-from edgefreeze.cache import ActivationStore, CacheStats, describe_keyset, fetch_activations
+from edgefreeze.cache import (
+    ActivationStore,
+    CacheStats,
+    describe_keyset,
+    fetch_activations,
+)
 from edgefreeze.data import LabelledData
 from edgefreeze.failpoints import failpoint
 from edgefreeze.freeze import FreezePlan
+from edgefreeze.modes import evaluating
 from edgefreeze.progress import Reporter
 from edgefreeze.tasks import Task
 from edgefreeze.tasks.encoding import Encoded
@@ -89,21 +95,20 @@ def advance_features(features: Features, backbone: Backbone, old: FreezePlan, ne
     the rows `new`'s top reads are kept (the head's, when nothing else trains)."""
     if isinstance(features, LiveFeatures):
         return LiveFeatures(features.encoded, backbone, new)
-    was_training = backbone.model.training
-    backbone.model.eval()
     lengths = features.lengths()
     arrays: list[np.ndarray] = [np.empty(0)] * len(lengths)
     order = np.argsort(lengths, kind="stable").tolist()
-    for start in range(0, len(order), batch_size):
-        indices = order[start:start + batch_size]
-        hidden, mask = features.batch(indices, device)
-        layer_mask = backbone.layer_mask(mask, hidden.dtype)
-        for layer in backbone.layer_stack()[old.boundary:new.boundary]:
-            hidden = backbone.run_layer(layer, hidden, layer_mask)
-        values = hidden.float().cpu().numpy()
-        for row, index in enumerate(indices):
-            arrays[index] = values[row, :min(lengths[index], new.kept_rows or lengths[index])]
-    backbone.model.train(was_training)
+    with evaluating(backbone.model):
+        for start in range(0, len(order), batch_size):
+            indices = order[start:start + batch_size]
+            hidden, mask = features.batch(indices, device)
+            layer_mask = backbone.layer_mask(mask, hidden.dtype)
+            for layer in backbone.layer_stack()[old.boundary:new.boundary]:
+                hidden = backbone.run_layer(layer, hidden, layer_mask)
+            values = hidden.float().cpu().numpy()
+            for row, index in enumerate(indices):
+                arrays[index] = values[row, :min(lengths[index],
+                                                 new.kept_rows or lengths[index])]
     return CachedFeatures(arrays)
 
 

@@ -18,6 +18,7 @@ from edgefreeze.errors import ConfigError
 from edgefreeze.failpoints import failpoint
 from edgefreeze.freeze import LEARNING_RATES, FreezePlan
 from edgefreeze.freeze.inspect import gradient_flow
+from edgefreeze.modes import evaluating
 from edgefreeze.progress import Reporter
 from edgefreeze.spec import TrainSpec
 from edgefreeze.tasks import Outputs, Task
@@ -41,8 +42,8 @@ class TrainResult:
 def train(backbone: Backbone, plan: FreezePlan, task: Task, train_set: Features,
           train_targets: Any, val_set: Features | None, val_targets: Any | None,
           spec: TrainSpec, device: torch.device, reporter: Reporter,
-          world: World = World(),
-          on_epoch: Callable[[int, float], None] | None = None) -> TrainResult:
+          world: World = World(), checks: int = 0,
+          on_check: Callable[[int, float], None] | None = None) -> TrainResult:
     """Fine-tune what `plan` trains of `backbone.model`, in place.
 
     The input is the stem's output at the plan's boundary, live or cached: only the top
@@ -50,8 +51,11 @@ def train(backbone: Backbone, plan: FreezePlan, task: Task, train_set: Features,
     not improved for that many epochs, and the best epoch's weights are kept. An adaptive
     plan may freeze more layers after an epoch; from then on the features come from the
     new boundary (computed once from the old ones). With several processes (`world`),
-    each trains on its share of every batch and all take the same steps. `on_epoch` is
-    told each epoch's validation score (a sweep's pruner may stop the run by raising).
+    each trains on its share of every batch and all take the same steps. With `checks`,
+    the validation score is also taken at k/checks of the schedule's steps (k = 1 ..
+    checks, an epoch's own score where one ends there) and told to `on_check(k, score)`:
+    a sweep's pruner may stop the run there by raising. Checks run in eval mode and draw
+    no random numbers, so they leave training as it would be without them.
     """
     if spec.early_stopping and val_set is None:
         raise ConfigError("train.early_stopping: needs a validation split "
@@ -72,6 +76,7 @@ def train(backbone: Backbone, plan: FreezePlan, task: Task, train_set: Features,
     warmup_steps = int(spec.warmup * total_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: _lr_factor(step, warmup_steps, total_steps, spec.schedule))
+    check_at = _check_steps(total_steps, checks if val_set is not None else 0)
     best: tuple[float, Snapshot] | None = None
 
     norms: list[dict[int, float]] = []  # per epoch, for adaptive plans
@@ -91,14 +96,19 @@ def train(backbone: Backbone, plan: FreezePlan, task: Task, train_set: Features,
             scheduler.step()
             result.steps += 1
             losses.append(loss)
+            if result.steps in check_at and step + 1 < len(batches) and on_check is not None:
+                check_score = _validation_score(backbone, plan, task, val_set, val_targets,
+                                                spec, device)
+                for k in check_at[result.steps]:
+                    on_check(k, check_score)
         record = {"epoch": epoch, "loss": float(np.mean(losses)),
                   "seconds": round(time.perf_counter() - start, 3)}
         if val_set is not None and val_targets is not None:
-            outputs = top_outputs(backbone, plan, task, val_set, spec.batch_size, device)
-            score = task.metrics(outputs, val_targets, outputs)[task.gate_metric]
+            score = _validation_score(backbone, plan, task, val_set, val_targets, spec, device)
             record["validation"] = {task.gate_metric: score}
-            if on_epoch is not None:
-                on_epoch(epoch, score)
+            if on_check is not None:
+                for k in check_at.get(result.steps, ()):
+                    on_check(k, score)
         result.epochs.append(record)
         failpoint("train")
         result.step_losses.extend(losses)
@@ -130,6 +140,20 @@ def train(backbone: Backbone, plan: FreezePlan, task: Task, train_set: Features,
                       f"(validation {task.gate_metric} {best[0]:.4f})")
     model.eval()
     return result
+
+
+def _check_steps(total_steps: int, checks: int) -> dict[int, list[int]]:
+    """The step after which each check k (of `checks`, evenly spaced) is taken."""
+    at: dict[int, list[int]] = {}
+    for k in range(1, checks + 1):
+        at.setdefault(max(1, round(k * total_steps / checks)), []).append(k)
+    return at
+
+
+def _validation_score(backbone: Backbone, plan: FreezePlan, task: Task, val_set: Features,
+                      val_targets: Any, spec: TrainSpec, device: torch.device) -> float:
+    outputs = top_outputs(backbone, plan, task, val_set, spec.batch_size, device)
+    return task.metrics(outputs, val_targets, outputs)[task.gate_metric]
 
 
 def set_dropout(modules: Sequence[torch.nn.Module], probability: float) -> None:
@@ -213,18 +237,16 @@ def _restore(snapshot: Snapshot) -> None:
 def top_outputs(backbone: Backbone, plan: FreezePlan, task: Task, features: Features,
                 batch_size: int, device: torch.device) -> Outputs:
     """The top's outputs from stem activations, in example order, in eval mode."""
-    was_training = backbone.model.training
-    backbone.model.eval()
     lengths = features.lengths()
     order = np.argsort(lengths, kind="stable")
     out: Outputs = [np.empty(0)] * len(order)
-    for start in range(0, len(order), batch_size):
-        indices = order[start:start + batch_size].tolist()
-        logits = backbone.top(*features.batch(indices, device), plan.boundary)
-        for index, output in zip(indices, task.unbatch(logits.float().cpu().numpy(),
-                                                       lengths[indices])):
-            out[index] = output
-    backbone.model.train(was_training)
+    with evaluating(backbone.model):
+        for start in range(0, len(order), batch_size):
+            indices = order[start:start + batch_size].tolist()
+            logits = backbone.top(*features.batch(indices, device), plan.boundary)
+            for index, output in zip(indices, task.unbatch(logits.float().cpu().numpy(),
+                                                           lengths[indices])):
+                out[index] = output
     return out
 
 
