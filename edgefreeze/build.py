@@ -179,6 +179,7 @@ def _prepare(pipeline: Pipeline, task: Task, destination: Path, device: torch.de
         encoded = {name: task.encode(loaded.tokenizer, split.inputs, max_length)
                    for name, split in data.named_splits().items()}
         loaded.backbone.check_split(encoded["train"], plan.boundary)
+        data = data.aligned(task, encoded)
         cut = {name: e.truncated for name, e in encoded.items() if e.truncated}
         if cut:
             reporter.info(f"  cut to {max_length} tokens: "

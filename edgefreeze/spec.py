@@ -49,20 +49,32 @@ class SplitSpec(Section):
 
 class DataSpec(Section):
     source: str = Field(
-        description="CSV or JSONL file (relative to the pipeline file) or builtin:rotten-tomatoes"
+        description="CSV, JSONL or CoNLL file (relative to the pipeline file) or "
+        "builtin:rotten-tomatoes"
     )
     test: str | None = Field(None, description="separate held-out file; replaces split.test")
     validation: str | None = Field(
         None, description="separate validation file; replaces split.validation"
     )
-    text_column: str | None = Field(None, description="column with the text (default: text)")
-    label_column: str | None = Field(None, description="column with the label (default: label)")
+    text_column: str | None = Field(None, description="column with the input (default: text; "
+                                    "token-classification: tokens)")
+    label_column: str | None = Field(None, description="column with the target (default: "
+                                     "label; token-classification: tags)")
     labels: list[str] | None = Field(
         None, min_length=2, description="label names in id order; default: sorted labels seen"
     )
     max_length: int = Field(128, ge=4, le=8192, description="tokens kept per example")
     encoding: str = Field("utf-8", description="text encoding of the data files (a Python "
                           "codec name: utf-8, latin-1, cp1252, utf-16, ...)")
+    format: Literal["auto", "csv", "jsonl", "conll"] = Field(
+        "auto", description="file format; auto: from the suffix (.csv, .jsonl or .json lines, "
+        ".conll)")
+    tag_column: int = Field(-1, description="CoNLL files: the white-space-separated column "
+                            "holding the tag (0 is the token; default: the last)")
+    tag_scheme: Literal["IOB1", "IOB2", "BIOES"] = Field(
+        "IOB2", description="token classification: how tags mark entities (IOB1: B- only "
+        "between two entities of one type; IOB2: B- starts every entity; BIOES: also E- "
+        "ends and S- is a one-token entity)")
     drop_empty: bool = Field(False, description="skip rows with an empty text or label "
                              "(counted in the manifest) instead of failing")
     sample_rows: int | None = Field(

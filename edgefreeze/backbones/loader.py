@@ -77,6 +77,13 @@ def load_model(spec: str, task: Task, label_names: list[str], resolve, trust_rem
     try:
         tokenizer = AutoTokenizer.from_pretrained(location, local_files_only=local,
                                                   trust_remote_code=trust_remote_code)
+        if task.inputs == "words" and getattr(tokenizer, "add_prefix_space", None) is False:
+            # Pre-split words must each start as a word does mid-sentence: a byte-level BPE
+            # (RoBERTa's) marks that with a leading space. Saved into the bundle's
+            # tokenizer.json, so the device splits alike.
+            tokenizer = AutoTokenizer.from_pretrained(location, local_files_only=local,
+                                                      trust_remote_code=trust_remote_code,
+                                                      add_prefix_space=True)
         model = task.model_class.from_pretrained(
             location, num_labels=len(label_names), id2label=id2label,
             label2id={name: i for i, name in id2label.items()},

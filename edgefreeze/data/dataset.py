@@ -10,17 +10,18 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edgefreeze.data.sources import Table, read_file, read_source
+from edgefreeze.data.sources import ReadOptions, Table, read_file, read_source
 from edgefreeze.data.split import split_indices
 from edgefreeze.errors import ConfigError
 from edgefreeze.spec import DataSpec
 from edgefreeze.tasks import MissingValue, Task
+from edgefreeze.tasks.encoding import Encoded
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,13 @@ class LabelledData:
         for name, split in self.named_splits().items():
             digest.update(f"{name}:{split.fingerprint()};".encode())
         return digest.hexdigest()
+
+    def aligned(self, task: Task, encoded: dict[str, Encoded]) -> LabelledData:
+        """The splits with targets as the task reads them against their tokens
+        (`Task.aligned_targets`); fingerprints stay those of the rows as read."""
+        return replace(self, **{name: Split(split.inputs,
+                                            task.aligned_targets(split.targets, encoded[name]))
+                                for name, split in self.named_splits().items()})
 
     def named_splits(self) -> dict[str, Split]:
         splits = {"train": self.train, "validation": self.validation, "test": self.test}
@@ -104,14 +112,15 @@ def load_data(spec: DataSpec, task: Task, resolve: Callable[[str], Path],
     `added` files (same columns) join the training split whole: new labelled rows for a
     retrain, while the held-out split stays the one earlier builds were gated on.
     """
-    main = read_source(spec.source, resolve, spec.encoding)
+    options = ReadOptions(spec.encoding, spec.format, spec.tag_column)
+    main = read_source(spec.source, resolve, options)
     rows = _extract(main, spec, task, "data.source", use_groups=True)
     dropped = rows.dropped
     if spec.sample_rows is not None and spec.sample_rows < len(rows.inputs):
         rng = np.random.default_rng(spec.split.seed)
         rows = _take(rows, sorted(rng.choice(len(rows.inputs), spec.sample_rows, replace=False)))
 
-    separate = {key: read_source(value, resolve, spec.encoding)
+    separate = {key: read_source(value, resolve, options)
                 for key, value in (("test", spec.test), ("validation", spec.validation)) if value}
     extra = {key: _extract(table, spec, task, f"data.{key}", use_groups=False, like=main)
              for key, table in separate.items()}
@@ -119,7 +128,7 @@ def load_data(spec: DataSpec, task: Task, resolve: Callable[[str], Path],
                  spec.split.validation if "validation" not in extra else 0.0]
     test_idx, val_idx, train_idx = split_indices(len(rows.inputs), fractions, spec.split.seed,
                                                  rows.groups)
-    new_tables = [read_file(Path(path), spec.encoding) for path in added]
+    new_tables = [read_file(Path(path), options) for path in added]
     new_rows = [_extract(t, spec, task, "--add", use_groups=False, like=main)
                 for t in new_tables]
     label_names = _label_names(spec, main, _labels_in(task, rows.targets))
@@ -153,8 +162,8 @@ def _extract(table: Table, spec: DataSpec, task: Task, key: str, use_groups: boo
              like: Table | None = None) -> _Rows:
     """Inputs, targets (and groups) of a table; `like` lends its default column names."""
     defaults = like or table
-    input_col = spec.text_column or defaults.text_column
-    target_col = spec.label_column or defaults.label_column
+    input_col = spec.text_column or defaults.text_column or task.columns[0]
+    target_col = spec.label_column or defaults.label_column or task.columns[1]
     group_col = spec.split.group_column or table.group_column if use_groups else None
     columns = set(table.rows[0])
     for role, column in (("text_column", input_col), ("label_column", target_col),

@@ -1,4 +1,4 @@
-"""Where labelled rows come from: CSV and JSONL files, and the built-in corpus.
+"""Where labelled rows come from: CSV, JSONL and CoNLL files, and the built-in corpus.
 
 A source yields plain dict rows plus the column names it defaults to, so the rest of the
 pipeline never cares which kind of file the data was. Rows keep their 1-based record
@@ -32,42 +32,63 @@ class Table:
     rows: list[dict[str, object]]
     origin: str  # what a message should call this source: a path or builtin:NAME
     sha256: str  # of the file's bytes, for the manifest
-    text_column: str = "text"
-    label_column: str = "label"
+    text_column: str | None = None  # None: the task's default column names
+    label_column: str | None = None
     group_column: str | None = None
     label_order: list[str] | None = None
     record_numbers: list[int] = field(default_factory=list)
 
 
-def read_source(spec: str, resolve: Callable[[str], Path], encoding: str = "utf-8") -> Table:
-    """Read a source named in a pipeline: `builtin:NAME` or a file path in `encoding`."""
+@dataclass(frozen=True)
+class ReadOptions:
+    """How to read a data file (the pipeline's `data.encoding`, `.format`, `.tag_column`)."""
+
+    encoding: str = "utf-8"
+    format: str = "auto"  # csv, jsonl, conll; auto: from the file's suffix
+    tag_column: int = -1  # CoNLL: the whitespace-separated column with the tag
+
+
+def read_source(spec: str, resolve: Callable[[str], Path],
+                options: ReadOptions = ReadOptions()) -> Table:
+    """Read a source named in a pipeline: `builtin:NAME` or a file path."""
     if spec.startswith(BUILTIN_PREFIX):
         name = spec[len(BUILTIN_PREFIX):]
         if name not in BUILTIN_SOURCES:
             known = ", ".join(BUILTIN_PREFIX + key for key in BUILTIN_SOURCES)
             raise ConfigError(f"unknown built-in data set {spec!r} (known: {known})")
         return BUILTIN_SOURCES[name]()
-    return read_file(resolve(spec), encoding)
+    return read_file(resolve(spec), options)
 
 
-def read_file(path: Path, encoding: str = "utf-8") -> Table:
-    """Read a .csv or .jsonl file (optionally .gz or .bz2 compressed) in `encoding`."""
+def read_file(path: Path, options: ReadOptions = ReadOptions()) -> Table:
+    """Read a CSV, JSONL or CoNLL file (optionally .gz or .bz2 compressed)."""
     if not path.is_file():
         raise ConfigError(f"data file not found: {path}")
-    suffixes = [s.lower() for s in path.suffixes]
-    if suffixes and suffixes[-1] in (".gz", ".bz2"):
-        suffixes = suffixes[:-1]
-    kind = suffixes[-1] if suffixes else ""
-    if kind not in READERS:
-        raise ConfigError(f"{path}: unsupported data format {kind or '(none)'!r}; "
-                          "use .csv, .jsonl or .json lines")
+    kind = options.format if options.format != "auto" else _format_of(path)
     raw = path.read_bytes()
-    records = list(READERS[kind](_decompress(raw, path, encoding), path))
+    stream = _decompress(raw, path, options.encoding)
+    if kind == "conll":
+        records = list(_conll_rows(stream, path, options.tag_column))
+        columns = {"text_column": "tokens", "label_column": "tags"}
+    else:
+        records = list(READERS[kind](stream, path))
+        columns = {}
     if not records:
         raise ConfigError(f"{path}: no rows")
     numbers, rows = zip(*records)
     return Table(rows=list(rows), origin=str(path), sha256=hashlib.sha256(raw).hexdigest(),
-                 record_numbers=list(numbers))
+                 record_numbers=list(numbers), **columns)
+
+
+def _format_of(path: Path) -> str:
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes and suffixes[-1] in (".gz", ".bz2"):
+        suffixes = suffixes[:-1]
+    kind = SUFFIXES.get(suffixes[-1] if suffixes else "")
+    if kind is None:
+        raise ConfigError(f"{path}: cannot tell the data format from the name; use .csv, "
+                          f".jsonl, .json (lines) or .conll, or set data.format")
+    return kind
 
 
 def _decompress(raw: bytes, path: Path, encoding: str) -> IO[str]:
@@ -112,7 +133,41 @@ def _jsonl_rows(stream: IO[str], path: Path) -> Iterator[tuple[int, dict[str, ob
         yield number, row
 
 
-READERS = {".csv": _csv_rows, ".jsonl": _jsonl_rows, ".json": _jsonl_rows}
+def _conll_rows(stream: IO[str], path: Path, tag_column: int
+                ) -> Iterator[tuple[int, dict[str, object]]]:
+    """CoNLL: one token per line with its columns separated by white space (the token
+    first, the tag in `tag_column`), a blank line after each sentence; `-DOCSTART-` lines
+    (CoNLL-2003's document marks) are skipped. A row is a sentence: tokens and tags."""
+    tokens: list[str] = []
+    tags: list[str] = []
+    first = 0
+    for number, line in enumerate(stream, start=1):
+        columns = line.split()
+        if columns and columns[0] == "-DOCSTART-":
+            continue
+        if not columns:
+            if tokens:
+                yield first, {"tokens": tokens, "tags": tags}
+            tokens, tags = [], []
+            continue
+        if len(columns) < 2:
+            raise ConfigError(f"{path}:{number}: a token line needs a token and a tag "
+                              f"separated by white space, not {line.strip()!r}")
+        try:
+            tag = columns[tag_column]
+        except IndexError:
+            raise ConfigError(f"{path}:{number}: no column {tag_column} (data.tag_column) "
+                              f"in {line.strip()!r}") from None
+        if not tokens:
+            first = number
+        tokens.append(columns[0])
+        tags.append(tag)
+    if tokens:
+        yield first, {"tokens": tokens, "tags": tags}
+
+
+READERS = {"csv": _csv_rows, "jsonl": _jsonl_rows}
+SUFFIXES = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".conll": "conll"}
 
 
 def rotten_tomatoes() -> Table:

@@ -86,7 +86,7 @@ def compare_with_baseline(bundle: Bundle, task: Task, examples: list[Any], targe
     metric = task.gate_metric
     flipped = []
     for row, (example, old, new) in enumerate(zip(examples, baseline, outputs)):
-        before, after = task.predicted(old), task.predicted(new)
+        before, after = task.predicted(old, targets, row), task.predicted(new, targets, row)
         if before != after:
             flipped.append({"row": row, "input": _shown(example),
                             "target": task.named(task.target_at(targets, row), label_names),

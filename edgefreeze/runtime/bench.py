@@ -33,8 +33,9 @@ SAMPLE = ("An absorbing, often funny and finally moving film about people who ke
 
 
 def inputs(bundle: Bundle, batch: int, length: int) -> dict[str, np.ndarray]:
-    """(batch, length) int64 inputs: a real review's tokens, cut to exactly `length`."""
-    if bundle.manifest.task.inputs != "text":
+    """(batch, length) int64 inputs: a real review's tokens, cut to exactly `length`
+    (a word-labelling model reads the same tokens, its words pre-split)."""
+    if bundle.manifest.task.inputs not in ("text", "words"):
         raise ConfigError(f"bench: measures text models; {bundle.path} takes "
                           f"{bundle.manifest.task.inputs} inputs")
     encoding = load_tokenizer(bundle.verified("tokenizer.json"), length).encode(SAMPLE)

@@ -123,5 +123,9 @@ class Predictor:
     def predict(self, examples: Sequence[object]) -> list:
         """One prediction per input (for text classification: label and probabilities),
         each run alone, as the gate ran it."""
-        return [self.decoder.decode(self.outputs(example), self.bundle.labels)
-                for example in examples]
+        predictions = []
+        for example in examples:
+            feed = self.encoder.encode(example)
+            predictions.append(self.decoder.decode(self.model.run(feed), self.bundle.labels,
+                                                   feed, example))
+        return predictions

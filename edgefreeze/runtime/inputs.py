@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -53,6 +55,62 @@ class TextInputs:
         return {"input_ids": np.array([e.ids], dtype=np.int64),
                 "attention_mask": np.array([e.attention_mask], dtype=np.int64),
                 "token_type_ids": np.array([e.type_ids], dtype=np.int64)}
+
+
+# A word or a punctuation mark: how a text is split into words on the device, the way
+# CoNLL's sentences are (the tokenizer then splits words into sub-words as in training).
+WORD = re.compile(r"\w+(?:[-'’.]\w+)*|[^\w\s]")
+
+
+@INPUTS.register("words")
+class WordInputs:
+    """A sentence as words, for models that label each word: a list of words as given
+    (what the gate feeds, as training saw them), or a text split into words and
+    punctuation marks. Besides the feed, `word_starts` (the token where each word starts,
+    else -1) and `word_spans` (each word's [start, end) characters in the text, or in the
+    words joined by spaces) let the tags be read back as entities with offsets."""
+
+    files = ("tokenizer.json",)
+
+    def __init__(self, folder: Path, max_length: int) -> None:
+        self.tokenizer = load_tokenizer(folder / "tokenizer.json", max_length)
+
+    def encode(self, example: object) -> dict[str, np.ndarray]:
+        words, spans = split_words(example)
+        e = self.tokenizer.encode(words, is_pretokenized=True)
+        return {"input_ids": np.array([e.ids], dtype=np.int64),
+                "attention_mask": np.array([e.attention_mask], dtype=np.int64),
+                "token_type_ids": np.array([e.type_ids], dtype=np.int64),
+                "word_starts": word_starts(e.word_ids)[None],
+                "word_spans": np.array(spans, dtype=np.int64).reshape(1, -1, 2)}
+
+
+def split_words(example: object) -> tuple[list[str], list[tuple[int, int]]]:
+    """Words and their character spans: in a text, or in a list of words joined by
+    single spaces."""
+    if isinstance(example, str):
+        found = list(WORD.finditer(example))
+        return [m.group() for m in found], [m.span() for m in found]
+    if isinstance(example, (list, tuple)) and all(isinstance(w, str) for w in example):
+        spans, at = [], 0
+        for word in example:
+            spans.append((at, at + len(word)))
+            at += len(word) + 1
+        return list(example), spans
+    raise TypeError(f"a word-labelling model takes a text or a list of words, not "
+                    f"{type(example).__name__}")
+
+
+def word_starts(word_ids: Sequence[int | None]) -> np.ndarray:
+    """For each token, the index of the word it starts, or -1 (a special token, or a
+    word's later sub-token): where the word's label is read."""
+    out = np.full(len(word_ids), -1, dtype=np.int64)
+    previous = None
+    for position, word in enumerate(word_ids):
+        if word is not None and word != previous:
+            out[position] = word
+        previous = word
+    return out
 
 
 def input_kind(kind: str) -> type[InputEncoder]:

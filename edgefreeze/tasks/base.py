@@ -53,6 +53,8 @@ class Task(ABC):
     inputs: ClassVar[str]  # the device's input kind
     outputs: ClassVar[str]  # the device's output kind
     gate_metric: ClassVar[str]  # the metric gate.max_metric_drop watches (higher is better)
+    columns: ClassVar[tuple[str, str]] = ("text", "label")  # a file's input and target
+                                                           # columns unless the data says
     heads: ClassVar[dict[str, Head]]  # per config.model_type
     head_rows: ClassVar[int | None]  # leading rows of the hidden states the head reads
                                      # (None: all): what head-only caching keeps
@@ -73,8 +75,14 @@ class Task(ABC):
         """A split's targets as label ids, in the form `loss` and `metrics` read."""
 
     # --- predictions (compared across releases by the baseline gate) ---------------------
-    def predicted(self, output: np.ndarray) -> Any:
-        """The label ids one example's output predicts: one id, or one per token."""
+    def aligned_targets(self, targets: Any, encoded: Encoded) -> Any:
+        """A split's targets as the loss and the metrics read them against its tokens (a
+        word-level task moves each word's label onto the token where the word starts)."""
+        return targets
+
+    def predicted(self, output: np.ndarray, targets: Any, row: int) -> Any:
+        """The label ids example `row`'s output predicts, in `target_at`'s form: one id,
+        or one per scored word."""
         return output.argmax(-1).tolist()
 
     def target_at(self, targets: Any, row: int) -> Any:

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 from transformers import BatchEncoding, PreTrainedTokenizerBase
 
+from edgefreeze.runtime.inputs import word_starts
+
 
 TOKEN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")  # what a text model may take
 
@@ -23,6 +25,9 @@ class Encoded:
     inputs: dict[str, list[np.ndarray]]
     pad_token_id: int
     cut: np.ndarray | None = None  # (n,) bool: the example was truncated to max_length
+    # Pre-split inputs (words): per example, for each token the index of the word it
+    # starts, or -1 (a special token, or a word's later sub-token).
+    word_starts: list[np.ndarray] | None = None
 
     def __len__(self) -> int:
         return len(self.inputs["input_ids"])
@@ -36,7 +41,9 @@ class Encoded:
         """These examples only, in this order."""
         return Encoded({name: [rows[i] for i in indices] for name, rows in self.inputs.items()},
                        self.pad_token_id,
-                       self.cut[list(indices)] if self.cut is not None else None)
+                       self.cut[list(indices)] if self.cut is not None else None,
+                       [self.word_starts[i] for i in indices]
+                       if self.word_starts is not None else None)
 
     def lengths(self) -> np.ndarray:
         return np.array([len(ids) for ids in self.inputs["input_ids"]])
@@ -73,6 +80,18 @@ def encode_texts(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str],
     inputs = {n: [np.asarray(row, dtype=np.int64) for row in tokens[n]] for n in names}
     return Encoded(inputs=inputs, pad_token_id=tokenizer.pad_token_id or 0,
                    cut=_cut(tokens))
+
+
+def encode_words(tokenizer: PreTrainedTokenizerBase, sentences: Sequence[Sequence[str]],
+                 max_length: int) -> Encoded:
+    """Token ids of each pre-split sentence (a list of words), truncated to `max_length`,
+    with the token where each word starts: the one that carries the word's label."""
+    tokens = tokenizer([list(words) for words in sentences], is_split_into_words=True,
+                       truncation=True, max_length=max_length)
+    names = [n for n in TOKEN_INPUTS if n in tokens]
+    inputs = {n: [np.asarray(row, dtype=np.int64) for row in tokens[n]] for n in names}
+    return Encoded(inputs=inputs, pad_token_id=tokenizer.pad_token_id or 0, cut=_cut(tokens),
+                   word_starts=[word_starts(tokens.word_ids(i)) for i in range(len(sentences))])
 
 
 def _cut(tokens: BatchEncoding) -> np.ndarray:
