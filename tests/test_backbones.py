@@ -17,11 +17,17 @@ TINY = {"vocab_size": 99, "hidden_size": 32, "num_hidden_layers": 4,
         "num_attention_heads": 2, "intermediate_size": 37, "max_position_embeddings": 64}
 DISTIL = {"vocab_size": 99, "dim": 32, "n_layers": 4, "n_heads": 2, "hidden_dim": 37,
           "max_position_embeddings": 64}
+# DeBERTa-v3's attention (relative positions in buckets, both disentangled terms, no
+# absolute positions) and deberta-v2-xlarge's convolution after layer 0.
+DEBERTA_V3 = {**TINY, "relative_attention": True, "position_biased_input": False,
+              "pos_att_type": ["p2c", "c2p"], "norm_rel_ebd": "layer_norm",
+              "position_buckets": 8, "max_relative_positions": -1, "share_att_key": True,
+              "conv_kernel_size": 3, "pooler_hidden_size": 32}
 
 
 def tiny_model(model_type: str, attention: str | None = None) -> torch.nn.Module:
     torch.manual_seed(0)
-    kwargs = DISTIL if model_type == "distilbert" else TINY
+    kwargs = {"distilbert": DISTIL, "deberta-v2": DEBERTA_V3}.get(model_type, TINY)
     config = AutoConfig.for_model(model_type, num_labels=3, **kwargs)
     return AutoModelForSequenceClassification.from_config(config, attn_implementation=attention)
 
@@ -130,6 +136,10 @@ def test_every_method_fits_every_family(model_type, method):
     backbone = backbone_for(tiny_model(model_type), TEXT)
     peft = PipelineSpec.model_validate({"name": "x", "model": "x", "data": {"source": "x"},
                                         "peft": {"method": method}}).peft
+    if method == "prefix" and backbone.no_virtual_tokens:  # DeBERTa: refused, with why
+        with pytest.raises(ConfigError, match=f"prefix does not fit {model_type}: its"):
+            make_plan(TopKSpec(trainable_layers=2), backbone, peft)
+        return
     plan = make_plan(TopKSpec(trainable_layers=2), backbone, peft)
     with torch.no_grad():  # what training does to the added weights: they matter
         for p in plan.parts["top"]:

@@ -21,7 +21,7 @@ from tokenizers import ByteLevelBPETokenizer
 from tokenizers.normalizers import BertNormalizer
 from tokenizers.processors import RobertaProcessing
 from transformers import (AutoConfig, AutoModelForSequenceClassification,
-                          DistilBertTokenizerFast, ElectraTokenizerFast, MPNetTokenizerFast,
+                          DebertaV2TokenizerFast, DistilBertTokenizerFast, ElectraTokenizerFast, MPNetTokenizerFast,
                           RobertaTokenizerFast)
 
 from edgefreeze.backbones import load_model
@@ -87,6 +87,17 @@ def _tiny_checkpoint(model_type: str, folder: Path) -> Path:
         tokenizer = _wordpiece(DistilBertTokenizerFast)
         config = AutoConfig.for_model("distilbert", vocab_size=len(tokenizer),
                                       max_position_embeddings=MAX_LENGTH, **DISTIL)
+    elif model_type == "deberta-v2":
+        # DeBERTa-v3's own tokenizer is a SentencePiece model; edgefreeze reads only
+        # tokenizer.json, so MiniLM's WordPiece serves under DeBERTa's class. The config
+        # is DeBERTa-v3's: relative positions in buckets, both disentangled terms.
+        tokenizer = DebertaV2TokenizerFast(
+            tokenizer_file=str(_minilm_folder() / "tokenizer.json"), do_lower_case=True)
+        config = AutoConfig.for_model(
+            "deberta-v2", vocab_size=len(tokenizer), max_position_embeddings=MAX_LENGTH,
+            relative_attention=True, position_biased_input=False, pos_att_type=["p2c", "c2p"],
+            norm_rel_ebd="layer_norm", position_buckets=16, max_relative_positions=-1,
+            share_att_key=True, pooler_hidden_size=SHAPE["hidden_size"], **SHAPE)
     elif model_type == "electra":
         tokenizer = _wordpiece(ElectraTokenizerFast)
         # embedding_size != hidden_size: ELECTRA's embeddings_project runs, as in ELECTRA-small.
@@ -103,7 +114,7 @@ def _tiny_checkpoint(model_type: str, folder: Path) -> Path:
 
 
 @pytest.mark.parametrize("model_type", ["distilbert", "roberta", "xlm-roberta", "electra",
-                                        "mpnet"])
+                                        "mpnet", "deberta-v2"])
 def test_family_builds_gates_and_runs(tmp_path, model_type):
     checkpoint = _tiny_checkpoint(model_type, tmp_path / model_type)
     pipeline = write_pipeline(tmp_path, {
@@ -129,9 +140,11 @@ def test_family_builds_gates_and_runs(tmp_path, model_type):
     assert manifest["metrics"]["fp32"]["max_logit_error"] < 1e-3
     assert manifest["metrics"]["split-fp32"]["max_logit_error"] < 1e-3
     # ONNX Runtime's fusion recognised every layer's attention (the fast int8 kernel), but
-    # not MPNet's, whose scores add a relative position bias: its int8 MatMuls run unfused.
+    # not MPNet's, whose scores add a relative position bias, nor DeBERTa's disentangled
+    # attention: their int8 MatMuls run unfused.
     fused = manifest["quantize"]["int8"]["graphs"]["model.int8.onnx"]["fused_operators"]
-    assert fused.get("Attention") == (None if model_type == "mpnet" else 4), fused
+    relative = model_type in ("mpnet", "deberta-v2")
+    assert fused.get("Attention") == (None if relative else 4), fused
 
     predictions = Predictor(bundle).predict(TEXTS)
     assert [set(p.probabilities) for p in predictions] == [{"rotten", "fresh"}] * len(TEXTS)
@@ -166,7 +179,7 @@ def test_tokenizer_inputs_the_model_does_not_take_are_dropped(tmp_path):
 
 
 @pytest.mark.parametrize("model_type", ["distilbert", "roberta", "xlm-roberta", "electra",
-                                        "mpnet"])
+                                        "mpnet", "deberta-v2"])
 def test_family_tags_words_through_the_whole_path(tmp_path, model_type):
     """Token classification on each family: words pre-split as in training (RoBERTa's
     byte-level BPE marks a word's start with a space of its own), exported, gated, and

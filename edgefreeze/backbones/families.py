@@ -53,6 +53,40 @@ class MPNetBackbone(RobertaBackbone):
         return layer(hidden, attention_mask=mask, position_bias=bias)[0]
 
 
+@FAMILIES.register("deberta-v2")
+class DebertaV2Backbone(Backbone):
+    """DeBERTa-v2 and DeBERTa-v3 checkpoints. Disentangled attention reads a relative
+    position table and the tokens' distances, which the encoder computes once and hands
+    every layer (each layer here computes the same); the embeddings are masked; where
+    `conv_kernel_size` > 0 (deberta-v2-xlarge) layer 0's output also passes a convolution
+    over the embeddings."""
+
+    embeddings = "deberta.embeddings"
+    layers = "deberta.encoder.layer"
+    no_virtual_tokens = ("its disentangled attention reads every key's relative position, "
+                         "and virtual tokens have none")
+    linears = {"query": "attention.self.query_proj", "key": "attention.self.key_proj",
+               "value": "attention.self.value_proj",
+               "attention_output": "attention.output.dense", "intermediate": "intermediate.dense",
+               "output": "output.dense"}
+
+    def embed(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.embedding_module()(input_ids=inputs["input_ids"],
+                                       token_type_ids=inputs.get("token_type_ids"),
+                                       mask=inputs["attention_mask"])
+
+    def layer_mask(self, attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor | None:
+        return self.model.deberta.encoder.get_attention_mask(attention_mask)
+
+    def run_layer(self, layer, hidden, mask):
+        encoder = self.model.deberta.encoder
+        out = layer(hidden, mask, relative_pos=encoder.get_rel_pos(hidden),
+                    rel_embeddings=encoder.get_rel_embedding())[0]
+        if encoder.conv is not None and layer is encoder.layer[0]:
+            out = encoder.conv(hidden, out, mask[:, 0, 0])  # row 0 ([CLS]) is the 2-D mask
+        return out
+
+
 @FAMILIES.register("electra")
 class ElectraBackbone(Backbone):
     embeddings = "electra.embeddings"

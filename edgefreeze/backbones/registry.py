@@ -36,6 +36,8 @@ class Backbone:
     embeddings: ClassVar[str]
     layers: ClassVar[str]
     fusion_type: ClassVar[str] = "bert"  # ONNX Runtime optimizer's model_type for fusion
+    # Why prefix tuning's virtual tokens cannot join this family's layers (None: they can).
+    no_virtual_tokens: ClassVar[str | None] = None
     # The linear modules of a layer by role, as paths inside the layer: what parameter-
     # efficient methods name as targets, whatever a family calls them.
     linears: ClassVar[dict[str, str]] = {

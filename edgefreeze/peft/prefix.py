@@ -13,6 +13,7 @@ from pydantic import Field
 from torch import nn
 
 from edgefreeze.backbones import Backbone
+from edgefreeze.errors import ConfigError
 from edgefreeze.peft.method import METHODS, PeftMethod
 from edgefreeze.spec import PeftSpec
 
@@ -80,6 +81,10 @@ class Prefix(PeftMethod):
 
     def attach(self, config: PrefixSpec, backbone: Backbone,
                layers: list[int]) -> list[nn.Parameter]:
+        if backbone.no_virtual_tokens:
+            raise ConfigError(f"peft.method: prefix does not fit "
+                              f"{backbone.model.config.model_type}: "
+                              f"{backbone.no_virtual_tokens}; use lora, ia3 or adapter")
         stack = backbone.layer_stack()
         first, last = layers[0], layers[-1]
         tokens = nn.Parameter(torch.randn(config.tokens, backbone.hidden_size) * 0.02)

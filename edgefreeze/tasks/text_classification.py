@@ -30,6 +30,12 @@ def _first_token_head(model, hidden):
     return model.classifier(model.dropout(pooled))
 
 
+def _context_pooled_head(model, hidden):
+    """DeBERTa: its context pooler (dense + activation over the first token), dropout, the
+    classifier."""
+    return model.classifier(model.dropout(model.pooler(hidden)))
+
+
 def _classification_head(model, hidden):
     """RoBERTa-style heads take the whole sequence and read its first token themselves."""
     return model.classifier(hidden)
@@ -50,6 +56,7 @@ class TextClassification(Task):
     heads = {
         "bert": Head(("bert.pooler", "classifier"), _pooled_head),
         "distilbert": Head(("pre_classifier", "classifier"), _first_token_head),
+        "deberta-v2": Head(("pooler", "classifier"), _context_pooled_head),
         **dict.fromkeys(("roberta", "xlm-roberta", "camembert", "electra", "mpnet"),
                         _SEQUENCE_HEAD),
     }

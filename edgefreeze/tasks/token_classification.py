@@ -81,7 +81,7 @@ class TokenClassification(Task):
     columns = ("tokens", "tags")
     head_rows = None
     heads = dict.fromkeys(("bert", "distilbert", "roberta", "xlm-roberta", "camembert",
-                           "electra", "mpnet"), Head(("classifier",), _tagging_head))
+                           "electra", "mpnet", "deberta-v2"), Head(("classifier",), _tagging_head))
 
     def example(self, row: dict[str, Any], input_column: str, target_column: str
                 ) -> tuple[list[str], list[str]]:
