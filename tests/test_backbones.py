@@ -23,11 +23,17 @@ DEBERTA_V3 = {**TINY, "relative_attention": True, "position_biased_input": False
               "pos_att_type": ["p2c", "c2p"], "norm_rel_ebd": "layer_norm",
               "position_buckets": 8, "max_relative_positions": -1, "share_att_key": True,
               "conv_kernel_size": 3, "pooler_hidden_size": 32}
+# ModernBERT with a sliding window narrower than the test's sequences, so that its local
+# layers mask differently from its global ones; its special tokens inside the tiny vocabulary.
+MODERNBERT = {**TINY, "local_attention": 4, "global_attn_every_n_layers": 2,
+              "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2, "cls_token_id": 1,
+              "sep_token_id": 2, "reference_compile": False}
 
 
 def tiny_model(model_type: str, attention: str | None = None) -> torch.nn.Module:
     torch.manual_seed(0)
-    kwargs = {"distilbert": DISTIL, "deberta-v2": DEBERTA_V3}.get(model_type, TINY)
+    kwargs = {"distilbert": DISTIL, "deberta-v2": DEBERTA_V3,
+              "modernbert": MODERNBERT}.get(model_type, TINY)
     config = AutoConfig.for_model(model_type, num_labels=3, **kwargs)
     return AutoModelForSequenceClassification.from_config(config, attn_implementation=attention)
 
@@ -136,8 +142,8 @@ def test_every_method_fits_every_family(model_type, method):
     backbone = backbone_for(tiny_model(model_type), TEXT)
     peft = PipelineSpec.model_validate({"name": "x", "model": "x", "data": {"source": "x"},
                                         "peft": {"method": method}}).peft
-    if method == "prefix" and backbone.no_virtual_tokens:  # DeBERTa: refused, with why
-        with pytest.raises(ConfigError, match=f"prefix does not fit {model_type}: its"):
+    if method == "prefix" and backbone.no_virtual_tokens:  # DeBERTa, ModernBERT: refused
+        with pytest.raises(ConfigError, match=f"prefix does not fit {model_type}: .* have none"):
             make_plan(TopKSpec(trainable_layers=2), backbone, peft)
         return
     plan = make_plan(TopKSpec(trainable_layers=2), backbone, peft)
@@ -154,3 +160,23 @@ def test_every_method_fits_every_family(model_type, method):
         alone = model(input_ids=ids[1:, :4], attention_mask=mask[1:, :4]).logits
     torch.testing.assert_close(split, whole, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(alone[0], whole[1], atol=1e-5, rtol=1e-5)
+
+
+def test_modernbert_mean_pooling_reads_every_row_even_head_only():
+    """With `classifier_pooling: mean` ModernBERT's head averages all real tokens: stem then
+    top must still equal the model, and head-only caching must keep every row."""
+    torch.manual_seed(0)
+    config = AutoConfig.for_model("modernbert", num_labels=3, classifier_pooling="mean",
+                                  **MODERNBERT)
+    model = AutoModelForSequenceClassification.from_config(config).eval()
+    backbone = backbone_for(model, TEXT)
+    assert backbone.head_rows is None and TEXT.head_rows == 1
+    ids = torch.randint(5, 99, (2, 9))
+    mask = torch.ones_like(ids)
+    mask[1, 5:] = 0
+    inputs = {"input_ids": ids, "attention_mask": mask}
+    with torch.no_grad():
+        expected = model(**inputs).logits
+        for boundary in range(backbone.depth + 1):
+            got = backbone.top(backbone.stem(inputs, boundary), mask, boundary)
+            torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)

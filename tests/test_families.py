@@ -21,7 +21,8 @@ from tokenizers import ByteLevelBPETokenizer
 from tokenizers.normalizers import BertNormalizer
 from tokenizers.processors import RobertaProcessing
 from transformers import (AutoConfig, AutoModelForSequenceClassification,
-                          DebertaV2TokenizerFast, DistilBertTokenizerFast, ElectraTokenizerFast, MPNetTokenizerFast,
+                          DebertaV2TokenizerFast, DistilBertTokenizerFast,
+                          PreTrainedTokenizerFast, ElectraTokenizerFast, MPNetTokenizerFast,
                           RobertaTokenizerFast)
 
 from edgefreeze.backbones import load_model
@@ -98,6 +99,18 @@ def _tiny_checkpoint(model_type: str, folder: Path) -> Path:
             relative_attention=True, position_biased_input=False, pos_att_type=["p2c", "c2p"],
             norm_rel_ebd="layer_norm", position_buckets=16, max_relative_positions=-1,
             share_att_key=True, pooler_hidden_size=SHAPE["hidden_size"], **SHAPE)
+    elif model_type == "modernbert":
+        # ModernBERT ships a generic fast tokenizer; MiniLM's WordPiece serves here. A
+        # sliding window narrower than max_length, so local and global layers differ.
+        tokenizer = PreTrainedTokenizerFast(
+            tokenizer_file=str(_minilm_folder() / "tokenizer.json"), pad_token="[PAD]",
+            cls_token="[CLS]", sep_token="[SEP]", unk_token="[UNK]", mask_token="[MASK]")
+        config = AutoConfig.for_model(
+            "modernbert", vocab_size=len(tokenizer), max_position_embeddings=MAX_LENGTH,
+            pad_token_id=tokenizer.pad_token_id, cls_token_id=tokenizer.cls_token_id,
+            sep_token_id=tokenizer.sep_token_id, bos_token_id=tokenizer.cls_token_id,
+            eos_token_id=tokenizer.sep_token_id, local_attention=8,
+            global_attn_every_n_layers=2, reference_compile=False, **SHAPE)
     elif model_type == "electra":
         tokenizer = _wordpiece(ElectraTokenizerFast)
         # embedding_size != hidden_size: ELECTRA's embeddings_project runs, as in ELECTRA-small.
@@ -114,7 +127,7 @@ def _tiny_checkpoint(model_type: str, folder: Path) -> Path:
 
 
 @pytest.mark.parametrize("model_type", ["distilbert", "roberta", "xlm-roberta", "electra",
-                                        "mpnet", "deberta-v2"])
+                                        "mpnet", "deberta-v2", "modernbert"])
 def test_family_builds_gates_and_runs(tmp_path, model_type):
     checkpoint = _tiny_checkpoint(model_type, tmp_path / model_type)
     pipeline = write_pipeline(tmp_path, {
@@ -140,10 +153,10 @@ def test_family_builds_gates_and_runs(tmp_path, model_type):
     assert manifest["metrics"]["fp32"]["max_logit_error"] < 1e-3
     assert manifest["metrics"]["split-fp32"]["max_logit_error"] < 1e-3
     # ONNX Runtime's fusion recognised every layer's attention (the fast int8 kernel), but
-    # not MPNet's, whose scores add a relative position bias, nor DeBERTa's disentangled
-    # attention: their int8 MatMuls run unfused.
+    # not MPNet's, whose scores add a relative position bias, DeBERTa's disentangled
+    # attention or ModernBERT's rotary one: their int8 MatMuls run unfused.
     fused = manifest["quantize"]["int8"]["graphs"]["model.int8.onnx"]["fused_operators"]
-    relative = model_type in ("mpnet", "deberta-v2")
+    relative = model_type in ("mpnet", "deberta-v2", "modernbert")
     assert fused.get("Attention") == (None if relative else 4), fused
 
     predictions = Predictor(bundle).predict(TEXTS)
@@ -179,7 +192,7 @@ def test_tokenizer_inputs_the_model_does_not_take_are_dropped(tmp_path):
 
 
 @pytest.mark.parametrize("model_type", ["distilbert", "roberta", "xlm-roberta", "electra",
-                                        "mpnet", "deberta-v2"])
+                                        "mpnet", "deberta-v2", "modernbert"])
 def test_family_tags_words_through_the_whole_path(tmp_path, model_type):
     """Token classification on each family: words pre-split as in training (RoBERTa's
     byte-level BPE marks a word's start with a space of its own), exported, gated, and

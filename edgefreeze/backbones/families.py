@@ -87,6 +87,39 @@ class DebertaV2Backbone(Backbone):
         return out
 
 
+@FAMILIES.register("modernbert")
+class ModernBertBackbone(Backbone):
+    """ModernBERT: pre-norm layers with rotary positions in every attention, global
+    attention every few layers and a sliding window in the others (both masks built once
+    per batch, as the model does); the final norm after the last layer belongs to the
+    head. With `classifier_pooling: mean` the head reads every row, not the first."""
+
+    embeddings = "model.embeddings"
+    layers = "model.layers"
+    linears = {"query": "attn.Wqkv", "key": "attn.Wqkv", "value": "attn.Wqkv",
+               "attention_output": "attn.Wo", "intermediate": "mlp.Wi", "output": "mlp.Wo"}
+    no_virtual_tokens = ("rotary embeddings give every token a position, and virtual tokens "
+                         "have none")
+
+    def __init__(self, model, head, head_rows):
+        mean = getattr(model.config, "classifier_pooling", "cls") == "mean"
+        super().__init__(model, head, None if mean else head_rows)
+
+    def embed(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.embedding_module()(input_ids=inputs["input_ids"])
+
+    def layer_mask(self, attention_mask: torch.Tensor, dtype: torch.dtype):
+        global_mask, window_mask = self.model.model._update_attention_mask(
+            attention_mask, output_attentions=False)
+        positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
+        return global_mask, window_mask, positions.unsqueeze(0)
+
+    def run_layer(self, layer, hidden, mask):
+        global_mask, window_mask, positions = mask
+        return layer(hidden, attention_mask=global_mask, sliding_window_mask=window_mask,
+                     position_ids=positions)[0]
+
+
 @FAMILIES.register("electra")
 class ElectraBackbone(Backbone):
     embeddings = "electra.embeddings"

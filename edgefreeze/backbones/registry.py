@@ -94,7 +94,7 @@ class Backbone:
         mask = self.layer_mask(attention_mask, hidden.dtype)
         for layer in self.layer_stack()[boundary:]:
             hidden = self.run_layer(layer, hidden, mask)
-        return self.head.run(self.model, hidden)
+        return self.head.run(self.model, hidden, attention_mask)
 
     @torch.no_grad()
     def check_split(self, encoded: Encoded, boundary: int, tolerance: float = 1e-4) -> None:

@@ -38,10 +38,11 @@ class MissingValue(ValueError):
 class Head:
     """A task's head on one model family: its modules (dotted paths into the Hugging Face
     model; they train with the head's learning rate) and how they turn the last hidden
-    states (batch, sequence, hidden) into outputs."""
+    states (batch, sequence, hidden) and the attention mask (batch, sequence) into
+    outputs."""
 
     modules: tuple[str, ...]
-    run: Callable[[nn.Module, torch.Tensor], torch.Tensor]
+    run: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 class Task(ABC):

@@ -18,25 +18,37 @@ from edgefreeze.tasks.registry import register_task
 from edgefreeze.tasks.encoding import Encoded, encode_texts
 
 
-def _pooled_head(model, hidden):
+def _pooled_head(model, hidden, mask):
     """BERT: the pooler (dense + tanh over the first token), dropout, the classifier."""
     base = getattr(model, model.base_model_prefix)
     return model.classifier(model.dropout(base.pooler(hidden)))
 
 
-def _first_token_head(model, hidden):
+def _first_token_head(model, hidden, mask):
     """DistilBERT: pre-classifier + ReLU over the first token, dropout, the classifier."""
     pooled = torch.relu(model.pre_classifier(hidden[:, 0]))
     return model.classifier(model.dropout(pooled))
 
 
-def _context_pooled_head(model, hidden):
+def _context_pooled_head(model, hidden, mask):
     """DeBERTa: its context pooler (dense + activation over the first token), dropout, the
     classifier."""
     return model.classifier(model.dropout(model.pooler(hidden)))
 
 
-def _classification_head(model, hidden):
+def _modernbert_head(model, hidden, mask):
+    """ModernBERT: the final norm, then the first token or the mean over real tokens
+    (`classifier_pooling`), its prediction head, dropout, the classifier."""
+    hidden = model.model.final_norm(hidden)
+    if model.config.classifier_pooling == "mean":
+        keep = mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * keep).sum(dim=1) / keep.sum(dim=1)
+    else:
+        pooled = hidden[:, 0]
+    return model.classifier(model.drop(model.head(pooled)))
+
+
+def _classification_head(model, hidden, mask):
     """RoBERTa-style heads take the whole sequence and read its first token themselves."""
     return model.classifier(hidden)
 
@@ -57,6 +69,7 @@ class TextClassification(Task):
         "bert": Head(("bert.pooler", "classifier"), _pooled_head),
         "distilbert": Head(("pre_classifier", "classifier"), _first_token_head),
         "deberta-v2": Head(("pooler", "classifier"), _context_pooled_head),
+        "modernbert": Head(("model.final_norm", "head", "classifier"), _modernbert_head),
         **dict.fromkeys(("roberta", "xlm-roberta", "camembert", "electra", "mpnet"),
                         _SEQUENCE_HEAD),
     }

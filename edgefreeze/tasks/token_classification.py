@@ -65,9 +65,15 @@ class TagTargets:
         return np.flatnonzero(self.tokens[row] != IGNORED)
 
 
-def _tagging_head(model, hidden):
-    """Every family's token head: dropout, then a linear classifier on each token."""
+def _tagging_head(model, hidden, mask):
+    """Every family's token head but ModernBERT's: dropout, then a linear classifier on
+    each token."""
     return model.classifier(model.dropout(hidden))
+
+
+def _modernbert_tagging_head(model, hidden, mask):
+    """ModernBERT's: the final norm, its prediction head, dropout, the classifier."""
+    return model.classifier(model.drop(model.head(model.model.final_norm(hidden))))
 
 
 @register_task
@@ -80,8 +86,11 @@ class TokenClassification(Task):
     gate_metric = "entity_f1"
     columns = ("tokens", "tags")
     head_rows = None
-    heads = dict.fromkeys(("bert", "distilbert", "roberta", "xlm-roberta", "camembert",
-                           "electra", "mpnet", "deberta-v2"), Head(("classifier",), _tagging_head))
+    heads = {**dict.fromkeys(("bert", "distilbert", "roberta", "xlm-roberta", "camembert",
+                              "electra", "mpnet", "deberta-v2"),
+                             Head(("classifier",), _tagging_head)),
+             "modernbert": Head(("model.final_norm", "head", "classifier"),
+                                _modernbert_tagging_head)}
 
     def example(self, row: dict[str, Any], input_column: str, target_column: str
                 ) -> tuple[list[str], list[str]]:
