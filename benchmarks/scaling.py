@@ -86,8 +86,9 @@ def deepen(model_folder: Path, layers: int, folder: Path) -> Path:
 
 
 def measure(rows: int | None, max_length: int, layers: int, snippets: int, scratch: str,
-            queue) -> None:
-    """One configuration, in this (fresh) process; puts its figures on `queue`."""
+            queue, model: str | None = None) -> None:
+    """One configuration, in this (fresh) process; puts its figures on `queue`. `model`
+    replaces the pipeline's (a checkpoint folder)."""
     pipeline = load_pipeline(PIPELINE)
     spec = pipeline.spec
     task = task_for(spec.task)
@@ -97,7 +98,7 @@ def measure(rows: int | None, max_length: int, layers: int, snippets: int, scrat
             "source": str(joined_corpus(snippets, Path(scratch))),
             "labels": ["rotten", "fresh"]})
     data = load_data(data_spec, task, pipeline.resolve)
-    model = spec.model
+    model = model or spec.model
     if layers != 6:
         source = load_model(spec.model, task, data.label_names, pipeline.resolve, False, 0)
         model = str(deepen(Path(source.source["location"]), layers, Path(scratch) / "deep"))
