@@ -67,14 +67,10 @@ class DataSpec(Section):
     encoding: str = Field("utf-8", description="text encoding of the data files (a Python "
                           "codec name: utf-8, latin-1, cp1252, utf-16, ...)")
     format: Literal["auto", "csv", "jsonl", "conll"] = Field(
-        "auto", description="file format; auto: from the suffix (.csv, .jsonl or .json lines, "
-        ".conll)")
+        "auto", description="format of every data file (source, test, validation, --add); "
+        "auto: from each file's suffix (.csv, .jsonl or .json lines, .conll)")
     tag_column: int = Field(-1, description="CoNLL files: the white-space-separated column "
                             "holding the tag (0 is the token; default: the last)")
-    tag_scheme: Literal["IOB1", "IOB2", "BIOES"] = Field(
-        "IOB2", description="token classification: how tags mark entities (IOB1: B- only "
-        "between two entities of one type; IOB2: B- starts every entity; BIOES: also E- "
-        "ends and S- is a one-token entity)")
     drop_empty: bool = Field(False, description="skip rows with an empty text or label "
                              "(counted in the manifest) instead of failing")
     sample_rows: int | None = Field(

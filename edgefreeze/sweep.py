@@ -193,9 +193,10 @@ def _search_and_ship(prepared: Prepared, pipeline: Pipeline, space: SearchSpace,
 
         trained = train(loaded.backbone, plan, task, features["train"], data.train.targets,
                         features["validation"], data.validation.targets, trial_spec.train,
-                        prepared.device, Reporter(quiet=True), checks=CHECKS,
-                        on_check=on_check)
+                        prepared.device, Reporter(quiet=True),
+                        checks=CHECKS if spec.sweep.prune else 0, on_check=on_check)
         seconds[trial.number] = time.perf_counter() - begun
+        epochs_run[trial.number] = len(trained.epochs)  # early stopping may end it sooner
         kept = trained.epochs[(trained.best_epoch or len(trained.epochs)) - 1]
         value = kept["validation"][task.gate_metric]  # of the epoch whose weights remain
         if not math.isnan(value) and (best is None or value > best.value):

@@ -28,6 +28,7 @@ from edgefreeze.runtime.bundle import MANIFEST, Predictor
 from edgefreeze.runtime.manifest import Manifest, TargetCheck
 from edgefreeze.spec import Pipeline
 from edgefreeze.tasks import task_for
+from edgefreeze.tasks.encoding import Encoded
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # the runtime is pure Python
 # ELF e_machine -> qemu-user's name for the architecture
@@ -88,7 +89,8 @@ def verify_target(bundle: Path, pipeline: Pipeline, interpreter: Interpreter,
         raise ConfigError(f"{pipeline.path}: its held-out split is not the one {bundle} was "
                           "gated on (fingerprints differ); give the pipeline it was built with")
     examples = list(data.test.inputs[:rows])
-    targets = np.asarray(data.test.targets[:len(examples)])
+    feeds = [host.encoder.encode(example) for example in examples]
+    targets = task.aligned_targets(data.test.targets[:len(examples)], _encoded(feeds))
     with tempfile.TemporaryDirectory(prefix="edgefreeze-target-") as scratch:
         inputs, outputs = Path(scratch) / "inputs.json", Path(scratch) / "outputs.npz"
         inputs.write_text(json.dumps(examples), encoding="utf-8")
@@ -105,7 +107,7 @@ def verify_target(bundle: Path, pipeline: Pipeline, interpreter: Interpreter,
         versions = json.loads(done.stdout.strip().splitlines()[-1])
         with np.load(outputs) as arrays:
             there = [arrays[str(i)][0] for i in range(len(examples))]
-    here = [host.outputs(example)[0] for example in examples]
+    here = [host.model.run(feed)[0] for feed in feeds]
     measured = task.metrics(there, targets, here)
     own = task.metrics(here, targets, here)
     gate = pipeline.spec.gate
@@ -128,6 +130,14 @@ def verify_target(bundle: Path, pipeline: Pipeline, interpreter: Interpreter,
         raise CheckFailed(f"{bundle}: on {check.machine} with onnxruntime "
                           f"{check.onnxruntime}: {'; '.join(failures)}")
     return check
+
+
+def _encoded(feeds: list[dict[str, np.ndarray]]) -> Encoded:
+    """The device encoder's feeds as the task aligns targets with them (a tagger's labels
+    go on the tokens where its words start)."""
+    return Encoded({"input_ids": [feed["input_ids"][0] for feed in feeds]}, pad_token_id=0,
+                   word_starts=[feed["word_starts"][0] for feed in feeds]
+                   if feeds and "word_starts" in feeds[0] else None)
 
 
 def _emulator(interpreter: Interpreter) -> str | None:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import (AutoConfig, AutoModelForSequenceClassification)
+from transformers import (AutoConfig, AutoModelForSequenceClassification,
+                          AutoModelForTokenClassification)
 
 from edgefreeze.backbones import backbone_for, supported_model_types
 from edgefreeze.errors import ConfigError
 from edgefreeze.freeze import make_plan
 from edgefreeze.freeze.top_k import TopKSpec
+from edgefreeze.tasks import task_for
 from edgefreeze.train.loop import check_gradients
 from tests.conftest import TEXT
 
@@ -130,6 +132,26 @@ def test_model_names_a_hub_id_only_when_it_can_be_one(tmp_path, spec, hub):
     else:
         with pytest.raises(ConfigError, match="neither a folder"):
             _locate(spec, tmp_path.joinpath)
+
+
+@pytest.mark.parametrize("model_type", supported_model_types())
+def test_stem_then_top_is_the_tagger_s_own_forward(model_type):
+    """The token-classification head of each family, split at every boundary."""
+    torch.manual_seed(0)
+    kwargs = {"distilbert": DISTIL, "deberta-v2": DEBERTA_V3,
+              "modernbert": MODERNBERT}.get(model_type, TINY)
+    config = AutoConfig.for_model(model_type, num_labels=5, **kwargs)
+    model = AutoModelForTokenClassification.from_config(config).eval()
+    backbone = backbone_for(model, task_for("token-classification"))
+    ids = torch.randint(5, 99, (3, 9))
+    mask = torch.ones_like(ids)
+    mask[1, 6:] = 0
+    inputs = {"input_ids": ids, "attention_mask": mask}
+    with torch.no_grad():
+        expected = model(**inputs).logits
+        for boundary in range(backbone.depth + 1):
+            got = backbone.top(backbone.stem(inputs, boundary), mask, boundary)
+            torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("model_type", supported_model_types())

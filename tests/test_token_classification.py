@@ -5,6 +5,8 @@ sub-token, seqeval's entity F1 in the gate, and entities with offsets on the dev
 from __future__ import annotations
 
 import json
+import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -96,6 +98,8 @@ def test_the_device_reads_entities_as_seqeval_does():
 
 
 def test_entity_f1_reads_iob1_iob2_and_bioes_alike():
+    """The task's metrics on the same predictions in each scheme: seqeval's default mode
+    (the gate's) reads the entities alike, so the gate does not depend on the scheme."""
     sentences = film_sentences(90)
     iob2 = [tags for _, tags in sentences]
     # A partly wrong prediction: every third sentence's entities missed, every other one's
@@ -104,9 +108,18 @@ def test_entity_f1_reads_iob1_iob2_and_bioes_alike():
                [tag if n % 2 or i != max(j for j, t in enumerate(tags) if t != "O") else "O"
                 for i, tag in enumerate(tags)] if any(t != "O" for t in tags) else tags
                for n, tags in enumerate(iob2)]
-    scores = {scheme: f1_score([to_scheme(t, scheme) for t in iob2],
-                               [to_scheme(t, scheme) for t in guesses])
-              for scheme in ("IOB1", "IOB2", "BIOES")}
+    scores = {}
+    for scheme in ("IOB1", "IOB2", "BIOES"):
+        truth = [to_scheme(t, scheme) for t in iob2]
+        names = sorted({tag for tags in truth for tag in tags})
+        index = {name: i for i, name in enumerate(names)}
+        targets = TAGS.encode_targets(truth, index)
+        # Outputs as a model's: one row per token, the word's tag scored highest; the
+        # tokens are the words here (one each, no specials), so alignment is the identity.
+        targets = replace(targets, tokens=targets.words)
+        outputs = [np.eye(len(names))[[index[t] for t in to_scheme(g, scheme)]]
+                   for g in guesses]
+        scores[scheme] = TAGS.metrics(outputs, targets, outputs)["entity_f1"]
     assert 0 < scores["IOB2"] < 1 and len(set(scores.values())) == 1, scores
 
 
@@ -138,6 +151,22 @@ def test_a_tagger_builds_ships_and_its_int8_model_reproduces_the_gate(tmp_path):
     assert len(tagging["tags"]) == 12 and tagging["words_unread"] == 0
     for entity in tagging["entities"]:
         assert entity["type"] == "FILM" and text[entity["start"]:entity["end"]] == entity["text"]
+    # A word the tokenizer maps to no token (a soft hyphen) gets O and moves no tag.
+    odd, plain = Predictor(tmp_path / "b").predict([["The", "\xad", "Dark", "Knight", "opened"],
+                                                    ["The", "Dark", "Knight", "opened"]])
+    assert odd.tags[1] == "O" and odd.tags[:1] + odd.tags[2:] == plain.tags
+
+    # verify-target reads the tags as the gate did (this machine's Python as the target).
+    checked = run_cli("verify-target", str(tmp_path / "b"), str(pipeline), "--python",
+                      sys.executable, "--rows", "40", "--json")
+    assert checked.exit_code == 0, checked.stderr
+    target = Manifest.load(tmp_path / "b" / "manifest.json").targets[0]
+    assert target.metrics["agreement"] == 1.0 and target.passed
+
+    # inspect's gradient-flow check runs on the tagger's aligned labels.
+    inspected = run_cli("inspect", str(pipeline), "--json")
+    assert inspected.exit_code == 0, inspected.stderr
+    assert not inspected.json()["gradient_flow"]["missing"]
 
     # A rebuild reads every token's activations from the cache.
     again = run_cli("build", str(pipeline), "--output", str(tmp_path / "b2"), "--quiet")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import json
 import logging
 import re
 from dataclasses import dataclass
@@ -77,7 +78,8 @@ def load_model(spec: str, task: Task, label_names: list[str], resolve, trust_rem
     try:
         tokenizer = AutoTokenizer.from_pretrained(location, local_files_only=local,
                                                   trust_remote_code=trust_remote_code)
-        if task.inputs == "words" and getattr(tokenizer, "add_prefix_space", None) is False:
+        if task.inputs == "words" and _byte_level(tokenizer) and not getattr(
+                tokenizer, "add_prefix_space", False):
             # Pre-split words must each start as a word does mid-sentence: a byte-level BPE
             # (RoBERTa's) marks that with a leading space. Saved into the bundle's
             # tokenizer.json, so the device splits alike.
@@ -106,6 +108,14 @@ def load_model(spec: str, task: Task, label_names: list[str], resolve, trust_rem
     return LoadedModel(model=model, tokenizer=tokenizer, backbone=backbone,
                        source={"spec": spec, "location": str(location),
                                "weights_sha256": weights_sha, "revision": revision})
+
+
+def _byte_level(tokenizer: PreTrainedTokenizerBase) -> bool:
+    """Whether the tokenizer splits words byte-level (RoBERTa's, GPT-2's BPE), where a
+    word's first piece differs with and without a leading space."""
+    state = json.loads(tokenizer.backend_tokenizer.to_str()).get("pre_tokenizer") or {}
+    parts = state.get("pretokenizers", [state]) if state.get("type") == "Sequence" else [state]
+    return any(part.get("type") == "ByteLevel" for part in parts)
 
 
 def _keep_model_inputs(tokenizer: PreTrainedTokenizerBase, model: torch.nn.Module) -> None:

@@ -73,7 +73,8 @@ def inspect_pipeline(pipeline: Pipeline) -> dict[str, Any]:
     indices = list(range(len(encoded)))
     hidden, mask = LiveFeatures(encoded, loaded.backbone, plan).batch(indices, torch.device("cpu"))
     outputs = loaded.backbone.top(hidden, mask, plan.boundary)
-    task.loss(outputs, task.batch_targets(data.train.targets, indices)).backward()
+    targets = task.aligned_targets(data.train.targets[:len(encoded)], encoded)
+    task.loss(outputs, task.batch_targets(targets, indices)).backward()
     return {"pipeline": str(pipeline.path), **plan.record(), "description": plan.describe(),
             "rows": layer_rows(plan, loaded.backbone, spec.train),
             "gradient_flow": gradient_flow(loaded.model, plan.parameters())}

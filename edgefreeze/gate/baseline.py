@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from edgefreeze.errors import ConfigError
 from edgefreeze.gate.evaluate import held_out_outputs
 from edgefreeze.gate.rules import Rule
@@ -84,6 +86,10 @@ def compare_with_baseline(bundle: Bundle, task: Task, examples: list[Any], targe
     baseline = held_out_outputs(bundle.model(INT8.name), bundle.encoder(), examples, reporter,
                                 "baseline")
     metric = task.gate_metric
+    if any(np.shape(old) != np.shape(new) for old, new in zip(baseline, outputs)):
+        raise ConfigError(f"gate.baseline: {bundle.path} reads the held-out inputs as other "
+                          "tokens than this build (another tokenizer or data.max_length), so "
+                          "their outputs cannot be compared position by position")
     flipped = []
     for row, (example, old, new) in enumerate(zip(examples, baseline, outputs)):
         before, after = task.predicted(old, targets, row), task.predicted(new, targets, row)

@@ -6,7 +6,9 @@ from edgefreeze.runtime.forms import FORMS, REFERENCE
 from edgefreeze.runtime.manifest import Manifest
 
 METRIC_LABELS = {"macro_f1": "macro-F1", "agreement": "agreement with PyTorch",
-                 "max_logit_error": "max abs logit error"}
+                 "max_logit_error": "max abs logit error", "entity_f1": "entity F1",
+                 "entity_precision": "entity precision", "entity_recall": "entity recall",
+                 "token_accuracy": "token accuracy"}
 
 
 def label(name: str) -> str:
@@ -44,7 +46,8 @@ def baseline_rows(manifest: Manifest) -> tuple[str, list[tuple]] | None:
     summary = (f"Baseline {baseline.bundle} ({baseline.pipeline}, built {baseline.created}), "
                f"int8 on the same {baseline.rows} held-out rows: {baseline.metric} "
                f"{baseline.baseline_value:.4f} -> {baseline.value:.4f}; {baseline.flips} "
-               f"predictions flip ({100 * baseline.flip_share:.1f} %).")
+               f"rows' predictions flip ({100 * baseline.flip_share:.1f} %; a tagger's row "
+               "flips when any word's tag does).")
     if not baseline.same_held_out:
         summary += (" The baseline was gated on other held-out rows: it may have trained on "
                     "some of these, which flatters it.")

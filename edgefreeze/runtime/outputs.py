@@ -65,9 +65,10 @@ class Entity:
 
 @dataclass(frozen=True)
 class Tagging:
-    tags: list[str]  # one per word the model saw (words past max_length get none)
+    tags: list[str]  # one per word up to the last the model read (a word the tokenizer
+                     # maps to no token, a stray control character, is O)
     entities: list[Entity]
-    words_unread: int  # words cut off by max_length
+    words_unread: int  # words past max_length: they get no tag
 
 
 @OUTPUTS.register("tags")
@@ -81,17 +82,20 @@ class TagOutputs:
         starts = feed["word_starts"].reshape(-1)
         spans = feed["word_spans"].reshape(-1, 2)
         positions = np.flatnonzero(starts >= 0)
-        probabilities = np.stack([_softmax(scores[p]) for p in positions]) if len(
-            positions) else np.zeros((0, len(labels)))
-        best = probabilities.argmax(axis=1)
-        tags = [labels[i] for i in best]
+        read = int(starts[positions].max()) + 1 if len(positions) else 0
+        tags, confidence = ["O"] * read, [1.0] * read
+        for position in positions:  # each word's tag, from the token where it starts
+            probabilities = _softmax(scores[position])
+            best = int(probabilities.argmax())
+            tags[starts[position]], confidence[starts[position]] = labels[best], float(
+                probabilities[best])
         text = example if isinstance(example, str) else " ".join(example)
         entities = []
         for kind, first, last in entity_runs(tags):
             start, end = int(spans[first][0]), int(spans[last][1])
-            score = float(probabilities[np.arange(first, last + 1), best[first:last + 1]].mean())
+            score = float(np.mean(confidence[first:last + 1]))
             entities.append(Entity(kind, text[start:end], start, end, round(score, 6)))
-        return Tagging(tags, entities, len(spans) - len(tags))
+        return Tagging(tags, entities, len(spans) - read)
 
     def summary(self, prediction: Tagging) -> str:
         return "\t".join(f"{e.type}:{e.text}@{e.start}" for e in prediction.entities) or "-"
@@ -104,8 +108,8 @@ class TagOutputs:
 
 def entity_runs(tags: list[str]) -> list[tuple[str, int, int]]:
     """(type, first, last) word of each entity in a tag sequence, by conlleval's chunk
-    rules (as seqeval's default mode reads them): the device has no seqeval, and the
-    gate checks that the two agree."""
+    rules (as seqeval's default mode reads them): the device has no seqeval, and a test
+    checks that the two agree."""
     runs: list[tuple[str, int, int]] = []
     previous, previous_type, begin = "O", "", 0
     for i, tag in enumerate([*tags, "O"]):

@@ -117,6 +117,11 @@ class Task(ABC):
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """The training loss of one batch."""
 
+    def loss_weight(self, targets: Any, indices: Sequence[int]) -> float:
+        """What `loss` averages over in these examples (one per example here): each of
+        several processes weighs its part of a batch by its share of this."""
+        return float(len(indices))
+
     @abstractmethod
     def unbatch(self, outputs: np.ndarray, lengths: Sequence[int]) -> Outputs:
         """A padded batch's outputs as one array per example (`lengths`: its tokens)."""

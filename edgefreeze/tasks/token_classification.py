@@ -48,7 +48,10 @@ class TagTargets:
     def __iter__(self) -> Iterator[np.ndarray]:
         return iter(self.words)
 
-    def __getitem__(self, row: int) -> np.ndarray:
+    def __getitem__(self, row: int | slice) -> np.ndarray | TagTargets:
+        if isinstance(row, slice):
+            return TagTargets(self.words[row], self.names,
+                              self.tokens[row] if self.tokens is not None else None)
         return self.words[row]
 
     def aligned(self, encoded: Encoded) -> TagTargets:
@@ -130,6 +133,9 @@ class TokenClassification(Task):
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.cross_entropy(outputs.float().flatten(0, 1),
                                                  targets.flatten(), ignore_index=IGNORED)
+
+    def loss_weight(self, targets: TagTargets, indices: Sequence[int]) -> float:
+        return float(sum(len(targets.scored(i)) for i in indices))  # the scored tokens
 
     def unbatch(self, outputs: np.ndarray, lengths: Sequence[int]) -> Outputs:
         return [outputs[i, :length] for i, length in enumerate(lengths)]

@@ -92,7 +92,7 @@ def train(backbone: Backbone, plan: FreezePlan, task: Task, train_set: Features,
                      task.batch_targets(train_targets, mine).to(device)) if mine else None
             loss = train_step(backbone, plan, task, batch, optimizer, precision,
                               spec.max_grad_norm, check=step == 0, norms=layer_norms,
-                              world=world, share=len(mine) / len(indices))
+                              world=world, share=_share(task, train_targets, mine, indices))
             scheduler.step()
             result.steps += 1
             losses.append(loss)
@@ -140,6 +140,13 @@ def train(backbone: Backbone, plan: FreezePlan, task: Task, train_set: Features,
                       f"(validation {task.gate_metric} {best[0]:.4f})")
     model.eval()
     return result
+
+
+def _share(task: Task, targets: Any, mine: Sequence[int], batch: Sequence[int]) -> float:
+    """This process's part of a batch's loss: the loss is a mean over examples (or, for a
+    tagger, over scored tokens), so summed gradients weighted by this equal one process's."""
+    whole = task.loss_weight(targets, batch)
+    return task.loss_weight(targets, mine) / whole if mine and whole else 0.0
 
 
 def _check_steps(total_steps: int, checks: int) -> dict[int, list[int]]:
