@@ -18,23 +18,23 @@ SWEEP = {**QUICK, "data": {"sample_rows": 240}}
 
 def test_sweep_ships_the_best_trial_trained_from_one_cache_fill(tmp_path):
     pipeline = write_pipeline(tmp_path, {**SWEEP, "sweep": {"epochs": [1, 2]}})
-    result = run_cli("sweep", str(pipeline), "--trials", "4", "--output",
+    result = run_cli("sweep", str(pipeline), "--trials", "6", "--output",
                      str(tmp_path / "b"), "--quiet", "--json",
                      "--cache-dir", str(tmp_path / "cache"))
     assert result.exit_code == 0, result.stderr
     manifest = Manifest.load(tmp_path / "b" / "manifest.json")
     sweep = manifest.sweep
-    assert len(sweep.trials) == 4 and sweep.best_trial == result.json()["sweep"]["best_trial"]
+    assert len(sweep.trials) == 6 and sweep.best_trial == result.json()["sweep"]["best_trial"]
     done = [t for t in sweep.trials if t.state == "complete"]
     assert sweep.best_value == max(t.value for t in done)
-    assert len({json.dumps(t.params, sort_keys=True) for t in sweep.trials}) == 4
-    # Successive halving: a trial is stopped at a sixth or at half of its own schedule
+    assert len({json.dumps(t.params, sort_keys=True) for t in sweep.trials}) == 6
+    # Successive halving: a trial is stopped at a sixth or two thirds of its own schedule
     # (the first always goes on), and one that goes on past half runs to its end.
     assert sweep.pruner == "SuccessiveHalvingPruner" and sweep.trials[0].state == "complete"
     assert any(t.state == "pruned" for t in sweep.trials)
     for trial in sweep.trials:
         share = trial.epochs_run / trial.params["epochs"]
-        stops = [1.0] if trial.state == "complete" else [1 / 6, 1 / 2]
+        stops = [1.0] if trial.state == "complete" else [1 / 6, 4 / 6]
         assert any(share == pytest.approx(stop, abs=1e-3) for stop in stops), trial
 
     # The bundle is the best trial's model, with its settings recorded.
@@ -47,7 +47,7 @@ def test_sweep_ships_the_best_trial_trained_from_one_cache_fill(tmp_path):
     assert manifest.training.freeze.boundary == 6 - best["trainable_layers"]
     assert manifest.training.epochs[-1].validation["accuracy"] == sweep.best_value
 
-    # The stem ran once for all four trials: every train and validation row missed once.
+    # The stem ran once for all six trials: every train and validation row missed once.
     splits = manifest.data.splits
     assert manifest.cache.misses == splits["train"].rows + splits["validation"].rows
     assert manifest.cache.boundary == 4  # the pipeline's trainable_layers: 2
