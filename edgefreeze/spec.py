@@ -192,8 +192,8 @@ class SweepSpec(Section):
                                     "many seconds")
     seed: int = Field(0, description="the sampler's seed")
     prune: bool = Field(True, description="successive halving: stop a trial at a sixth "
-                        "or at two thirds of its schedule unless its validation score is "
-                        "among the best quarter of the trials scored there")
+                        "or at half of its schedule unless its validation score is among "
+                        "the best third of the trials scored there")
     lr_top: tuple[float, float] = Field((1e-5, 1e-3), description="log-uniform")
     lr_head: tuple[float, float] = Field((1e-4, 1e-2), description="log-uniform")
     epochs: tuple[int, int] | None = Field(None, description="default: 1 to train.epochs")

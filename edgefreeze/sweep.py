@@ -8,12 +8,12 @@ per boundary from the cached ones, so no trial runs the frozen stem again.
 
 The search is Optuna's (TPE sampler, successive-halving pruner): a well-kept library with
 the samplers and pruners that sweeps need, rather than a search of our own. Each trial's
-validation score is taken at every sixth of its schedule; at the first sixth and at two
-thirds, a trial goes on only while it is among the best quarter of the trials scored
-there (Optuna's default reduction factor, 4). Trials are compared at equal shares of their
-own schedules, where their learning rates have decayed alike, so a longer schedule is not
-pruned for being less far along. Most trials stop at their first sixth: a sweep costs
-about as much as a few whole trainings.
+validation score is taken at every sixth of its schedule; at the first sixth and at half,
+a trial goes on only while it is among the best third of the trials scored there
+(reduction factor 3; docs/benchmarks.md has a run at Optuna's default 4). Trials are
+compared at equal shares of their own schedules, where their learning rates have decayed
+alike, so a longer schedule is not pruned for being less far along. Most trials stop at
+their first sixth: a sweep costs about as much as a few whole trainings.
 """
 
 from __future__ import annotations
@@ -206,7 +206,7 @@ def _search_and_ship(prepared: Prepared, pipeline: Pipeline, space: SearchSpace,
         return value
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    pruner = (optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=4)
+    pruner = (optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
               if spec.sweep.prune else optuna.pruners.NopPruner())
     study = optuna.create_study(direction="maximize", pruner=pruner,
                                 sampler=optuna.samplers.TPESampler(seed=spec.sweep.seed))
