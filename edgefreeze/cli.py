@@ -9,9 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
-import signal
 import sys
-import threading
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +19,7 @@ import click
 
 from edgefreeze import __version__
 from edgefreeze.errors import ConfigError, EdgefreezeError, GateRefused
+from edgefreeze.interrupts import Terminated, stopping_on_signals
 from edgefreeze.runtime.forms import FORMS, FP32, INT8, REFERENCE
 
 BUILD_MODULES = {"torch", "transformers", "optimum", "onnx", "yaml", "tqdm", "safetensors",
@@ -34,23 +33,14 @@ def _summary(manifest) -> dict:
             "trainable_parameters": manifest.training.freeze.trainable_parameters}
 
 
-class Terminated(BaseException):
-    """SIGTERM (a CI job cancelled, a pod evicted): exit 128 + 15, like a shell would."""
-
-
-def _terminate(signum: int, frame: object) -> None:
-    raise Terminated()
-
-
 def _run(as_json: bool, action: Callable[[], dict | None]) -> None:
     """Run a command body; turn every outcome into one exit code and, with --json, one
     JSON object on stdout (none on success when the body printed its own JSON lines).
     Tracebacks only when EDGEFREEZE_TRACEBACK=1. SIGTERM unwinds like Ctrl-C, so that
     staging folders and locks are cleaned up on the way out."""
-    handles_signals = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _terminate) if handles_signals else None
     try:
-        payload, code = action(), 0
+        with stopping_on_signals():
+            payload, code = action(), 0
     except GateRefused as exc:
         payload = {"status": "refused", "report": str(exc.report_dir), **_summary(exc.manifest)}
         code = exc.exit_code
@@ -77,9 +67,6 @@ def _run(as_json: bool, action: Callable[[], dict | None]) -> None:
         payload, code = {"status": "error", "message": f"{type(exc).__name__}: {exc}"}, 3
         click.echo(f"edgefreeze: unexpected error: {type(exc).__name__}: {exc} "
                    "(set EDGEFREEZE_TRACEBACK=1 for the traceback)", err=True)
-    finally:
-        if handles_signals:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
     if as_json and payload is not None:
         click.echo(json.dumps({"exit_code": code, **payload}, indent=2))
     sys.exit(code)

@@ -14,6 +14,8 @@ from typing import TypeVar
 
 from tqdm import tqdm
 
+from edgefreeze.interrupts import raise_pending
+
 T = TypeVar("T")
 
 
@@ -33,13 +35,16 @@ class Reporter:
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
-        """Time a stage; the wall time lands in the manifest."""
+        """Time a stage; the wall time lands in the manifest. A stop that a signal asked
+        for is raised at the stage's start and end, if it was swallowed on the way."""
+        raise_pending()
         self.info(f"» {name}")
         start = time.perf_counter()
         try:
             yield
         finally:
             self.timings[name] = round(time.perf_counter() - start, 3)
+        raise_pending()
 
     def progress(self, items: Iterable[T], total: int | None = None, desc: str = "") -> Iterable[T]:
         return tqdm(items, total=total, desc=desc, disable=self.quiet, file=sys.stderr,

@@ -20,6 +20,8 @@ import pytest
 
 from edgefreeze.errors import ConfigError
 from edgefreeze.failpoints import POINTS
+from edgefreeze.interrupts import stopping_on_signals
+from edgefreeze.progress import Reporter
 from edgefreeze.publish import DestinationClaim
 from tests.conftest import SMOKE
 
@@ -29,9 +31,13 @@ MODEL_FILES = ("model.onnx", "model.int8.onnx", "trainable.safetensors", "labels
 
 
 def start(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """The CLI as a terminal's foreground job runs it: SIGINT at its default even when the
+    test run itself was started in the background, where shells ignore SIGINT and every
+    child inherits that."""
     return subprocess.Popen([sys.executable, "-m", "edgefreeze", *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, **(env or {})})
+                            env={**os.environ, **(env or {})},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -189,3 +195,22 @@ def test_a_full_disk_while_filling_the_cache_runs_live_and_keeps_the_cache(tmp_p
     assert (output / "model.int8.onnx").is_file()
     assert verify.returncode == 0, verify.stderr  # what it holds is sound
     assert [name for name in left if name.endswith(".bin")] == []  # no half-written shard
+
+
+def test_a_stop_swallowed_in_a_finaliser_is_raised_at_the_next_stage():
+    """Ctrl-C landing in a `__del__` (a progress bar being closed) is printed as "Exception
+    ignored" by Python and lost; the recorded stop is raised at the next stage boundary."""
+
+    class Closing:
+        def __del__(self) -> None:
+            os.kill(os.getpid(), signal.SIGINT)  # the handler raises in here
+
+    before = signal.getsignal(signal.SIGINT)
+    reached = []
+    with pytest.raises(KeyboardInterrupt), stopping_on_signals():
+        Closing()  # collected at once; its KeyboardInterrupt is swallowed
+        reached.append("after the finaliser")
+        with Reporter(quiet=True).stage("next"):
+            reached.append("inside the next stage")
+    assert reached == ["after the finaliser"]
+    assert signal.getsignal(signal.SIGINT) is before
