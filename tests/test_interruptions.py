@@ -20,7 +20,7 @@ import pytest
 
 from edgefreeze.errors import ConfigError
 from edgefreeze.failpoints import POINTS
-from edgefreeze.interrupts import stopping_on_signals
+from edgefreeze.interrupts import Terminated, stopping_on_signals
 from edgefreeze.progress import Reporter
 from edgefreeze.publish import DestinationClaim
 from tests.conftest import SMOKE
@@ -198,19 +198,21 @@ def test_a_full_disk_while_filling_the_cache_runs_live_and_keeps_the_cache(tmp_p
 
 
 def test_a_stop_swallowed_in_a_finaliser_is_raised_at_the_next_stage():
-    """Ctrl-C landing in a `__del__` (a progress bar being closed) is printed as "Exception
-    ignored" by Python and lost; the recorded stop is raised at the next stage boundary."""
+    """A signal landing in a `__del__` (a progress bar being closed) is printed as
+    "Exception ignored" by Python and lost; the recorded stop is raised at the next stage
+    boundary. SIGTERM here: the test run may itself be a background job, whose SIGINT the
+    shell ignores (and edgefreeze leaves ignored)."""
 
     class Closing:
         def __del__(self) -> None:
-            os.kill(os.getpid(), signal.SIGINT)  # the handler raises in here
+            os.kill(os.getpid(), signal.SIGTERM)  # the handler raises in here
 
-    before = signal.getsignal(signal.SIGINT)
+    before = signal.getsignal(signal.SIGTERM)
     reached = []
-    with pytest.raises(KeyboardInterrupt), stopping_on_signals():
-        Closing()  # collected at once; its KeyboardInterrupt is swallowed
+    with pytest.raises(Terminated), stopping_on_signals():
+        Closing()  # collected at once; its Terminated is swallowed
         reached.append("after the finaliser")
         with Reporter(quiet=True).stage("next"):
             reached.append("inside the next stage")
     assert reached == ["after the finaliser"]
-    assert signal.getsignal(signal.SIGINT) is before
+    assert signal.getsignal(signal.SIGTERM) is before
