@@ -32,12 +32,29 @@ MODERNBERT = {**TINY, "local_attention": 4, "global_attn_every_n_layers": 2,
               "sep_token_id": 2, "reference_compile": False}
 
 
-def tiny_model(model_type: str, attention: str | None = None) -> torch.nn.Module:
+def tiny_model(model_type: str, attention: str | None = None,
+               model_class=AutoModelForSequenceClassification, **settings) -> torch.nn.Module:
     torch.manual_seed(0)
     kwargs = {"distilbert": DISTIL, "deberta-v2": DEBERTA_V3,
               "modernbert": MODERNBERT}.get(model_type, TINY)
-    config = AutoConfig.for_model(model_type, num_labels=3, **kwargs)
-    return AutoModelForSequenceClassification.from_config(config, attn_implementation=attention)
+    config = AutoConfig.for_model(model_type, **{"num_labels": 3, **kwargs, **settings})
+    return model_class.from_config(config, attn_implementation=attention)
+
+
+def assert_split_is_whole(model: torch.nn.Module, backbone) -> dict:
+    """Stem then top equals the model's own forward at every boundary, on a padded batch;
+    returns the inputs used."""
+    ids = torch.randint(5, 99, (3, 9))
+    mask = torch.ones_like(ids)
+    mask[1, 6:] = 0
+    mask[2, 3:] = 0
+    inputs = {"input_ids": ids, "attention_mask": mask}
+    with torch.no_grad():
+        expected = model(**inputs).logits
+        for boundary in range(backbone.depth + 1):
+            got = backbone.top(backbone.stem(inputs, boundary), mask, boundary)
+            torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    return inputs
 
 
 @pytest.mark.parametrize("model_type", supported_model_types())
@@ -104,20 +121,12 @@ def test_stem_then_top_is_the_models_own_forward(model_type, attention):
     """Training runs stem and top apart; export runs the whole model: they must agree."""
     model = tiny_model(model_type, attention).eval()
     backbone = backbone_for(model, TEXT)
-    ids = torch.randint(5, 99, (3, 9))
-    mask = torch.ones_like(ids)
-    mask[1, 6:] = 0
-    mask[2, 3:] = 0
-    inputs = {"input_ids": ids, "attention_mask": mask}
+    inputs = assert_split_is_whole(model, backbone)
+    mask = inputs["attention_mask"]
     with torch.no_grad():
-        expected = model(**inputs).logits
-        for boundary in range(backbone.depth + 1):
-            hidden = backbone.stem(inputs, boundary)
-            got = backbone.top(hidden, mask, boundary)
-            torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
         head_only = backbone.top(backbone.stem(inputs, backbone.depth)[:, :1], mask[:, :1],
                                  backbone.depth)
-        torch.testing.assert_close(head_only, expected, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(head_only, model(**inputs).logits, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("spec, hub", [("roberta-base", True),
@@ -137,21 +146,9 @@ def test_model_names_a_hub_id_only_when_it_can_be_one(tmp_path, spec, hub):
 @pytest.mark.parametrize("model_type", supported_model_types())
 def test_stem_then_top_is_the_tagger_s_own_forward(model_type):
     """The token-classification head of each family, split at every boundary."""
-    torch.manual_seed(0)
-    kwargs = {"distilbert": DISTIL, "deberta-v2": DEBERTA_V3,
-              "modernbert": MODERNBERT}.get(model_type, TINY)
-    config = AutoConfig.for_model(model_type, num_labels=5, **kwargs)
-    model = AutoModelForTokenClassification.from_config(config).eval()
-    backbone = backbone_for(model, task_for("token-classification"))
-    ids = torch.randint(5, 99, (3, 9))
-    mask = torch.ones_like(ids)
-    mask[1, 6:] = 0
-    inputs = {"input_ids": ids, "attention_mask": mask}
-    with torch.no_grad():
-        expected = model(**inputs).logits
-        for boundary in range(backbone.depth + 1):
-            got = backbone.top(backbone.stem(inputs, boundary), mask, boundary)
-            torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    model = tiny_model(model_type, model_class=AutoModelForTokenClassification,
+                       num_labels=5).eval()
+    assert_split_is_whole(model, backbone_for(model, task_for("token-classification")))
 
 
 @pytest.mark.parametrize("model_type", supported_model_types())
@@ -187,18 +184,7 @@ def test_every_method_fits_every_family(model_type, method):
 def test_modernbert_mean_pooling_reads_every_row_even_head_only():
     """With `classifier_pooling: mean` ModernBERT's head averages all real tokens: stem then
     top must still equal the model, and head-only caching must keep every row."""
-    torch.manual_seed(0)
-    config = AutoConfig.for_model("modernbert", num_labels=3, classifier_pooling="mean",
-                                  **MODERNBERT)
-    model = AutoModelForSequenceClassification.from_config(config).eval()
+    model = tiny_model("modernbert", classifier_pooling="mean").eval()
     backbone = backbone_for(model, TEXT)
     assert backbone.head_rows is None and TEXT.head_rows == 1
-    ids = torch.randint(5, 99, (2, 9))
-    mask = torch.ones_like(ids)
-    mask[1, 5:] = 0
-    inputs = {"input_ids": ids, "attention_mask": mask}
-    with torch.no_grad():
-        expected = model(**inputs).logits
-        for boundary in range(backbone.depth + 1):
-            got = backbone.top(backbone.stem(inputs, boundary), mask, boundary)
-            torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    assert_split_is_whole(model, backbone)
