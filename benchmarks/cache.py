@@ -64,14 +64,14 @@ class Bench:
 
     def store(self, loaded, plan, root: Path | None = None) -> ActivationStore:
         keyset, description = describe_keyset(frozen_digest(loaded.model), loaded.backbone,
-                                              loaded.tokenizer, self.task.name,
+                                              loaded.processor, self.task.name,
                                               self.max_length, plan, "fp16")
         return ActivationStore(root or self.cache_root, keyset, description, "fp16",
                                loaded.backbone.hidden_size)
 
     def fill(self, loaded, plan, texts: list[str], root: Path | None = None):
         store = self.store(loaded, plan, root)
-        encoded = self.task.encode(loaded.tokenizer, texts, self.max_length)
+        encoded = self.task.encode(loaded.processor, texts, self.max_length)
         keys = [self.task.example_key(text) for text in texts]
         start = time.perf_counter()
         arrays, stats = fetch_activations(store, keys, encoded, loaded.backbone, plan, CPU, QUIET)
@@ -103,7 +103,7 @@ class Bench:
     def configuration(self, trainable_layers: int) -> dict:
         texts, labels = self.data.train.inputs, self.data.train.targets
         loaded, plan = self.model(trainable_layers)
-        encoded = self.task.encode(loaded.tokenizer, texts, self.max_length)
+        encoded = self.task.encode(loaded.processor, texts, self.max_length)
         row = {"uncached": self.epoch(loaded, plan, LiveFeatures(encoded, loaded.backbone, plan),
                                       labels)}
         _, _, row["fill"] = self.fill(loaded, plan, texts)

@@ -54,7 +54,7 @@ def main(path: str) -> None:
     data = load_data(spec.data, task, pipeline.resolve)
     loaded = load_model(spec.model, task, data.label_names, pipeline.resolve, False, 0)
     model = loaded.model.eval()
-    features = {name: sentence_embeddings(model, task.encode(loaded.tokenizer, split.inputs,
+    features = {name: sentence_embeddings(model, task.encode(loaded.processor, split.inputs,
                                                              spec.data.max_length))
                 for name, split in data.named_splits().items()}
     labels = {name: torch.from_numpy(split.targets) for name, split in data.named_splits().items()}

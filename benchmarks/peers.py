@@ -67,7 +67,7 @@ def trainer_run(pipeline: Pipeline, seed: int, precision: str) -> dict:
     for module in [backbone.embedding_module(), *backbone.layer_stack()[:frozen]]:
         module.requires_grad_(False)
     train_rows, test_rows = (
-        Rows(task.encode(loaded.tokenizer, split.inputs, spec.data.max_length), split.targets)
+        Rows(task.encode(loaded.processor, split.inputs, spec.data.max_length), split.targets)
         for split in (data.train, data.test))
     with tempfile.TemporaryDirectory() as scratch:
         arguments = TrainingArguments(
@@ -78,7 +78,7 @@ def trainer_run(pipeline: Pipeline, seed: int, precision: str) -> dict:
             use_cpu=not torch.cuda.is_available(), report_to=[], save_strategy="no",
             logging_strategy="no", eval_strategy="no", disable_tqdm=True)
         trainer = Trainer(model=model, args=arguments, train_dataset=train_rows,
-                          data_collator=DataCollatorWithPadding(loaded.tokenizer))
+                          data_collator=DataCollatorWithPadding(loaded.processor))
         start = time.perf_counter()
         trainer.train()
         seconds = time.perf_counter() - start

@@ -104,7 +104,7 @@ def measure(rows: int | None, max_length: int, layers: int, snippets: int, scrat
         model = str(deepen(Path(source.source["location"]), layers, Path(scratch) / "deep"))
     loaded = load_model(model, task, data.label_names, pipeline.resolve, False, 0, max_length)
     plan = make_plan(spec.freeze, loaded.backbone)
-    encoded = {name: task.encode(loaded.tokenizer, split.inputs, max_length)
+    encoded = {name: task.encode(loaded.processor, split.inputs, max_length)
                for name, split in data.named_splits().items()}
     quiet, cpu = Reporter(quiet=True), torch.device("cpu")
     one_epoch = spec.train.with_epochs(1)

@@ -31,7 +31,7 @@ from edgefreeze.runtime.inputs import input_kind
 from edgefreeze.runtime.manifest import Manifest
 from edgefreeze.spec import Pipeline
 from edgefreeze.tasks import Task, task_for
-from edgefreeze.tasks.encoding import Encoded
+from edgefreeze.tasks.encoding import ModelInputs
 from edgefreeze.train.device import resolve_device
 from edgefreeze.train.distributed import World, join_world
 from edgefreeze.train.features import Features, stem_features
@@ -89,7 +89,7 @@ class Prepared:
     plan: FreezePlan
     frozen_sha256: str
     warm_start: dict[str, str] | None
-    encoded: dict[str, Encoded]
+    encoded: dict[str, ModelInputs]
     features: dict[str, Features]
     cache: dict[str, Any]
     reporter: Reporter  # quiet on every process but the leader
@@ -176,7 +176,7 @@ def _prepare(pipeline: Pipeline, task: Task, destination: Path, device: torch.de
                       if options.warm_start else None)
         reporter.info(f"  {plan.summary()}")
     with reporter.stage("tokenize"):
-        encoded = {name: task.encode(loaded.tokenizer, split.inputs, max_length)
+        encoded = {name: task.encode(loaded.processor, split.inputs, max_length)
                    for name, split in data.named_splits().items()}
         loaded.backbone.check_split(encoded["train"], plan.boundary)
         data = data.aligned(task, encoded)
@@ -213,7 +213,7 @@ def ship(prepared: Prepared, trained: TrainResult, reporter: Reporter,
             write_model_files(loaded, data.label_names, staging.path)
             save_trainable(loaded.model, plan, staging.path)
             exported, export_record = export_models(loaded, plan, task, forms, staging.path,
-                                                    spec.export.opset)
+                                                    spec.export.opset, prepared.encoded["test"])
             failpoint("export")
         model = loaded.model.to(device)
         reference = reference_outputs(model, task, prepared.encoded["test"], device)
@@ -230,7 +230,9 @@ def ship(prepared: Prepared, trained: TrainResult, reporter: Reporter,
                                   targets=data.test.targets, encoded=prepared.encoded["test"],
                                   forms=models, encoder=encoder,
                                   batch_sizes=spec.gate.batch_sizes,
-                                  sequence_lengths=spec.shape_check_lengths(), device=device,
+                                  sequence_lengths=spec.shape_check_lengths()
+                                  if prepared.encoded["test"].sequential else [],
+                                  device=device,
                                   reporter=reporter, known=known)
             compared = (compare_with_baseline(
                 prepared.baseline, task, data.test.inputs, data.test.targets,

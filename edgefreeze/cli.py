@@ -184,8 +184,9 @@ def build(**options) -> None:
 @main.command(short_help="Retrain on the pipeline's data plus new rows.")
 @build_options
 @click.option("--add", "added", multiple=True, required=True,
-              type=click.Path(dir_okay=False, path_type=Path),
-              help="A CSV or JSONL file of new labelled rows (same columns); repeatable.")
+              type=click.Path(path_type=Path),
+              help="A CSV or JSONL file of new labelled rows (same columns), or an image "
+                   "folder; repeatable.")
 @click.option("--from", "warm_start", type=click.Path(file_okay=False, path_type=Path),
               help="Start from this bundle's trained top instead of the pretrained one.")
 @click.option("--epochs", type=click.IntRange(min=1),
@@ -400,8 +401,8 @@ def clear(cache_dir: Path | None, as_json: bool) -> None:
 @click.argument("bundle", type=click.Path(file_okay=False, path_type=Path))
 @click.argument("texts", nargs=-1)
 @click.option("--file", "text_file", type=click.File("rb"),
-              help="Read texts from this UTF-8 file, one per line ('-' for stdin); blank "
-                   "lines are skipped.")
+              help="Read texts (or an image model's image paths) from this UTF-8 file, one "
+                   "per line ('-' for stdin); blank lines are skipped.")
 @click.option("--model", "form", type=click.Choice(list(FORMS)), default=INT8.name,
               show_default=True, help="Which of the bundle's model forms to run.")
 @click.option("--threads", type=click.IntRange(min=0), default=0,
@@ -410,7 +411,8 @@ def clear(cache_dir: Path | None, as_json: bool) -> None:
               help="One JSON object per text (JSON lines); one error object on failure.")
 def predict(bundle: Path, texts: tuple[str, ...], text_file, form: str, threads: int,
             as_json: bool) -> None:
-    """Predict with a bundle, using ONNX Runtime only (no torch needed)."""
+    """Predict with a bundle, using ONNX Runtime only (no torch needed). TEXTS are texts,
+    or image paths for an image model."""
     from dataclasses import asdict
 
     from edgefreeze.runtime import Predictor
@@ -421,9 +423,15 @@ def predict(bundle: Path, texts: tuple[str, ...], text_file, form: str, threads:
             raise ConfigError(f"{text_file.name}: no texts" if text_file else
                               "predict: give TEXT arguments or --file")
         predictor = Predictor(bundle, form, threads)
-        for text, prediction in zip(inputs, predictor.predict(inputs)):
+        kind = predictor.bundle.manifest.task.inputs
+        try:
+            predictions = predictor.predict(inputs)
+        except ValueError as exc:  # an input the encoder cannot read (an image file)
+            raise ConfigError(f"predict: {exc}") from None
+        for text, prediction in zip(inputs, predictions):
             if as_json:
-                click.echo(json.dumps({"text": text, **asdict(prediction)}))
+                click.echo(json.dumps({"image" if kind == "image" else "text": text,
+                                       **asdict(prediction)}))
             else:
                 click.echo(f"{predictor.decoder.summary(prediction)}\t{text}")
 
@@ -446,7 +454,7 @@ def _lines(handle) -> list[str]:
 @click.option("--threads", type=click.IntRange(min=0), default=0,
               help="Threads per model (0: the runtime's default).")
 @click.option("--sequence-length", type=click.IntRange(min=2), default=32, show_default=True,
-              help="Tokens per input (at most the bundle's max_length).")
+              help="Tokens per input (at most the bundle's max_length; text models).")
 @click.option("--runs", type=click.IntRange(min=10), default=200, show_default=True,
               help="Timed batch-1 runs per model.")
 @click.option("--rounds", type=click.IntRange(min=1), default=3, show_default=True,
@@ -461,8 +469,9 @@ def bench_command(bundle: Path, threads: int, sequence_length: int, runs: int, r
     def action() -> dict:
         result = bench(bundle, threads, sequence_length, runs, rounds=rounds)
         if not as_json:
-            click.echo(f"{bundle}: sequence length {sequence_length}, "
-                       f"threads {threads or 'default'}, {rounds} round(s)")
+            shape = (f"sequence length {sequence_length}" if result["sequence_length"]
+                     else "one image")
+            click.echo(f"{bundle}: {shape}, threads {threads or 'default'}, {rounds} round(s)")
             click.echo(f"{'model':<8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} "
                        f"{'batch-32 /s':>12} {'size MB':>9} {'peak RSS MB':>12} "
                        f"{'int8 faster':>12}")

@@ -28,7 +28,7 @@ from edgefreeze.runtime.bundle import MANIFEST, Predictor
 from edgefreeze.runtime.manifest import Manifest, TargetCheck
 from edgefreeze.spec import Pipeline
 from edgefreeze.tasks import task_for
-from edgefreeze.tasks.encoding import Encoded
+from edgefreeze.tasks.encoding import Encoded, EncodedImages, ModelInputs
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # the runtime is pure Python
 # ELF e_machine -> qemu-user's name for the architecture
@@ -93,7 +93,9 @@ def verify_target(bundle: Path, pipeline: Pipeline, interpreter: Interpreter,
     targets = task.aligned_targets(data.test.targets[:len(examples)], _encoded(feeds))
     with tempfile.TemporaryDirectory(prefix="edgefreeze-target-") as scratch:
         inputs, outputs = Path(scratch) / "inputs.json", Path(scratch) / "outputs.npz"
-        inputs.write_text(json.dumps(examples), encoding="utf-8")
+        inputs.write_text(json.dumps([os.fspath(example) if isinstance(example, os.PathLike)
+                                      else example for example in examples]),
+                          encoding="utf-8")
         command, env = interpreter.command([str(bundle), form, str(inputs), str(outputs)])
         try:
             done = subprocess.run(command, env=env, capture_output=True, text=True,
@@ -132,9 +134,11 @@ def verify_target(bundle: Path, pipeline: Pipeline, interpreter: Interpreter,
     return check
 
 
-def _encoded(feeds: list[dict[str, np.ndarray]]) -> Encoded:
+def _encoded(feeds: list[dict[str, np.ndarray]]) -> ModelInputs:
     """The device encoder's feeds as the task aligns targets with them (a tagger's labels
     go on the tokens where its words start)."""
+    if feeds and "input_ids" not in feeds[0]:  # images: nothing to align
+        return EncodedImages({name: [feed[name][0] for feed in feeds] for name in feeds[0]})
     return Encoded({"input_ids": [feed["input_ids"][0] for feed in feeds]}, pad_token_id=0,
                    word_starts=[feed["word_starts"][0] for feed in feeds]
                    if feeds and "word_starts" in feeds[0] else None)

@@ -57,7 +57,7 @@ def assert_split_is_whole(model: torch.nn.Module, backbone) -> dict:
     return inputs
 
 
-@pytest.mark.parametrize("model_type", supported_model_types())
+@pytest.mark.parametrize("model_type", supported_model_types("text"))
 @pytest.mark.parametrize("trainable_layers", [0, 1, 4])
 def test_freeze_trains_exactly_the_top_and_head(model_type, trainable_layers):
     backbone = backbone_for(tiny_model(model_type), TEXT)
@@ -115,7 +115,7 @@ def test_gradient_check_catches_a_parameter_off_the_loss_path():
         check_gradients(backbone.model, plan.parameters())
 
 
-@pytest.mark.parametrize("model_type", supported_model_types())
+@pytest.mark.parametrize("model_type", supported_model_types("text"))
 @pytest.mark.parametrize("attention", ["eager", None])  # None: the family's default (sdpa)
 def test_stem_then_top_is_the_models_own_forward(model_type, attention):
     """Training runs stem and top apart; export runs the whole model: they must agree."""
@@ -143,7 +143,7 @@ def test_model_names_a_hub_id_only_when_it_can_be_one(tmp_path, spec, hub):
             _locate(spec, tmp_path.joinpath)
 
 
-@pytest.mark.parametrize("model_type", supported_model_types())
+@pytest.mark.parametrize("model_type", supported_model_types("text"))
 def test_stem_then_top_is_the_tagger_s_own_forward(model_type):
     """The token-classification head of each family, split at every boundary."""
     model = tiny_model(model_type, model_class=AutoModelForTokenClassification,
@@ -151,7 +151,7 @@ def test_stem_then_top_is_the_tagger_s_own_forward(model_type):
     assert_split_is_whole(model, backbone_for(model, task_for("token-classification")))
 
 
-@pytest.mark.parametrize("model_type", supported_model_types())
+@pytest.mark.parametrize("model_type", supported_model_types("text"))
 @pytest.mark.parametrize("method", ["lora", "ia3", "adapter", "prefix"])
 def test_every_method_fits_every_family(model_type, method):
     """Each parameter-efficient method attaches to each family by role, keeps stem-then-top

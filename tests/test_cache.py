@@ -41,7 +41,7 @@ def fresh_model(rows, trainable_layers: int):
 
 
 def keyset(loaded, plan, max_length=40, dtype="fp16"):
-    return describe_keyset(frozen_digest(loaded.model), loaded.backbone, loaded.tokenizer,
+    return describe_keyset(frozen_digest(loaded.model), loaded.backbone, loaded.processor,
                            TEXT.name, max_length, plan, dtype)
 
 
@@ -62,7 +62,7 @@ def test_cached_training_equals_uncached_training(rows, tmp_path, trainable_laye
     results = {}
     for source in ("live", "cached"):
         loaded, plan = fresh_model(rows, trainable_layers)
-        encoded = encode_texts(loaded.tokenizer, rows.train.inputs, 40)
+        encoded = encode_texts(loaded.processor, rows.train.inputs, 40)
         if source == "live":
             features = LiveFeatures(encoded, loaded.backbone, plan)
         else:
@@ -72,7 +72,7 @@ def test_cached_training_equals_uncached_training(rows, tmp_path, trainable_laye
             features = CachedFeatures(arrays)
         result = train(loaded.backbone, plan, TEXT, features, rows.train.targets, None, None,
                        spec, CPU, QUIET)
-        test_encoded = encode_texts(loaded.tokenizer, rows.test.inputs, 40)
+        test_encoded = encode_texts(loaded.processor, rows.test.inputs, 40)
         logits = np.stack(reference_outputs(loaded.model, TEXT, test_encoded, CPU))
         results[source] = (np.array(result.step_losses), logits)
     np.testing.assert_allclose(results["cached"][0], results["live"][0], rtol=1e-5, atol=1e-6)
@@ -100,14 +100,14 @@ def test_keyset_changes_with_everything_an_activation_depends_on(rows):
     assert keyset(loaded, plan)[0] != base
     other, other_plan = fresh_model(rows, 2)
     before = keyset(other, other_plan)[0]
-    other.tokenizer.add_tokens(["edgefreezeword"])
+    other.processor.add_tokens(["edgefreezeword"])
     assert keyset(other, other_plan)[0] != before
 
 
 @pytest.mark.parametrize("damage", ["flip", "truncate"])
 def test_corrupted_cache_is_detected_and_recomputed(rows, tmp_path, damage):
     loaded, plan = fresh_model(rows, 2)
-    encoded = encode_texts(loaded.tokenizer, rows.train.inputs, 40)
+    encoded = encode_texts(loaded.processor, rows.train.inputs, 40)
     store = open_store(tmp_path, loaded, plan)
     expected, _ = fetch(store, rows.train.inputs, encoded, loaded, plan)
     expected = [np.array(a) for a in expected]

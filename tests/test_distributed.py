@@ -36,7 +36,7 @@ def _one_step(world: World, out: Path) -> None:
     loaded = load_model("builtin:all-MiniLM-L6-v2", TEXT, ["neg", "pos"], Path, False, 0)
     loaded.model.eval()  # no dropout: the runs may differ only in how sums are ordered
     plan = make_plan(TopKSpec(trainable_layers=2), loaded.backbone)
-    features = LiveFeatures(encode_texts(loaded.tokenizer, TEXTS, 32), loaded.backbone, plan)
+    features = LiveFeatures(encode_texts(loaded.processor, TEXTS, 32), loaded.backbone, plan)
     indices = list(range(len(TEXTS)))
     mine = world.share(indices)
     batch = (*features.batch(mine, torch.device("cpu")), TARGETS[mine])

@@ -184,8 +184,8 @@ def test_tokenizer_inputs_the_model_does_not_take_are_dropped(tmp_path):
     AutoModelForSequenceClassification.from_config(config).save_pretrained(folder)
 
     loaded = load_model(str(folder), TEXT, ["rotten", "fresh"], Path, False, 0)
-    assert "token_type_ids" not in loaded.tokenizer.model_input_names
-    encoded = encode_texts(loaded.tokenizer, TEXTS, MAX_LENGTH)
+    assert "token_type_ids" not in loaded.processor.model_input_names
+    encoded = encode_texts(loaded.processor, TEXTS, MAX_LENGTH)
     assert set(encoded.inputs) == {"input_ids", "attention_mask"}
     outputs = reference_outputs(loaded.model, TEXT, encoded, torch.device("cpu"), batch_size=2)
     assert [output.shape for output in outputs] == [(2,)] * len(TEXTS)

@@ -182,7 +182,7 @@ def test_early_stopping_keeps_the_best_epoch():
                               split={"validation": 0.3}), TEXT, Path)
     loaded = load_model("builtin:all-MiniLM-L6-v2", TEXT, data.label_names, Path, False, 0)
     plan = make_plan(TopKSpec(trainable_layers=1), loaded.backbone)
-    features = {name: LiveFeatures(TEXT.encode(loaded.tokenizer, split.inputs, 32),
+    features = {name: LiveFeatures(TEXT.encode(loaded.processor, split.inputs, 32),
                                    loaded.backbone, plan)
                 for name, split in (("train", data.train), ("validation", data.validation))}
     spec = TrainSpec(epochs=6, batch_size=16, lr_top=3e-4, lr_head=3e-3, early_stopping=2,
@@ -223,8 +223,8 @@ def test_virtual_tokens_see_the_same_text_alone_or_padded_in_a_batch():
     with torch.no_grad():  # tokens as large as training makes them, so that they matter
         plan.parts["top"][0].normal_(0.0, 1.0)
     texts = ["a fine film", "a long, winding and in the end rather moving film about loss"]
-    alone = TEXT.encode(loaded.tokenizer, texts[:1], 32)
-    both = TEXT.encode(loaded.tokenizer, texts, 32)
+    alone = TEXT.encode(loaded.processor, texts[:1], 32)
+    both = TEXT.encode(loaded.processor, texts, 32)
     model = loaded.model.eval()
     with torch.no_grad():
         one = model(**{k: torch.from_numpy(v) for k, v in alone.batch([0]).items()}).logits
@@ -237,7 +237,7 @@ def test_cached_features_advance_to_a_higher_boundary_exactly():
 
     loaded = minilm()
     texts = ["a fine film", "dull", "the cast is wonderful but the script never finds it"]
-    encoded = TEXT.encode(loaded.tokenizer, texts, 32)
+    encoded = TEXT.encode(loaded.processor, texts, 32)
     low = make_plan(TopKSpec(trainable_layers=3), loaded.backbone)
     high = low.frozen_below(4, 1, "test")
     stem = LiveFeatures(encoded, loaded.backbone, low)

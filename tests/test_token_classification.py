@@ -79,12 +79,12 @@ def test_each_word_s_label_sits_on_its_first_sub_token_only():
                         False, 0)
     words = ["The", "tearjerker", "Shrek", "opened"]
     targets = TAGS.encode_targets([["O", "O", "B-FILM", "O"]], {"B-FILM": 0, "I-FILM": 1, "O": 2})
-    encoded = TAGS.encode(loaded.tokenizer, [words], 64)
-    tokens = loaded.tokenizer.convert_ids_to_tokens(encoded.inputs["input_ids"][0].tolist())
+    encoded = TAGS.encode(loaded.processor, [words], 64)
+    tokens = loaded.processor.convert_ids_to_tokens(encoded.inputs["input_ids"][0].tolist())
     aligned = TAGS.aligned_targets(targets, encoded).tokens[0]
     assert len(tokens) > len(words) + 2  # some word was split into sub-tokens
     kept = [(token, int(label)) for token, label in zip(tokens, aligned) if label != -100]
-    assert kept == [(loaded.tokenizer.tokenize(w)[0], label)
+    assert kept == [(loaded.processor.tokenize(w)[0], label)
                     for w, label in zip(words, [2, 2, 0, 2])]
     assert aligned[0] == -100 and aligned[-1] == -100  # [CLS] and [SEP]
 

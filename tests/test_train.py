@@ -27,10 +27,10 @@ def short_run(seed: int, epochs: int = 1, checks: int = 0, on_check=None):
     frozen_before = {k: v.clone() for k, v in loaded.model.bert.embeddings.state_dict().items()}
     plan = make_plan(TopKSpec(trainable_layers=1), loaded.backbone)
     assert plan.boundary == 5
-    encoded = encode_texts(loaded.tokenizer, data.train.inputs, 32)
+    encoded = encode_texts(loaded.processor, data.train.inputs, 32)
     spec = TrainSpec(epochs=epochs, batch_size=16, seed=seed, device="cpu")
     features = LiveFeatures(encoded, loaded.backbone, plan)
-    validation = LiveFeatures(encode_texts(loaded.tokenizer, data.validation.inputs, 32),
+    validation = LiveFeatures(encode_texts(loaded.processor, data.validation.inputs, 32),
                               loaded.backbone, plan)
     result = train(loaded.backbone, plan, TEXT, features, data.train.targets, validation,
                    data.validation.targets, spec, torch.device("cpu"), Reporter(quiet=True),
@@ -78,9 +78,9 @@ def test_runtime_tokenizer_matches_training_tokenizer(tmp_path):
     """The device tokenizes with `tokenizers` alone; it must see the ids training saw."""
     data = load_data(DataSpec(source="builtin:rotten-tomatoes", sample_rows=200), TEXT, Path)
     loaded = load_model("builtin:all-MiniLM-L6-v2", TEXT, data.label_names, Path, False, 0)
-    loaded.tokenizer.save_pretrained(tmp_path)
+    loaded.processor.save_pretrained(tmp_path)
     texts = data.train.inputs + ["", "x" * 2000, "Ünïcödé — “quotes” and emoji 🎬"]
-    expected = encode_texts(loaded.tokenizer, texts, 24)
+    expected = encode_texts(loaded.processor, texts, 24)
     tokenizer = load_tokenizer(tmp_path / "tokenizer.json", 24)
     for i, text in enumerate(texts):
         assert tokenizer.encode(text).ids == expected.inputs["input_ids"][i].tolist(), text
@@ -94,7 +94,7 @@ def test_dropout_zero_makes_the_training_forward_deterministic():
     plan = make_plan(TopKSpec(trainable_layers=2), loaded.backbone)
     plan.begin_epoch(loaded.model, 1)
     layer = loaded.model.bert.encoder.layer[5]
-    inputs = encode_texts(loaded.tokenizer, ["a moving, funny film"] * 4, 16).batch(range(4))
+    inputs = encode_texts(loaded.processor, ["a moving, funny film"] * 4, 16).batch(range(4))
     hidden = loaded.backbone.stem({k: torch.from_numpy(v) for k, v in inputs.items()},
                                   plan.boundary)
     mask = torch.from_numpy(inputs["attention_mask"])

@@ -150,3 +150,76 @@ class DistilBertBackbone(Backbone):
 
     def run_layer(self, layer, hidden, mask):
         return layer(hidden, attn_mask=mask)[-1]
+
+
+class _ImageBackbone(Backbone):
+    """A vision model: pixels in, no tokens, so no attention mask, no token limit and no
+    place for prefix tuning's virtual tokens."""
+
+    modality = "image"
+    no_virtual_tokens = "an image model's inputs are pixels, with no attention mask to extend"
+
+    @property
+    def max_tokens(self) -> None:
+        return None
+
+    def embed(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.embedding_module()(inputs["pixel_values"])
+
+    def layer_mask(self, attention_mask, dtype):
+        return None
+
+    def rows_mask(self, inputs: dict[str, torch.Tensor], hidden: torch.Tensor) -> torch.Tensor:
+        return torch.ones(hidden.shape[:2], dtype=torch.int64, device=hidden.device)
+
+    def run_layer(self, layer, hidden, mask):
+        return layer(hidden)
+
+
+@FAMILIES.register("vit")
+class ViTBackbone(_ImageBackbone):
+    """ViT: patch embeddings plus a [CLS] row, then pre-norm transformer layers; the final
+    layer norm belongs to the head, which reads the [CLS] row."""
+
+    embeddings = "vit.embeddings"
+    layers = "vit.encoder.layer"
+    fusion_type = "vit"
+    linears = {"query": "attention.attention.query", "key": "attention.attention.key",
+               "value": "attention.attention.value", "attention_output": "attention.output.dense",
+               "intermediate": "intermediate.dense", "output": "output.dense"}
+
+
+@FAMILIES.register("resnet")
+class ResNetBackbone(_ImageBackbone):
+    """ResNet: a convolutional stem (the embedder), then stages of residual blocks, the
+    layers that freeze. A stage's output (batch, channels, height, width) is stored as
+    rows, one per position; the width is the stage's channels. Frozen stages stay in eval
+    mode (the freezing plan's rule), so their BatchNorm statistics never move. The head
+    averages every row, so head-only caching keeps them all."""
+
+    embeddings = "resnet.embedder"
+    layers = "resnet.encoder.stages"
+    fusion_type = None
+    int8_ops = ("Conv", "MatMul", "Gemm")
+    linears: dict[str, str] = {}
+
+    def __init__(self, model, head, head_rows):
+        super().__init__(model, head, None)
+
+    @property
+    def hidden_size(self) -> int:
+        return self.model.config.hidden_sizes[-1]
+
+    def width(self, boundary: int) -> int:
+        config = self.model.config
+        return config.hidden_sizes[boundary - 1] if boundary else config.embedding_size
+
+    def to_rows(self, hidden: torch.Tensor) -> torch.Tensor:
+        return hidden.flatten(2).transpose(1, 2)
+
+    def from_rows(self, hidden: torch.Tensor) -> torch.Tensor:
+        batch, rows, width = hidden.shape
+        side = int(round(rows ** 0.5))
+        if side * side != rows:
+            raise ValueError(f"{rows} rows are not a square feature map")
+        return hidden.transpose(1, 2).reshape(batch, width, side, side)

@@ -1,4 +1,5 @@
-"""Resolve a pipeline's `model` (built-in package, local folder or hub id) and load it.
+"""Resolve a pipeline's `model` (built-in package, local folder or hub id) and load it with
+its tokenizer or image processor.
 
 Weights load from safetensors where the folder has them (transformers otherwise uses
 `torch.load(weights_only=True)`), remote code only runs when the pipeline says
@@ -16,10 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import AutoTokenizer, PreTrainedTokenizerBase
+from transformers import (AutoConfig, AutoImageProcessor, AutoTokenizer, BaseImageProcessor,
+                          PreTrainedTokenizerBase)
 from transformers import logging as hf_logging
 
-from edgefreeze.backbones.registry import Backbone, backbone_for
+from edgefreeze.backbones.registry import FAMILIES, Backbone, backbone_for
 from edgefreeze.errors import ConfigError
 from edgefreeze.hashing import file_sha256
 from edgefreeze.tasks import Task
@@ -46,21 +48,22 @@ BUILTIN_MODELS = {
 @dataclass
 class LoadedModel:
     model: torch.nn.Module
-    tokenizer: PreTrainedTokenizerBase
+    processor: PreTrainedTokenizerBase | BaseImageProcessor  # what turns an input into
+                                                              # model inputs
     backbone: Backbone
     source: dict[str, str | None]  # for the manifest: spec, location, weights sha256, revision
 
     def replica(self, task: Task) -> LoadedModel:
-        """An independent copy of the model, weights and all, sharing the tokenizer (a
+        """An independent copy of the model, weights and all, sharing the processor (a
         sweep trains many from one loaded model)."""
         model = copy.deepcopy(self.model)
-        return LoadedModel(model=model, tokenizer=self.tokenizer,
+        return LoadedModel(model=model, processor=self.processor,
                            backbone=backbone_for(model, task), source=self.source)
 
 
 def load_model(spec: str, task: Task, label_names: list[str], resolve, trust_remote_code: bool,
                seed: int, max_length: int | None = None) -> LoadedModel:
-    """Load the tokenizer and the model with the task's head (`task.model_class`); the new
+    """Load the processor and the model with the task's head (`task.model_class`); the new
     head is initialised under `seed`. `max_length` (data.max_length) must fit the model's
     position table."""
     location, local = _locate(spec, resolve)
@@ -76,16 +79,10 @@ def load_model(spec: str, task: Task, label_names: list[str], resolve, trust_rem
     logging.getLogger("huggingface_hub").setLevel(logging.ERROR)  # retries: one line at the end
     torch.manual_seed(seed)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(location, local_files_only=local,
-                                                  trust_remote_code=trust_remote_code)
-        if task.inputs == "words" and _byte_level(tokenizer) and not getattr(
-                tokenizer, "add_prefix_space", False):
-            # Pre-split words must each start as a word does mid-sentence: a byte-level BPE
-            # (RoBERTa's) marks that with a leading space. Saved into the bundle's
-            # tokenizer.json, so the device splits alike.
-            tokenizer = AutoTokenizer.from_pretrained(location, local_files_only=local,
-                                                      trust_remote_code=trust_remote_code,
-                                                      add_prefix_space=True)
+        _check_modality(AutoConfig.from_pretrained(location, local_files_only=local,
+                                                   trust_remote_code=trust_remote_code),
+                        spec, task)
+        processor = _processor(location, local, task, trust_remote_code)
         model = task.model_class.from_pretrained(
             location, num_labels=len(label_names), id2label=id2label,
             label2id={name: i for i, name in id2label.items()},
@@ -95,19 +92,53 @@ def load_model(spec: str, task: Task, label_names: list[str], resolve, trust_rem
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         elsewhere = "" if local else f" (there is no folder {resolve(spec)} either)"
         raise ConfigError(f"model: cannot load {spec!r}{elsewhere}: {first_line}") from None
-    if not getattr(tokenizer, "is_fast", False):
-        raise ConfigError(f"model: {spec!r} has no fast tokenizer (tokenizer.json); the device "
-                          "runtime needs one")
-    _keep_model_inputs(tokenizer, model)
+    if isinstance(processor, PreTrainedTokenizerBase):
+        if not getattr(processor, "is_fast", False):
+            raise ConfigError(f"model: {spec!r} has no fast tokenizer (tokenizer.json); the "
+                              "device runtime needs one")
+        _keep_model_inputs(processor, model)
     # A hub model's weights file is not on disk to digest: record the commit it came from.
     revision = None if local else getattr(model.config, "_commit_hash", None)
     backbone = backbone_for(model, task)
-    if max_length is not None and max_length > backbone.max_tokens:
+    if max_length is not None and backbone.max_tokens is not None \
+            and max_length > backbone.max_tokens:
         raise ConfigError(f"data.max_length: {max_length} is more than the "
                           f"{backbone.max_tokens} tokens {spec} takes")
-    return LoadedModel(model=model, tokenizer=tokenizer, backbone=backbone,
+    return LoadedModel(model=model, processor=processor, backbone=backbone,
                        source={"spec": spec, "location": str(location),
                                "weights_sha256": weights_sha, "revision": revision})
+
+
+def _check_modality(config, spec: str, task: Task) -> None:
+    """A text task on an image model (or the reverse) is one line naming both, not a
+    missing-tokenizer error."""
+    family = FAMILIES.get(getattr(config, "model_type", None))
+    wanted = "image" if task.inputs == "image" else "text"
+    if family is not None and family.modality != wanted:
+        raise ConfigError(f"model: {spec} is {'an' if family.modality == 'image' else 'a'} "
+                          f"{family.modality} model ({config.model_type}); task {task.name} "
+                          f"needs {'an' if wanted == 'image' else 'a'} {wanted} model")
+
+
+def _processor(location: str | Path, local: bool, task: Task, trust_remote_code: bool
+               ) -> PreTrainedTokenizerBase | BaseImageProcessor:
+    """The tokenizer, or for an image task the image processor: the Pillow-based one,
+    whose steps the device reproduces (the fast one needs torchvision)."""
+    if task.inputs == "image":
+        return AutoImageProcessor.from_pretrained(location, local_files_only=local,
+                                                  trust_remote_code=trust_remote_code,
+                                                  use_fast=False)
+    tokenizer = AutoTokenizer.from_pretrained(location, local_files_only=local,
+                                              trust_remote_code=trust_remote_code)
+    if task.inputs == "words" and _byte_level(tokenizer) and not getattr(
+            tokenizer, "add_prefix_space", False):
+        # Pre-split words must each start as a word does mid-sentence: a byte-level BPE
+        # (RoBERTa's) marks that with a leading space. Saved into the bundle's
+        # tokenizer.json, so the device splits alike.
+        tokenizer = AutoTokenizer.from_pretrained(location, local_files_only=local,
+                                                  trust_remote_code=trust_remote_code,
+                                                  add_prefix_space=True)
+    return tokenizer
 
 
 def _byte_level(tokenizer: PreTrainedTokenizerBase) -> bool:

@@ -20,7 +20,7 @@ from edgefreeze.errors import ConfigError
 from edgefreeze.modes import evaluating
 from edgefreeze.registry import Registry
 from edgefreeze.tasks import Head, Task
-from edgefreeze.tasks.encoding import Encoded
+from edgefreeze.tasks.encoding import ModelInputs
 
 FAMILIES: Registry[type[Backbone]] = Registry("architecture")
 
@@ -35,7 +35,10 @@ class Backbone:
 
     embeddings: ClassVar[str]
     layers: ClassVar[str]
-    fusion_type: ClassVar[str] = "bert"  # ONNX Runtime optimizer's model_type for fusion
+    modality: ClassVar[str] = "text"  # what the model reads: "text" or "image"
+    fusion_type: ClassVar[str | None] = "bert"  # ONNX Runtime optimizer's model_type for
+                                                # fusion (None: nothing to fuse)
+    int8_ops: ClassVar[tuple[str, ...]] = ("MatMul", "Attention")  # what int8 quantizes
     # Why prefix tuning's virtual tokens cannot join this family's layers (None: they can).
     no_virtual_tokens: ClassVar[str | None] = None
     # The linear modules of a layer by role, as paths inside the layer: what parameter-
@@ -72,19 +75,20 @@ class Backbone:
         return self.model.config.hidden_size
 
     @property
-    def max_tokens(self) -> int:
-        """The longest input the position table serves (tokens, specials included)."""
+    def max_tokens(self) -> int | None:
+        """The longest input the position table serves (tokens, specials included; None:
+        the inputs are not tokens)."""
         return self.model.config.max_position_embeddings
 
     def stem(self, inputs: dict[str, torch.Tensor], boundary: int) -> torch.Tensor:
-        """Hidden states (batch, seq, hidden) after the bottom `boundary` layers."""
+        """Hidden states (batch, rows, width) after the bottom `boundary` layers."""
         hidden = self.embed(inputs)
-        mask = self.layer_mask(inputs["attention_mask"], hidden.dtype)
+        mask = self.layer_mask(inputs.get("attention_mask"), hidden.dtype)
         for layer in self.layer_stack()[:boundary]:
             hidden = self.run_layer(layer, hidden, mask)
-        return hidden
+        return self.to_rows(hidden)
 
-    def top(self, hidden: torch.Tensor, attention_mask: torch.Tensor,
+    def top(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None,
             boundary: int) -> torch.Tensor:
         """The head's outputs from the hidden states at `boundary`.
 
@@ -92,12 +96,31 @@ class Backbone:
         so `hidden` may be just those: what head-only caching stores.
         """
         mask = self.layer_mask(attention_mask, hidden.dtype)
+        hidden = self.from_rows(hidden)
         for layer in self.layer_stack()[boundary:]:
             hidden = self.run_layer(layer, hidden, mask)
-        return self.head.run(self.model, hidden, attention_mask)
+        return self.head.run(self.model, self.to_rows(hidden), attention_mask)
+
+    def rows_mask(self, inputs: dict[str, torch.Tensor], hidden: torch.Tensor) -> torch.Tensor:
+        """Which of the stem's output rows (batch, rows) are real: the tokens' attention
+        mask (an image's rows are all real)."""
+        return inputs["attention_mask"]
+
+    def to_rows(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The layers' output as (batch, rows, width), the form the cache stores and the
+        top reads (a transformer's layers already give it)."""
+        return hidden
+
+    def from_rows(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The inverse of `to_rows`: what the next layer takes."""
+        return hidden
+
+    def width(self, boundary: int) -> int:
+        """The width of the hidden states at `boundary` (a transformer's is one for all)."""
+        return self.hidden_size
 
     @torch.no_grad()
-    def check_split(self, encoded: Encoded, boundary: int, tolerance: float = 1e-4) -> None:
+    def check_split(self, encoded: ModelInputs, boundary: int, tolerance: float = 1e-4) -> None:
         """Stem then top must give the model's own outputs: training runs the two apart,
         while the reference outputs and the exported model run the model whole. A family
         adapter or task head that misreads a checkpoint would train one function and ship
@@ -106,7 +129,8 @@ class Backbone:
         inputs = {name: torch.from_numpy(values) for name, values in batch.items()}
         with evaluating(self.model):
             whole = self.model(**inputs).logits
-            split = self.top(self.stem(inputs, boundary), inputs["attention_mask"], boundary)
+            hidden = self.stem(inputs, boundary)
+            split = self.top(hidden, self.rows_mask(inputs, hidden), boundary)
         error = float((whole - split).abs().max())
         if not error <= tolerance:
             raise ConfigError(f"model: edgefreeze's {self.model.config.model_type} adapter does "
@@ -118,7 +142,8 @@ class Backbone:
         return self.embedding_module()(input_ids=inputs["input_ids"],
                                        token_type_ids=inputs.get("token_type_ids"))
 
-    def layer_mask(self, attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor | None:
+    def layer_mask(self, attention_mask: torch.Tensor | None,
+                   dtype: torch.dtype) -> torch.Tensor | None:
         """The mask the model's own forward would hand its layers."""
         config = self.model.config
         if (config._attn_implementation == "sdpa"
@@ -157,5 +182,7 @@ def backbone_for(model: nn.Module, task: Task) -> Backbone:
     return family(model, head, task.head_rows)
 
 
-def supported_model_types() -> list[str]:
-    return FAMILIES.names()
+def supported_model_types(modality: str | None = None) -> list[str]:
+    """The registered families, or those reading `modality` ("text", "image")."""
+    return [name for name in FAMILIES.names()
+            if modality is None or FAMILIES.get(name).modality == modality]

@@ -12,7 +12,7 @@ from edgefreeze.cache.store import ActivationStore
 from edgefreeze.freeze import FreezePlan
 from edgefreeze.modes import evaluating
 from edgefreeze.progress import Reporter
-from edgefreeze.tasks.encoding import Encoded
+from edgefreeze.tasks.encoding import ModelInputs
 
 SHARD_EXAMPLES = 4096  # write (and so keep) progress every this many computed examples
 
@@ -33,7 +33,7 @@ class CacheStats:
         self.problem = self.problem or other.problem
 
 
-def fetch_activations(store: ActivationStore, keys: list[str], encoded: Encoded,
+def fetch_activations(store: ActivationStore, keys: list[str], encoded: ModelInputs,
                       backbone: Backbone, plan: FreezePlan, device: torch.device,
                       reporter: Reporter, batch_size: int = 64,
                       desc: str = "cache") -> tuple[list[np.ndarray], CacheStats]:
@@ -63,16 +63,19 @@ def fetch_activations(store: ActivationStore, keys: list[str], encoded: Encoded,
             missing[key] = index
     store.touch(list(loaded))
 
-    todo = sorted(missing.values(), key=lambda i: len(encoded.inputs["input_ids"][i]))
+    lengths = encoded.lengths()
+    todo = sorted(missing.values(), key=lambda i: lengths[i])
     computed: dict[str, np.ndarray] = {}
     pending: list[tuple[str, np.ndarray]] = []
     batches = [todo[s:s + batch_size] for s in range(0, len(todo), batch_size)]
     for indices in reporter.progress(batches, total=len(batches), desc=desc) if batches else ():
         inputs = {k: torch.from_numpy(v).to(device) for k, v in encoded.batch(indices).items()}
         with torch.inference_mode(), evaluating(backbone.model):
-            hidden = backbone.stem(inputs, plan.boundary).float().cpu().numpy()
+            hidden = backbone.stem(inputs, plan.boundary)
+            rows = backbone.rows_mask(inputs, hidden).sum(dim=1).tolist()
+            hidden = hidden.float().cpu().numpy()
         for row, index in enumerate(indices):
-            length = len(encoded.inputs["input_ids"][index])
+            length = rows[row]
             array = hidden[row, :min(length, plan.kept_rows or length)].astype(store.dtype)
             computed[keys[index]] = array
             pending.append((keys[index], array))

@@ -19,6 +19,7 @@ import numpy as np
 from edgefreeze.data.sources import ReadOptions, Table, read_file, read_source
 from edgefreeze.data.split import split_indices
 from edgefreeze.errors import ConfigError
+from edgefreeze.runtime.images import ImageFile
 from edgefreeze.spec import DataSpec
 from edgefreeze.tasks import MissingValue, Task
 from edgefreeze.tasks.encoding import Encoded
@@ -175,6 +176,7 @@ def _extract(table: Table, spec: DataSpec, task: Task, key: str, use_groups: boo
     for number, row in zip(table.record_numbers, table.rows):
         try:
             example, target = task.example(row, input_col, target_col)
+            example = task.resolve(example, table.folder)
         except MissingValue as empty:
             if spec.drop_empty:
                 dropped += 1
@@ -256,7 +258,9 @@ def _plain(targets: Any) -> list[Any]:
 
 
 def _text(value: Any) -> str:
-    """A value as the fingerprint spells it: text as is, anything else as JSON (an int
-    label id reads the same either way)."""
+    """A value as the fingerprint spells it: text as is, an image by its content, anything
+    else as JSON (an int label id reads the same either way)."""
+    if isinstance(value, ImageFile):
+        return f"image:{value.sha256}"
     return value if isinstance(value, str) else json.dumps(_plain(value) if isinstance(
         value, np.ndarray) else value)

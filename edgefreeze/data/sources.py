@@ -1,4 +1,5 @@
-"""Where labelled rows come from: CSV, JSONL and CoNLL files, and the built-in corpus.
+"""Where labelled rows come from: CSV, JSONL and CoNLL files, image folders, and the
+built-in corpus.
 
 A source yields plain dict rows plus the column names it defaults to, so the rest of the
 pipeline never cares which kind of file the data was. Rows keep their 1-based record
@@ -37,6 +38,7 @@ class Table:
     group_column: str | None = None
     label_order: list[str] | None = None
     record_numbers: list[int] = field(default_factory=list)
+    folder: Path | None = None  # where a row's relative file paths are read from
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,10 @@ def read_source(spec: str, resolve: Callable[[str], Path],
 
 
 def read_file(path: Path, options: ReadOptions = ReadOptions()) -> Table:
-    """Read a CSV, JSONL or CoNLL file (optionally .gz or .bz2 compressed)."""
+    """Read a CSV, JSONL or CoNLL file (optionally .gz or .bz2 compressed), or an image
+    folder."""
+    if path.is_dir():
+        return read_image_folder(path)
     if not path.is_file():
         raise ConfigError(f"data file not found: {path}")
     kind = options.format if options.format != "auto" else _format_of(path)
@@ -77,7 +82,32 @@ def read_file(path: Path, options: ReadOptions = ReadOptions()) -> Table:
         raise ConfigError(f"{path}: no rows")
     numbers, rows = zip(*records)
     return Table(rows=list(rows), origin=str(path), sha256=hashlib.sha256(raw).hexdigest(),
-                 record_numbers=list(numbers), **columns)
+                 record_numbers=list(numbers), folder=path.parent, **columns)
+
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+
+
+def read_image_folder(folder: Path) -> Table:
+    """An image folder: one subfolder per class, named as the label, holding its images
+    (by suffix; other files and files directly in the folder are ignored). Rows are
+    numbered in sorted path order; the sha256 digests every path and image."""
+    digest = hashlib.sha256()
+    rows: list[dict[str, object]] = []
+    for path in sorted(folder.glob("*/*")):
+        if path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
+            continue
+        relative = path.relative_to(folder).as_posix()
+        digest.update(f"{relative}\x1f{hashlib.sha256(path.read_bytes()).hexdigest()}\x1e"
+                      .encode())
+        rows.append({"path": relative, "label": path.parent.name})
+    if not rows:
+        raise ConfigError(f"{folder}: no images in its subfolders (an image folder holds one "
+                          f"subfolder per class; image suffixes: "
+                          f"{', '.join(sorted(IMAGE_SUFFIXES))})")
+    return Table(rows=rows, origin=str(folder), sha256=digest.hexdigest(),
+                 text_column="path", label_column="label",
+                 record_numbers=list(range(1, len(rows) + 1)), folder=folder)
 
 
 def _format_of(path: Path) -> str:

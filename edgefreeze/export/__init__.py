@@ -8,13 +8,15 @@ import dataclasses
 import json
 from pathlib import Path
 
+import torch
+
 from edgefreeze.backbones import LoadedModel
 from edgefreeze.export.onnx import export_onnx, export_split
 from edgefreeze.freeze import FreezePlan
 from edgefreeze.runtime.bundle import LABELS
 from edgefreeze.runtime.forms import ModelForm
 from edgefreeze.tasks import Task
-from edgefreeze.tasks.encoding import TOKEN_INPUTS
+from edgefreeze.tasks.encoding import TOKEN_INPUTS, ModelInputs
 
 __all__ = ["export_models", "write_model_files"]
 
@@ -30,10 +32,21 @@ def merged(loaded: LoadedModel, plan: FreezePlan) -> LoadedModel:
     return dataclasses.replace(loaded, model=model, backbone=loaded.backbone.on(model))
 
 
+def _example(loaded: LoadedModel, encoded: ModelInputs) -> dict[str, torch.Tensor]:
+    """What the split export traces: for tokens, a batch of 2 x 16 ones of each input the
+    model takes (real token lengths could be too short for the sequence axis); for
+    images, two real images' pixels."""
+    if encoded.sequential:
+        return {name: torch.ones(2, 16, dtype=torch.long) for name in TOKEN_INPUTS
+                if name in loaded.processor.model_input_names}
+    return {name: torch.from_numpy(values)
+            for name, values in encoded.batch([0, min(1, len(encoded) - 1)]).items()}
+
+
 def write_model_files(loaded: LoadedModel, label_names: list[str], folder: Path) -> None:
-    """The tokenizer, the Hugging Face config (naming the trained architecture, as
+    """The tokenizer or image processor, the Hugging Face config (naming the trained architecture, as
     `save_pretrained` of a model does) and the label map."""
-    loaded.tokenizer.save_pretrained(folder)
+    loaded.processor.save_pretrained(folder)
     config = copy.deepcopy(loaded.model.config)
     config.architectures = [type(loaded.model).__name__]
     config.save_pretrained(folder)
@@ -42,9 +55,10 @@ def write_model_files(loaded: LoadedModel, label_names: list[str], folder: Path)
 
 
 def export_models(loaded: LoadedModel, plan: FreezePlan, task: Task, forms: list[ModelForm],
-                  folder: Path, opset: int) -> tuple[dict[str, list[Path]], dict[str, dict]]:
+                  folder: Path, opset: int, encoded: ModelInputs
+                  ) -> tuple[dict[str, list[Path]], dict[str, dict]]:
     """Write the exported (fp32) ones of `forms` into `folder`: the whole model with
-    Optimum's exporter, the stem + top pair with torch's. Returns each one's files and the
+    Optimum's exporter, the stem + top pair with torch's (traced on `encoded`'s inputs). Returns each one's files and the
     manifest's `export` record. A parameter-efficient method's weights are merged first,
     into a copy: the trained model itself stays as it is, the reference the gate checks
     the export against."""
@@ -53,8 +67,9 @@ def export_models(loaded: LoadedModel, plan: FreezePlan, task: Task, forms: list
     for form in (form for form in forms if form.source is None):
         paths = models[form.name] = [folder / name for name in form.files]
         if form.split:
-            input_names = [n for n in TOKEN_INPUTS if n in loaded.tokenizer.model_input_names]
-            records[form.name] = export_split(loaded.backbone, plan, input_names, *paths, opset)
+            records[form.name] = export_split(loaded.backbone, plan,
+                                              _example(loaded, encoded), encoded.sequential,
+                                              *paths, opset)
         else:
             records[form.name] = export_onnx(loaded.model, paths[0], opset, task.export_task)
     return models, records

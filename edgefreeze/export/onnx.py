@@ -40,63 +40,74 @@ def export_onnx(model: torch.nn.Module, destination: Path, opset: int,
 
 
 class _Stem(torch.nn.Module):
-    """The frozen part as a module of its own: token ids -> hidden states at the boundary."""
+    """The frozen part as a module of its own: model inputs (token ids and mask, or
+    pixels) -> hidden states at the boundary."""
 
     def __init__(self, backbone: Backbone, boundary: int) -> None:
         super().__init__()
         self.model = backbone.model  # registered, so export sees its weights
         self.run_stem = lambda inputs: backbone.stem(inputs, boundary)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
-        inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
-        if token_type_ids is not None:
-            inputs["token_type_ids"] = token_type_ids
-        return self.run_stem(inputs)
+    def forward(self, input_ids: torch.Tensor | None = None,
+                attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None,
+                pixel_values: torch.Tensor | None = None) -> torch.Tensor:
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask,
+                  "token_type_ids": token_type_ids, "pixel_values": pixel_values}
+        return self.run_stem({name: value for name, value in inputs.items()
+                              if value is not None})
 
 
 class _Top(torch.nn.Module):
-    """The trained part: hidden states at the boundary + attention mask -> outputs."""
+    """The trained part: hidden states at the boundary (+ the attention mask, for tokens)
+    -> outputs."""
 
     def __init__(self, backbone: Backbone, boundary: int) -> None:
         super().__init__()
         self.model = backbone.model
         self.run_top = lambda hidden, mask: backbone.top(hidden, mask, boundary)
 
-    def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, hidden: torch.Tensor,
+                attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         return self.run_top(hidden, attention_mask)
 
 
-def export_split(backbone: Backbone, plan: FreezePlan, input_names: list[str], stem_path: Path,
-                 top_path: Path, opset: int) -> dict[str, object]:
+def export_split(backbone: Backbone, plan: FreezePlan, example: dict[str, torch.Tensor],
+                 sequential: bool, stem_path: Path, top_path: Path,
+                 opset: int) -> dict[str, object]:
     """Write the frozen stem and the trainable top as two ONNX graphs, for delta updates:
     retraining never changes the stem's weights, so its file stays byte-identical and a
     device that has it downloads only the top.
 
     Exported with `torch.onnx.export(dynamo=True)` (Optimum has no config for half a
-    model), dynamic batch and sequence axes; the gate checks the pair like the whole.
+    model) from `example` inputs (a batch of two), with a dynamic batch axis and, for
+    `sequential` (token) inputs, a dynamic sequence axis; the gate checks the pair like
+    the whole.
     """
     model = backbone.model.to("cpu").eval()
     boundary = plan.boundary
+    names = list(example)
     batch, sequence = torch.export.Dim("batch", min=1), torch.export.Dim("sequence", min=2)
-    example = {name: torch.ones(2, 16, dtype=torch.long) for name in input_names}
+    axes = {0: batch, 1: sequence} if sequential else {0: batch}
+    with torch.no_grad():
+        hidden = torch.zeros_like(backbone.stem(example, boundary))
+    top_args = (hidden, example["attention_mask"]) if sequential else (hidden,)
+    top_names = ["hidden", "attention_mask"] if sequential else ["hidden"]
     with warnings.catch_warnings(), _quiet_torch_onnx():
         warnings.simplefilter("ignore")
         torch.onnx.export(_Stem(backbone, boundary), (), str(stem_path), kwargs=example,
-                          input_names=input_names, output_names=["hidden"],
-                          dynamic_shapes={name: {0: batch, 1: sequence} for name in input_names},
+                          input_names=names, output_names=["hidden"],
+                          dynamic_shapes={name: axes for name in names},
                           opset_version=opset, dynamo=True, external_data=False,
                           verbose=False)
-        hidden = torch.zeros(2, 16, backbone.hidden_size)
-        torch.onnx.export(_Top(backbone, boundary), (hidden, example["attention_mask"]),
-                          str(top_path), input_names=["hidden", "attention_mask"],
-                          output_names=["logits"],
-                          dynamic_shapes=({0: batch, 1: sequence}, {0: batch, 1: sequence}),
+        torch.onnx.export(_Top(backbone, boundary), top_args, str(top_path),
+                          input_names=top_names, output_names=["logits"],
+                          dynamic_shapes=tuple(axes for _ in top_args),
                           opset_version=opset, dynamo=True, external_data=False,
                           verbose=False)
     model.eval()
     return {"exporter": "torch.onnx.export(dynamo=True)", "boundary": boundary,
-            "stem_inputs": input_names}
+            "stem_inputs": names}
 
 
 @contextmanager

@@ -67,7 +67,7 @@ def inspect_pipeline(pipeline: Pipeline) -> dict[str, Any]:
     loaded = load_model(spec.model, task, data.label_names, pipeline.resolve,
                         spec.trust_remote_code, spec.train.seed, spec.data.max_length)
     plan = make_plan(spec.freeze, loaded.backbone, spec.peft)
-    encoded = task.encode(loaded.tokenizer, data.train.inputs[:spec.train.batch_size],
+    encoded = task.encode(loaded.processor, data.train.inputs[:spec.train.batch_size],
                           spec.data.max_length)
     plan.begin_epoch(loaded.model, max((first for first, _ in plan.stages), default=1))
     indices = list(range(len(encoded)))

@@ -10,6 +10,8 @@ the whole but answers a tenth of the inputs differently still surprises its user
 
 from __future__ import annotations
 
+import os
+
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -108,6 +110,9 @@ def compare_with_baseline(bundle: Bundle, task: Task, examples: list[Any], targe
 
 
 def _shown(example: Any) -> Any:
+    """An input as the manifest lists it: a long text cut short, an image by its path."""
+    if isinstance(example, os.PathLike):
+        return os.fspath(example)
     if isinstance(example, str) and len(example) > SHOWN_TEXT:
         return example[:SHOWN_TEXT] + "…"
     return example

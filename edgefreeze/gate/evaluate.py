@@ -22,7 +22,7 @@ from edgefreeze.runtime.forms import FORMS, REFERENCE
 from edgefreeze.runtime.inputs import InputEncoder
 from edgefreeze.runtime.session import OnnxModel
 from edgefreeze.tasks import Outputs, Task
-from edgefreeze.tasks.encoding import Encoded
+from edgefreeze.tasks.encoding import ModelInputs
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ class Evaluation:
 
 
 @torch.no_grad()
-def reference_outputs(model: torch.nn.Module, task: Task, encoded: Encoded,
+def reference_outputs(model: torch.nn.Module, task: Task, encoded: ModelInputs,
                       device: torch.device, batch_size: int = 64) -> Outputs:
     """PyTorch's held-out outputs, fp32, in example order: what every ONNX model is
     compared with. Batches sorted by length (less padding)."""
@@ -58,7 +58,7 @@ def held_out_outputs(model: OnnxModel, encoder: InputEncoder, examples: list[Any
 
 
 def evaluate(model: torch.nn.Module, task: Task, reference: Outputs, examples: list[Any],
-             targets: Any, encoded: Encoded, forms: dict[str, list[Path]],
+             targets: Any, encoded: ModelInputs, forms: dict[str, list[Path]],
              encoder: InputEncoder, batch_sizes: list[int], sequence_lengths: list[int],
              device: torch.device, reporter: Reporter,
              known: dict[str, Outputs] | None = None) -> Evaluation:
@@ -96,14 +96,15 @@ def _torch_latency_ms(model: torch.nn.Module, batch: dict[str, np.ndarray],
 
 
 @torch.no_grad()
-def _shape_check(model: torch.nn.Module, session: OnnxModel, encoded: Encoded,
+def _shape_check(model: torch.nn.Module, session: OnnxModel, encoded: ModelInputs,
                  batch_sizes: list[int], sequence_lengths: list[int],
                  device: torch.device) -> dict[str, Any]:
+    """PyTorch against the session on padded batches of every size and length."""
     model.eval()
     cells = []
     for batch_size in batch_sizes:
         indices = [i % len(encoded) for i in range(batch_size)]
-        for length in sequence_lengths:
+        for length in sequence_lengths or [None]:  # none: inputs without a sequence axis
             batch = encoded.batch(indices, length=length)
             expected = model(**{k: torch.from_numpy(v).to(device) for k, v in batch.items()})
             error = np.abs(session.run(batch) - expected.logits.float().cpu().numpy()).max()

@@ -94,9 +94,10 @@ def render_report(manifest: Manifest) -> str:
     lines += [f"- {'✅' if r.passed else '❌'} {r.what}: {r.measured:.6g} "
               f"({'≤' if r.kind == 'max' else '≥'} {r.limit:.6g})" for r in gate.rules.values()]
     for key, shapes in manifest.shape_check.items():
-        lines += ["", f"{label(key)} shape check: batch sizes {shapes.batch_sizes} × "
-                  f"sequence lengths {shapes.sequence_lengths}, max abs logit error "
-                  f"{shapes.max_logit_error:.2e}."]
+        lengths = (f" × sequence lengths {shapes.sequence_lengths}"
+                   if shapes.sequence_lengths else "")
+        lines += ["", f"{label(key)} shape check: batch sizes {shapes.batch_sizes}{lengths}, "
+                  f"max abs logit error {shapes.max_logit_error:.2e}."]
     lines += ["", "## Quantization", ""]
     for name, record in manifest.quantize.items():
         if not record.attempts:

@@ -32,8 +32,9 @@ def quantize_models(forms: list[ModelForm], exported: dict[str, list[Path]], fol
     the `exported` files. Returns each one's files, the manifest's `quantize` record and,
     for int8 forms, their held-out outputs on `examples` (measured by the fallback, so the
     gate need not run them again)."""
-    architecture = Architecture(backbone.fusion_type, backbone.model.config.num_attention_heads,
-                                backbone.hidden_size)
+    architecture = Architecture(backbone.fusion_type,
+                                getattr(backbone.model.config, "num_attention_heads", 0),
+                                backbone.hidden_size, backbone.int8_ops)
     models, records, outputs = {}, {}, {}
     for form in (form for form in forms if form.source is not None):
         sources = exported[form.source]

@@ -16,11 +16,12 @@ FUSED_OPS = {"EmbedLayerNormalization", "Attention", "SkipLayerNormalization", "
 
 @dataclass(frozen=True)
 class Architecture:
-    """What the fusion needs to know of the model."""
+    """What the fusion and the quantizer need to know of the model."""
 
-    fusion_type: str  # ONNX Runtime optimizer's model_type
+    fusion_type: str | None  # ONNX Runtime optimizer's model_type (None: no fusion)
     num_heads: int
     hidden_size: int
+    int8_ops: tuple[str, ...] = ("MatMul", "Attention")  # the operators int8 quantizes
 
 
 def fuse(source: Path, destination: Path, architecture: Architecture) -> dict[str, int]:

@@ -42,11 +42,11 @@ def quantize_int8(fp32_path: Path, destination: Path, spec: QuantizeSpec,
     input feeds) is required for static mode.
     """
     target = TARGETS[spec.target]
-    op_types = ["MatMul", "Attention"] + (["Gather"] if spec.quantize_embeddings else [])
+    op_types = [*architecture.int8_ops] + (["Gather"] if spec.quantize_embeddings else [])
     static = spec.mode == "static"
     with tempfile.TemporaryDirectory(dir=destination.parent) as scratch, _quiet_root_logger():
         source, fused = fp32_path, {}
-        if spec.fuse and not static:
+        if spec.fuse and not static and architecture.fusion_type is not None:
             source = Path(scratch) / "fused.onnx"
             fused = fuse(fp32_path, source, architecture)
         graph = onnx.load(str(source), load_external_data=False)

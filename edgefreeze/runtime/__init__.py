@@ -1,4 +1,5 @@
-"""What runs on the device: ONNX Runtime, tokenizers, numpy and pydantic, never torch.
+"""What runs on the device: ONNX Runtime, tokenizers, numpy, pydantic and (for image models)
+Pillow, never torch.
 
 Import nothing here that pulls in torch or transformers (a test makes sure). The bundle's
 contract lives here too, since the device is who reads it: the model forms

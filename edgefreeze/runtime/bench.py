@@ -34,7 +34,10 @@ SAMPLE = ("An absorbing, often funny and finally moving film about people who ke
 
 def inputs(bundle: Bundle, batch: int, length: int) -> dict[str, np.ndarray]:
     """(batch, length) int64 inputs: a real review's tokens, cut to exactly `length`
-    (a word-labelling model reads the same tokens, its words pre-split)."""
+    (a word-labelling model reads the same tokens, its words pre-split); for an image
+    model, `batch` copies of a test pattern's pixels (`length` does not apply)."""
+    if bundle.manifest.task.inputs == "image":
+        return _image_inputs(bundle, batch)
     if bundle.manifest.task.inputs not in ("text", "words"):
         raise ConfigError(f"bench: measures text models; {bundle.path} takes "
                           f"{bundle.manifest.task.inputs} inputs")
@@ -45,6 +48,20 @@ def inputs(bundle: Bundle, batch: int, length: int) -> dict[str, np.ndarray]:
     ids = np.array([encoding.ids], dtype=np.int64).repeat(batch, axis=0)
     return {"input_ids": ids, "attention_mask": np.ones_like(ids),
             "token_type_ids": np.zeros_like(ids)}
+
+
+def _image_inputs(bundle: Bundle, batch: int) -> dict[str, np.ndarray]:
+    """A 640x480 colour gradient prepared as the device prepares a photo: the model's
+    compute does not depend on what the pixels show, only on their number."""
+    from PIL import Image
+
+    from edgefreeze.runtime.images import PREPROCESSOR, Preprocessing
+
+    rows, columns = np.mgrid[0:480, 0:640]
+    pattern = np.stack([rows * 255 // 479, columns * 255 // 639, (rows + columns) % 256], axis=-1)
+    preprocessing = Preprocessing.from_folder(bundle.verified(PREPROCESSOR).parent)
+    pixels = preprocessing.pixels(Image.fromarray(pattern.astype(np.uint8), mode="RGB"))
+    return {"pixel_values": np.repeat(pixels[None], batch, axis=0)}
 
 
 def timed_ms(run: Callable[[Any], Any], inputs: Any, runs: int) -> np.ndarray:
@@ -137,7 +154,8 @@ def bench(bundle_path: Path, threads: int = 0, length: int = 32, runs: int = 200
         if form != REFERENCE:
             bundle.model_files(form)  # present and verified
     context = multiprocessing.get_context("spawn")
-    results: dict = {"bundle": str(bundle_path), "threads": threads, "sequence_length": length,
+    results: dict = {"bundle": str(bundle_path), "threads": threads,
+                     "sequence_length": length if bundle.manifest.task.inputs != "image" else None,
                      "rounds": rounds}
     jobs = [(f, None) for f in forms] + [(n, [str(f) for f in fs])
                                          for n, fs in (others or {}).items()]

@@ -1,9 +1,10 @@
 """How a device turns one input into a model feed, per input kind (the manifest's
-`task.inputs`). Torch-free: `tokenizers` and numpy.
+`task.inputs`). Torch-free: `tokenizers` and numpy for text, Pillow and numpy for images.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -83,6 +84,26 @@ class WordInputs:
                 "token_type_ids": np.array([e.type_ids], dtype=np.int64),
                 "word_starts": word_starts(e.word_ids)[None],
                 "word_spans": np.array(spans, dtype=np.int64).reshape(1, -1, 2)}
+
+
+@INPUTS.register("image")
+class ImageInputs:
+    """An image file (a path) as a (1, 3, height, width) batch of pixels, prepared with the
+    image processor's saved settings (`edgefreeze.runtime.images`)."""
+
+    files = ("preprocessor_config.json",)
+
+    def __init__(self, folder: Path, max_length: int) -> None:
+        from edgefreeze.runtime.images import Preprocessing  # Pillow: image bundles only
+
+        self.preprocessing = Preprocessing.from_folder(folder)
+
+    def encode(self, example: object) -> dict[str, np.ndarray]:
+        from edgefreeze.runtime.images import read_image
+
+        if not isinstance(example, (str, os.PathLike)):
+            raise TypeError(f"an image model takes an image path, not {type(example).__name__}")
+        return {"pixel_values": self.preprocessing.pixels(read_image(example))[None]}
 
 
 def split_words(example: object) -> tuple[list[str], list[tuple[int, int]]]:

@@ -148,7 +148,7 @@ class QuantizeRecord(Record):
 
 class ShapeCell(Record):
     batch_size: int
-    sequence_length: int
+    sequence_length: int | None  # None: the inputs have no sequence axis (images)
     max_logit_error: float
 
 

@@ -8,6 +8,10 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+# ONNX Runtime's names of the input types a model takes.
+_NUMPY_TYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32,
+                "tensor(float)": np.float32, "tensor(float16)": np.float16}
+
 # ONNX Runtime session config entries the gate runs every model with, recorded in each
 # bundle's manifest so any ONNX Runtime API reproduces the gated numbers. Dynamic int8
 # scales activations at run time, so even a different fusion moves a few predictions.
@@ -48,16 +52,20 @@ class OnnxModel:
         self.sessions = [ort.InferenceSession(str(path), options,
                                               providers=["CPUExecutionProvider"])
                          for path in paths]
-        self.input_names = [i.name for i in self.sessions[0].get_inputs()]
+        self.input_types = {i.name: _NUMPY_TYPES[i.type] for i in self.sessions[0].get_inputs()}
+        self.input_names = list(self.input_types)
+        self.top_inputs = ([i.name for i in self.sessions[1].get_inputs()]
+                           if len(self.sessions) == 2 else [])
         width = self.sessions[-1].get_outputs()[0].shape[-1]
         self.output_width: int | None = width if isinstance(width, int) else None  # dynamic: None
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
-        """Outputs for already padded int64 inputs of shape (batch, sequence); inputs the
-        graph does not take are ignored."""
-        feed = {name: inputs[name].astype(np.int64) for name in self.input_names}
+        """Outputs for already padded inputs (token ids and masks of shape (batch,
+        sequence), or pixels), cast to the graph's types; inputs the graph does not take
+        are ignored."""
+        feed = {name: inputs[name].astype(kind) for name, kind in self.input_types.items()}
         output = self.sessions[0].run(None, feed)[0]
         if len(self.sessions) == 2:
-            output = self.sessions[1].run(None, {"hidden": output,
-                                                 "attention_mask": feed["attention_mask"]})[0]
+            output = self.sessions[1].run(None, {name: output if name == "hidden" else feed[name]
+                                                 for name in self.top_inputs})[0]
         return output

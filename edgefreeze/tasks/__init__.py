@@ -7,6 +7,7 @@ own module (and a head per model family it supports).
 from edgefreeze.errors import ConfigError
 from edgefreeze.runtime.inputs import INPUTS
 from edgefreeze.runtime.outputs import OUTPUTS
+from edgefreeze.tasks import image_classification as _image_classification  # noqa: F401
 from edgefreeze.tasks import text_classification as _text_classification  # noqa: F401  (registers)
 from edgefreeze.tasks import token_classification as _token_classification  # noqa: F401
 from edgefreeze.tasks.base import Head, MissingValue, Outputs, Task

@@ -13,15 +13,15 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import nn
-from transformers import PreTrainedTokenizerBase
 
 from edgefreeze.hashing import content_key
-from edgefreeze.tasks.encoding import Encoded
+from edgefreeze.tasks.encoding import ModelInputs
 
 Outputs = list[np.ndarray]  # one array per example, in example order
 
@@ -67,6 +67,12 @@ class Task(ABC):
         """(input, target with label names) of one row; raises MissingValue for an empty
         value and ValueError (one line) for a malformed one."""
 
+    def resolve(self, example: Any, folder: Path | None) -> Any:
+        """The example as training reads it, given the folder of the file it came from
+        (None: no file): an input that names a file is read from there. Raises ValueError
+        (one line) for one that cannot be."""
+        return example
+
     @abstractmethod
     def target_labels(self, target: Any) -> Iterable[str]:
         """The label names one target uses."""
@@ -76,7 +82,7 @@ class Task(ABC):
         """A split's targets as label ids, in the form `loss` and `metrics` read."""
 
     # --- predictions (compared across releases by the baseline gate) ---------------------
-    def aligned_targets(self, targets: Any, encoded: Encoded) -> Any:
+    def aligned_targets(self, targets: Any, encoded: ModelInputs) -> Any:
         """A split's targets as the loss and the metrics read them against its tokens (a
         word-level task moves each word's label onto the token where the word starts)."""
         return targets
@@ -105,9 +111,9 @@ class Task(ABC):
 
     # --- model ------------------------------------------------------------------------
     @abstractmethod
-    def encode(self, tokenizer: PreTrainedTokenizerBase, inputs: Sequence[Any],
-               max_length: int) -> Encoded:
-        """Model inputs per example (unpadded)."""
+    def encode(self, processor: Any, inputs: Sequence[Any], max_length: int) -> ModelInputs:
+        """Model inputs per example (unpadded), from the model's tokenizer or image
+        processor."""
 
     @abstractmethod
     def batch_targets(self, targets: Any, indices: Sequence[int]) -> torch.Tensor:

@@ -1,13 +1,15 @@
 """What a task turns examples into: model inputs per example, unpadded, padded per batch.
 
 Tokenizing once and padding each batch only to its own longest example (instead of
-max_length) is what makes CPU training and evaluation affordable on short texts.
+max_length) is what makes CPU training and evaluation affordable on short texts. Images
+are all one size once processed: their batches simply stack (`EncodedImages`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 from transformers import BatchEncoding, PreTrainedTokenizerBase
@@ -24,6 +26,7 @@ class Encoded:
 
     inputs: dict[str, list[np.ndarray]]
     pad_token_id: int
+    sequential: ClassVar[bool] = True  # batches pad to a length (the gate varies it)
     cut: np.ndarray | None = None  # (n,) bool: the example was truncated to max_length
     # Pre-split inputs (words): per example, for each token the index of the word it
     # starts, or -1 (a special token, or a word's later sub-token).
@@ -68,6 +71,38 @@ class Encoded:
         for start in range(0, len(order), batch_size):
             indices = order[start:start + batch_size]
             yield indices, self.batch(indices)
+
+
+@dataclass(frozen=True)
+class EncodedImages:
+    """Pixels per example, `inputs["pixel_values"][i]` a (channels, height, width) float32
+    array: the same interface as `Encoded`, with nothing to pad or truncate."""
+
+    inputs: dict[str, list[np.ndarray]]
+    sequential: ClassVar[bool] = False
+    cut: ClassVar[None] = None
+    word_starts: ClassVar[None] = None
+    truncated: ClassVar[int] = 0
+
+    def __len__(self) -> int:
+        return len(self.inputs["pixel_values"])
+
+    def subset(self, indices: Sequence[int]) -> EncodedImages:
+        return EncodedImages({name: [rows[i] for i in indices]
+                              for name, rows in self.inputs.items()})
+
+    def lengths(self) -> np.ndarray:
+        """One each: every image yields the same rows."""
+        return np.ones(len(self), dtype=np.int64)
+
+    def batch(self, indices: Sequence[int], length: int | None = None) -> dict[str, np.ndarray]:
+        """The chosen examples stacked (`length` does not apply to images)."""
+        return {name: np.stack([rows[i] for i in indices]) for name, rows in self.inputs.items()}
+
+    batches = Encoded.batches
+
+
+ModelInputs = Encoded | EncodedImages  # what `Task.encode` returns
 
 
 def encode_texts(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str],

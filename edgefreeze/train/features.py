@@ -27,7 +27,7 @@ from edgefreeze.freeze import FreezePlan
 from edgefreeze.modes import evaluating
 from edgefreeze.progress import Reporter
 from edgefreeze.tasks import Task
-from edgefreeze.tasks.encoding import Encoded
+from edgefreeze.tasks.encoding import ModelInputs
 from edgefreeze.train.distributed import World
 
 
@@ -35,7 +35,7 @@ class LiveFeatures:
     """Runs the stem on each batch: without gradients when it is frozen; with them when
     the plan trains the embeddings (then the stem is part of what trains)."""
 
-    def __init__(self, encoded: Encoded, backbone: Backbone, plan: FreezePlan) -> None:
+    def __init__(self, encoded: ModelInputs, backbone: Backbone, plan: FreezePlan) -> None:
         self.encoded, self.backbone, self.plan = encoded, backbone, plan
         self.stem_trains = any(p.requires_grad
                                for p in backbone.embedding_module().parameters())
@@ -50,7 +50,7 @@ class LiveFeatures:
         inputs = {k: torch.from_numpy(v).to(device) for k, v in self.encoded.batch(indices).items()}
         with torch.set_grad_enabled(self.stem_trains and torch.is_grad_enabled()):
             hidden = self.backbone.stem(inputs, self.plan.boundary)
-        mask = inputs["attention_mask"]
+        mask = self.backbone.rows_mask(inputs, hidden)
         kept = self.plan.kept_rows
         return (hidden[:, :kept], mask[:, :kept]) if kept else (hidden, mask)
 
@@ -103,9 +103,10 @@ def advance_features(features: Features, backbone: Backbone, old: FreezePlan, ne
             indices = order[start:start + batch_size]
             hidden, mask = features.batch(indices, device)
             layer_mask = backbone.layer_mask(mask, hidden.dtype)
+            hidden = backbone.from_rows(hidden)
             for layer in backbone.layer_stack()[old.boundary:new.boundary]:
                 hidden = backbone.run_layer(layer, hidden, layer_mask)
-            values = hidden.float().cpu().numpy()
+            values = backbone.to_rows(hidden).float().cpu().numpy()
             for row, index in enumerate(indices):
                 arrays[index] = values[row, :min(lengths[index],
                                                  new.kept_rows or lengths[index])]
@@ -113,7 +114,7 @@ def advance_features(features: Features, backbone: Backbone, old: FreezePlan, ne
 
 
 def stem_features(loaded: LoadedModel, task: Task, plan: FreezePlan, frozen_sha256: str,
-                  data: LabelledData, encoded: dict[str, Encoded], max_length: int,
+                  data: LabelledData, encoded: dict[str, ModelInputs], max_length: int,
                   root: Path | None, dtype: str, device: torch.device, reporter: Reporter,
                   world: World = World()) -> tuple[dict[str, Features], dict[str, object]]:
     """Training inputs of the train and validation splits: from the activation cache at
@@ -131,9 +132,10 @@ def stem_features(loaded: LoadedModel, task: Task, plan: FreezePlan, frozen_sha2
                "to cache; running live")
         reporter.info(f"  cache: {why}")
         return live, {"enabled": False, "live_reason": why}
-    keyset, description = describe_keyset(frozen_sha256, backbone, loaded.tokenizer, task.name,
+    keyset, description = describe_keyset(frozen_sha256, backbone, loaded.processor, task.name,
                                           max_length, plan, dtype)
-    store = ActivationStore(root, keyset, description, dtype, backbone.hidden_size)
+    store = ActivationStore(root, keyset, description, dtype,
+                            backbone.width(plan.boundary))
     stats, features = CacheStats(), {}
     try:
         keys = {name: [task.example_key(example) for example in split.inputs]

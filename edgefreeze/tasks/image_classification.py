@@ -1,0 +1,105 @@
+"""Image classification: one label per image file.
+
+Rows: an image path (relative paths are read from the data file's folder) and a label; an
+image folder with one subfolder per class gives the same rows. Training pixels come from
+the model's own image processor; the device prepares them from its saved settings with
+Pillow and numpy (`edgefreeze.runtime.images`), and every build first checks that the two
+agree within 1e-5 on real training images. Targets, loss and metrics are text
+classification's: one label per example.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from transformers import AutoModelForImageClassification
+
+from edgefreeze.errors import ConfigError
+from edgefreeze.runtime.images import ImageFile, Preprocessing, read_image
+from edgefreeze.tasks.base import Head, MissingValue
+from edgefreeze.tasks.encoding import EncodedImages
+from edgefreeze.tasks.registry import register_task
+from edgefreeze.tasks.text_classification import TextClassification
+
+PIXEL_TOLERANCE = 1e-5  # device pixels against the processor's
+CHECKED_IMAGES = 4  # per split
+
+
+def _vit_head(model, hidden, mask):
+    """ViT: the final layer norm, then the classifier on the [CLS] row."""
+    return model.classifier(model.vit.layernorm(hidden)[:, 0])
+
+
+def _pooled_cnn_head(model, hidden, mask):
+    """ResNet: average pooling over every position (the rows), then the classifier."""
+    return model.classifier(hidden.mean(dim=1))
+
+
+@register_task
+class ImageClassification(TextClassification):
+    name = "image-classification"
+    model_class = AutoModelForImageClassification
+    export_task = "image-classification"
+    inputs = "image"
+    columns = ("path", "label")
+    head_rows = 1
+    heads = {"vit": Head(("vit.layernorm", "classifier"), _vit_head),
+             "resnet": Head(("resnet.pooler", "classifier"), _pooled_cnn_head)}
+
+    def example(self, row: dict[str, Any], input_column: str, target_column: str
+                ) -> tuple[str, str]:
+        path, label = row.get(input_column), row.get(target_column)
+        if path is not None and not isinstance(path, (str, os.PathLike)):
+            raise ValueError(f"{input_column!r} is {type(path).__name__} {path!r}, not a path")
+        if path is None or not str(path).strip():
+            raise MissingValue(input_column)
+        if label is None or (isinstance(label, str) and not label.strip()):
+            raise MissingValue(target_column)
+        return str(path).strip(), str(label).strip()
+
+    def resolve(self, example: str, folder: Path | None) -> ImageFile:
+        path = Path(example)
+        if folder is not None and not path.is_absolute():
+            path = folder / path
+        if not path.is_file():
+            raise ValueError(f"no image file {path}")
+        return ImageFile.at(path)
+
+    def example_key(self, example: ImageFile) -> str:
+        return example.sha256
+
+    def encode(self, processor: Any, inputs: Sequence[ImageFile],
+               max_length: int) -> EncodedImages:
+        """Pixels of each image from the model's image processor (max_length does not
+        apply), checked against the device's preparation of the first few."""
+        images = []
+        for example in inputs:
+            try:
+                images.append(read_image(example))
+            except ValueError as exc:
+                raise ConfigError(f"data: {exc}") from None
+        pixels = [np.asarray(p, dtype=np.float32) for p in
+                  processor(images=images, return_tensors="np")["pixel_values"]] if images else []
+        check_device_pixels(processor, images[:CHECKED_IMAGES], pixels[:CHECKED_IMAGES])
+        return EncodedImages({"pixel_values": pixels})
+
+
+def check_device_pixels(processor: Any, images: list[Any], expected: list[np.ndarray]) -> None:
+    """The device's pixels (`Preprocessing`) must be the processor's: a processor with
+    steps the device does not reproduce would ship a model fed other pixels than it was
+    trained and gated on."""
+    name = type(processor).__name__
+    try:
+        device = Preprocessing.from_settings(processor.to_dict())
+        error = max((float(np.max(np.abs(device.pixels(image) - want)))
+                     for image, want in zip(images, expected)), default=0.0)
+    except (ValueError, KeyError) as exc:
+        raise ConfigError(f"model: the device cannot prepare images as {name} does ({exc})"
+                          ) from None
+    if not error <= PIXEL_TOLERANCE:
+        raise ConfigError(f"model: the device's preparation of images differs from {name}'s "
+                          f"by up to {error:.3g}; this image processor is not supported yet")

@@ -1,0 +1,239 @@
+"""Image classification: the device's pixels against transformers' processors, image
+folders and CSVs of paths, the ViT and ResNet adapters split at every boundary, frozen
+BatchNorm, and whole builds on real images (scikit-learn's handwritten digits)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from sklearn.datasets import load_digits
+from transformers import (AutoConfig, AutoModelForImageClassification, CLIPImageProcessor,
+                          ConvNextImageProcessor, ViTImageProcessor)
+
+from edgefreeze.backbones import backbone_for, load_model
+from edgefreeze.data import load_data
+from edgefreeze.errors import ConfigError
+from edgefreeze.freeze import make_plan
+from edgefreeze.freeze.top_k import TopKSpec
+from edgefreeze.progress import Reporter
+from edgefreeze.runtime import Bundle, Predictor
+from edgefreeze.runtime.bench import inputs as bench_inputs
+from edgefreeze.runtime.images import ImageFile, Preprocessing
+from edgefreeze.spec import load_pipeline, TrainSpec
+from edgefreeze.tasks import task_for
+from edgefreeze.tasks.image_classification import check_device_pixels
+from edgefreeze.train.features import LiveFeatures
+from edgefreeze.train.loop import train
+from tests.conftest import run_cli, write_pipeline
+from tests.digit_images import SIDE, tiny_image_checkpoint, write_digit_folder
+
+IMAGES = task_for("image-classification")
+
+
+def _scans(count: int = 3) -> list[Image.Image]:
+    """Real images of several shapes: digit scans, alone (8x8), two side by side (16x8)
+    and stacked three high (8x24), in colour (each scan in its own channel tint)."""
+    images = (load_digits().images * 255 / 16).round().astype(np.uint8)
+    shapes = [images[0], np.hstack(images[1:3]), np.vstack(images[3:6])][:count]
+    return [Image.fromarray(np.stack([s, 255 - s, s // 2], axis=-1), mode="RGB") for s in shapes]
+
+
+@pytest.mark.parametrize("processor", [
+    ViTImageProcessor(size={"height": SIDE, "width": SIDE}),
+    ViTImageProcessor(),  # 224 x 224, bilinear: ViT-base's
+    ConvNextImageProcessor(size={"shortest_edge": SIDE}, crop_pct=0.875),  # ResNet's
+    ConvNextImageProcessor(size={"shortest_edge": 384}),  # a warp, no crop
+    CLIPImageProcessor(size={"shortest_edge": 40}, crop_size={"height": 32, "width": 32}),
+], ids=["vit-32", "vit-224", "convnext-crop", "convnext-warp", "clip"])
+def test_device_pixels_are_the_processor_s(processor):
+    """Pillow + numpy from the saved settings give transformers' pixels within 1e-5."""
+    device = Preprocessing.from_settings(json.loads(processor.to_json_string()))
+    for image in _scans():
+        expected = processor(images=[image], return_tensors="np")["pixel_values"][0]
+        got = device.pixels(image)
+        assert got.shape == expected.shape and got.dtype == np.float32
+        np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
+
+
+def test_a_processor_the_device_cannot_follow_is_refused():
+    """A processor with a step the device lacks (here a mirror image) fails the build's
+    check instead of shipping a model fed other pixels than it was gated on."""
+
+    class Mirroring(ViTImageProcessor):
+        def preprocess(self, images, **kwargs):
+            out = super().preprocess(images, **kwargs)
+            out["pixel_values"] = [p[:, :, ::-1] for p in out["pixel_values"]]
+            return out
+
+    processor = Mirroring(size={"height": SIDE, "width": SIDE})
+    images = _scans()
+    expected = list(processor(images=images, return_tensors="np")["pixel_values"])
+    with pytest.raises(ConfigError, match="differs from Mirroring's"):
+        check_device_pixels(processor, images, expected)
+    check_device_pixels(ViTImageProcessor(size={"height": SIDE, "width": SIDE}), images,
+                        list(ViTImageProcessor(size={"height": SIDE, "width": SIDE})(
+                            images=images, return_tensors="np")["pixel_values"]))
+
+
+def test_image_folder_and_csv_of_paths(tmp_path):
+    """A folder's subfolders are its labels; a CSV's relative paths are read from its own
+    folder; an image is keyed by its content, wherever it lies."""
+    from edgefreeze.spec import DataSpec
+
+    folder = write_digit_folder(tmp_path / "digits", per_class=6, classes=3)
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "2" / "readme.md").write_text("not an image either")
+    data = load_data(DataSpec(source=str(folder), sample_rows=None,
+                              split={"group_column": None, "test": 0.5, "validation": 0.0}),
+                     IMAGES, Path)
+    assert data.label_names == ["0", "1", "2"]
+    assert len(data.train) + len(data.test) == 18
+    assert all(isinstance(x, ImageFile) and Path(x.path).is_file() for x in data.train.inputs)
+
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    rows = [f"../digits/{p.parent.name}/{p.name},{'odd' if int(p.parent.name) % 2 else 'even'}"
+            for p in sorted(folder.glob("*/*.png"))]
+    (lists / "parity.csv").write_text("path,label\n" + "\n".join(rows) + "\n")
+    data = load_data(DataSpec(source=str(lists / "parity.csv"), sample_rows=None,
+                              split={"group_column": None, "test": 0.5, "validation": 0.0}),
+                     IMAGES, Path)
+    assert data.label_names == ["even", "odd"]
+    by_content = {x.sha256: x for x in [*data.train.inputs, *data.test.inputs]}
+    copy = tmp_path / "elsewhere.png"
+    copy.write_bytes(Path(next(iter(by_content.values())).path).read_bytes())
+    assert ImageFile.at(copy).sha256 in by_content
+
+
+def test_a_missing_image_is_one_line_naming_the_row(tmp_path):
+    write_digit_folder(tmp_path / "digits", per_class=4, classes=2)
+    checkpoint = tiny_image_checkpoint("vit", tmp_path / "vit", labels=2)
+    (tmp_path / "rows.csv").write_text("path,label\ndigits/0/0000.png,0\ndigits/1/gone.png,1\n")
+    pipeline = write_pipeline(tmp_path, {
+        "name": "missing", "model": str(checkpoint), "task": "image-classification",
+        "data": {"source": "rows.csv", "sample_rows": None, "split": {"group_column": None}}})
+    result = run_cli("build", str(pipeline), "--output", str(tmp_path / "out"), "--quiet")
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == [
+        f"edgefreeze: error: {tmp_path / 'rows.csv'}:3: no image file "
+        f"{tmp_path / 'digits/1/gone.png'} (data.source)"]
+    assert not (tmp_path / "out").exists()
+
+
+def _tiny(model_type: str) -> torch.nn.Module:
+    torch.manual_seed(0)
+    settings = ({"image_size": SIDE, "patch_size": 8, "num_hidden_layers": 4, "hidden_size": 32,
+                 "num_attention_heads": 2, "intermediate_size": 37} if model_type == "vit"
+                else {"embedding_size": 8, "hidden_sizes": [8, 16, 24, 32], "depths": [1, 2, 1, 1],
+                      "layer_type": "bottleneck", "downsample_in_bottleneck": True})
+    config = AutoConfig.for_model(model_type, num_labels=3, **settings)
+    return AutoModelForImageClassification.from_config(config).eval()
+
+
+@pytest.mark.parametrize("model_type", ["vit", "resnet"])
+def test_stem_then_top_is_the_image_model_s_own_forward(model_type):
+    """At every boundary, and head-only from the rows the head keeps."""
+    model = _tiny(model_type)
+    backbone = backbone_for(model, IMAGES)
+    inputs = {"pixel_values": torch.randn(3, 3, SIDE, SIDE)}
+    with torch.no_grad():
+        expected = model(**inputs).logits
+        for boundary in range(backbone.depth + 1):
+            hidden = backbone.stem(inputs, boundary)
+            assert hidden.shape[-1] == backbone.width(boundary)
+            got = backbone.top(hidden, backbone.rows_mask(inputs, hidden), boundary)
+            torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+        kept = backbone.stem(inputs, backbone.depth)[:, :backbone.head_rows]
+        head_only = backbone.top(kept, None, backbone.depth)
+        torch.testing.assert_close(head_only, expected, atol=1e-5, rtol=1e-5)
+    assert backbone.head_rows == (1 if model_type == "vit" else None)
+
+
+def test_frozen_batchnorm_keeps_its_statistics_while_the_top_s_move():
+    """A frozen ResNet stage runs in eval mode in training: its BatchNorm statistics
+    stay; the trainable stages' update as they train."""
+    backbone = backbone_for(_tiny("resnet"), IMAGES)
+    plan = make_plan(TopKSpec(trainable_layers=2), backbone)
+    stages = backbone.layer_stack()
+
+    def statistics(stage):
+        return [m.running_mean.clone() for m in stage.modules()
+                if isinstance(m, torch.nn.BatchNorm2d)]
+
+    before = [statistics(stage) for stage in stages]
+    pixels = torch.randn(24, 3, SIDE, SIDE).numpy()
+    from edgefreeze.tasks.encoding import EncodedImages
+
+    features = LiveFeatures(EncodedImages({"pixel_values": list(pixels)}), backbone, plan)
+    targets = np.arange(24) % 3
+    train(backbone, plan, IMAGES, features, targets, None, None,
+          TrainSpec(epochs=1, batch_size=8, device="cpu"), torch.device("cpu"),
+          Reporter(quiet=True))
+    after = [statistics(stage) for stage in stages]
+    for index in range(plan.boundary):
+        assert all(torch.equal(a, b) for a, b in zip(before[index], after[index])), index
+    for index in range(plan.boundary, len(stages)):
+        assert not any(torch.equal(a, b) for a, b in zip(before[index], after[index])), index
+
+
+@pytest.mark.parametrize("model_type", ["vit", "resnet"])
+def test_image_model_builds_gates_and_runs_on_the_device(tmp_path, model_type):
+    """The whole path on real images: cache, train, composed and split export, int8 (a
+    CNN's convolutions too), the gate, the bundle; the int8 model run by the device
+    runtime on the held-out images reproduces the manifest's accuracy; a rebuild is
+    served by the cache and ships the same stem (a delta update)."""
+    folder = write_digit_folder(tmp_path / "digits", per_class=30)
+    checkpoint = tiny_image_checkpoint(model_type, tmp_path / model_type)
+    pipeline = write_pipeline(tmp_path, {
+        "name": f"digits-{model_type}", "model": str(checkpoint), "task": "image-classification",
+        "data": {"source": "digits", "sample_rows": None, "split": {"group_column": None}},
+        "freeze": {"trainable_layers": 2},
+        "train": {"epochs": 8, "lr_top": 1e-3, "lr_head": 1e-2},
+        "export": {"split": True},
+        "gate": {"max_metric_drop": 0.1, "min_agreement": 0.8, "max_int8_size_share": 1.0}})
+    cache = ["--cache-dir", str(tmp_path / "cache")]
+    bundle = tmp_path / "bundle"
+    result = run_cli("build", str(pipeline), "--output", str(bundle), "--quiet", "--json", *cache)
+    assert result.exit_code == 0, result.stderr + result.stdout
+    assert {"preprocessor_config.json", "model.int8.onnx", "stem.onnx", "top.onnx"} <= {
+        p.name for p in bundle.iterdir()}
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    metrics = manifest["metrics"]
+    assert metrics["fp32"]["max_logit_error"] < 1e-4
+    assert metrics["split-fp32"]["max_logit_error"] < 1e-4
+    assert metrics["pytorch"]["accuracy"] > 0.3  # ten classes: chance is 0.1
+    assert manifest["sizes"]["int8"] < 0.5 * manifest["sizes"]["fp32"]
+    assert manifest["shape_check"]["fp32"]["sequence_lengths"] == []
+
+    spec = load_pipeline(pipeline)
+    test = load_data(spec.spec.data, IMAGES, spec.resolve).test
+    predictions = Predictor(bundle).predict([x.path for x in test.inputs])
+    labels = manifest["data"]["label_names"]
+    accuracy = np.mean([labels.index(p.label) == t for p, t in zip(predictions, test.targets)])
+    assert accuracy == pytest.approx(metrics["int8"]["accuracy"], abs=1e-9)
+
+    shown = run_cli("predict", str(bundle), str(folder / "3" / "0003.png"), "--json")
+    assert json.loads(shown.stdout)["image"] == str(folder / "3" / "0003.png")
+    assert bench_inputs(Bundle(bundle), 4, 32)["pixel_values"].shape == (4, 3, SIDE, SIDE)
+
+    new = write_digit_folder(tmp_path / "new", per_class=2, start=30)
+    again = tmp_path / "again"
+    result = run_cli("retrain", str(pipeline), "--add", str(new), "--epochs", "1",
+                     "--output", str(again), "--quiet", "--json", *cache)
+    assert result.exit_code == 0, result.stderr + result.stdout
+    rebuilt = json.loads((again / "manifest.json").read_text())
+    assert rebuilt["cache"]["misses"] == 20  # only the new images pass the frozen stem
+    assert rebuilt["cache"]["hits"] == manifest["cache"]["misses"]
+    assert (again / "stem.onnx").read_bytes() == (bundle / "stem.onnx").read_bytes()
+
+
+def test_a_text_task_on_an_image_model_is_one_line(tmp_path):
+    checkpoint = tiny_image_checkpoint("vit", tmp_path / "vit", labels=2)
+    with pytest.raises(ConfigError, match=f"model: {checkpoint} is an image model \\(vit\\); "
+                                          "task text-classification needs a text model"):
+        load_model(str(checkpoint), task_for("text-classification"), ["a", "b"], Path, False, 0)
