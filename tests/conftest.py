@@ -15,6 +15,8 @@ from edgefreeze.cli import main
 from edgefreeze.tasks import DEFAULT_TASK, task_for
 
 ROOT = Path(__file__).resolve().parent.parent
+# An older ONNX Runtime, as fleets that do not upgrade run (`make install` unpacks it).
+OLD_ORT = ROOT / ".venv" / "targets" / "onnxruntime-1.20.1"
 SMOKE = ROOT / "pipelines" / "smoke.yaml"
 TEXT = task_for(DEFAULT_TASK)  # text classification, the task of every pipeline here
 

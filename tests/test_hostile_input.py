@@ -56,9 +56,9 @@ def test_a_document_of_megabytes_in_cp1252_is_accepted_cut_and_counted(tmp_path)
     seen = splits["validation"]["seen_in_training"] + splits["test"]["seen_in_training"]
     assert seen > 0
     warning, = [line for line in result.stderr.splitlines() if "warning" in line]
-    assert "repeat a training row's text" in warning
+    assert "repeat a training row's input" in warning
     report = (tmp_path / "b" / "report.md").read_text()
-    assert "cut to 64 tokens" in report and "repeat a training row's text" in report
+    assert "cut to 64 tokens" in report and "repeat a training row's input" in report
 
     from edgefreeze.runtime import Predictor  # the accented row was read as cp1252
 

@@ -5,6 +5,7 @@ BatchNorm, and whole builds on real images (scikit-learn's handwritten digits)."
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,13 +24,14 @@ from edgefreeze.freeze.top_k import TopKSpec
 from edgefreeze.progress import Reporter
 from edgefreeze.runtime import Bundle, Predictor
 from edgefreeze.runtime.bench import inputs as bench_inputs
-from edgefreeze.runtime.images import ImageFile, Preprocessing
+from edgefreeze.runtime.manifest import Manifest
+from edgefreeze.runtime.images import ImageFile, Preprocessing, read_image
 from edgefreeze.spec import load_pipeline, TrainSpec
 from edgefreeze.tasks import task_for
 from edgefreeze.tasks.image_classification import check_device_pixels
 from edgefreeze.train.features import LiveFeatures
 from edgefreeze.train.loop import train
-from tests.conftest import run_cli, write_pipeline
+from tests.conftest import OLD_ORT, run_cli, write_pipeline
 from tests.digit_images import SIDE, tiny_image_checkpoint, write_digit_folder
 
 IMAGES = task_for("image-classification")
@@ -49,7 +51,8 @@ def _scans(count: int = 3) -> list[Image.Image]:
     ConvNextImageProcessor(size={"shortest_edge": SIDE}, crop_pct=0.875),  # ResNet's
     ConvNextImageProcessor(size={"shortest_edge": 384}),  # a warp, no crop
     CLIPImageProcessor(size={"shortest_edge": 40}, crop_size={"height": 32, "width": 32}),
-], ids=["vit-32", "vit-224", "convnext-crop", "convnext-warp", "clip"])
+    CLIPImageProcessor(size={"shortest_edge": 12}, crop_size={"height": 20, "width": 16}),
+], ids=["vit-32", "vit-224", "convnext-crop", "convnext-warp", "clip", "clip-padded"])
 def test_device_pixels_are_the_processor_s(processor):
     """Pillow + numpy from the saved settings give transformers' pixels within 1e-5."""
     device = Preprocessing.from_settings(json.loads(processor.to_json_string()))
@@ -58,6 +61,29 @@ def test_device_pixels_are_the_processor_s(processor):
         got = device.pixels(image)
         assert got.shape == expected.shape and got.dtype == np.float32
         np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
+
+
+def test_files_read_as_people_see_them(tmp_path):
+    """16-bit grey scaled to 8 bits (not clipped white), EXIF orientation applied, 32-bit
+    float pixels refused in one line."""
+    scan = (load_digits().images[0] * 4095 / 16).astype(np.uint16)  # 12-bit values
+    Image.fromarray(scan.astype(np.uint16)).save(tmp_path / "deep.png")
+    assert Image.open(tmp_path / "deep.png").mode.startswith("I")
+    grey = np.asarray(read_image(tmp_path / "deep.png"))[..., 0]
+    np.testing.assert_array_equal(grey, scan >> 8)
+
+    wide = Image.fromarray(np.hstack([load_digits().images[0]] * 2).astype(np.uint8) * 15)
+    exif = wide.getexif()
+    exif[0x0112] = 6  # stored sideways: turn 90 degrees clockwise to view
+    wide.save(tmp_path / "turned.jpg", exif=exif)
+    assert read_image(tmp_path / "turned.jpg").size == (8, 16)
+
+    Image.fromarray(np.ones((4, 4), dtype=np.float32)).save(tmp_path / "float.tiff")
+    with pytest.raises(ValueError, match="32-bit float pixels; convert it"):
+        read_image(tmp_path / "float.tiff")
+    with pytest.raises(ValueError, match="shortest_edge alone"):
+        Preprocessing.from_settings({"size": {"shortest_edge": 8, "longest_edge": 16},
+                                     "image_mean": [0.5] * 3, "image_std": [0.5] * 3})
 
 
 def test_a_processor_the_device_cannot_follow_is_refused():
@@ -221,6 +247,14 @@ def test_image_model_builds_gates_and_runs_on_the_device(tmp_path, model_type):
     assert json.loads(shown.stdout)["image"] == str(folder / "3" / "0003.png")
     assert bench_inputs(Bundle(bundle), 4, 32)["pixel_values"].shape == (4, 3, SIDE, SIDE)
 
+    # A fleet's older ONNX Runtime (1.20.1) runs it too: ResNet's int8 convolutions take u8
+    # weights, since that runtime has no ConvInteger for s8 ones.
+    older = run_cli("verify-target", str(bundle), str(pipeline), "--python", sys.executable,
+                    "--path", str(OLD_ORT), "--json")
+    assert older.exit_code == 0, older.stderr
+    (check,) = Manifest.load(bundle / "manifest.json").targets
+    assert check.onnxruntime == "1.20.1" and check.rows == len(test.inputs)
+
     new = write_digit_folder(tmp_path / "new", per_class=2, start=30)
     again = tmp_path / "again"
     result = run_cli("retrain", str(pipeline), "--add", str(new), "--epochs", "1",
@@ -230,6 +264,24 @@ def test_image_model_builds_gates_and_runs_on_the_device(tmp_path, model_type):
     assert rebuilt["cache"]["misses"] == 20  # only the new images pass the frozen stem
     assert rebuilt["cache"]["hits"] == manifest["cache"]["misses"]
     assert (again / "stem.onnx").read_bytes() == (bundle / "stem.onnx").read_bytes()
+
+
+def test_what_an_image_family_cannot_do_is_one_line(tmp_path):
+    """Non-square ResNet feature maps, PEFT on convolutions, a folder of images for a text
+    task."""
+    from edgefreeze.spec import DataSpec, PipelineSpec
+
+    backbone = backbone_for(_tiny("resnet"), IMAGES)
+    with pytest.raises(ConfigError, match="needs square images; .* 70 positions"):
+        backbone.from_rows(torch.zeros(1, 70, 8))
+    peft = PipelineSpec.model_validate({"name": "x", "model": "x", "data": {"source": "x"},
+                                        "peft": {"method": "lora"}}).peft
+    with pytest.raises(ConfigError, match="no linear modules to attach to"):
+        make_plan(TopKSpec(trainable_layers=2), backbone, peft)
+    folder = write_digit_folder(tmp_path / "digits", per_class=3, classes=2)
+    with pytest.raises(ConfigError, match="a folder of images is data for image-classification, "
+                                          "not text-classification"):
+        load_data(DataSpec(source=str(folder)), task_for("text-classification"), Path)
 
 
 def test_a_text_task_on_an_image_model_is_one_line(tmp_path):

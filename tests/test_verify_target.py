@@ -14,9 +14,7 @@ import pytest
 
 from edgefreeze.runtime import Predictor
 from edgefreeze.runtime.manifest import Manifest
-from tests.conftest import ROOT, run_cli, write_pipeline
-
-OLD_ORT = ROOT / ".venv" / "targets" / "onnxruntime-1.20.1"  # `make install` unpacks it
+from tests.conftest import OLD_ORT, run_cli, write_pipeline
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ import torch
 from transformers.modeling_attn_mask_utils import _prepare_4d_attention_mask_for_sdpa
 
 from edgefreeze.backbones.registry import FAMILIES, Backbone
+from edgefreeze.errors import ConfigError
 
 
 @FAMILIES.register("bert")
@@ -173,7 +174,8 @@ class _ImageBackbone(Backbone):
         return torch.ones(hidden.shape[:2], dtype=torch.int64, device=hidden.device)
 
     def run_layer(self, layer, hidden, mask):
-        return layer(hidden)
+        out = layer(hidden)
+        return out[0] if isinstance(out, tuple) else out  # a tuple before transformers 4.54
 
 
 @FAMILIES.register("vit")
@@ -200,7 +202,7 @@ class ResNetBackbone(_ImageBackbone):
     embeddings = "resnet.embedder"
     layers = "resnet.encoder.stages"
     fusion_type = None
-    int8_ops = ("Conv", "MatMul", "Gemm")
+    int8_ops = ("Conv", "MatMul")
     linears: dict[str, str] = {}
 
     def __init__(self, model, head, head_rows):
@@ -221,5 +223,7 @@ class ResNetBackbone(_ImageBackbone):
         batch, rows, width = hidden.shape
         side = int(round(rows ** 0.5))
         if side * side != rows:
-            raise ValueError(f"{rows} rows are not a square feature map")
+            raise ConfigError(f"model: the resnet adapter needs square images; the image "
+                              f"processor's make a feature map of {rows} positions, not a "
+                              "square (set its size or crop square)")
         return hidden.transpose(1, 2).reshape(batch, width, side, side)

@@ -111,13 +111,17 @@ def load_model(spec: str, task: Task, label_names: list[str], resolve, trust_rem
 
 def _check_modality(config, spec: str, task: Task) -> None:
     """A text task on an image model (or the reverse) is one line naming both, not a
-    missing-tokenizer error."""
+    missing-tokenizer error; an image model must take RGB."""
     family = FAMILIES.get(getattr(config, "model_type", None))
     wanted = "image" if task.inputs == "image" else "text"
     if family is not None and family.modality != wanted:
         raise ConfigError(f"model: {spec} is {'an' if family.modality == 'image' else 'a'} "
                           f"{family.modality} model ({config.model_type}); task {task.name} "
                           f"needs {'an' if wanted == 'image' else 'a'} {wanted} model")
+    channels = getattr(config, "num_channels", 3)
+    if wanted == "image" and channels != 3:
+        raise ConfigError(f"model: {spec} takes {channels}-channel images; the device "
+                          "prepares RGB (3 channels)")
 
 
 def _processor(location: str | Path, local: bool, task: Task, trust_remote_code: bool

@@ -94,7 +94,7 @@ class LabelledData:
                  if (count := self.seen_in_training.get(name, 0))]
         if not parts:
             return None
-        return (f"{' and '.join(parts)} repeat a training row's text; the gate scores the "
+        return (f"{' and '.join(parts)} repeat a training row's input; the gate scores the "
                 "model on what it trained on, which inflates its accuracy (deduplicate the data)")
 
 
@@ -130,6 +130,8 @@ def load_data(spec: DataSpec, task: Task, resolve: Callable[[str], Path],
     test_idx, val_idx, train_idx = split_indices(len(rows.inputs), fractions, spec.split.seed,
                                                  rows.groups)
     new_tables = [read_file(Path(path), options) for path in added]
+    for table in [main, *separate.values(), *new_tables]:
+        _check_kind(table, task)
     new_rows = [_extract(t, spec, task, "--add", use_groups=False, like=main)
                 for t in new_tables]
     label_names = _label_names(spec, main, _labels_in(task, rows.targets))
@@ -157,6 +159,15 @@ def load_data(spec: DataSpec, task: Task, resolve: Callable[[str], Path],
                         train=splits["train"],
                         validation=splits["validation"] if len(splits["validation"]) else None,
                         test=splits["test"], label_names=label_names, sources=sources)
+
+
+def _check_kind(table: Table, task: Task) -> None:
+    """An image folder is data for an image task only (a text task would read its paths
+    as texts, and learn the labels from the folder names in them)."""
+    if table.images and task.inputs != "image":
+        raise ConfigError(f"{table.origin}: a folder of images is data for "
+                          f"image-classification, not {task.name} (give a .csv, .jsonl or "
+                          ".conll file)")
 
 
 def _extract(table: Table, spec: DataSpec, task: Task, key: str, use_groups: bool,

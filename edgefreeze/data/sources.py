@@ -39,6 +39,7 @@ class Table:
     label_order: list[str] | None = None
     record_numbers: list[int] = field(default_factory=list)
     folder: Path | None = None  # where a row's relative file paths are read from
+    images: bool = False  # an image folder (its rows name the images in it)
 
 
 @dataclass(frozen=True)
@@ -90,12 +91,14 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".ti
 
 def read_image_folder(folder: Path) -> Table:
     """An image folder: one subfolder per class, named as the label, holding its images
-    (by suffix; other files and files directly in the folder are ignored). Rows are
+    (by suffix; other files, hidden ones, deeper folders and files directly in the folder
+    are ignored). Rows are
     numbered in sorted path order; the sha256 digests every path and image."""
     digest = hashlib.sha256()
     rows: list[dict[str, object]] = []
     for path in sorted(folder.glob("*/*")):
-        if path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
+        if (path.suffix.lower() not in IMAGE_SUFFIXES or path.name.startswith(".")
+                or not path.is_file()):  # macOS's ._name.jpg resource forks among them
             continue
         relative = path.relative_to(folder).as_posix()
         digest.update(f"{relative}\x1f{hashlib.sha256(path.read_bytes()).hexdigest()}\x1e"
@@ -107,7 +110,7 @@ def read_image_folder(folder: Path) -> Table:
                           f"{', '.join(sorted(IMAGE_SUFFIXES))})")
     return Table(rows=rows, origin=str(folder), sha256=digest.hexdigest(),
                  text_column="path", label_column="label",
-                 record_numbers=list(range(1, len(rows) + 1)), folder=folder)
+                 record_numbers=list(range(1, len(rows) + 1)), folder=folder, images=True)
 
 
 def _format_of(path: Path) -> str:

@@ -44,8 +44,8 @@ def _example(loaded: LoadedModel, encoded: ModelInputs) -> dict[str, torch.Tenso
 
 
 def write_model_files(loaded: LoadedModel, label_names: list[str], folder: Path) -> None:
-    """The tokenizer or image processor, the Hugging Face config (naming the trained architecture, as
-    `save_pretrained` of a model does) and the label map."""
+    """The tokenizer or image processor, the Hugging Face config (naming the trained
+    architecture, as `save_pretrained` of a model does) and the label map."""
     loaded.processor.save_pretrained(folder)
     config = copy.deepcopy(loaded.model.config)
     config.architectures = [type(loaded.model).__name__]
@@ -58,10 +58,10 @@ def export_models(loaded: LoadedModel, plan: FreezePlan, task: Task, forms: list
                   folder: Path, opset: int, encoded: ModelInputs
                   ) -> tuple[dict[str, list[Path]], dict[str, dict]]:
     """Write the exported (fp32) ones of `forms` into `folder`: the whole model with
-    Optimum's exporter, the stem + top pair with torch's (traced on `encoded`'s inputs). Returns each one's files and the
-    manifest's `export` record. A parameter-efficient method's weights are merged first,
-    into a copy: the trained model itself stays as it is, the reference the gate checks
-    the export against."""
+    Optimum's exporter, the stem + top pair with torch's (traced on `encoded`'s inputs).
+    Returns each one's files and the manifest's `export` record. A parameter-efficient
+    method's weights are merged first, into a copy: the trained model itself stays as it
+    is, the reference the gate checks the export against."""
     loaded = merged(loaded, plan)
     models, records = {}, {}
     for form in (form for form in forms if form.source is None):

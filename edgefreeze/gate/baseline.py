@@ -11,7 +11,6 @@ the whole but answers a tenth of the inputs differently still surprises its user
 from __future__ import annotations
 
 import os
-
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any

@@ -52,6 +52,10 @@ def matching_linears(backbone: Backbone, layers: list[int], targets: list[str],
                                                           relative.endswith(f".{target}"))):
                     found.append(f"{backbone.layers}.{index}.{relative}")
                     matched = True
+        if not seen:
+            raise ConfigError(f"{key}: the trainable layers of {backbone.model.config.model_type} "
+                              "have no linear modules to attach to (convolutions only); train "
+                              "them whole (no peft) instead")
         if not matched:
             raise ConfigError(f"{key}: {target!r} names no linear module of the trainable "
                               f"layers (roles: {', '.join(backbone.linears)}; modules: "

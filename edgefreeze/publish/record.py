@@ -23,7 +23,7 @@ from edgefreeze.tasks import Task
 from edgefreeze.train.loop import TrainResult
 
 LIBRARIES = ("torch", "transformers", "optimum", "optimum-onnx", "onnx", "onnxruntime",
-             "tokenizers", "numpy")
+             "tokenizers", "numpy", "pillow")
 
 
 def manifest_for(*, pipeline: Pipeline, task: Task, loaded: LoadedModel, frozen_sha256: str,

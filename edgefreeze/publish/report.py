@@ -29,7 +29,7 @@ def data_summary(manifest: Manifest) -> str:
     seen = [f"{s.seen_in_training} {name}" for name, s in splits.items()
             if name != "train" and s.seen_in_training]
     if seen:
-        line += (f"; **{', '.join(seen)} rows repeat a training row's text** (the metrics "
+        line += (f"; **{', '.join(seen)} rows repeat a training row's input** (the metrics "
                  "below count them)")
     return line + "."
 

@@ -15,7 +15,7 @@ import logging
 import tempfile
 from collections.abc import Collection
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +42,10 @@ def quantize_int8(fp32_path: Path, destination: Path, spec: QuantizeSpec,
     input feeds) is required for static mode.
     """
     target = TARGETS[spec.target]
+    if "Conv" in architecture.int8_ops:
+        # Older ONNX Runtimes lack ConvInteger with s8 weights (1.20.1 refuses to load
+        # the model; 1.32 runs it); u8 x u8 has no saturation issue either.
+        target = replace(target, weight_type="uint8")
     op_types = [*architecture.int8_ops] + (["Gather"] if spec.quantize_embeddings else [])
     static = spec.mode == "static"
     with tempfile.TemporaryDirectory(dir=destination.parent) as scratch, _quiet_root_logger():

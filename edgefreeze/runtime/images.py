@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,17 +41,28 @@ class ImageFile:
 
 
 def read_image(source: str | os.PathLike) -> Any:
-    """The image at `source` as RGB (a PIL image); one-line errors for a missing or an
-    unreadable file."""
-    from PIL import Image, UnidentifiedImageError
+    """The image at `source` as 8-bit RGB (a PIL image), turned upright as its EXIF
+    orientation says (a phone's photo as people see it); 16-bit grey scaled to 8 bits
+    (Pillow's own conversion would clip it to white). One-line errors for a missing, an
+    unreadable or a floating-point file."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
+    path = os.fspath(source)
     try:
-        with Image.open(source) as image:
+        with Image.open(path) as image:
+            image = ImageOps.exif_transpose(image)
+            if image.mode.startswith("I;16"):
+                grey = (np.asarray(image, dtype=np.uint16) >> 8).astype(np.uint8)
+                image = Image.fromarray(grey, mode="L")
+            elif image.mode in ("I", "F"):
+                kind = "float" if image.mode == "F" else "integer"
+                raise ValueError(f"image {path} has 32-bit {kind} pixels; convert it to 8 or "
+                                 "16 bits")
             return image.convert("RGB")
     except FileNotFoundError:
-        raise ValueError(f"no image file {os.fspath(source)}") from None
+        raise ValueError(f"no image file {path}") from None
     except (UnidentifiedImageError, OSError) as exc:
-        raise ValueError(f"cannot read image {os.fspath(source)}: {exc}") from None
+        raise ValueError(f"cannot read image {path}: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -70,9 +82,10 @@ class Preprocessing:
         size = settings.get("size") if settings.get("do_resize", True) else None
         if isinstance(size, int):
             size = {"height": size, "width": size}
-        if size is not None and not ({"height", "width"} <= set(size) or "shortest_edge" in size):
+        if size is not None and (not ({"height", "width"} <= set(size) or "shortest_edge" in size)
+                                 or "longest_edge" in size):
             raise ValueError(f"image processor size {size} is not supported on the device "
-                             "(height and width, or shortest_edge)")
+                             "(height and width, or shortest_edge alone)")
         crop = None
         if settings.get("do_center_crop") and settings.get("crop_size"):
             crop_size = settings["crop_size"]
@@ -122,10 +135,14 @@ class Preprocessing:
 
 
 def _centre_crop(image: Any, height: int, width: int) -> Any:
-    """transformers' centre crop: the top-left corner rounds down (larger crops than the
-    image are not supported on the device)."""
+    """transformers' centre crop: the top-left corner rounds down; an image smaller than
+    the crop is first centred on black (its padding rounds up)."""
+    if image.height < height or image.width < width:
+        from PIL import Image
+
+        canvas = Image.new(image.mode, (max(width, image.width), max(height, image.height)))
+        canvas.paste(image, (math.ceil((canvas.width - image.width) / 2),
+                             math.ceil((canvas.height - image.height) / 2)))
+        image = canvas
     top, left = (image.height - height) // 2, (image.width - width) // 2
-    if top < 0 or left < 0:
-        raise ValueError(f"a {image.width}x{image.height} image is smaller than the "
-                         f"{width}x{height} crop")
     return image.crop((left, top, left + width, top + height))

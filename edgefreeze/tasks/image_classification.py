@@ -4,7 +4,7 @@ Rows: an image path (relative paths are read from the data file's folder) and a 
 image folder with one subfolder per class gives the same rows. Training pixels come from
 the model's own image processor; the device prepares them from its saved settings with
 Pillow and numpy (`edgefreeze.runtime.images`), and every build first checks that the two
-agree within 1e-5 on real training images. Targets, loss and metrics are text
+agree within 1e-5 on real images of every split. Targets, loss and metrics are text
 classification's: one label per example.
 """
 
@@ -26,7 +26,7 @@ from edgefreeze.tasks.registry import register_task
 from edgefreeze.tasks.text_classification import TextClassification
 
 PIXEL_TOLERANCE = 1e-5  # device pixels against the processor's
-CHECKED_IMAGES = 4  # per split
+ENCODE_CHUNK = 256  # images decoded at once
 
 
 def _vit_head(model, hidden, mask):
@@ -67,7 +67,10 @@ class ImageClassification(TextClassification):
             path = folder / path
         if not path.is_file():
             raise ValueError(f"no image file {path}")
-        return ImageFile.at(path)
+        try:
+            return ImageFile.at(path)
+        except OSError as exc:
+            raise ValueError(f"cannot read image {path}: {exc.strerror}") from None
 
     def example_key(self, example: ImageFile) -> str:
         return example.sha256
@@ -75,17 +78,45 @@ class ImageClassification(TextClassification):
     def encode(self, processor: Any, inputs: Sequence[ImageFile],
                max_length: int) -> EncodedImages:
         """Pixels of each image from the model's image processor (max_length does not
-        apply), checked against the device's preparation of the first few."""
-        images = []
-        for example in inputs:
+        apply), a chunk of images decoded at a time; then the device's preparation is
+        checked against the processor's on the images most likely to tell them apart."""
+        pixels: list[np.ndarray] = []
+        sizes: list[tuple[int, int]] = []
+        for start in range(0, len(inputs), ENCODE_CHUNK):
+            images = [_read(example) for example in inputs[start:start + ENCODE_CHUNK]]
+            sizes += [image.size for image in images]
             try:
-                images.append(read_image(example))
-            except ValueError as exc:
-                raise ConfigError(f"data: {exc}") from None
-        pixels = [np.asarray(p, dtype=np.float32) for p in
-                  processor(images=images, return_tensors="np")["pixel_values"]] if images else []
-        check_device_pixels(processor, images[:CHECKED_IMAGES], pixels[:CHECKED_IMAGES])
+                batch = processor(images=images, return_tensors="np")["pixel_values"]
+            except ValueError as exc:  # ragged outputs cannot stack
+                raise ConfigError(f"model: {type(processor).__name__} gives images of "
+                                  f"different sizes ({exc}); the model needs one size") from None
+            pixels += [np.asarray(p, dtype=np.float32) for p in batch]
+        if len({p.shape for p in pixels}) > 1:
+            raise ConfigError(f"model: {type(processor).__name__} gives images of different "
+                              f"sizes {sorted({p.shape for p in pixels})[:3]}; the model "
+                              "needs one size")
+        chosen = _telling(sizes)
+        check_device_pixels(processor, [_read(inputs[i]) for i in chosen],
+                            [pixels[i] for i in chosen])
         return EncodedImages({"pixel_values": pixels})
+
+
+def _read(example: ImageFile) -> Any:
+    try:
+        return read_image(example)
+    except ValueError as exc:
+        raise ConfigError(f"data: {exc}") from None
+
+
+def _telling(sizes: list[tuple[int, int]]) -> list[int]:
+    """Which images the device check uses: the first, the smallest, the most portrait
+    and the most landscape (where resizing, cropping and padding differ most)."""
+    if not sizes:
+        return []
+    indices = range(len(sizes))
+    return sorted({0, min(indices, key=lambda i: sizes[i][0] * sizes[i][1]),
+                   max(indices, key=lambda i: sizes[i][1] / sizes[i][0]),
+                   max(indices, key=lambda i: sizes[i][0] / sizes[i][1])})
 
 
 def check_device_pixels(processor: Any, images: list[Any], expected: list[np.ndarray]) -> None:
