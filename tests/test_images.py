@@ -13,8 +13,9 @@ import pytest
 import torch
 from PIL import Image
 from sklearn.datasets import load_digits
-from transformers import (AutoConfig, AutoModelForImageClassification, CLIPImageProcessor,
-                          ConvNextImageProcessor, ViTImageProcessor)
+from transformers import (AutoConfig, AutoModelForImageClassification, BitImageProcessor,
+                          CLIPImageProcessor, ConvNextImageProcessor, DeiTImageProcessor,
+                          ViTImageProcessor)
 
 from edgefreeze.backbones import backbone_for, load_model
 from edgefreeze.data import load_data
@@ -52,7 +53,10 @@ def _scans(count: int = 3) -> list[Image.Image]:
     ConvNextImageProcessor(size={"shortest_edge": 384}),  # a warp, no crop
     CLIPImageProcessor(size={"shortest_edge": 40}, crop_size={"height": 32, "width": 32}),
     CLIPImageProcessor(size={"shortest_edge": 12}, crop_size={"height": 20, "width": 16}),
-], ids=["vit-32", "vit-224", "convnext-crop", "convnext-warp", "clip", "clip-padded"])
+    DeiTImageProcessor(size={"height": 40, "width": 36}, crop_size={"height": 32, "width": 32}),
+    BitImageProcessor(),  # BiT's and DINOv2's: shortest edge 224, bicubic, centre crop
+], ids=["vit-32", "vit-224", "convnext-crop", "convnext-warp", "clip", "clip-padded", "deit",
+        "bit"])
 def test_device_pixels_are_the_processor_s(processor):
     """Pillow + numpy from the saved settings give transformers' pixels within 1e-5."""
     device = Preprocessing.from_settings(json.loads(processor.to_json_string()))
