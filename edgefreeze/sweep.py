@@ -8,11 +8,12 @@ per boundary from the cached ones, so no trial runs the frozen stem again.
 
 The search is Optuna's (TPE sampler, successive-halving pruner): a well-kept library with
 the samplers and pruners that sweeps need, rather than a search of our own. Each trial's
-validation score is taken at every sixth of its schedule; at the first sixth and at half,
-a trial goes on only while it is among the best third of the trials scored there
-(reduction factor 3; docs/benchmarks.md has a run at Optuna's default 4). Trials are
-compared at equal shares of their own schedules, where their learning rates have decayed
-alike, so a longer schedule is not pruned for being less far along. Most trials stop at
+validation score is taken at the first sixth and at half of its schedule, and at each
+epoch's end; at the first two, a trial goes on only while it is among the best third of
+the trials scored there (reduction factor 3; docs/benchmarks.md has a run at Optuna's
+default 4). Trials are compared at equal shares of their own schedules, where their
+learning rates have decayed alike, so a longer schedule is not pruned for being less far
+along. Most trials stop at
 their first sixth: a sweep costs about as much as a few whole trainings.
 """
 
@@ -38,6 +39,10 @@ from edgefreeze.train.features import Features, LiveFeatures, advance_features
 from edgefreeze.train.loop import TrainResult, train
 
 CHECKS = 6  # validation checkpoints per trial schedule, where the pruner may stop it
+REDUCTION = 3  # the successive-halving pruner's reduction factor
+# The checks where that pruner compares trials (its rungs: 1, 3, 9, ... sixths): only
+# these are worth a validation pass inside an epoch.
+RUNGS = frozenset(REDUCTION ** r for r in range(CHECKS) if REDUCTION ** r <= CHECKS)
 
 @dataclass(frozen=True)
 class SearchSpace:
@@ -195,7 +200,8 @@ def _search_and_ship(prepared: Prepared, pipeline: Pipeline, space: SearchSpace,
         trained = train(loaded.backbone, plan, task, features["train"], data.train.targets,
                         features["validation"], data.validation.targets, trial_spec.train,
                         prepared.device, Reporter(quiet=True),
-                        checks=CHECKS if spec.sweep.prune else 0, on_check=on_check)
+                        checks=CHECKS if spec.sweep.prune else 0, on_check=on_check,
+                        mid_epoch_checks=RUNGS)
         seconds[trial.number] = time.perf_counter() - begun
         epochs_run[trial.number] = len(trained.epochs)  # early stopping may end it sooner
         kept = trained.epochs[(trained.best_epoch or len(trained.epochs)) - 1]
@@ -206,7 +212,8 @@ def _search_and_ship(prepared: Prepared, pipeline: Pipeline, space: SearchSpace,
         return value
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    pruner = (optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
+    pruner = (optuna.pruners.SuccessiveHalvingPruner(min_resource=1,
+                                                     reduction_factor=REDUCTION)
               if spec.sweep.prune else optuna.pruners.NopPruner())
     study = optuna.create_study(direction="maximize", pruner=pruner,
                                 sampler=optuna.samplers.TPESampler(seed=spec.sweep.seed))

@@ -20,7 +20,8 @@ from edgefreeze.train.loop import set_dropout, train
 from tests.conftest import TEXT
 
 
-def short_run(seed: int, epochs: int = 1, checks: int = 0, on_check=None):
+def short_run(seed: int, epochs: int = 1, checks: int = 0, on_check=None,
+              mid_epoch_checks=None):
     data = load_data(DataSpec(source="builtin:rotten-tomatoes", sample_rows=80, max_length=32),
                      TEXT, Path)
     loaded = load_model("builtin:all-MiniLM-L6-v2", TEXT, data.label_names, Path, False, seed)
@@ -34,7 +35,7 @@ def short_run(seed: int, epochs: int = 1, checks: int = 0, on_check=None):
                               loaded.backbone, plan)
     result = train(loaded.backbone, plan, TEXT, features, data.train.targets, validation,
                    data.validation.targets, spec, torch.device("cpu"), Reporter(quiet=True),
-                   checks=checks, on_check=on_check)
+                   checks=checks, on_check=on_check, mid_epoch_checks=mid_epoch_checks)
     return loaded, result, frozen_before
 
 
@@ -72,6 +73,14 @@ def test_validation_checks_inside_epochs_leave_training_as_it_was():
     assert result.steps == 8 and [k for k, _ in checks] == [1, 2, 3, 4]
     epoch_scores = [e["validation"]["accuracy"] for e in result.epochs]
     assert [checks[1][1], checks[3][1]] == epoch_scores
+
+    # Only the named checks cost a validation pass inside an epoch (the sweep's pruner
+    # rungs); those at an epoch's end are told anyway, the same run otherwise.
+    chosen = []
+    _, some, _ = short_run(seed=1, epochs=2, checks=4, mid_epoch_checks={1},
+                           on_check=lambda k, score: chosen.append((k, score)))
+    assert chosen == [checks[0], checks[1], checks[3]]
+    assert some.step_losses == plain_result.step_losses
 
 
 def test_runtime_tokenizer_matches_training_tokenizer(tmp_path):

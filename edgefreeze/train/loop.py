@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,7 +43,8 @@ def train(backbone: Backbone, plan: FreezePlan, task: Task, train_set: Features,
           train_targets: Any, val_set: Features | None, val_targets: Any | None,
           spec: TrainSpec, device: torch.device, reporter: Reporter,
           world: World = World(), checks: int = 0,
-          on_check: Callable[[int, float], None] | None = None) -> TrainResult:
+          on_check: Callable[[int, float], None] | None = None,
+          mid_epoch_checks: Collection[int] | None = None) -> TrainResult:
     """Fine-tune what `plan` trains of `backbone.model`, in place.
 
     The input is the stem's output at the plan's boundary, live or cached: only the top
@@ -55,7 +56,9 @@ def train(backbone: Backbone, plan: FreezePlan, task: Task, train_set: Features,
     the validation score is also taken at k/checks of the schedule's steps (k = 1 ..
     checks, an epoch's own score where one ends there) and told to `on_check(k, score)`:
     a sweep's pruner may stop the run there by raising. Checks run in eval mode and draw
-    no random numbers, so they leave training as it would be without them.
+    no random numbers, so they leave training as it would be without them. A check inside
+    an epoch costs a validation pass: `mid_epoch_checks` names the ones worth it (None:
+    all); one at an epoch's end is always told, the score being there anyway.
     """
     if spec.early_stopping and val_set is None:
         raise ConfigError("train.early_stopping: needs a validation split "
@@ -96,10 +99,12 @@ def train(backbone: Backbone, plan: FreezePlan, task: Task, train_set: Features,
             scheduler.step()
             result.steps += 1
             losses.append(loss)
-            if result.steps in check_at and step + 1 < len(batches) and on_check is not None:
+            wanted = [k for k in check_at.get(result.steps, ())
+                      if mid_epoch_checks is None or k in mid_epoch_checks]
+            if wanted and step + 1 < len(batches) and on_check is not None:
                 check_score = _validation_score(backbone, plan, task, val_set, val_targets,
                                                 spec, device)
-                for k in check_at[result.steps]:
+                for k in wanted:
                     on_check(k, check_score)
         record = {"epoch": epoch, "loss": float(np.mean(losses)),
                   "seconds": round(time.perf_counter() - start, 3)}
