@@ -103,12 +103,14 @@ def test_two_processes_fill_the_cache_one_process_reads_and_only_rank_0_publishe
     assert alone["cache"]["misses"] == 0 and alone["cache"]["hits"] == rows
     # Same activations, same batches, same steps: the models differ only by float sums in
     # another order (each share is padded to its own longest row); measured 1e-5 after 12
-    # steps. Attention dropout left on (a float SDPA reads) once made it 5e-3.
+    # steps alone, and 1.6e-4 once inside the whole suite (the in-process build there runs
+    # with the suite's torch threads). Attention dropout left on (a float SDPA reads) once
+    # made it 5e-3; the metrics below must still be equal.
     weights = {name: load_file(str(tmp_path / name / "trainable.safetensors"))
                for name in ("one", "two")}
     assert set(weights["one"]) == set(weights["two"])
     drift = max(float((weights["one"][n] - weights["two"][n]).abs().max())
                 for n in weights["one"])
-    assert drift < 1e-4, drift
+    assert drift < 5e-4, drift
     assert manifest["metrics"]["pytorch"] == alone["metrics"]["pytorch"]
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
