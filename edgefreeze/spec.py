@@ -173,10 +173,10 @@ class TrainSpec(Section):
         "model's own)")
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["auto", "fp32", "bf16"] = Field(
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="compute of the trainable top; auto = bf16 autocast where the "
-        "device has fast bf16 (CUDA, CPUs with AMX or AVX512-BF16), else fp32. The frozen "
-        "stem and the weights stay fp32")
+        "device has fast bf16 (CUDA, CPUs with AMX or AVX512-BF16), fp16 with a gradient "
+        "scaler on CUDA without bf16, else fp32. The frozen stem and the weights stay fp32")
 
     def with_epochs(self, epochs: int | None) -> TrainSpec:
         """These settings with another number of epochs (None: unchanged)."""

@@ -7,6 +7,7 @@ import json
 import numpy as np
 
 from edgefreeze.runtime import Predictor
+from edgefreeze.runtime.session import providers_for
 from tests.conftest import run_cli, write_pipeline
 
 
@@ -77,6 +78,12 @@ def test_fp16_model_for_gpu_targets_is_gated_and_runs(split_build):
     assert "fp16" in manifest["metrics"]
     assert manifest["gate"]["rules"]["fp16.min_agreement"]["passed"]
     assert manifest["sizes"]["fp16"] < 0.55 * manifest["sizes"]["fp32"]
+    # The gate runs the fp16 form where a GPU target would (CUDA, when ONNX Runtime has
+    # it) and says where; every other form on the CPU.
+    providers = manifest["runtime"]["providers"]
+    assert providers["fp16"] == providers_for("fp16")[0]
+    assert {form: p for form, p in providers.items() if form != "fp16"} == \
+        dict.fromkeys(set(manifest["metrics"]) - {"pytorch", "fp16"}, "CPUExecutionProvider")
     fp16, fp32 = Predictor(bundle, "fp16"), Predictor(bundle, "fp32")
     for text in ["a wonderful surprise", "dull and far too long"]:
         np.testing.assert_allclose(fp16.outputs(text), fp32.outputs(text), atol=5e-3)

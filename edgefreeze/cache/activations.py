@@ -33,12 +33,21 @@ class CacheStats:
         self.problem = self.problem or other.problem
 
 
+def stem_batch_size(device: torch.device) -> int:
+    """Examples per stem pass when filling the cache: 64 on a CPU, which is busy at that
+    size already; 256 on a GPU, which small batches leave idle. Batches are sorted by
+    length, so larger ones add little padding."""
+    return 256 if device.type == "cuda" else 64
+
+
 def fetch_activations(store: ActivationStore, keys: list[str], encoded: ModelInputs,
                       backbone: Backbone, plan: FreezePlan, device: torch.device,
-                      reporter: Reporter, batch_size: int = 64,
+                      reporter: Reporter, batch_size: int | None = None,
                       desc: str = "cache") -> tuple[list[np.ndarray], CacheStats]:
     """Per example (named by its content key), its (rows, hidden) stem activation at the
-    plan's boundary: every token's row, or only the rows the top reads (`kept_rows`)."""
+    plan's boundary: every token's row, or only the rows the top reads (`kept_rows`).
+    `batch_size` examples per stem pass (None: the device's `stem_batch_size`)."""
+    batch_size = batch_size or stem_batch_size(device)
     stats = CacheStats()
     found = store.lookup(keys)
     arrays: list[np.ndarray | None] = [None] * len(keys)

@@ -1,5 +1,6 @@
 """Run PyTorch and every ONNX form on the held-out split, and the exact (fp32) forms over
-a grid of shapes.
+a grid of shapes. The fp16 form, made for GPU targets, runs on CUDA where ONNX Runtime
+has it; every other form on the CPU.
 
 ONNX models run through the device runtime, one example at a time, so the figures are the
 ones a device would get. The shape grid feeds PyTorch and each fp32 form identical padded
@@ -20,9 +21,10 @@ from edgefreeze.progress import Reporter
 from edgefreeze.runtime.bench import batch1_latency_ms
 from edgefreeze.runtime.forms import FORMS, REFERENCE
 from edgefreeze.runtime.inputs import InputEncoder
-from edgefreeze.runtime.session import OnnxModel
+from edgefreeze.runtime.session import OnnxModel, providers_for
 from edgefreeze.tasks import Outputs, Task
 from edgefreeze.tasks.encoding import ModelInputs
+from edgefreeze.train.device import exact_fp32
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,7 @@ class Evaluation:
     outputs: dict[str, Outputs]  # each form's held-out outputs, in example order
     latency_ms: dict[str, float]  # REFERENCE and each form: batch-1 median on this machine
     confusion: dict[str, list[list[int]]]  # REFERENCE and each form, where the task has one
+    providers: dict[str, str]  # each form: the ONNX Runtime execution provider it ran on
 
 
 @torch.no_grad()
@@ -41,7 +44,7 @@ def reference_outputs(model: torch.nn.Module, task: Task, encoded: ModelInputs,
     compared with. Batches sorted by length (less padding)."""
     lengths = encoded.lengths()
     out: Outputs = [np.empty(0)] * len(encoded)
-    with evaluating(model):
+    with evaluating(model), exact_fp32():
         for indices, batch in encoded.batches(batch_size, np.argsort(lengths, kind="stable")):
             inputs = {k: torch.from_numpy(v).to(device) for k, v in batch.items()}
             logits = model(**inputs).logits.float().cpu().numpy()
@@ -66,7 +69,8 @@ def evaluate(model: torch.nn.Module, task: Task, reference: Outputs, examples: l
     `known` are held-out outputs already computed (by the quantization fallback)."""
     known = known or {}
     metrics = {REFERENCE: task.metrics(reference, targets, reference)}
-    sessions = {name: OnnxModel(paths) for name, paths in forms.items()}
+    sessions = {name: OnnxModel(paths, providers=providers_for(FORMS[name].precision))
+                for name, paths in forms.items()}
     outputs = {}
     for name, session in sessions.items():
         outputs[name] = known.get(name)
@@ -84,7 +88,8 @@ def evaluate(model: torch.nn.Module, task: Task, reference: Outputs, examples: l
     confusion = {name: matrix for name, got in {REFERENCE: reference, **outputs}.items()
                  if (matrix := task.confusion(got, targets, labels)) is not None}
     return Evaluation(metrics=metrics, shape_check=shape_check, outputs=outputs,
-                      latency_ms=latency, confusion=confusion)
+                      latency_ms=latency, confusion=confusion,
+                      providers={name: session.provider for name, session in sessions.items()})
 
 
 @torch.no_grad()
@@ -102,13 +107,14 @@ def _shape_check(model: torch.nn.Module, session: OnnxModel, encoded: ModelInput
     """PyTorch against the session on padded batches of every size and length."""
     model.eval()
     cells = []
-    for batch_size in batch_sizes:
-        indices = [i % len(encoded) for i in range(batch_size)]
-        for length in sequence_lengths or [None]:  # none: inputs without a sequence axis
-            batch = encoded.batch(indices, length=length)
-            expected = model(**{k: torch.from_numpy(v).to(device) for k, v in batch.items()})
-            error = np.abs(session.run(batch) - expected.logits.float().cpu().numpy()).max()
-            cells.append({"batch_size": batch_size, "sequence_length": length,
-                          "max_logit_error": float(error)})
+    with exact_fp32():
+        for batch_size in batch_sizes:
+            indices = [i % len(encoded) for i in range(batch_size)]
+            for length in sequence_lengths or [None]:  # none: inputs without a sequence axis
+                batch = encoded.batch(indices, length=length)
+                expected = model(**{k: torch.from_numpy(v).to(device) for k, v in batch.items()})
+                error = np.abs(session.run(batch) - expected.logits.float().cpu().numpy()).max()
+                cells.append({"batch_size": batch_size, "sequence_length": length,
+                              "max_logit_error": float(error)})
     return {"batch_sizes": batch_sizes, "sequence_lengths": sequence_lengths,
             "max_logit_error": max(c["max_logit_error"] for c in cells), "cells": cells}

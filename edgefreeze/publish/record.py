@@ -61,7 +61,7 @@ def manifest_for(*, pipeline: Pipeline, task: Task, loaded: LoadedModel, frozen_
         "confusion": evaluation.confusion,
         "shape_check": evaluation.shape_check,
         "gate": verdict.record(),
-        "runtime": {"session_config": SESSION_CONFIG},
+        "runtime": {"session_config": SESSION_CONFIG, "providers": evaluation.providers},
         "versions": versions(),
         "timings_s": timings_s,
         "sweep": sweep,

@@ -17,7 +17,7 @@ from edgefreeze.runtime.forms import FORMS, INT8, ModelForm
 from edgefreeze.runtime.inputs import InputEncoder, input_kind
 from edgefreeze.runtime.manifest import Manifest
 from edgefreeze.runtime.outputs import OutputDecoder, output_kind
-from edgefreeze.runtime.session import OnnxModel
+from edgefreeze.runtime.session import OnnxModel, providers_for
 
 MANIFEST = "manifest.json"
 LABELS = "labels.json"
@@ -79,7 +79,8 @@ class Bundle:
         return [self.verified(name) for name in FORMS[form].files]
 
     def model(self, form: str = INT8.name, threads: int = 0) -> OnnxModel:
-        model = OnnxModel(self.model_files(form), threads, self.session_config)
+        model = OnnxModel(self.model_files(form), threads, self.session_config,
+                          providers_for(FORMS[form].precision))
         problem = self.decoder().check(model.output_width, self.labels)
         if problem:
             raise BundleError(f"{self.path}: {LABELS} {problem} ({form})")

@@ -200,6 +200,7 @@ class BaselineRecord(Record):
 
 class RuntimeRecord(Record):
     session_config: dict[str, str] = {}  # ONNX Runtime config entries the gate ran with
+    providers: dict[str, str] = {}  # per model form: the execution provider the gate used
 
 
 class TrialRecord(Record):

@@ -22,6 +22,19 @@ SESSION_CONFIG: dict[str, str] = {"optimization.disable_specified_optimizers":
                                   "SkipLayerNormFusion"}
 
 
+CPU_PROVIDERS = ["CPUExecutionProvider"]
+
+
+def providers_for(precision: str) -> list[str]:
+    """Where a model form of this precision runs: fp16 forms are made for GPU targets, so
+    CUDA first where this ONNX Runtime has it (onnxruntime-gpu on a machine with a CUDA
+    device), with the CPU for any node CUDA lacks; every other form on the CPU, the edge
+    devices' processor."""
+    if precision == "fp16" and "CUDAExecutionProvider" in ort.get_available_providers():
+        return ["CUDAExecutionProvider", *CPU_PROVIDERS]
+    return CPU_PROVIDERS
+
+
 def session_options(threads: int = 0, config: Mapping[str, str] | None = None
                     ) -> ort.SessionOptions:
     """SessionOptions with `threads` intra-op threads (0: ONNX Runtime's choice) and the
@@ -43,15 +56,17 @@ class OnnxModel:
             the delta-update form.
         threads: intra-op threads per session (0 lets ONNX Runtime choose).
         session_config: ONNX Runtime session config entries (SESSION_CONFIG when None).
+        providers: ONNX Runtime execution providers, in order of preference.
     """
 
     def __init__(self, model_paths: str | Path | Sequence[str | Path], threads: int = 0,
-                 session_config: Mapping[str, str] | None = None) -> None:
+                 session_config: Mapping[str, str] | None = None,
+                 providers: Sequence[str] = tuple(CPU_PROVIDERS)) -> None:
         paths = [model_paths] if isinstance(model_paths, (str, Path)) else list(model_paths)
         options = session_options(threads, session_config)
-        self.sessions = [ort.InferenceSession(str(path), options,
-                                              providers=["CPUExecutionProvider"])
+        self.sessions = [ort.InferenceSession(str(path), options, providers=list(providers))
                          for path in paths]
+        self.provider = self.sessions[0].get_providers()[0]  # the one that got the graph
         self.input_types = {i.name: _NUMPY_TYPES[i.type] for i in self.sessions[0].get_inputs()}
         self.input_names = list(self.input_types)
         self.top_inputs = ([i.name for i in self.sessions[1].get_inputs()]

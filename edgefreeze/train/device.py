@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from edgefreeze.errors import ConfigError
@@ -20,14 +22,35 @@ def resolve_precision(requested: str, device: torch.device) -> str:
     instructions, AMX tiles or AVX512-BF16. On this project's machines it halved a top-2
     training step on an AMX Xeon, and took 1.48x less time on an AVX512-BF16 EPYC at the
     same held-out accuracy over three seeds (docs/benchmarks.md, "What moves held-out
-    accuracy")."""
+    accuracy"). A GPU without bf16 (before Ampere) gets fp16 with a gradient scaler:
+    its tensor cores are fp16."""
     if requested != "auto":
         return requested
     if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     fast = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
     return "bf16" if any(getattr(torch.cpu, name, lambda: False)() for name in fast) else "fp32"
 
 
-def autocast(device: torch.device, precision: str):
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+AUTOCAST_TYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast(device: torch.device, precision: str) -> torch.autocast:
+    return torch.autocast(device.type, dtype=AUTOCAST_TYPES.get(precision, torch.bfloat16),
+                          enabled=precision in AUTOCAST_TYPES)
+
+
+def exact_fp32() -> contextlib.AbstractContextManager:
+    """fp32 that is fp32 on a GPU too: cuDNN convolutions default to TF32 (10-bit
+    mantissas) on Ampere and later, which would move the reference outputs the gate holds
+    every ONNX form to (1e-3 logit error) by more than that. Matmuls are fp32 already
+    (torch's default)."""
+    return torch.backends.cudnn.flags(enabled=True, allow_tf32=False)
+
+
+def gradient_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler:
+    """fp16's narrow range flushes small gradients to zero: the scaler multiplies the loss
+    before the backward pass, divides the gradients after it, and skips a step whose
+    gradients overflowed. bf16 and fp32 have fp32's range and need none (disabled, it
+    passes everything through)."""
+    return torch.amp.GradScaler(device.type, enabled=precision == "fp16")

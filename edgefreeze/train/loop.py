@@ -23,7 +23,7 @@ from edgefreeze.progress import Reporter
 from edgefreeze.spec import TrainSpec
 from edgefreeze.tasks import Outputs, Task
 from edgefreeze.train.batching import bucketed_batches
-from edgefreeze.train.device import autocast, resolve_precision
+from edgefreeze.train.device import autocast, gradient_scaler, resolve_precision
 from edgefreeze.train.distributed import World
 from edgefreeze.train.features import Features, advance_features
 
@@ -68,6 +68,7 @@ def train(backbone: Backbone, plan: FreezePlan, task: Task, train_set: Features,
         set_dropout(plan.top, spec.dropout)
     torch.manual_seed(spec.seed)
     precision = resolve_precision(spec.precision, device)
+    scaler = gradient_scaler(device, precision)
     result = TrainResult(device=str(device), precision=precision)
     rates = {role: getattr(spec, setting) for role, setting in LEARNING_RATES.items()}
     optimizer = torch.optim.AdamW(plan.parameter_groups(model, rates, spec.weight_decay,
@@ -95,7 +96,8 @@ def train(backbone: Backbone, plan: FreezePlan, task: Task, train_set: Features,
                      task.batch_targets(train_targets, mine).to(device)) if mine else None
             loss = train_step(backbone, plan, task, batch, optimizer, precision,
                               spec.max_grad_norm, check=step == 0, norms=layer_norms,
-                              world=world, share=_share(task, train_targets, mine, indices))
+                              world=world, share=_share(task, train_targets, mine, indices),
+                              scaler=scaler)
             scheduler.step()
             result.steps += 1
             losses.append(loss)
@@ -186,13 +188,16 @@ Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # stem activations, mas
 def train_step(backbone: Backbone, plan: FreezePlan, task: Task, batch: Batch | None,
                optimizer: torch.optim.Optimizer, precision: str, max_grad_norm: float,
                check: bool = False, norms: dict[int, float] | None = None,
-               world: World = World(), share: float = 1.0) -> float:
+               world: World = World(), share: float = 1.0,
+               scaler: torch.amp.GradScaler | None = None) -> float:
     """One optimizer step of the top on a batch of stem activations; returns the batch's
     loss. With several processes, `batch` is this one's part of it (None: nothing), worth
     `share` of the whole: gradients are weighted by it and summed over the processes, so
     each takes the step one process would take on the whole batch. `check` verifies (on
     a stage's first step) that every trainable parameter got a gradient and no other did;
-    `norms`, when given, adds each trainable layer's gradient norm to its entry."""
+    `norms`, when given, adds each trainable layer's gradient norm to its entry. With an
+    fp16 `scaler`, the loss is scaled for the backward pass and the gradients unscaled
+    before they are measured, clipped or stepped on."""
     optimizer.zero_grad(set_to_none=True)
     loss = 0.0
     if batch is not None:
@@ -200,19 +205,26 @@ def train_step(backbone: Backbone, plan: FreezePlan, task: Task, batch: Batch | 
         with autocast(hidden.device, precision):
             outputs = backbone.top(hidden, mask, plan.boundary)
         local = task.loss(outputs, targets)
-        (local * share if share != 1.0 else local).backward()
+        weighted = local * share if share != 1.0 else local
+        (scaler.scale(weighted) if scaler is not None else weighted).backward()
         loss = local.item() * share
     parameters = [p for group in optimizer.param_groups for p in group["params"]]
     if check and batch is not None:
         check_gradients(backbone.model, [p for p in parameters if p.requires_grad])
     world.sum_gradients(parameters)
+    if scaler is not None:
+        scaler.unscale_(optimizer)
     if norms is not None:
         for index in plan.trainable_layers:
             grads = [p.grad for p in plan.layers[index].parameters() if p.grad is not None]
             norms[index] = norms.get(index, 0.0) + float(torch.linalg.vector_norm(
                 torch.stack([torch.linalg.vector_norm(g) for g in grads])))
     torch.nn.utils.clip_grad_norm_(parameters, max_grad_norm)
-    optimizer.step()
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
     return world.sum(loss)
 
 
