@@ -175,7 +175,7 @@ def _prepare(pipeline: Pipeline, task: Task, destination: Path, device: torch.de
                                      options.warm_start, data.label_names)
                       if options.warm_start else None)
         reporter.info(f"  {plan.summary()}")
-    with reporter.stage("tokenize"):
+    with reporter.stage("encode"):
         encoded = {name: task.encode(loaded.processor, split.inputs, max_length)
                    for name, split in data.named_splits().items()}
         loaded.backbone.check_split(encoded["train"], plan.boundary)
