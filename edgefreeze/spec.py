@@ -154,7 +154,8 @@ _plan_settings = kind_settings(FreezeSpec, "plan", _plans, default={})
 class TrainSpec(Section):
     epochs: int = Field(3, ge=1, le=1000)
     batch_size: int = Field(32, ge=1, le=65536)
-    lr_top: float = Field(5e-5, gt=0.0, lt=1.0, description="learning rate of the trainable layers")
+    lr_top: float = Field(3e-4, gt=0.0, lt=1.0, description="learning rate of the trainable "
+                          "layers (for the top few; full fine-tuning wants 1e-4 or less)")
     lr_head: float = Field(1e-3, gt=0.0, lt=1.0, description="learning rate of pooler and classifier")
     weight_decay: float = Field(0.01, ge=0.0, lt=1.0)
     warmup: float = Field(0.1, ge=0.0, lt=1.0, description="share of steps with linear warmup")
