@@ -1,6 +1,6 @@
 """`edgefreeze build`: the recipe, read top to bottom.
 
-data -> model + freezing plan -> tokenize -> cache -> train -> export -> quantize ->
+data -> model + freezing plan -> encode -> cache -> train -> export -> quantize ->
 evaluate -> gate -> publish. Each stage takes plain values and returns plain values; this
 function only wires them.
 """

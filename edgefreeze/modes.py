@@ -1,10 +1,12 @@
-"""Eval mode for a while, then every module back in the mode it had."""
+"""Modes for a while: eval mode, then every module back in the mode it had; exact fp32
+on a GPU, then torch's settings as they were."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import torch
 from torch import nn
 
 
@@ -21,3 +23,17 @@ def evaluating(model: nn.Module) -> Iterator[nn.Module]:
     finally:
         for module, training in modes:
             module.training = training
+
+
+@contextmanager
+def exact_fp32() -> Iterator[None]:
+    """fp32 that is fp32 on a GPU too. cuDNN convolutions default to TF32 (10-bit
+    mantissas) on Ampere and later, and `set_float32_matmul_precision("high")` does the
+    same to matmuls: either would move the outputs that every ONNX form is held to within
+    1e-3, and the activations the cache keeps. Only these two switches are touched."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved

@@ -17,7 +17,7 @@ from edgefreeze.spec import DataSpec, TrainSpec
 from edgefreeze.tasks.encoding import encode_texts
 from edgefreeze.train.features import LiveFeatures
 from edgefreeze.train.device import gradient_scaler
-from edgefreeze.train.loop import set_dropout, train, train_step
+from edgefreeze.train.loop import NO_SCALING, set_dropout, train, train_step
 from tests.conftest import TEXT
 
 
@@ -118,7 +118,7 @@ def test_dropout_zero_makes_the_training_forward_deterministic():
     assert layer.attention.self.dropout_prob == 0.0 and twice()
 
 
-def _sgd_step(precision: str, scaler: torch.amp.GradScaler | None = None) -> list[torch.Tensor]:
+def _sgd_step(precision: str, scaler: torch.amp.GradScaler = NO_SCALING) -> list[torch.Tensor]:
     """How one plain-SGD step (lr 1, so a weight's change is its gradient, clipped to norm
     0.1) of the top two layers moves each trainable weight, on eight fixed texts."""
     texts = ["a moving, funny film", "dull and far too long", "wonderful", "a mess",

@@ -10,7 +10,7 @@ import torch
 from edgefreeze.backbones import Backbone
 from edgefreeze.cache.store import ActivationStore
 from edgefreeze.freeze import FreezePlan
-from edgefreeze.modes import evaluating
+from edgefreeze.modes import evaluating, exact_fp32
 from edgefreeze.progress import Reporter
 from edgefreeze.tasks.encoding import ModelInputs
 
@@ -47,7 +47,7 @@ def fetch_activations(store: ActivationStore, keys: list[str], encoded: ModelInp
     """Per example (named by its content key), its (rows, hidden) stem activation at the
     plan's boundary: every token's row, or only the rows the top reads (`kept_rows`).
     `batch_size` examples per stem pass (None: the device's `stem_batch_size`)."""
-    batch_size = batch_size or stem_batch_size(device)
+    batch_size = stem_batch_size(device) if batch_size is None else batch_size
     stats = CacheStats()
     found = store.lookup(keys)
     arrays: list[np.ndarray | None] = [None] * len(keys)
@@ -79,7 +79,7 @@ def fetch_activations(store: ActivationStore, keys: list[str], encoded: ModelInp
     batches = [todo[s:s + batch_size] for s in range(0, len(todo), batch_size)]
     for indices in reporter.progress(batches, total=len(batches), desc=desc) if batches else ():
         inputs = {k: torch.from_numpy(v).to(device) for k, v in encoded.batch(indices).items()}
-        with torch.inference_mode(), evaluating(backbone.model):
+        with torch.inference_mode(), evaluating(backbone.model), exact_fp32():
             hidden = backbone.stem(inputs, plan.boundary)
             rows = backbone.rows_mask(inputs, hidden).sum(dim=1).tolist()
             hidden = hidden.float().cpu().numpy()

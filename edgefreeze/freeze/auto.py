@@ -42,6 +42,8 @@ class Auto(PlanKind):
         if len(norms) < 2 or plan.depth - plan.boundary <= config.floor:
             return None
         lowest = plan.boundary
+        if lowest not in norms[-2] or lowest not in norms[-1]:  # no finite step measured it
+            return None
         before, now = norms[-2][lowest], norms[-1][lowest]
         change = abs(now - before) / max(before, 1e-12)
         if change >= config.threshold:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from edgefreeze.modes import evaluating
+from edgefreeze.modes import evaluating, exact_fp32
 from edgefreeze.progress import Reporter
 from edgefreeze.runtime.bench import batch1_latency_ms
 from edgefreeze.runtime.forms import FORMS, REFERENCE
@@ -24,7 +24,6 @@ from edgefreeze.runtime.inputs import InputEncoder
 from edgefreeze.runtime.session import OnnxModel, providers_for
 from edgefreeze.tasks import Outputs, Task
 from edgefreeze.tasks.encoding import ModelInputs
-from edgefreeze.train.device import exact_fp32
 
 
 @dataclass(frozen=True)
@@ -97,7 +96,13 @@ def _torch_latency_ms(model: torch.nn.Module, batch: dict[str, np.ndarray],
                       device: torch.device) -> float:
     model.eval()
     inputs = {k: torch.from_numpy(v).to(device) for k, v in batch.items()}
-    return batch1_latency_ms(lambda feed: model(**feed), inputs)
+
+    def forward(feed: dict[str, torch.Tensor]) -> None:
+        model(**feed)
+        if device.type == "cuda":  # kernels run asynchronously: time them, not the launch
+            torch.cuda.synchronize(device)
+
+    return batch1_latency_ms(forward, inputs)
 
 
 @torch.no_grad()

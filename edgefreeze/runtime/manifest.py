@@ -266,6 +266,7 @@ class Manifest(Record):
     metrics: dict[str, dict[str, float]]
     sizes: dict[str, int]
     latency_ms: dict[str, float] = {}  # batch-1 median per model form, on the build machine
+    # (each on its execution provider, runtime.providers: fp16 on CUDA where there is one)
     confusion: dict[str, list[list[int]]] = {}  # per model form: [true label][predicted]
     shape_check: dict[str, ShapeCheck]
     gate: GateRecord

@@ -22,17 +22,31 @@ SESSION_CONFIG: dict[str, str] = {"optimization.disable_specified_optimizers":
                                   "SkipLayerNormFusion"}
 
 
-CPU_PROVIDERS = ["CPUExecutionProvider"]
+CPU_PROVIDERS = ("CPUExecutionProvider",)
 
 
-def providers_for(precision: str) -> list[str]:
+def providers_for(precision: str) -> tuple[str, ...]:
     """Where a model form of this precision runs: fp16 forms are made for GPU targets, so
     CUDA first where this ONNX Runtime has it (onnxruntime-gpu on a machine with a CUDA
     device), with the CPU for any node CUDA lacks; every other form on the CPU, the edge
     devices' processor."""
     if precision == "fp16" and "CUDAExecutionProvider" in ort.get_available_providers():
-        return ["CUDAExecutionProvider", *CPU_PROVIDERS]
+        return ("CUDAExecutionProvider", *CPU_PROVIDERS)
     return CPU_PROVIDERS
+
+
+def _session(path: str | Path, options: ort.SessionOptions,
+             providers: Sequence[str]) -> ort.InferenceSession:
+    """A session on `providers`; if one of them fails to start (onnxruntime-gpu with no
+    usable GPU, a driver mismatch), on the CPU. ONNX Runtime's own fallback would print
+    its notice to stdout, which `--json` keeps for the one JSON document."""
+    try:
+        return ort.InferenceSession(str(path), options, providers=list(providers),
+                                    enable_fallback=0)
+    except Exception:  # noqa: BLE001 - ONNX Runtime's errors share no narrower base
+        if tuple(providers) == CPU_PROVIDERS:
+            raise
+        return ort.InferenceSession(str(path), options, providers=list(CPU_PROVIDERS))
 
 
 def session_options(threads: int = 0, config: Mapping[str, str] | None = None
@@ -61,12 +75,12 @@ class OnnxModel:
 
     def __init__(self, model_paths: str | Path | Sequence[str | Path], threads: int = 0,
                  session_config: Mapping[str, str] | None = None,
-                 providers: Sequence[str] = tuple(CPU_PROVIDERS)) -> None:
+                 providers: Sequence[str] = CPU_PROVIDERS) -> None:
         paths = [model_paths] if isinstance(model_paths, (str, Path)) else list(model_paths)
         options = session_options(threads, session_config)
-        self.sessions = [ort.InferenceSession(str(path), options, providers=list(providers))
-                         for path in paths]
-        self.provider = self.sessions[0].get_providers()[0]  # the one that got the graph
+        self.sessions = [_session(path, options, providers) for path in paths]
+        # The first provider the session runs on (nodes it lacks run on the CPU).
+        self.provider = self.sessions[0].get_providers()[0]
         self.input_types = {i.name: _NUMPY_TYPES[i.type] for i in self.sessions[0].get_inputs()}
         self.input_names = list(self.input_types)
         self.top_inputs = ([i.name for i in self.sessions[1].get_inputs()]

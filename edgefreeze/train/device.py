@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-
 import torch
 
 from edgefreeze.errors import ConfigError
@@ -27,7 +25,8 @@ def resolve_precision(requested: str, device: torch.device) -> str:
     if requested != "auto":
         return requested
     if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        # Not emulated bf16 (which torch counts as supported on T4 and V100 by default).
+        return "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp16"
     fast = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
     return "bf16" if any(getattr(torch.cpu, name, lambda: False)() for name in fast) else "fp32"
 
@@ -40,17 +39,13 @@ def autocast(device: torch.device, precision: str) -> torch.autocast:
                           enabled=precision in AUTOCAST_TYPES)
 
 
-def exact_fp32() -> contextlib.AbstractContextManager:
-    """fp32 that is fp32 on a GPU too: cuDNN convolutions default to TF32 (10-bit
-    mantissas) on Ampere and later, which would move the reference outputs the gate holds
-    every ONNX form to (1e-3 logit error) by more than that. Matmuls are fp32 already
-    (torch's default)."""
-    return torch.backends.cudnn.flags(enabled=True, allow_tf32=False)
-
-
 def gradient_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler:
     """fp16's narrow range flushes small gradients to zero: the scaler multiplies the loss
     before the backward pass, divides the gradients after it, and skips a step whose
     gradients overflowed. bf16 and fp32 have fp32's range and need none (disabled, it
     passes everything through)."""
-    return torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    # Its scale exists from the first scaled loss on; a process with no examples in the
+    # first step (torchrun) scales none, and unscaling the summed gradients needs it.
+    scaler.scale(torch.zeros((), device=device))
+    return scaler

@@ -87,7 +87,7 @@ def train(backbone: Backbone, plan: FreezePlan, task: Task, train_set: Features,
     for epoch in range(1, spec.epochs + 1):
         plan.begin_epoch(model, epoch)
         start, losses = time.perf_counter(), []
-        layer_norms: dict[int, float] | None = {} if plan.kind.adaptive else None
+        layer_norms: dict[int, list[float]] | None = {} if plan.kind.adaptive else None
         batches = bucketed_batches(lengths, spec.batch_size, generator)
         for step, indices in enumerate(reporter.progress(batches, total=len(batches),
                                                          desc=f"epoch {epoch}/{spec.epochs}")):
@@ -124,7 +124,7 @@ def train(backbone: Backbone, plan: FreezePlan, task: Task, train_set: Features,
                                 for name, value in record.get("validation", {}).items())
                       + f" ({record['seconds']:.1f} s)")
         if layer_norms is not None:
-            norms.append({i: total / len(batches) for i, total in layer_norms.items()})
+            norms.append({i: float(np.mean(steps)) for i, steps in layer_norms.items()})
             moved = plan.kind.advance(plan, norms)
             if moved and epoch < spec.epochs:
                 boundary, why = moved
@@ -183,19 +183,21 @@ def set_dropout(modules: Sequence[torch.nn.Module], probability: float) -> None:
 
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # stem activations, mask, targets
+NO_SCALING = gradient_scaler(torch.device("cpu"), "fp32")  # disabled: passes all through
 
 
 def train_step(backbone: Backbone, plan: FreezePlan, task: Task, batch: Batch | None,
                optimizer: torch.optim.Optimizer, precision: str, max_grad_norm: float,
-               check: bool = False, norms: dict[int, float] | None = None,
+               check: bool = False, norms: dict[int, list[float]] | None = None,
                world: World = World(), share: float = 1.0,
-               scaler: torch.amp.GradScaler | None = None) -> float:
+               scaler: torch.amp.GradScaler = NO_SCALING) -> float:
     """One optimizer step of the top on a batch of stem activations; returns the batch's
     loss. With several processes, `batch` is this one's part of it (None: nothing), worth
     `share` of the whole: gradients are weighted by it and summed over the processes, so
     each takes the step one process would take on the whole batch. `check` verifies (on
     a stage's first step) that every trainable parameter got a gradient and no other did;
-    `norms`, when given, adds each trainable layer's gradient norm to its entry. With an
+    `norms`, when given, gets each trainable layer's gradient norm appended to its entry
+    (not on a step whose fp16 gradients overflowed: the scaler skips that one). With an
     fp16 `scaler`, the loss is scaled for the backward pass and the gradients unscaled
     before they are measured, clipped or stepped on."""
     optimizer.zero_grad(set_to_none=True)
@@ -206,25 +208,23 @@ def train_step(backbone: Backbone, plan: FreezePlan, task: Task, batch: Batch | 
             outputs = backbone.top(hidden, mask, plan.boundary)
         local = task.loss(outputs, targets)
         weighted = local * share if share != 1.0 else local
-        (scaler.scale(weighted) if scaler is not None else weighted).backward()
+        scaler.scale(weighted).backward()
         loss = local.item() * share
     parameters = [p for group in optimizer.param_groups for p in group["params"]]
     if check and batch is not None:
         check_gradients(backbone.model, [p for p in parameters if p.requires_grad])
     world.sum_gradients(parameters)
-    if scaler is not None:
-        scaler.unscale_(optimizer)
+    scaler.unscale_(optimizer)
     if norms is not None:
         for index in plan.trainable_layers:
             grads = [p.grad for p in plan.layers[index].parameters() if p.grad is not None]
-            norms[index] = norms.get(index, 0.0) + float(torch.linalg.vector_norm(
+            norm = float(torch.linalg.vector_norm(
                 torch.stack([torch.linalg.vector_norm(g) for g in grads])))
+            if math.isfinite(norm):
+                norms.setdefault(index, []).append(norm)
     torch.nn.utils.clip_grad_norm_(parameters, max_grad_norm)
-    if scaler is not None:
-        scaler.step(optimizer)
-        scaler.update()
-    else:
-        optimizer.step()
+    scaler.step(optimizer)  # a skipped step still moves the schedule on, as in torch's AMP
+    scaler.update()
     return world.sum(loss)
 
 
