@@ -15,37 +15,15 @@ import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
 from edgefreeze.backbones import load_model
-from edgefreeze.freeze import make_plan
-from edgefreeze.freeze.top_k import TopKSpec
-from edgefreeze.tasks.encoding import encode_texts
 from edgefreeze.train.distributed import World
-from edgefreeze.train.features import LiveFeatures
-from edgefreeze.train.loop import train_step
 from tests.conftest import QUICK, ROOT, TEXT, run_cli, write_pipeline
-
-TEXTS = ["a moving, funny film", "dull and far too long", "wonderful", "a mess",
-         "the cast is wonderful but the script never finds its footing", "see it twice",
-         "nothing happens for two hours", "sharp, warm and often very funny indeed"]
-TARGETS = torch.tensor([1, 0, 1, 0, 0, 1, 0, 1])
-
+from tests.sgd_step import sgd_step
 
 def _one_step(world: World, out: Path) -> None:
-    """One plain-SGD step of the top two layers on this process's share of TEXTS; the
-    updated trainable weights are saved to `out`."""
+    """One plain-SGD step on this process's share; the updated weights are saved to `out`."""
     torch.set_num_threads(1)
-    loaded = load_model("builtin:all-MiniLM-L6-v2", TEXT, ["neg", "pos"], Path, False, 0)
-    loaded.model.eval()  # no dropout: the runs may differ only in how sums are ordered
-    plan = make_plan(TopKSpec(trainable_layers=2), loaded.backbone)
-    features = LiveFeatures(encode_texts(loaded.processor, TEXTS, 32), loaded.backbone, plan)
-    indices = list(range(len(TEXTS)))
-    mine = world.share(indices)
-    batch = (*features.batch(mine, torch.device("cpu")), TARGETS[mine])
-    trainable = [p for p in loaded.model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(trainable, lr=1.0)
-    train_step(loaded.backbone, plan, TEXT, batch, optimizer, "fp32", max_grad_norm=1e9,
-               world=world, share=len(mine) / len(indices))
-    torch.save({n: p.detach() for n, p in loaded.model.named_parameters() if p.requires_grad},
-               out)
+    _, after = sgd_step(world)
+    torch.save(after, out)
 
 
 def _rank(rank: int, store: str, folder: str) -> None:

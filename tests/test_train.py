@@ -17,8 +17,9 @@ from edgefreeze.spec import DataSpec, TrainSpec
 from edgefreeze.tasks.encoding import encode_texts
 from edgefreeze.train.features import LiveFeatures
 from edgefreeze.train.device import gradient_scaler
-from edgefreeze.train.loop import NO_SCALING, set_dropout, train, train_step
+from edgefreeze.train.loop import NO_SCALING, set_dropout, train
 from tests.conftest import TEXT
+from tests.sgd_step import sgd_step
 
 
 def short_run(seed: int, epochs: int = 1, checks: int = 0, on_check=None,
@@ -118,35 +119,22 @@ def test_dropout_zero_makes_the_training_forward_deterministic():
     assert layer.attention.self.dropout_prob == 0.0 and twice()
 
 
-def _sgd_step(precision: str, scaler: torch.amp.GradScaler = NO_SCALING) -> list[torch.Tensor]:
-    """How one plain-SGD step (lr 1, so a weight's change is its gradient, clipped to norm
-    0.1) of the top two layers moves each trainable weight, on eight fixed texts."""
-    texts = ["a moving, funny film", "dull and far too long", "wonderful", "a mess",
-             "the cast is wonderful but the script never finds its footing", "see it twice",
-             "nothing happens for two hours", "sharp, warm and often very funny indeed"]
-    loaded = load_model("builtin:all-MiniLM-L6-v2", TEXT, ["neg", "pos"], Path, False, 0)
-    loaded.model.eval()
-    plan = make_plan(TopKSpec(trainable_layers=2), loaded.backbone)
-    features = LiveFeatures(encode_texts(loaded.processor, texts, 32), loaded.backbone, plan)
-    batch = (*features.batch(list(range(len(texts))), torch.device("cpu")),
-             torch.tensor([1, 0, 1, 0, 0, 1, 0, 1]))
-    trainable = [p for p in loaded.model.parameters() if p.requires_grad]
-    before = [p.detach().clone() for p in trainable]
-    train_step(loaded.backbone, plan, TEXT, batch, torch.optim.SGD(trainable, lr=1.0),
-               precision, max_grad_norm=0.1, scaler=scaler)
-    return [p.detach() - b for p, b in zip(trainable, before)]
+def _moves(precision: str, scaler: torch.amp.GradScaler = NO_SCALING) -> torch.Tensor:
+    """How one plain-SGD step (lr 1), clipped to norm 0.1, moves the trainable weights."""
+    before, after = sgd_step(precision=precision, scaler=scaler, max_grad_norm=0.1)
+    return torch.cat([(after[n] - before[n]).flatten() for n in before])
 
 
 def test_fp16_steps_on_unscaled_gradients_and_skips_an_overflow():
-    exact = torch.cat([d.flatten() for d in _sgd_step("fp32")])
+    exact = _moves("fp32")
     assert abs(float(torch.linalg.vector_norm(exact)) - 0.1) < 1e-5  # clipping is at work
     scaler = gradient_scaler(torch.device("cpu"), "fp16")
     assert scaler.is_enabled() and not gradient_scaler(torch.device("cpu"), "bf16").is_enabled()
-    half = torch.cat([d.flatten() for d in _sgd_step("fp16", scaler)])
+    half = _moves("fp16", scaler)
     # The loss is scaled by 65536 for the backward pass; gradients clipped before they are
     # divided back would make a step 65536 times too short.
     assert float(torch.linalg.vector_norm(half - exact) / torch.linalg.vector_norm(exact)) < 0.05
     # A scale so large that fp16 gradients overflow: the step is skipped, the scale backs off.
     huge = torch.amp.GradScaler("cpu", init_scale=2.0 ** 100)
-    assert all(not d.any() for d in _sgd_step("fp16", huge))
+    assert not _moves("fp16", huge).any()
     assert huge.get_scale() < 2.0 ** 100
