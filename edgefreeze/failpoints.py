@@ -6,12 +6,19 @@ first activations; the same command run again must then finish with the same mod
 for byte. A signal sent from outside cannot land at such a point reliably (most stages
 last milliseconds on a small model), which is why the points are named in the code, as
 etcd's gofail and SQLite's test hooks do. Unset, a point costs one dictionary lookup.
+
+`EDGEFREEZE_FAILPOINT=export:hold` instead stops the build at that point, says so on
+stderr, and waits: for SIGUSR1, which lets it go on, or for SIGINT or SIGTERM, which stop
+it there. A drill can then send a signal inside a stage, or start a second build while
+the first holds its output, without racing a stage that ends in milliseconds.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import sys
+import time
 
 VARIABLE = "EDGEFREEZE_FAILPOINT"
 
@@ -29,6 +36,24 @@ POINTS = {
 
 
 def failpoint(name: str) -> None:
-    """SIGKILL this process if `EDGEFREEZE_FAILPOINT` names this point."""
-    if os.environ.get(VARIABLE) == name:
+    """SIGKILL this process if `EDGEFREEZE_FAILPOINT` names this point; hold it here if it
+    names the point with `:hold`."""
+    wanted = os.environ.get(VARIABLE)
+    if wanted == name:
         os.kill(os.getpid(), signal.SIGKILL)
+    elif wanted == f"{name}:hold":
+        _hold(name)
+
+
+def _hold(name: str) -> None:
+    """Wait at `name` until SIGUSR1 (go on); SIGINT and SIGTERM raise from their handlers
+    while this sleeps, as they would from the stage's own work."""
+    released: list[int] = []
+    previous = signal.signal(signal.SIGUSR1, lambda signum, frame: released.append(signum))
+    try:
+        print(f"edgefreeze: holding at failpoint {name} (pid {os.getpid()}); SIGUSR1 goes on",
+              file=sys.stderr, flush=True)
+        while not released:
+            time.sleep(0.05)
+    finally:
+        signal.signal(signal.SIGUSR1, previous)

@@ -159,21 +159,21 @@ def test_concurrent_writers_leave_a_consistent_cache(tmp_path):
         assert np.all(array == int(key))
 
 
-def test_retrain_passes_only_new_rows_through_the_stem(smoke, tmp_path):
+def test_retrain_passes_only_new_rows_through_the_stem(tiny, tmp_path):
     cache = tmp_path / "cache"
-    shutil.copytree(smoke.cache, cache)  # the first build's cache, as it left it
+    shutil.copytree(tiny.cache, cache)  # the first build's cache, as it left it
     new_rows = tmp_path / "new.jsonl"
     extra = [{"text": f"A brand new review, number {i}, {'loved' if i % 2 else 'hated'} it.",
               "category": "fresh" if i % 2 else "rotten"} for i in range(40)]
     new_rows.write_text("".join(json.dumps(row) + "\n" for row in extra))
-    second = run_cli("retrain", str(smoke.pipeline), "--add", str(new_rows), "--output",
+    second = run_cli("retrain", str(tiny.pipeline), "--add", str(new_rows), "--output",
                      str(tmp_path / "v2"), "--quiet", "--json", "--cache-dir", str(cache))
     assert second.exit_code == 0, second.stderr
-    before, after = smoke.result.json()["cache"], second.json()["cache"]
+    before, after = tiny.result.json()["cache"], second.json()["cache"]
     assert before["hits"] == 0
     assert after["misses"] == 40 and after["hits"] == before["misses"]
     manifest = json.loads((tmp_path / "v2" / "manifest.json").read_text())
-    first = json.loads((smoke.bundle / "manifest.json").read_text())
+    first = json.loads((tiny.bundle / "manifest.json").read_text())
     assert manifest["data"]["splits"]["train"]["rows"] == \
         first["data"]["splits"]["train"]["rows"] + 40
     assert manifest["data"]["sources"]["added_1"]["origin"] == str(new_rows)
@@ -188,12 +188,13 @@ def test_retrain_rejects_rows_with_an_unknown_label(tmp_path):
     assert "lukewarm" in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
-def test_a_build_on_a_corrupt_cache_index_warns_once_and_runs_uncached(tmp_path):
+@pytest.mark.build
+def test_a_build_on_a_corrupt_cache_index_warns_once_and_runs_uncached(tiny_pipeline, tmp_path):
     """A cache is only a cache: a broken index costs the build its speed-up, not its result."""
     cache = tmp_path / "cache"
     cache.mkdir()
     (cache / "index.sqlite").write_text("this is not a database\n")
-    pipeline = write_pipeline(tmp_path, QUICK)
+    pipeline = write_pipeline(tmp_path, QUICK, base=tiny_pipeline)
     result = run_cli("build", str(pipeline), "--output", str(tmp_path / "out"), "--quiet",
                      "--json", "--cache-dir", str(cache))
     assert result.exit_code == 0, result.stderr

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import sys
 
+import pytest
+
 import edgefreeze.spec
 from edgefreeze.cache import cache_root
 from edgefreeze.data import load_data
@@ -20,11 +22,14 @@ from edgefreeze.runtime import OnnxModel, TextInputs
 from edgefreeze.runtime.forms import SPLIT_INT8
 from edgefreeze.spec import CacheSpec, GateSpec, load_pipeline
 from tests.conftest import QUICK, SMOKE, TEXT, run_cli, write_pipeline
+from tests.tiny_text import SHAPE
 
 
-def test_without_an_output_a_build_ships_to_the_next_models_version(tmp_path, monkeypatch):
+@pytest.mark.build
+def test_without_an_output_a_build_ships_to_the_next_models_version(tiny_pipeline, tmp_path,
+                                                                     monkeypatch):
     monkeypatch.chdir(tmp_path)
-    pipeline = write_pipeline(tmp_path, {**QUICK, "name": "nameless"})
+    pipeline = write_pipeline(tmp_path, {**QUICK, "name": "nameless"}, base=tiny_pipeline)
     result = run_cli("build", str(pipeline), "--quiet", "--json")
     assert result.exit_code == 0, result.stderr
     assert result.json()["bundle"] == "models/nameless/v1"
@@ -92,7 +97,7 @@ def test_a_missing_build_extra_names_the_package_and_the_fix(tmp_path, monkeypat
 def test_a_fallback_that_runs_out_of_segments_keeps_them_all_and_fails(split_build, tmp_path):
     """With no size cap and a gate no int8 model meets, the split top's every segment (its
     head and both layers) ends up fp32, one per attempt, and the last attempt still fails."""
-    pipeline = load_pipeline(SMOKE)
+    pipeline = load_pipeline(split_build.pipeline)
     data = load_data(pipeline.spec.data, TEXT, pipeline.resolve)
     bundle = split_build.bundle
     encoder = TextInputs(bundle, pipeline.spec.data.max_length)
@@ -100,10 +105,12 @@ def test_a_fallback_that_runs_out_of_segments_keeps_them_all_and_fails(split_bui
     reference = held_out_outputs(OnnxModel(fp32), encoder, data.test.inputs, Reporter(True),
                                  "fp32")
     impossible = GateSpec(max_metric_drop=0.0, min_agreement=1.0, max_int8_size_share=1.0)
-    settings = pipeline.spec.quantize.model_copy(update={"fuse": False})
+    # Dynamic, as the split graphs always are (the pipeline's static mode is for the
+    # composed model).
+    settings = pipeline.spec.quantize.model_copy(update={"fuse": False, "mode": "dynamic"})
     record, _ = quantize_gated(
         SPLIT_INT8, fp32, [tmp_path / "stem.int8.onnx", tmp_path / "top.int8.onnx"], settings,
-        Architecture("bert", 12, 384), TEXT, impossible, reference, data.test.inputs,
+        Architecture("bert", SHAPE["num_attention_heads"], SHAPE["hidden_size"]), TEXT, impossible, reference, data.test.inputs,
         data.test.targets, encoder, Reporter(True),
         probe=sample_feeds(data.train.inputs, encoder, PROBE_ROWS, seed=0))
     attempts, top = record["attempts"], record["graphs"]["top.int8.onnx"]

@@ -1,10 +1,12 @@
-"""Delta updates: the stem and the top as two graphs; a retrain changes only the top."""
+"""Delta updates: the stem and the top as two graphs; a retrain changes only the top.
+On the tiny checkpoint: which bytes change does not depend on what the model learned."""
 
 from __future__ import annotations
 
 import json
 
 import numpy as np
+import pytest
 
 from edgefreeze.runtime import Predictor
 from edgefreeze.runtime.session import providers_for
@@ -21,8 +23,13 @@ def _retrain(pipeline, first, tmp_path):
     new_rows = tmp_path / "new.csv"
     new_rows.write_text(NEW_ROWS)
     second = run_cli("retrain", str(pipeline), "--add", str(new_rows), "--output",
-                     str(tmp_path / "v2"), "--quiet")
+                     str(tmp_path / "v2"), "--quiet", "--json")
     assert second.exit_code == 0, second.stderr
+    # Each int8 form quantized once: the gate let the first attempt through, so the test
+    # measures the retrain, not the fallback.
+    quantized = json.loads((tmp_path / "v2" / "manifest.json").read_text())["quantize"]
+    assert {form: len(record["attempts"]) for form, record in quantized.items()
+            if "int8" in form} == {"int8": 1, "split-int8": 1}
     old, new = (json.loads((v / "manifest.json").read_text())["files"]
                 for v in (first, tmp_path / "v2"))
     for stem in ("stem.onnx", "stem.int8.onnx"):
@@ -35,21 +42,16 @@ def _retrain(pipeline, first, tmp_path):
     return result.json()["forms"], new
 
 
-# A retrain on 30 made-up rows moves a few of the 180 held-out predictions; these tests are
-# about what changes between bundles, so their gate is looser.
-LOOSE = {"gate": {"max_metric_drop": 0.08, "min_agreement": 0.85}}
-
-
 def test_retrain_changes_only_the_top(split_build, tmp_path):
-    pipeline = write_pipeline(tmp_path, LOOSE, base=split_build.pipeline)
-    forms, _ = _retrain(pipeline, split_build.bundle, tmp_path)
+    forms, _ = _retrain(split_build.pipeline, split_build.bundle, tmp_path)
     assert forms["split-int8"]["payload_bytes"] < forms["int8"]["payload_bytes"]
     assert forms["split-int8"]["payload_share"] < 0.2
 
 
-def test_head_only_retrain_ships_kilobytes(tmp_path):
-    pipeline = write_pipeline(tmp_path, {**LOOSE, "export": {"split": True},
-                                         "freeze": {"trainable_layers": 0}})
+@pytest.mark.build
+def test_head_only_retrain_ships_kilobytes(tiny_pipeline, tmp_path):
+    pipeline = write_pipeline(tmp_path, {"export": {"split": True},
+                                         "freeze": {"trainable_layers": 0}}, base=tiny_pipeline)
     first = run_cli("build", str(pipeline), "--output", str(tmp_path / "v1"), "--quiet")
     assert first.exit_code == 0, first.stderr
     forms, new = _retrain(pipeline, tmp_path / "v1", tmp_path)
@@ -85,5 +87,7 @@ def test_fp16_model_for_gpu_targets_is_gated_and_runs(split_build):
     assert {form: p for form, p in providers.items() if form != "fp16"} == \
         dict.fromkeys(set(manifest["metrics"]) - {"pytorch", "fp16"}, "CPUExecutionProvider")
     fp16, fp32 = Predictor(bundle, "fp16"), Predictor(bundle, "fp32")
+    # Half precision keeps 11 bits: through six layers of the tiny model, whose weights
+    # are drawn wide, logits near 2 move by up to 6e-3 (against fp32 rounding's 1e-6).
     for text in ["a wonderful surprise", "dull and far too long"]:
-        np.testing.assert_allclose(fp16.outputs(text), fp32.outputs(text), atol=5e-3)
+        np.testing.assert_allclose(fp16.outputs(text), fp32.outputs(text), atol=1e-2)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -18,6 +19,8 @@ from edgefreeze.backbones import load_model
 from edgefreeze.train.distributed import World
 from tests.conftest import QUICK, ROOT, TEXT, run_cli, write_pipeline
 from tests.sgd_step import sgd_step
+
+pytestmark = pytest.mark.build  # both tests step or build a model on two processes
 
 def _one_step(world: World, out: Path) -> None:
     """One plain-SGD step on this process's share; the updated weights are saved to `out`."""
@@ -52,9 +55,11 @@ def test_a_step_on_two_processes_is_the_step_on_one(tmp_path):
     assert moved > 1e-3  # the step did something the comparison could miss
 
 
-def test_two_processes_fill_the_cache_one_process_reads_and_only_rank_0_publishes(tmp_path):
+def test_two_processes_fill_the_cache_one_process_reads_and_only_rank_0_publishes(
+        tiny_pipeline, tmp_path):
     pipeline = write_pipeline(tmp_path, {**QUICK, "train": {"epochs": 2, "dropout": 0.0,
-                                                            "precision": "fp32"}})
+                                                            "precision": "fp32"}},
+                              base=tiny_pipeline)
     cache = tmp_path / "cache"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "EDGEFREEZE_CACHE_DIR": ""}
     two = subprocess.run(

@@ -33,6 +33,8 @@ from edgefreeze.tasks.encoding import encode_texts
 from tests.conftest import TEXT, run_cli, write_pipeline
 from tests.film_titles import film_sentences, write_conll
 
+pytestmark = pytest.mark.build  # every family is built through the whole path
+
 MAX_LENGTH = 32
 SHAPE = {"num_hidden_layers": 4, "hidden_size": 64, "num_attention_heads": 4,
          "intermediate_size": 128}

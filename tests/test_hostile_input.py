@@ -26,6 +26,7 @@ def real_reviews(count: int) -> list[tuple[str, str]]:
     return [(row["text"], row["category"]) for row in table.rows[:count]]
 
 
+@pytest.mark.build
 def test_a_document_of_megabytes_in_cp1252_is_accepted_cut_and_counted(tmp_path):
     """One CSV that is hostile three ways: written in Windows-1252, two fields of about
     3 MB (far beyond Python's csv limit of 128 KiB), and texts repeated in every split."""

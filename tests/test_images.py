@@ -211,6 +211,7 @@ def test_frozen_batchnorm_keeps_its_statistics_while_the_top_s_move():
         assert not any(torch.equal(a, b) for a, b in zip(before[index], after[index])), index
 
 
+@pytest.mark.build
 @pytest.mark.parametrize("model_type", ["vit", "resnet"])
 def test_image_model_builds_gates_and_runs_on_the_device(tmp_path, model_type):
     """The whole path on real images: cache, train, composed and split export, int8 (a

@@ -18,7 +18,8 @@ from edgefreeze.runtime import Predictor
 from edgefreeze.spec import FreezeSpec
 from edgefreeze.tasks import register_task
 from edgefreeze.tasks.text_classification import TextClassification
-from tests.conftest import QUICK, TEXT, run_cli, write_pipeline
+from tests.conftest import QUICK, SMOKE, TEXT, run_cli, write_pipeline
+from tests.tiny_text import SHAPE
 
 
 class NormsOnlySpec(FreezeSpec):
@@ -63,15 +64,16 @@ class TextLength(TextClassification):
         return text, "long" if len(text.split()) > 20 else "short"
 
 
-def norms_only(tmp_path, layers: int):
-    """A pipeline with the plan: its `freeze:` replaces the smoke pipeline's (whose
+def norms_only(tmp_path, layers: int, base):
+    """A pipeline with the plan: its `freeze:` replaces the base pipeline's (whose
     trainable_layers is top_k's key, unknown to this plan)."""
     return write_pipeline(tmp_path, {**QUICK, "freeze": {"plan": "norms_only", "layers": layers}},
-                          replace=("freeze",))
+                          replace=("freeze",), base=base)
 
 
-def test_a_plan_registered_here_builds(tmp_path):
-    pipeline = norms_only(tmp_path, 2)
+@pytest.mark.build
+def test_a_plan_registered_here_builds(tiny_pipeline, tmp_path):
+    pipeline = norms_only(tmp_path, 2, tiny_pipeline)
     result = run_cli("build", str(pipeline), "--output", str(tmp_path / "b"), "--quiet", "--json")
     assert result.exit_code == 0, result.stderr
     manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
@@ -84,17 +86,31 @@ def test_a_plan_registered_here_builds(tmp_path):
     assert in_layers and all("LayerNorm" in name for name in in_layers)
     assert {name.split(".encoder.layer.")[1].split(".")[0] for name in in_layers} == {"4", "5"}
     assert freeze["trainable_parameters"] == sum(t.numel() for t in saved.values())
+    # Two LayerNorms (weight and bias) in each of two layers, the pooler and classifier.
+    hidden = SHAPE["hidden_size"]
+    assert freeze["trainable_parameters"] == 2 * 2 * 2 * hidden + hidden * hidden + hidden \
+        + hidden * 2 + 2
     assert manifest["gate"]["passed"]
 
 
+def line_of(path: Path, start: str) -> int:
+    """The number of the first line of `path` that starts with `start` (after indent)."""
+    lines = path.read_text().splitlines()
+    return 1 + next(i for i, line in enumerate(lines) if line.strip().startswith(start))
+
+
 def test_a_plan_settings_error_names_its_key(tmp_path):
-    result = run_cli("build", str(norms_only(tmp_path, 0)), "--output", str(tmp_path / "b"),
-                     "--quiet")
-    assert result.exit_code == 2 and "freeze.layers" in result.stderr, result.stderr
+    pipeline = norms_only(tmp_path, 0, SMOKE)
+    result = run_cli("build", str(pipeline), "--output", str(tmp_path / "b"), "--quiet")
+    assert result.exit_code == 2
+    assert result.stderr == (f"edgefreeze: error: {pipeline}:{line_of(pipeline, 'layers:')}: "
+                             "freeze.layers: Input should be greater than or equal to 1\n")
     other_plans_key = write_pipeline(tmp_path, {"freeze": {"plan": "norms_only"}})
     result = run_cli("build", str(other_plans_key), "--output", str(tmp_path / "b"), "--quiet")
-    assert result.exit_code == 2, result.stderr  # trainable_layers is top_k's, not this plan's
-    assert "freeze.trainable_layers: unknown key" in result.stderr
+    assert result.exit_code == 2  # trainable_layers is top_k's, not this plan's
+    assert result.stderr == (f"edgefreeze: error: {other_plans_key}:"
+                             f"{line_of(other_plans_key, 'trainable_layers:')}: "
+                             "freeze.trainable_layers: unknown key\n")
     unknown = write_pipeline(tmp_path, {"freeze": {"plan": "bottom_up"}})
     result = run_cli("build", str(unknown), "--output", str(tmp_path / "b"), "--quiet")
     assert result.exit_code == 2 and "unknown freezing plan 'bottom_up'" in result.stderr
@@ -107,8 +123,9 @@ def test_a_plan_that_trains_the_cached_stem_is_refused():
         make_plan(FreezeSpec(plan="leaky"), loaded.backbone)
 
 
-def test_a_task_registered_here_builds_and_runs_on_the_device(tmp_path):
-    pipeline = write_pipeline(tmp_path, {**QUICK, "task": "text-length"})
+@pytest.mark.build
+def test_a_task_registered_here_builds_and_runs_on_the_device(tiny_pipeline, tmp_path):
+    pipeline = write_pipeline(tmp_path, {**QUICK, "task": "text-length"}, base=tiny_pipeline)
     result = run_cli("build", str(pipeline), "--output", str(tmp_path / "b"), "--quiet", "--json")
     assert result.exit_code == 0, result.stderr
     manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())

@@ -1,5 +1,9 @@
 """Every way to choose what trains: freezing plans, parameter-efficient methods,
-discriminative rates, schedules, early stopping, and the gradient-flow check."""
+discriminative rates, schedules, early stopping, and the gradient-flow check.
+
+Builds run on the tiny checkpoint (MiniLM's tokenizer and six-layer shape, 64 wide): what
+trains, what is cached and what is exported does not depend on the weights, and its
+small sizes make exact parameter counts easy to read."""
 
 from __future__ import annotations
 
@@ -22,29 +26,40 @@ from edgefreeze.spec import DataSpec, FreezeSpec, TrainSpec
 from edgefreeze.train.features import LiveFeatures
 from edgefreeze.train.loop import _lr_factor, top_outputs, train
 from tests.conftest import QUICK, TEXT, run_cli, write_pipeline
+from tests.tiny_text import SHAPE
 
 CPU = torch.device("cpu")
+HIDDEN, INTERMEDIATE = SHAPE["hidden_size"], SHAPE["intermediate_size"]
+HEAD = HIDDEN * HIDDEN + HIDDEN + HIDDEN * 2 + 2  # the pooler's dense and a 2-way classifier
 
 
 def minilm():
     return load_model("builtin:all-MiniLM-L6-v2", TEXT, ["rotten", "fresh"], Path, False, 0)
 
 
-def quick(tmp_path, changes: dict, replace=("freeze",)) -> Path:
-    """The quick smoke pipeline with `changes` (the `replace` sections replaced whole)."""
-    return write_pipeline(tmp_path, changes, base=write_pipeline(tmp_path, QUICK),
-                          replace=replace)
+@pytest.fixture
+def quick(tiny_pipeline, tmp_path):
+    """The quick tiny pipeline with `changes` (the `replace` sections replaced whole)."""
+    base = write_pipeline(tmp_path, QUICK, base=tiny_pipeline, name="quick.yaml")
+
+    def pipeline(folder: Path, changes: dict, replace=("freeze",)) -> Path:
+        return write_pipeline(folder, changes, base=base, replace=replace)
+    return pipeline
 
 
-def build(tmp_path, changes: dict, replace=("freeze",)) -> dict:
+@pytest.fixture
+def build(quick):
     """A quick build through the CLI; its manifest (the build must ship)."""
-    pipeline = quick(tmp_path, changes, replace)
-    result = run_cli("build", str(pipeline), "--output", str(tmp_path / "b"), "--json")
-    assert result.exit_code == 0, result.stderr
-    return json.loads((tmp_path / "b" / "manifest.json").read_text()) | {"stderr": result.stderr}
+    def built(folder: Path, changes: dict, replace=("freeze",)) -> dict:
+        result = run_cli("build", str(quick(folder, changes, replace)), "--output",
+                         str(folder / "b"), "--json")
+        assert result.exit_code == 0, result.stderr
+        return json.loads((folder / "b" / "manifest.json").read_text()) | {
+            "stderr": result.stderr}
+    return built
 
 
-def test_patterns_train_what_the_globs_name(tmp_path):
+def test_patterns_train_what_the_globs_name(build, tmp_path):
     manifest = build(tmp_path, {"freeze": {"plan": "patterns",
                                            "train": ["*.encoder.layer.5.attention.*"]}})
     freeze = manifest["training"]["freeze"]
@@ -56,7 +71,7 @@ def test_patterns_train_what_the_globs_name(tmp_path):
     assert any(name.startswith("classifier.") for name in saved)  # the head trains too
 
 
-def test_a_glob_that_matches_nothing_is_exit_2(tmp_path):
+def test_a_glob_that_matches_nothing_is_exit_2(quick, tmp_path):
     pipeline = quick(tmp_path, {"freeze": {"plan": "patterns", "train": ["*.lyaer.*"]}})
     result = run_cli("build", str(pipeline), "--output", str(tmp_path / "b"), "--quiet")
     assert result.exit_code == 2 and "freeze.train: '*.lyaer.*' matches no parameter" in \
@@ -78,7 +93,7 @@ def test_progressive_unfreezes_one_layer_at_a_time_above_a_fixed_boundary():
     assert trains == {1: [], 2: [], 3: [5], 4: [5], 5: [4, 5], 6: [4, 5]}
 
 
-def test_progressive_builds_from_one_cache(tmp_path):
+def test_progressive_builds_from_one_cache(build, tmp_path):
     manifest = build(tmp_path, {"freeze": {"plan": "progressive", "floor": 2},
                                 "train": {"epochs": 3}})
     cache, splits = manifest["cache"], manifest["data"]["splits"]
@@ -88,8 +103,12 @@ def test_progressive_builds_from_one_cache(tmp_path):
     assert {name.split(".")[3] for name in saved if ".encoder.layer." in name} == {"4", "5"}
 
 
-@pytest.mark.parametrize("method, marker", [("lora", "lora_"), ("ia3", "ia3_")])
-def test_peft_trains_small_weights_and_exports_them_merged(tmp_path, method, marker):
+@pytest.mark.parametrize("method, marker, per_layer", [
+    ("lora", "lora_", 2 * (8 * HIDDEN + HIDDEN * 8)),  # rank 8 on query and value
+    ("ia3", "ia3_", HIDDEN + HIDDEN + INTERMEDIATE),  # scales on key, value, output's input
+])
+def test_peft_trains_small_weights_and_exports_them_merged(build, tmp_path, method, marker,
+                                                           per_layer):
     """The exported graph has the adapters merged into its weights, and matches the
     unmerged PyTorch model over unseen batch sizes and lengths (the shape check)."""
     manifest = build(tmp_path, {"peft": {"method": method}, "train": {"lr_top": 1e-3}},
@@ -97,7 +116,8 @@ def test_peft_trains_small_weights_and_exports_them_merged(tmp_path, method, mar
     saved = load_file(str(tmp_path / "b" / "trainable.safetensors"))
     in_layers = [name for name in saved if ".encoder.layer." in name]
     assert in_layers and all(marker in name for name in in_layers)
-    assert manifest["training"]["freeze"]["trainable_parameters"] < 300_000
+    # In the top two layers, and the whole head.
+    assert manifest["training"]["freeze"]["trainable_parameters"] == 2 * per_layer + HEAD
     assert manifest["cache"]["boundary"] == 4  # the frozen stem is still cached
     shapes = manifest["shape_check"]["fp32"]
     assert len(shapes["cells"]) == 9 and shapes["max_logit_error"] < 1e-4
@@ -106,7 +126,7 @@ def test_peft_trains_small_weights_and_exports_them_merged(tmp_path, method, mar
     assert manifest["gate"]["passed"]
 
 
-def test_peft_in_every_layer_says_there_is_nothing_to_cache(tmp_path):
+def test_peft_in_every_layer_says_there_is_nothing_to_cache(build, tmp_path):
     manifest = build(tmp_path, {"freeze": {"trainable_layers": 6}, "peft": {"method": "lora"}},
                      replace=())
     assert manifest["cache"]["enabled"] is False
@@ -130,7 +150,7 @@ class OffPath(PlanKind):
                          parts={"head": [*backbone.head_modules(), backbone.model.unused]})
 
 
-def test_the_gradient_flow_check_catches_a_broken_freeze(tmp_path):
+def test_the_gradient_flow_check_catches_a_broken_freeze(quick, tmp_path):
     pipeline = quick(tmp_path, {"freeze": {"plan": "off_path"}})
     result = run_cli("inspect", str(pipeline), "--json")
     assert result.exit_code == 1 and "unused.weight" in result.stderr, result.stderr
@@ -140,8 +160,8 @@ def test_the_gradient_flow_check_catches_a_broken_freeze(tmp_path):
     assert not (tmp_path / "b").exists()
 
 
-def test_inspect_shows_the_plan_layer_by_layer(tmp_path):
-    result = run_cli("inspect", str(write_pipeline(tmp_path, {})), "--json")
+def test_inspect_shows_the_plan_layer_by_layer(tiny_pipeline):
+    result = run_cli("inspect", str(tiny_pipeline), "--json")
     assert result.exit_code == 0, result.stderr
     rows = {row["part"]: row for row in result.json()["rows"]}
     assert rows["layer 3"]["state"] == "frozen" and rows["layer 3"]["stem"]
@@ -199,7 +219,7 @@ def test_early_stopping_keeps_the_best_epoch():
               spec, CPU, Reporter(True))
 
 
-def test_adapters_and_virtual_tokens_export_as_part_of_the_graph(tmp_path):
+def test_adapters_and_virtual_tokens_export_as_part_of_the_graph(build, tmp_path):
     """Bottleneck adapters and prefix tokens are not merged: they are ops in the graph, in
     the whole model and in the split top, and both match PyTorch over the shape grid."""
     for method in ("adapter", "prefix"):
@@ -251,7 +271,7 @@ def test_cached_features_advance_to_a_higher_boundary_exactly():
     assert not any(p.requires_grad for p in loaded.model.bert.encoder.layer[3].parameters())
 
 
-def test_auto_freezes_settled_layers_and_says_why(tmp_path):
+def test_auto_freezes_settled_layers_and_says_why(build, tmp_path):
     """A threshold no layer can stay above: after the second epoch the lowest training
     layer is frozen, and the rest of training reads features from the new boundary."""
     manifest = build(tmp_path, {"freeze": {"plan": "auto", "trainable_layers": 3,

@@ -5,6 +5,7 @@ nothing from the network."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -19,8 +20,14 @@ SERIES_BLUE = (0x32, 0x66, 0xCC)  # the first series' colour (svg.COLOURS[0])
 
 
 def chromium(*args: str) -> subprocess.CompletedProcess:
+    """Headless Chromium; where `make test` could not install it, the test is skipped
+    with the fix, except in CI (CI=true), where a missing browser fails it."""
     binary = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert binary, "this test needs Chromium: apt-get install chromium (.ci/run installs it)"
+    if not binary:
+        missing = "this test needs Chromium: apt-get install chromium (as root)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(missing)
+        pytest.skip(missing)
     return subprocess.run([binary, "--headless", "--no-sandbox", "--disable-gpu",
                            "--hide-scrollbars", *args], capture_output=True, text=True,
                           timeout=120)

@@ -1,4 +1,7 @@
-"""`edgefreeze sweep`: trials from one cache, the best by validation shipped as trained."""
+"""`edgefreeze sweep`: trials from one cache, the best by validation shipped as trained.
+
+On the tiny checkpoint: which trial wins does not matter here, only that the sweep keeps
+its books (trials, states, the cache filled once) and ships what it says it chose."""
 
 from __future__ import annotations
 
@@ -16,8 +19,10 @@ from tests.conftest import QUICK, TEXT, run_cli, write_pipeline
 SWEEP = {**QUICK, "data": {"sample_rows": 240}}
 
 
-def test_sweep_ships_the_best_trial_trained_from_one_cache_fill(tmp_path):
-    pipeline = write_pipeline(tmp_path, {**SWEEP, "sweep": {"epochs": [1, 2]}})
+@pytest.mark.build
+def test_sweep_ships_the_best_trial_trained_from_one_cache_fill(tiny_pipeline, tmp_path):
+    pipeline = write_pipeline(tmp_path, {**SWEEP, "sweep": {"epochs": [1, 2]}},
+                              base=tiny_pipeline)
     result = run_cli("sweep", str(pipeline), "--trials", "6", "--output",
                      str(tmp_path / "b"), "--quiet", "--json",
                      "--cache-dir", str(tmp_path / "cache"))
@@ -53,11 +58,13 @@ def test_sweep_ships_the_best_trial_trained_from_one_cache_fill(tmp_path):
     assert manifest.cache.boundary == 4  # the pipeline's trainable_layers: 2
 
 
-def test_trials_above_the_cache_read_moved_activations_that_match_the_model(tmp_path):
+@pytest.mark.build
+def test_trials_above_the_cache_read_moved_activations_that_match_the_model(tiny_pipeline, tmp_path):
     """A head-only trial trains on activations moved from the cached boundary (4) to the
     top: its validation score must be the shipped model's own on the validation split."""
     pipeline = write_pipeline(tmp_path, {**SWEEP, "sweep": {"trainable_layers": [0, 0],
-                                                            "epochs": [2, 2]}})
+                                                            "epochs": [2, 2]}},
+                              base=tiny_pipeline)
     result = run_cli("sweep", str(pipeline), "--trials", "2", "--output",
                      str(tmp_path / "b"), "--quiet", "--cache-dir", str(tmp_path / "cache"))
     assert result.exit_code == 0, result.stderr
@@ -79,15 +86,18 @@ def test_trials_above_the_cache_read_moved_activations_that_match_the_model(tmp_
     ({"lr_top": [1.0e-3, 1.0e-5]}, "sweep.lr_top: [low, high]"),
     ({"epochs": [0, 2]}, "sweep.epochs: [low, high] with 0 < low"),
 ])
-def test_a_space_it_cannot_search_is_one_line_and_exit_2(tmp_path, sweep, message):
-    pipeline = write_pipeline(tmp_path, {**SWEEP, "sweep": sweep})
+def test_a_space_it_cannot_search_is_one_line_and_exit_2(tiny_pipeline, tmp_path, sweep,
+                                                         message):
+    pipeline = write_pipeline(tmp_path, {**SWEEP, "sweep": sweep},
+                              base=tiny_pipeline)
     result = run_cli("sweep", str(pipeline), "--trials", "2", "--output", str(tmp_path / "b"))
     assert result.exit_code == 2 and message in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "b").exists()
 
 
-def test_without_a_validation_split_there_is_nothing_to_choose_by(tmp_path):
-    pipeline = write_pipeline(tmp_path, {**SWEEP, "data": {"split": {"validation": 0.0}}})
+def test_without_a_validation_split_there_is_nothing_to_choose_by(tiny_pipeline, tmp_path):
+    pipeline = write_pipeline(tmp_path, {**SWEEP, "data": {"split": {"validation": 0.0}}},
+                              base=tiny_pipeline)
     result = run_cli("sweep", str(pipeline), "--trials", "2", "--output", str(tmp_path / "b"))
     assert result.exit_code == 2 and "sweep: needs a validation split" in result.stderr

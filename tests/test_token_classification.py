@@ -123,6 +123,7 @@ def test_entity_f1_reads_iob1_iob2_and_bioes_alike():
     assert 0 < scores["IOB2"] < 1 and len(set(scores.values())) == 1, scores
 
 
+@pytest.mark.build
 def test_a_tagger_builds_ships_and_its_int8_model_reproduces_the_gate(tmp_path):
     write_conll(tmp_path / "films.conll", film_sentences(600))
     pipeline = write_pipeline(tmp_path, NER)

@@ -1,4 +1,5 @@
-"""retrain --from BUNDLE: training starts from the bundle's trained top."""
+"""retrain --from BUNDLE: training starts from the bundle's trained top (on the tiny
+checkpoint: what is loaded and checked does not depend on what the model learned)."""
 
 from __future__ import annotations
 
@@ -13,14 +14,13 @@ from edgefreeze.backbones import load_model
 from edgefreeze.freeze import frozen_digest, make_plan
 from edgefreeze.freeze.top_k import TopKSpec
 from edgefreeze.train.warm_start import load_trainable
-from tests.conftest import SMOKE, TEXT, run_cli, write_pipeline
+from tests.conftest import TEXT, run_cli, write_pipeline
 
 
-def test_bundle_weights_are_loaded_exactly(smoke_build):
-    bundle, _ = smoke_build
+def test_bundle_weights_are_loaded_exactly(tiny, tiny_checkpoint):
+    bundle = tiny.bundle
     saved = load_file(str(bundle / "trainable.safetensors"))
-    loaded = load_model("builtin:all-MiniLM-L6-v2", TEXT, ["rotten", "fresh"], Path, False,
-                        seed=99)
+    loaded = load_model(str(tiny_checkpoint), TEXT, ["rotten", "fresh"], Path, False, seed=99)
     plan = make_plan(TopKSpec(trainable_layers=2), loaded.backbone)
     before = loaded.model.classifier.weight.detach().clone()
     load_trainable(loaded.model, plan, frozen_digest(loaded.model), TEXT.name, bundle,
@@ -32,21 +32,21 @@ def test_bundle_weights_are_loaded_exactly(smoke_build):
     assert not torch.equal(before, loaded.model.classifier.weight)
 
 
-def test_retrain_from_a_bundle_with_fewer_epochs(smoke_build, tmp_path):
-    bundle, _ = smoke_build
+def test_retrain_from_a_bundle_with_fewer_epochs(tiny, tmp_path):
+    bundle = tiny.bundle
     new_rows = tmp_path / "new.csv"
     new_rows.write_text("text,category\n" + "fresh and funny,fresh\nstale and dull,rotten\n" * 5)
-    result = run_cli("retrain", str(SMOKE), "--add", str(new_rows), "--from", str(bundle),
-                     "--epochs", "1", "--output", str(tmp_path / "v2"), "--quiet", "--json")
+    result = run_cli("retrain", str(tiny.pipeline), "--add", str(new_rows), "--from",
+                     str(bundle), "--epochs", "1", "--output", str(tmp_path / "v2"), "--quiet", "--json")
     assert result.exit_code == 0, result.stderr
     manifest = json.loads((tmp_path / "v2" / "manifest.json").read_text())
     assert manifest["training"]["warm_start"]["bundle"] == str(bundle)
     assert len(manifest["training"]["epochs"]) == 1
 
 
-def test_retrain_from_an_incompatible_bundle_is_refused(smoke_build, tmp_path):
-    bundle, _ = smoke_build
-    pipeline = write_pipeline(tmp_path, {"freeze": {"trainable_layers": 1}})
+def test_retrain_from_an_incompatible_bundle_is_refused(tiny, tmp_path):
+    bundle = tiny.bundle
+    pipeline = write_pipeline(tmp_path, {"freeze": {"trainable_layers": 1}}, base=tiny.pipeline)
     new_rows = tmp_path / "new.csv"
     new_rows.write_text("text,category\nfresh and funny,fresh\n")
     result = run_cli("retrain", str(pipeline), "--add", str(new_rows), "--from", str(bundle),
@@ -68,17 +68,17 @@ def test_retrain_from_a_folder_that_is_not_a_bundle_names_the_option(tmp_path):
     assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "v2").exists()
 
 
-def test_retrain_from_a_bundle_of_other_weights_is_refused(smoke_build, tmp_path):
+def test_retrain_from_a_bundle_of_other_weights_is_refused(tiny, tmp_path):
     """Same architecture and shapes, other frozen weights (a hub model of the same shape,
     say): its trained top would sit on the wrong stem."""
     copy = tmp_path / "other"
-    shutil.copytree(smoke_build[0], copy)
+    shutil.copytree(tiny.bundle, copy)
     manifest = json.loads((copy / "manifest.json").read_text())
     manifest["model"]["frozen_sha256"] = "0" * 64
     (copy / "manifest.json").write_text(json.dumps(manifest))
     new_rows = tmp_path / "new.csv"
     new_rows.write_text("text,category\nfresh and funny,fresh\n")
-    result = run_cli("retrain", str(SMOKE), "--add", str(new_rows), "--from", str(copy),
+    result = run_cli("retrain", str(tiny.pipeline), "--add", str(new_rows), "--from", str(copy),
                      "--output", str(tmp_path / "v2"), "--quiet")
     assert result.exit_code == 2 and "another frozen stem" in result.stderr, result.stderr
     assert not (tmp_path / "v2").exists()
