@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 import torch
 from PIL import Image
@@ -237,8 +238,19 @@ def test_image_model_builds_gates_and_runs_on_the_device(tmp_path, model_type):
     metrics = manifest["metrics"]
     assert metrics["fp32"]["max_logit_error"] < 1e-4
     assert metrics["split-fp32"]["max_logit_error"] < 1e-4
-    assert metrics["pytorch"]["accuracy"] > 0.3  # ten classes: chance is 0.1
-    assert manifest["sizes"]["int8"] < 0.5 * manifest["sizes"]["fp32"]
+    # Ten classes on 90 held-out scans: guessing gets 9 right and 18 or more with a chance
+    # under 1 %; the tiny models get 32 (ViT) and 84 (ResNet).
+    assert metrics["pytorch"]["accuracy"] > 0.2
+    # Every weight matrix and convolution kernel is int8 except, for ViT, the patch
+    # embedding (a convolution its int8 operators leave alone) and the position table: those
+    # keep its tiny int8 file at 46 % of fp32 (ResNet's is at 28 %).
+    graph = onnx.load(str(bundle / "model.int8.onnx")).graph
+    large_fp32 = {init.name for init in graph.initializer
+                  if init.data_type == onnx.TensorProto.FLOAT and np.prod(init.dims) >= 256}
+    assert large_fp32 == ({"vit.embeddings.position_embeddings",
+                           "vit.embeddings.patch_embeddings.projection.weight"}
+                          if model_type == "vit" else set())
+    assert manifest["sizes"]["int8"] < manifest["sizes"]["fp32"]
     assert manifest["shape_check"]["fp32"]["sequence_lengths"] == []
 
     spec = load_pipeline(pipeline)

@@ -36,7 +36,8 @@ def test_sweep_ships_the_best_trial_trained_from_one_cache_fill(tiny_pipeline, t
     # Successive halving: a trial is stopped at a sixth or at half of its own schedule
     # (the first always goes on), and one that goes on past half runs to its end.
     assert sweep.pruner == "SuccessiveHalvingPruner" and sweep.trials[0].state == "complete"
-    assert any(t.state == "pruned" for t in sweep.trials)
+    # Five of the six are stopped on the tiny model, on one thread and on two alike.
+    assert sum(t.state == "pruned" for t in sweep.trials) >= 3
     for trial in sweep.trials:
         share = trial.epochs_run / trial.params["epochs"]
         stops = [1.0] if trial.state == "complete" else [1 / 6, 1 / 2]
