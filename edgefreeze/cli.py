@@ -161,9 +161,11 @@ def _build(pipeline_file: str, output: Path | None, device: str | None, cache_di
             metric = manifest.task.gate_metric
             int8 = manifest.metrics[INT8.name]
             if manifest.sweep is not None:
-                click.echo(f"chose trial {manifest.sweep.best_trial} of "
-                           f"{len(manifest.sweep.trials)}: {manifest.sweep.best_params}",
-                           err=True)
+                searched = manifest.sweep
+                number = (searched.best_trial if searched.chosen_trial is None
+                          else searched.chosen_trial)
+                click.echo(f"chose trial {number} of {len(searched.trials)}: "
+                           f"{searched.trials[number].params}", err=True)
             click.echo(f"shipped {result.path} ({INT8.name} {metric} {int8[metric]:.4f}, "
                        f"agreement {int8['agreement']:.4f})", err=True)
         chosen = ({"sweep": manifest.sweep.model_dump(mode="json", exclude={"trials"})}

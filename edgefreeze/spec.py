@@ -195,6 +195,10 @@ class SweepSpec(Section):
     prune: bool = Field(True, description="successive halving: stop a trial at a sixth "
                         "or at half of its schedule unless its validation score is among "
                         "the best third of the trials scored there")
+    confidence: float = Field(0.95, ge=0.0, le=1.0, description="the best trial replaces "
+                              "the pipeline's own settings (the first trial) only if it "
+                              "scores higher in this share of paired bootstrap resamples of "
+                              "the validation rows; 0 ships the best by validation score")
     lr_top: tuple[float, float] = Field((1e-5, 1e-3), description="log-uniform")
     lr_head: tuple[float, float] = Field((1e-4, 1e-2), description="log-uniform")
     epochs: tuple[int, int] | None = Field(None, description="default: 1 to train.epochs")

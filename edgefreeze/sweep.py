@@ -15,6 +15,11 @@ default 4). Trials are compared at equal shares of their own schedules, where th
 learning rates have decayed alike, so a longer schedule is not pruned for being less far
 along. Most trials stop at
 their first sixth: a sweep costs about as much as a few whole trainings.
+
+The pipeline's own settings are always the first trial, and the best trial replaces them
+only when it is better beyond the validation rows' noise (`edgefreeze.paired`): the best of
+many noisy scores is biased upward, and a sweep must never ship a model worse than not
+sweeping would have.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from __future__ import annotations
 import math
 import os
 import time
+import warnings
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -32,11 +38,13 @@ from edgefreeze.backbones import LoadedModel
 from edgefreeze.build import BuildOptions, BuildResult, Prepared, prepare, ship
 from edgefreeze.errors import ConfigError
 from edgefreeze.freeze import FreezePlan, frozen_digest, make_plan
+from edgefreeze.paired import compare
 from edgefreeze.peft import METHODS
 from edgefreeze.progress import Reporter
-from edgefreeze.spec import Pipeline, PipelineSpec
+from edgefreeze.spec import Pipeline, PipelineSpec, SweepSpec
+from edgefreeze.tasks import Outputs, Task
 from edgefreeze.train.features import Features, LiveFeatures, advance_features
-from edgefreeze.train.loop import TrainResult, train
+from edgefreeze.train.loop import TrainResult, top_outputs, train
 
 CHECKS = 6  # validation checkpoints per trial schedule, where the pruner may stop it
 REDUCTION = 3  # the successive-halving pruner's reduction factor
@@ -87,6 +95,16 @@ class SearchSpace:
                    epochs=sweep.epochs or (1, spec.train.epochs), trainable_layers=layers,
                    ranks=ranks, size_setting=size)
 
+    def defaults(self, spec: PipelineSpec) -> dict[str, Any]:
+        """The pipeline's own values of what the space varies: the sweep's first trial."""
+        params: dict[str, Any] = {"lr_top": spec.train.lr_top, "lr_head": spec.train.lr_head,
+                                  "epochs": spec.train.epochs}
+        if self.trainable_layers is not None:
+            params["trainable_layers"] = spec.freeze.trainable_layers
+        if self.ranks is not None and spec.peft is not None:
+            params["rank"] = getattr(spec.peft, self.size_setting)
+        return params
+
     def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
         """One point of the space (a fixed range is the same value every trial)."""
         params: dict[str, Any] = {
@@ -120,7 +138,8 @@ def _float(trial: optuna.Trial, name: str, bounds: tuple[float, float]) -> float
 
 @dataclass
 class Best:
-    """The best trial so far, with its trained model (kept to ship without retraining)."""
+    """A trial kept with its trained model (to ship without retraining): the best so far,
+    and the pipeline's own settings."""
 
     value: float
     number: int
@@ -130,6 +149,7 @@ class Best:
     plan: FreezePlan  # as training started (`trained.plan`: where an adaptive one ended)
     trained: TrainResult
     frozen_sha256: str  # digested before training, as `build` does
+    outputs: Outputs  # on the validation split, for the paired comparison
 
 
 def sweep(pipeline: Pipeline, options: BuildOptions, reporter: Reporter,
@@ -177,12 +197,16 @@ def _search_and_ship(prepared: Prepared, pipeline: Pipeline, space: SearchSpace,
         return moved[key]
 
     best: Best | None = None
+    default: Best | None = None  # trial 0, the pipeline's own settings
     started, seconds, epochs_run = time.perf_counter(), {}, {}
+    defaults = space.defaults(spec)
 
     def objective(trial: optuna.Trial) -> float:
-        nonlocal best
+        nonlocal best, default
         begun = time.perf_counter()
         params = space.suggest(trial)
+        if trial.number == 0:  # a range fixed at one value still gives the pipeline's own
+            params = {**params, **defaults}
         trial_spec = space.apply(spec, params)
         loaded = prepared.loaded.replica(task)
         torch.manual_seed(trial_spec.train.seed)  # PEFT weights start as a build's would
@@ -206,9 +230,18 @@ def _search_and_ship(prepared: Prepared, pipeline: Pipeline, space: SearchSpace,
         epochs_run[trial.number] = len(trained.epochs)  # early stopping may end it sooner
         kept = trained.epochs[(trained.best_epoch or len(trained.epochs)) - 1]
         value = kept["validation"][task.gate_metric]  # of the epoch whose weights remain
-        if not math.isnan(value) and (best is None or value > best.value):
-            best = Best(value, trial.number, params, trial_spec, loaded, plan, trained,
-                        frozen_sha256)
+        if math.isnan(value) or not (trial.number == 0 or best is None or value > best.value):
+            return value
+        final = trained.plan or plan
+        outputs = top_outputs(loaded.backbone, final, task,
+                              features_for(final, loaded)["validation"],
+                              trial_spec.train.batch_size, prepared.device)
+        kept_trial = Best(value, trial.number, params, trial_spec, loaded, plan, trained,
+                          frozen_sha256, outputs)
+        if trial.number == 0:
+            default = kept_trial
+        if best is None or value > best.value:
+            best = kept_trial
         return value
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -217,17 +250,25 @@ def _search_and_ship(prepared: Prepared, pipeline: Pipeline, space: SearchSpace,
               if spec.sweep.prune else optuna.pruners.NopPruner())
     study = optuna.create_study(direction="maximize", pruner=pruner,
                                 sampler=optuna.samplers.TPESampler(seed=spec.sweep.seed))
+    study.enqueue_trial(defaults, skip_if_exists=False)
     with reporter.stage("sweep"):
         for _ in reporter.progress(range(trials), total=trials, desc="trials"):
             if timeout_s is not None and time.perf_counter() - started > timeout_s:
                 break
-            study.optimize(objective, n_trials=1)
+            with warnings.catch_warnings():  # the defaults may lie outside the space searched
+                warnings.filterwarnings("ignore", message="Fixed parameter ")
+                study.optimize(objective, n_trials=1)
             if best is not None:
                 reporter.info(f"  trial {len(study.trials) - 1}: "
                               f"{study.trials[-1].state.name.lower()}; best so far trial "
                               f"{best.number}, validation {task.gate_metric} {best.value:.4f}")
     if best is None:
         raise ConfigError("sweep: every trial was pruned or failed; nothing to ship")
+    chosen, choice = _choose(best, default, task, data.validation.targets, spec.sweep)
+    if chosen is not best:
+        reporter.warn(f"sweep: {choice['why']}")
+    else:
+        reporter.info(f"  sweep: {choice['why']}")
     record = {
         "objective": f"validation {task.gate_metric}", "sampler": "TPESampler",
         "pruner": type(pruner).__name__ if spec.sweep.prune else None,
@@ -239,8 +280,41 @@ def _search_and_ship(prepared: Prepared, pipeline: Pipeline, space: SearchSpace,
                     "epochs_run": round(epochs_run.get(t.number, 0.0), 3),
                     "seconds": round(seconds.get(t.number, 0.0), 3)}
                    for t in study.trials],
+        **choice,
     }
-    chosen = replace(prepared, pipeline=pipeline.model_copy(update={"spec": best.spec}),
-                     loaded=best.loaded, plan=best.plan,
-                     frozen_sha256=best.frozen_sha256)
-    return ship(chosen, best.trained, reporter, sweep=record)
+    shipped = replace(prepared, pipeline=pipeline.model_copy(update={"spec": chosen.spec}),
+                      loaded=chosen.loaded, plan=chosen.plan,
+                      frozen_sha256=chosen.frozen_sha256)
+    return ship(shipped, chosen.trained, reporter, sweep=record)
+
+
+def _choose(best: Best, default: Best | None, task: Task, targets: Any,
+            settings: SweepSpec) -> tuple[Best, dict[str, Any]]:
+    """The trial to ship: the best by validation only when it beats the pipeline's own
+    settings beyond the validation rows' noise; with the manifest's record of why."""
+    metric = task.gate_metric
+    record: dict[str, Any] = {"default_trial": None if default is None else default.number,
+                              "default_value": None if default is None else default.value,
+                              "comparison": None}
+    if default is None:
+        return best, {**record, "chosen_trial": best.number,
+                      "why": f"the pipeline's own settings gave no validation {metric}; "
+                             f"shipping trial {best.number}, the best"}
+    if best is default:
+        return default, {**record, "chosen_trial": default.number,
+                         "why": f"the pipeline's own settings (trial {default.number}) scored "
+                                f"best, validation {metric} {default.value:.4f}"}
+    comparison = compare(task, best.outputs, default.outputs, targets,
+                         confidence=settings.confidence, seed=settings.seed)
+    record["comparison"] = comparison.record()
+    odds = (f"ahead in {comparison.ahead:.1%} of {comparison.resamples:,} paired resamples "
+            f"of the validation rows ({comparison.confidence:.0%} needed)")
+    if comparison.better:
+        return best, {**record, "chosen_trial": best.number,
+                      "why": f"trial {best.number} (validation {metric} {best.value:.4f}) beats "
+                             f"the pipeline's own settings ({default.value:.4f}): {odds}"}
+    return default, {**record, "chosen_trial": default.number,
+                     "why": f"shipping the pipeline's own settings: the best trial, "
+                            f"{best.number} (validation {metric} {best.value:.4f} against "
+                            f"{default.value:.4f}), is within the validation rows' noise, "
+                            f"{odds}"}

@@ -43,15 +43,19 @@ def test_sweep_ships_the_best_trial_trained_from_one_cache_fill(tiny_pipeline, t
         stops = [1.0] if trial.state == "complete" else [1 / 6, 1 / 2]
         assert any(share == pytest.approx(stop, abs=1e-3) for stop in stops), trial
 
-    # The bundle is the best trial's model, with its settings recorded.
-    best = sweep.best_params
+    # The pipeline's own settings are the first trial; the bundle is the chosen trial's
+    # model (the default, unless the best beat it beyond the noise), its settings recorded.
+    assert sweep.default_trial == 0 and sweep.trials[0].params == {
+        "lr_top": 1e-4, "lr_head": 1e-3, "epochs": 1, "trainable_layers": 2}
+    assert sweep.chosen_trial in (sweep.default_trial, sweep.best_trial)
+    chosen = sweep.trials[sweep.chosen_trial]
     settings = manifest.settings
-    assert settings["train"]["lr_top"] == best["lr_top"]
-    assert settings["train"]["lr_head"] == best["lr_head"]
-    assert len(manifest.training.epochs) == best["epochs"]
-    assert settings["freeze"]["trainable_layers"] == best["trainable_layers"]
-    assert manifest.training.freeze.boundary == 6 - best["trainable_layers"]
-    assert manifest.training.epochs[-1].validation["accuracy"] == sweep.best_value
+    assert settings["train"]["lr_top"] == chosen.params["lr_top"]
+    assert settings["train"]["lr_head"] == chosen.params["lr_head"]
+    assert len(manifest.training.epochs) == chosen.params["epochs"]
+    assert settings["freeze"]["trainable_layers"] == chosen.params["trainable_layers"]
+    assert manifest.training.freeze.boundary == 6 - chosen.params["trainable_layers"]
+    assert manifest.training.epochs[-1].validation["accuracy"] == chosen.value
 
     # The stem ran once for all six trials: every train and validation row missed once.
     splits = manifest.data.splits
@@ -62,10 +66,13 @@ def test_sweep_ships_the_best_trial_trained_from_one_cache_fill(tiny_pipeline, t
 @pytest.mark.build
 def test_trials_above_the_cache_read_moved_activations_that_match_the_model(tiny_pipeline, tmp_path):
     """A head-only trial trains on activations moved from the cached boundary (4) to the
-    top: its validation score must be the shipped model's own on the validation split."""
-    pipeline = write_pipeline(tmp_path, {**SWEEP, "sweep": {"trainable_layers": [0, 0],
-                                                            "epochs": [2, 2]}},
-                              base=tiny_pipeline)
+    top: its validation score must be the shipped model's own on the validation split.
+    The pipeline's own settings (the first trial) barely move its random head, and
+    `confidence: 0` ships the best by validation score, so the head-only trial ships."""
+    pipeline = write_pipeline(tmp_path, {
+        **SWEEP, "train": {"lr_top": 1.0e-9, "lr_head": 1.0e-9, "epochs": 1},
+        "sweep": {"trainable_layers": [0, 0], "epochs": [2, 2], "lr_head": [0.05, 0.05],
+                  "confidence": 0.0}}, base=tiny_pipeline)
     result = run_cli("sweep", str(pipeline), "--trials", "2", "--output",
                      str(tmp_path / "b"), "--quiet", "--cache-dir", str(tmp_path / "cache"))
     assert result.exit_code == 0, result.stderr
@@ -102,3 +109,45 @@ def test_without_a_validation_split_there_is_nothing_to_choose_by(tiny_pipeline,
                               base=tiny_pipeline)
     result = run_cli("sweep", str(pipeline), "--trials", "2", "--output", str(tmp_path / "b"))
     assert result.exit_code == 2 and "sweep: needs a validation split" in result.stderr
+
+
+@pytest.mark.build
+def test_when_no_trial_beats_the_pipelines_own_settings_they_ship(tmp_path):
+    """Every trial searched at rates too small to move MiniLM: the pipeline's own settings,
+    always the first trial, ship, and the output says why."""
+    pipeline = write_pipeline(tmp_path, {**SWEEP, "data": {"sample_rows": 400},
+                                         "train": {"epochs": 2, "lr_top": 3e-4},
+                                         "sweep": {"lr_top": [1e-9, 1e-8],
+                                                   "lr_head": [1e-9, 1e-8]}})
+    result = run_cli("sweep", str(pipeline), "--trials", "3", "--output",
+                     str(tmp_path / "b"), "--json", "--cache-dir", str(tmp_path / "cache"))
+    assert result.exit_code == 0, result.stderr
+    sweep = Manifest.load(tmp_path / "b" / "manifest.json").sweep
+    assert sweep.default_trial == sweep.chosen_trial == 0
+    assert sweep.trials[0].value > max(t.value or 0.0 for t in sweep.trials[1:])
+    assert sweep.why == ("the pipeline's own settings (trial 0) scored best, validation "
+                         f"accuracy {sweep.trials[0].value:.4f}")
+    assert f"  sweep: {sweep.why}\n" in result.stderr
+    report = (tmp_path / "b" / "report.md").read_text()
+    assert f"Shipped trial 0: {sweep.why}." in report and "| 0 (default) **shipped** |" in report
+    settings = Manifest.load(tmp_path / "b" / "manifest.json").settings["train"]
+    assert (settings["lr_top"], settings["lr_head"]) == (3e-4, 1e-3)
+
+
+def test_the_paired_bootstrap_needs_more_than_luck():
+    """One row more right in a thousand is ahead in about 63 % of resamples (the row is
+    drawn at least once): noise. Fifty rows more right is ahead in every one."""
+    from edgefreeze.paired import compare
+
+    targets = np.ones(1000, dtype=np.int64)
+    right, wrong = np.array([0.0, 1.0]), np.array([1.0, 0.0])
+
+    def model(correct: int) -> list[np.ndarray]:
+        return [right if row < correct else wrong for row in range(1000)]
+
+    lucky = compare(TEXT, model(801), model(800), targets)
+    assert (lucky.challenger, lucky.default) == (0.801, 0.8)
+    assert 0.58 < lucky.ahead < 0.68 and not lucky.better
+    better = compare(TEXT, model(850), model(800), targets)
+    assert better.ahead == 1.0 and better.better
+    assert not compare(TEXT, model(800), model(800), targets).better  # ties are not ahead

@@ -72,6 +72,28 @@ def baseline_section(manifest: Manifest) -> list[str]:
     return lines
 
 
+def sweep_section(manifest: Manifest) -> list[str]:
+    """How a sweep chose this model: its trials, and the default against the best."""
+    sweep = manifest.sweep
+    if sweep is None:
+        return []
+    states = [t.state for t in sweep.trials]
+    lines = ["", "## Sweep", "",
+             f"{len(sweep.trials)} trials in {sweep.seconds:.0f} s ({states.count('complete')} "
+             f"complete, {states.count('pruned')} stopped early), by {sweep.objective}."]
+    if sweep.why is not None:
+        lines.append(f"Shipped trial {sweep.chosen_trial}: {sweep.why}.")
+    lines += ["", f"| trial | state | {sweep.objective} | settings |", "| --- | --- | --- | --- |"]
+    for t in sweep.trials:
+        value = "–" if t.value is None else f"{t.value:.4f}"
+        mark = " (default)" if t.number == sweep.default_trial else ""
+        mark += " **shipped**" if t.number == sweep.chosen_trial else ""
+        settings = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
+                             for k, v in t.params.items())
+        lines.append(f"| {t.number}{mark} | {t.state} | {value} | {settings} |")
+    return lines
+
+
 def render_report(manifest: Manifest) -> str:
     gate, metrics, training = manifest.gate, manifest.metrics, manifest.training
     freeze = training.freeze
@@ -118,6 +140,7 @@ def render_report(manifest: Manifest) -> str:
                          f" agreement {first.metrics['agreement']:.4f} -> "
                          f"{final.metrics['agreement']:.4f}.")
     lines += baseline_section(manifest)
+    lines += sweep_section(manifest)
     validation = manifest.task.gate_metric
     lines += ["", "## Training", "",
               f"Trainable parameters: {freeze.trainable_parameters:,} of "

@@ -212,17 +212,35 @@ class TrialRecord(Record):
     seconds: float
 
 
+class PairedComparison(Record):
+    """The sweep's best trial against the pipeline's own settings (`edgefreeze.paired`)."""
+
+    method: str
+    resamples: int
+    confidence: float  # the share of resamples the best trial had to come out ahead in
+    challenger: float  # the best trial's validation score
+    default: float  # the pipeline's own settings' validation score
+    ahead: float  # the share of resamples where the best trial scored higher
+    better: bool
+
+
 class SweepRecord(Record):
-    """The search that chose this bundle's settings (`edgefreeze sweep`)."""
+    """The search that chose this bundle's settings (`edgefreeze sweep`). Bundles swept
+    before the pipeline's own settings became the first trial lack the last five keys."""
 
     objective: str  # the validation metric maximised
     sampler: str
     pruner: str | None
     seconds: float
-    best_trial: int
+    best_trial: int  # the best by validation score
     best_value: float
     best_params: dict[str, Any]
     trials: list[TrialRecord]
+    default_trial: int | None = None  # the pipeline's own settings (None: it failed)
+    default_value: float | None = None
+    comparison: PairedComparison | None = None  # None: the best was the default, or none
+    chosen_trial: int | None = None  # the trial whose model this bundle holds
+    why: str | None = None
 
 
 class TargetCheck(Record):

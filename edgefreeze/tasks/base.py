@@ -139,6 +139,14 @@ class Task(ABC):
         same examples: at least `gate_metric`, `agreement` (share of predictions equal to
         the reference's) and `max_logit_error`."""
 
+    def score(self, outputs: Outputs, targets: Any) -> float:
+        """The gate metric alone (a sweep's paired bootstrap computes it a thousand times)."""
+        return self.metrics(outputs, targets, outputs)[self.gate_metric]
+
+    def select(self, targets: Any, rows: Sequence[int]) -> Any:
+        """The targets of `rows`, in that order (rows may repeat)."""
+        return np.asarray(targets)[np.asarray(rows)]
+
     @staticmethod
     def max_error(outputs: Outputs, reference: Outputs) -> float:
         """Largest absolute difference between two models' outputs on the same examples."""

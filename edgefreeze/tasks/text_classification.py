@@ -109,6 +109,13 @@ class TextClassification(Task):
         np.add.at(matrix, (targets, np.stack(outputs).argmax(axis=1)), 1)
         return matrix.tolist()
 
+    def score(self, outputs: Outputs, targets: np.ndarray) -> float:
+        logits = np.stack(outputs)
+        predictions = logits.argmax(axis=1)
+        if self.gate_metric == "accuracy":
+            return float(np.mean(predictions == targets))
+        return macro_f1(predictions, targets, logits.shape[1])
+
     def metrics(self, outputs: Outputs, targets: np.ndarray, reference: Outputs
                 ) -> dict[str, float]:
         logits = np.stack(outputs)

@@ -140,6 +140,10 @@ class TokenClassification(Task):
     def unbatch(self, outputs: np.ndarray, lengths: Sequence[int]) -> Outputs:
         return [outputs[i, :length] for i, length in enumerate(lengths)]
 
+    def select(self, targets: TagTargets, rows: Sequence[int]) -> TagTargets:
+        return TagTargets([targets.words[i] for i in rows], targets.names,
+                          None if targets.tokens is None else [targets.tokens[i] for i in rows])
+
     def predicted(self, output: np.ndarray, targets: TagTargets, row: int) -> list[int]:
         return output.reshape(-1, output.shape[-1])[targets.scored(row)].argmax(-1).tolist()
 
