@@ -91,6 +91,9 @@ class SearchSpace:
             ranks = tuple(2 ** e for e in range(0, 17) if low <= 2 ** e <= high)
             if not ranks:
                 raise ConfigError(f"sweep.rank: no power of two in {list(sweep.rank)}")
+            # The pipeline's own size is the first trial's: Optuna takes an enqueued
+            # categorical value only from among the choices.
+            ranks = tuple(sorted({*ranks, getattr(spec.peft, size)}))
         return cls(lr_top=sweep.lr_top, lr_head=sweep.lr_head,
                    epochs=sweep.epochs or (1, spec.train.epochs), trainable_layers=layers,
                    ranks=ranks, size_setting=size)
@@ -233,8 +236,12 @@ def _search_and_ship(prepared: Prepared, pipeline: Pipeline, space: SearchSpace,
         if math.isnan(value) or not (trial.number == 0 or best is None or value > best.value):
             return value
         final = trained.plan or plan
-        outputs = top_outputs(loaded.backbone, final, task,
-                              features_for(final, loaded)["validation"],
+        validation = features_for(plan, loaded)["validation"]
+        if final.boundary != plan.boundary:  # an adaptive plan froze layers it had trained:
+            # move its activations up through its own weights, not the cached model's
+            validation = advance_features(validation, loaded.backbone, plan, final,
+                                          prepared.device)
+        outputs = top_outputs(loaded.backbone, final, task, validation,
                               trial_spec.train.batch_size, prepared.device)
         kept_trial = Best(value, trial.number, params, trial_spec, loaded, plan, trained,
                           frozen_sha256, outputs)

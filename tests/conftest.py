@@ -11,6 +11,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 import json  # noqa: E402
+import shutil  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Callable  # noqa: E402
@@ -127,8 +128,9 @@ def _shared(tmp_path_factory, name: str, make: Callable[[Path], None]) -> Path:
     if os.environ.get("PYTEST_XDIST_WORKER"):
         root = root.parent  # pytest-of-USER/pytest-N, shared by the run's workers
     folder, done = root / name, root / f"{name}.done"
-    with FileLock(str(root / f"{name}.lock")):
+    with FileLock(str(root / f"{name}.lock"), timeout=1800):
         if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)  # what a failed try left
             make(folder)
             done.touch()
     return folder

@@ -13,9 +13,12 @@ import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -54,15 +57,30 @@ def build_args(output: Path, cache: Path, pipeline: Path) -> list[str]:
             "--json"]
 
 
-def held_at(point: str, *args: str) -> subprocess.Popen:
-    """The CLI started with a hold at `point`, returned once it holds there."""
+@contextmanager
+def held_at(point: str, *args: str) -> Iterator[subprocess.Popen]:
+    """The CLI started with a hold at `point`, given once it holds there; killed on the way
+    out if the test left it running (a failed assertion must not leave it waiting)."""
     process = start(*args, env={"EDGEFREEZE_FAILPOINT": f"{point}:hold"})
-    lines = []
-    for line in process.stderr:
-        lines.append(line)
-        if line.startswith(f"edgefreeze: holding at failpoint {point} "):
-            return process
-    raise AssertionError(f"the build ended before {point}: {''.join(lines)[-2000:]}")
+    try:
+        lines = []
+        for line in process.stderr:
+            lines.append(line)
+            if line.startswith(f"edgefreeze: holding at failpoint {point} "):
+                break
+        else:
+            raise AssertionError(f"the build ended before {point}: {''.join(lines)[-2000:]}")
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+
+def own_cache(built, tmp_path: Path) -> Path:
+    """A copy of a shared build's cache: tests that build on it write to it (every hit
+    marks its entry used), and another worker may be copying the shared one."""
+    return shutil.copytree(built.cache, tmp_path / "cache")
 
 
 def cached_entries(cache: Path) -> int:
@@ -108,9 +126,9 @@ def test_killed_at_every_stage_the_same_command_ships_the_same_bytes(tiny_pipeli
 def test_a_signal_exits_with_its_code_and_leaves_nothing(tiny, tmp_path, sent, code, word,
                                                          during):
     output = tmp_path / "out" / "bundle"
-    process = held_at(during, *build_args(output, tiny.cache, tiny.pipeline))
-    process.send_signal(sent)
-    stdout, stderr = process.communicate(timeout=120)
+    with held_at(during, *build_args(output, own_cache(tiny, tmp_path), tiny.pipeline)) as process:
+        process.send_signal(sent)
+        stdout, stderr = process.communicate(timeout=120)
     assert process.returncode == code
     assert stderr.strip().splitlines()[-1] == f"edgefreeze: {word}"
     assert "Traceback" not in stderr
@@ -120,15 +138,15 @@ def test_a_signal_exits_with_its_code_and_leaves_nothing(tiny, tmp_path, sent, c
 
 def test_two_builds_into_one_folder_one_ships_the_other_exits_2(tiny, tmp_path):
     output = tmp_path / "out" / "bundle"
-    args = build_args(output, tiny.cache, tiny.pipeline)
-    first = held_at("data", *args)  # it holds the output's lock from before reading data
-    second = run(*args)
-    assert second.returncode == 2
-    assert second.stderr.strip() == (f"edgefreeze: error: output: another build (pid {first.pid}) "
-                                     f"is writing {output}; wait for it or choose another "
-                                     "--output"), second.stderr
-    first.send_signal(signal.SIGUSR1)
-    first.communicate(timeout=300)  # reads its pipes to the end, so it never blocks on them
+    args = build_args(output, own_cache(tiny, tmp_path), tiny.pipeline)
+    with held_at("data", *args) as first:  # it holds the output's lock before reading data
+        second = run(*args)
+        assert second.returncode == 2
+        assert second.stderr.strip() == (f"edgefreeze: error: output: another build (pid "
+                                         f"{first.pid}) is writing {output}; wait for it or "
+                                         "choose another --output"), second.stderr
+        first.send_signal(signal.SIGUSR1)
+        first.communicate(timeout=300)  # reads its pipes to the end: it never blocks on them
     assert first.returncode == 0
     verified = run_cli("predict", str(output), "a fine film")  # the bundle is whole, verified
     assert verified.exit_code == 0, verified.stderr
@@ -197,8 +215,9 @@ def test_a_full_disk_while_writing_the_bundle_is_one_line_and_leaves_nothing(tin
     """4 MB: less than the tiny model's 8.9 MB fp32 file."""
     small = tmp_path / "small"
     output = small / "bundle"
+    cache = own_cache(tiny, tmp_path)
     (result,), left = _in_small_filesystem(
-        small, "4m", edgefreeze(*build_args(output, tiny.cache, tiny.pipeline), "--quiet"))
+        small, "4m", edgefreeze(*build_args(output, cache, tiny.pipeline), "--quiet"))
     assert result.returncode == 3, result.stderr
     line, = result.stderr.strip().splitlines()
     assert re.fullmatch(f"edgefreeze: error: output: no space left for the bundle beside "

@@ -140,6 +140,22 @@ class TokenClassification(Task):
     def unbatch(self, outputs: np.ndarray, lengths: Sequence[int]) -> Outputs:
         return [outputs[i, :length] for i, length in enumerate(lengths)]
 
+    def score(self, outputs: Outputs, targets: TagTargets) -> float:
+        if self.gate_metric != "entity_f1":
+            return super().score(outputs, targets)
+        from seqeval.metrics import f1_score
+
+        names = targets.names
+        truth, guess = [], []
+        for row, output in enumerate(outputs):
+            positions = targets.scored(row)
+            truth.append([names[i] for i in targets.tokens[row][positions]])
+            guess.append([names[i] for i in
+                          output.reshape(-1, output.shape[-1])[positions].argmax(-1)])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return float(f1_score(truth, guess, zero_division=0))
+
     def select(self, targets: TagTargets, rows: Sequence[int]) -> TagTargets:
         return TagTargets([targets.words[i] for i in rows], targets.names,
                           None if targets.tokens is None else [targets.tokens[i] for i in rows])
