@@ -21,14 +21,13 @@ import time
 from pathlib import Path
 
 import yaml
-
-from edgefreeze.build import BuildOptions, build
-from edgefreeze.errors import GateRefused
-from edgefreeze.progress import Reporter
-from edgefreeze.runtime.forms import INT8, REFERENCE
-from edgefreeze.spec import Pipeline, PipelineSpec, load_pipeline
-
 from _docs import BENCHMARKS_MD, cpu_name, write_section  # benchmarks/ is on sys.path
+
+from edgefreeze.progress import Reporter
+from edgefreeze.recipes.build import BuildOptions, build
+from edgefreeze.runtime.forms import INT8, REFERENCE
+from edgefreeze.runtime.manifest import GateRefused
+from edgefreeze.schema import Pipeline, PipelineSpec, load_pipeline
 
 PIPELINE = Path(__file__).resolve().parent.parent / "pipelines" / "rotten-tomatoes.yaml"
 

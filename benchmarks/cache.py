@@ -25,21 +25,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _docs import BENCHMARKS_MD, cpu_name, write_section  # benchmarks/ is on sys.path
 
 from edgefreeze.backbones import load_model
 from edgefreeze.cache import ActivationStore, describe_keyset, fetch_activations
+from edgefreeze.cache.features import CachedFeatures, LiveFeatures
 from edgefreeze.data import load_data
 from edgefreeze.freeze import frozen_digest, make_plan
-from edgefreeze.freeze.top_k import TopKSpec
 from edgefreeze.progress import Reporter
-from edgefreeze.spec import load_pipeline
+from edgefreeze.schema import load_pipeline
+from edgefreeze.schema.freeze import TopKSpec
 from edgefreeze.tasks import task_for
 from edgefreeze.train.batching import bucketed_batches
 from edgefreeze.train.device import resolve_precision
-from edgefreeze.train.features import CachedFeatures, LiveFeatures
 from edgefreeze.train.loop import train, train_step
-
-from _docs import BENCHMARKS_MD, cpu_name, write_section  # benchmarks/ is on sys.path
 
 PIPELINE = Path(__file__).resolve().parent.parent / "pipelines" / "rotten-tomatoes.yaml"
 QUIET = Reporter(quiet=True)

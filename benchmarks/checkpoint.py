@@ -20,15 +20,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from edgefreeze.build import BuildOptions, build
-from edgefreeze.errors import GateRefused
-from edgefreeze.hashing import file_sha256
-from edgefreeze.progress import Reporter
-from edgefreeze.runtime.forms import INT8, REFERENCE
-from edgefreeze.spec import load_pipeline
-
 from _docs import BENCHMARKS_MD, cpu_name, write_section  # benchmarks/ is on sys.path
 from scaling import PIPELINE, _result, measure
+
+from edgefreeze.hashing import file_sha256
+from edgefreeze.progress import Reporter
+from edgefreeze.recipes.build import BuildOptions, build
+from edgefreeze.runtime.forms import INT8, REFERENCE
+from edgefreeze.runtime.manifest import GateRefused
+from edgefreeze.schema import load_pipeline
 
 
 def whole_build(model: Path, rows: int, scratch: Path) -> dict:

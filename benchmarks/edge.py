@@ -21,15 +21,14 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from _docs import BENCHMARKS_MD, cpu_name, write_section  # benchmarks/ is on sys.path
 
 from edgefreeze.data import load_data
 from edgefreeze.runtime import Bundle, OnnxModel
 from edgefreeze.runtime.bench import bench
 from edgefreeze.runtime.forms import FP32, INT8, REFERENCE
-from edgefreeze.spec import load_pipeline
+from edgefreeze.schema import load_pipeline
 from edgefreeze.tasks import task_for
-
-from _docs import BENCHMARKS_MD, cpu_name, write_section  # benchmarks/ is on sys.path
 
 PIPELINE = Path(__file__).resolve().parent.parent / "pipelines" / "rotten-tomatoes.yaml"
 ROUNDS = 5  # each model measured in 5 interleaved rounds; figures are medians over rounds

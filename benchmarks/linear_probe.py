@@ -16,7 +16,7 @@ import torch
 
 from edgefreeze.backbones import load_model
 from edgefreeze.data import load_data
-from edgefreeze.spec import load_pipeline
+from edgefreeze.schema import load_pipeline
 from edgefreeze.tasks import task_for
 
 

@@ -25,18 +25,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import (DataCollatorWithPadding, Trainer, TrainingArguments,
-                          set_seed)
+from _docs import BENCHMARKS_MD, cpu_name, write_section  # benchmarks/ is on sys.path
+from transformers import DataCollatorWithPadding, Trainer, TrainingArguments, set_seed
 
 from edgefreeze.backbones import load_model
-from edgefreeze.build import BuildOptions, build
 from edgefreeze.data import load_data
 from edgefreeze.progress import Reporter
+from edgefreeze.recipes.build import BuildOptions, build
 from edgefreeze.runtime.forms import INT8, REFERENCE
-from edgefreeze.spec import Pipeline, load_pipeline
+from edgefreeze.schema import Pipeline, load_pipeline
 from edgefreeze.tasks import task_for
-
-from _docs import BENCHMARKS_MD, cpu_name, write_section  # benchmarks/ is on sys.path
 
 PIPELINE = Path(__file__).resolve().parent.parent / "pipelines" / "rotten-tomatoes.yaml"
 

@@ -26,24 +26,23 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
-from queue import Empty
 from pathlib import Path
+from queue import Empty
 
 import torch
+from _docs import BENCHMARKS_MD, cpu_name, write_section  # benchmarks/ is on sys.path
 from transformers import AutoModel, AutoTokenizer
 
 from edgefreeze.backbones import load_model
+from edgefreeze.cache.features import stem_features
 from edgefreeze.data import load_data
 from edgefreeze.data.sources import rotten_tomatoes
 from edgefreeze.freeze import frozen_digest, make_plan
 from edgefreeze.progress import Reporter
-from edgefreeze.spec import load_pipeline
+from edgefreeze.schema import load_pipeline
 from edgefreeze.tasks import task_for
 from edgefreeze.train.device import resolve_precision
-from edgefreeze.train.features import stem_features
 from edgefreeze.train.loop import train
-
-from _docs import BENCHMARKS_MD, cpu_name, write_section  # benchmarks/ is on sys.path
 
 PIPELINE = Path(__file__).resolve().parent.parent / "pipelines" / "rotten-tomatoes.yaml"
 # name -> (rows, max_length, layers, snippets joined into each text)

@@ -20,13 +20,12 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+from _docs import BENCHMARKS_MD, cpu_name, write_section  # benchmarks/ is on sys.path
 from onnx import TensorProto, helper
 
 from edgefreeze.runtime import SESSION_CONFIG, Bundle, session_options
 from edgefreeze.runtime.bench import inputs
 from edgefreeze.runtime.forms import INT8
-
-from _docs import BENCHMARKS_MD, cpu_name, write_section  # benchmarks/ is on sys.path
 
 ROUNDS, RUNS = 5, 300
 

@@ -17,10 +17,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from edgefreeze.spec import load_pipeline
-
 from _docs import BENCHMARKS_MD, cpu_name, write_section  # benchmarks/ is on sys.path
 from accuracy import PIPELINE, run, variant
+
+from edgefreeze.schema import load_pipeline
 
 # name -> the settings that make it, over the default pipeline (top 2 of 6 layers, lr_top
 # 3e-4). Full fine-tuning keeps the rate it is known to do well at (1e-4: 83.84 % over

@@ -19,14 +19,14 @@ import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from edgefreeze.build import BuildOptions
-from edgefreeze.progress import Reporter
-from edgefreeze.runtime.forms import INT8, REFERENCE
-from edgefreeze.spec import load_pipeline
-from edgefreeze.sweep import sweep
-
 from _docs import BENCHMARKS_MD, cpu_name, write_section  # benchmarks/ is on sys.path
 from peers import PIPELINE, trainer_run
+
+from edgefreeze.progress import Reporter
+from edgefreeze.recipes.build import BuildOptions
+from edgefreeze.recipes.sweep import sweep
+from edgefreeze.runtime.forms import INT8, REFERENCE
+from edgefreeze.schema import load_pipeline
 
 
 def trainer_epoch_s(trainable_layers: int) -> float:

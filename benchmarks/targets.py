@@ -24,11 +24,11 @@ import time
 import zipfile
 from pathlib import Path
 
-from edgefreeze.runtime.manifest import TargetCheck
-from edgefreeze.spec import load_pipeline
-from edgefreeze.verify_target import Interpreter, verify_target
-
 from _docs import BENCHMARKS_MD, cpu_name, write_section  # benchmarks/ is on sys.path
+
+from edgefreeze.recipes.verify_target import Interpreter, verify_target
+from edgefreeze.runtime.manifest import TargetCheck
+from edgefreeze.schema import load_pipeline
 
 DEFAULT_PIPELINE = Path(__file__).resolve().parent.parent / "pipelines" / "rotten-tomatoes.yaml"
 OLD_ORT = "1.20.1"

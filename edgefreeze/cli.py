@@ -18,9 +18,10 @@ from typing import Any
 import click
 
 from edgefreeze import __version__
-from edgefreeze.errors import ConfigError, EdgefreezeError, GateRefused
+from edgefreeze.errors import ConfigError, EdgefreezeError
 from edgefreeze.interrupts import Terminated, stopping_on_signals
 from edgefreeze.runtime.forms import FORMS, FP32, INT8, REFERENCE
+from edgefreeze.runtime.manifest import GateRefused
 
 BUILD_MODULES = {"torch", "transformers", "optimum", "onnx", "yaml", "tqdm", "safetensors",
                  "optuna", "peft"}
@@ -137,13 +138,13 @@ def _build(pipeline_file: str, output: Path | None, device: str | None, cache_di
            sweep: dict[str, Any] | None = None) -> None:
     """`build`, `retrain` and (with `sweep`: its --trials and --timeout) `sweep`."""
     def action() -> dict:
-        from edgefreeze.spec import load_pipeline
+        from edgefreeze.schema import load_pipeline
 
         pipeline = load_pipeline(pipeline_file)  # a bad file is refused before torch loads
 
-        from edgefreeze.build import BuildOptions
-        from edgefreeze.build import build as run_build
         from edgefreeze.progress import Reporter
+        from edgefreeze.recipes.build import BuildOptions
+        from edgefreeze.recipes.build import build as run_build
 
         options = BuildOptions(output=output, device=device, cache_dir=cache_dir,
                                use_cache=False if no_cache else None, added_rows=list(added),
@@ -151,7 +152,7 @@ def _build(pipeline_file: str, output: Path | None, device: str | None, cache_di
         if sweep is None:
             result = run_build(pipeline, options, Reporter(quiet))
         else:
-            from edgefreeze.sweep import sweep as run_sweep
+            from edgefreeze.recipes.sweep import sweep as run_sweep
 
             result = run_sweep(pipeline, options, Reporter(quiet), **sweep)
         if result is None:  # a torchrun process other than 0: it trained, 0 ships
@@ -235,9 +236,9 @@ def verify_target(bundle: Path, pipeline_file: str, python: Path, sysroot: Path 
     with this machine by the gate's rules, and record the check in the manifest. Exit 1
     when the target breaks the rules."""
     def action() -> dict:
-        from edgefreeze.spec import load_pipeline
-        from edgefreeze.verify_target import Interpreter
-        from edgefreeze.verify_target import verify_target as run_check
+        from edgefreeze.recipes.verify_target import Interpreter
+        from edgefreeze.recipes.verify_target import verify_target as run_check
+        from edgefreeze.schema import load_pipeline
 
         check = run_check(bundle, load_pipeline(pipeline_file),
                           Interpreter(python, sysroot, tuple(paths)), form, rows)
@@ -261,8 +262,8 @@ def inspect(pipeline_file: str, as_json: bool) -> None:
 
     def action() -> dict:
         from edgefreeze.errors import CheckFailed
-        from edgefreeze.freeze.inspect import inspect_pipeline
-        from edgefreeze.spec import load_pipeline
+        from edgefreeze.recipes.inspect import inspect_pipeline
+        from edgefreeze.schema import load_pipeline
 
         result = inspect_pipeline(load_pipeline(pipeline_file))
         if not as_json:

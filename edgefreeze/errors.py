@@ -6,12 +6,6 @@ configuration, 3 anything else.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from edgefreeze.runtime.manifest import Manifest
-
 
 class EdgefreezeError(Exception):
     """Base class: a failure with a one-line message and a stable exit code; `details`
@@ -44,15 +38,6 @@ class CheckFailed(EdgefreezeError):
     """A check ran and found a problem (a refused gate, a corrupt cache)."""
 
     exit_code = 1
-
-
-class GateRefused(CheckFailed):
-    """The built models failed the gate; nothing was published, the report was kept."""
-
-    def __init__(self, message: str, manifest: Manifest, report_dir: Path) -> None:
-        super().__init__(message)
-        self.manifest = manifest
-        self.report_dir = report_dir
 
 
 class BundleError(EdgefreezeError):

@@ -8,8 +8,12 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from transformers import (AutoConfig, AutoModelForImageClassification, ConvNextImageProcessor,
-                          ViTImageProcessor)
+from transformers import (
+    AutoConfig,
+    AutoModelForImageClassification,
+    ConvNextImageProcessor,
+    ViTImageProcessor,
+)
 
 SIDE = 32  # the tiny checkpoints' input size
 

@@ -9,11 +9,11 @@ from pathlib import Path
 import torch
 
 from edgefreeze.backbones import load_model
+from edgefreeze.cache.features import LiveFeatures
+from edgefreeze.context.world import World
 from edgefreeze.freeze import make_plan
-from edgefreeze.freeze.top_k import TopKSpec
+from edgefreeze.schema.freeze import TopKSpec
 from edgefreeze.tasks.encoding import encode_texts
-from edgefreeze.train.distributed import World
-from edgefreeze.train.features import LiveFeatures
 from edgefreeze.train.loop import NO_SCALING, train_step
 from tests.conftest import TEXT
 

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import (AutoConfig, AutoModelForSequenceClassification,
-                          AutoModelForTokenClassification)
+from transformers import (
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+)
 
 from edgefreeze.backbones import backbone_for, supported_model_types
 from edgefreeze.errors import ConfigError
 from edgefreeze.freeze import make_plan
-from edgefreeze.freeze.top_k import TopKSpec
+from edgefreeze.schema.freeze import TopKSpec
 from edgefreeze.tasks import task_for
 from edgefreeze.train.loop import check_gradients
 from tests.conftest import TEXT
@@ -156,7 +159,7 @@ def test_stem_then_top_is_the_tagger_s_own_forward(model_type):
 def test_every_method_fits_every_family(model_type, method):
     """Each parameter-efficient method attaches to each family by role, keeps stem-then-top
     equal to the model's own forward, and sees a text the same alone or padded in a batch."""
-    from edgefreeze.spec import PipelineSpec
+    from edgefreeze.schema import PipelineSpec
 
     backbone = backbone_for(tiny_model(model_type), TEXT)
     peft = PipelineSpec.model_validate({"name": "x", "model": "x", "data": {"source": "x"},

@@ -7,7 +7,7 @@ import csv
 import pytest
 import yaml
 
-from edgefreeze.spec import load_pipeline
+from edgefreeze.schema import load_pipeline
 from tests.conftest import SMOKE, run_cli, write_pipeline
 
 
@@ -48,6 +48,16 @@ def test_negative_epochs(tmp_path):
     line = build_expecting_error(tmp_path, pipeline)
     assert line == f"edgefreeze: error: {pipeline}:{line_of(pipeline, 'epochs:')}: " \
         "train.epochs: Input should be greater than or equal to 1"
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+def test_a_rate_that_is_not_a_finite_number_says_so(tmp_path, value):
+    """A NaN compares false with every bound: it must be named for what it is, not
+    refused with a bound's message."""
+    pipeline = write_pipeline(tmp_path, {"train": {"lr_top": value}})
+    line = build_expecting_error(tmp_path, pipeline)
+    assert line == (f"edgefreeze: error: {pipeline}:{line_of(pipeline, 'lr_top:')}: "
+                    "train.lr_top: Input should be a finite number")
 
 
 def test_malformed_yaml_names_line(tmp_path):

@@ -20,7 +20,7 @@ from edgefreeze.quantize.fallback import quantize_gated
 from edgefreeze.quantize.fusion import Architecture
 from edgefreeze.runtime import OnnxModel, TextInputs
 from edgefreeze.runtime.forms import INT8
-from edgefreeze.spec import GateSpec, load_pipeline
+from edgefreeze.schema import GateSpec, load_pipeline
 from tests.conftest import QUICK, SMOKE, TEXT, run_cli, write_pipeline
 
 BUNDLE_FILES = {"model.onnx", "model.int8.onnx", "tokenizer.json", "labels.json",

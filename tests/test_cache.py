@@ -14,14 +14,14 @@ import torch
 
 from edgefreeze.backbones import load_model
 from edgefreeze.cache import ActivationStore, describe_keyset, fetch_activations
+from edgefreeze.cache.features import CachedFeatures, LiveFeatures
 from edgefreeze.data import load_data
 from edgefreeze.freeze import frozen_digest, make_plan
 from edgefreeze.gate import reference_outputs
-from edgefreeze.freeze.top_k import TopKSpec
 from edgefreeze.progress import Reporter
-from edgefreeze.spec import DataSpec, TrainSpec
+from edgefreeze.schema import DataSpec, TrainSpec
+from edgefreeze.schema.freeze import TopKSpec
 from edgefreeze.tasks.encoding import encode_texts
-from edgefreeze.train.features import CachedFeatures, LiveFeatures
 from edgefreeze.train.loop import train
 from tests.conftest import QUICK, SMOKE, TEXT, run_cli, write_pipeline
 

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-import edgefreeze.spec
+import edgefreeze.schema
 from edgefreeze.cache import cache_root
 from edgefreeze.data import load_data
 from edgefreeze.gate import held_out_outputs
@@ -20,7 +20,7 @@ from edgefreeze.quantize.fallback import quantize_gated
 from edgefreeze.quantize.fusion import Architecture
 from edgefreeze.runtime import OnnxModel, TextInputs
 from edgefreeze.runtime.forms import SPLIT_INT8
-from edgefreeze.spec import CacheSpec, GateSpec, load_pipeline
+from edgefreeze.schema import CacheSpec, GateSpec, load_pipeline
 from tests.conftest import QUICK, SMOKE, TEXT, run_cli, write_pipeline
 from tests.tiny_text import SHAPE
 
@@ -70,7 +70,7 @@ def _explode(path):
 
 def test_an_unexpected_error_is_exit_3_in_one_line_and_its_traceback_on_request(
         tmp_path, monkeypatch):
-    monkeypatch.setattr(edgefreeze.spec, "load_pipeline", _explode)
+    monkeypatch.setattr(edgefreeze.schema, "load_pipeline", _explode)
     result = run_cli("build", str(SMOKE), "--output", str(tmp_path / "b"), "--json")
     assert result.exit_code == 3
     assert result.stderr.strip().splitlines() == [
@@ -86,7 +86,7 @@ def test_an_unexpected_error_is_exit_3_in_one_line_and_its_traceback_on_request(
 
 def test_a_missing_build_extra_names_the_package_and_the_fix(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "optuna", None)  # import optuna now fails, as uninstalled
-    monkeypatch.delitem(sys.modules, "edgefreeze.sweep", raising=False)
+    monkeypatch.delitem(sys.modules, "edgefreeze.recipes.sweep", raising=False)
     result = run_cli("sweep", str(SMOKE), "--output", str(tmp_path / "b"), "--json")
     assert result.exit_code == 2
     assert result.stderr.strip() == ("edgefreeze: error: this command needs the build extra "

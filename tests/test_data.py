@@ -10,7 +10,7 @@ import numpy as np
 from edgefreeze.data import load_data
 from edgefreeze.data.sources import rotten_tomatoes
 from edgefreeze.data.split import split_indices
-from edgefreeze.spec import DataSpec
+from edgefreeze.schema import DataSpec
 from tests.conftest import TEXT
 
 

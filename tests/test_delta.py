@@ -12,7 +12,6 @@ from edgefreeze.runtime import Predictor
 from edgefreeze.runtime.session import providers_for
 from tests.conftest import run_cli, write_pipeline
 
-
 NEW_ROWS = "text,category\n" + "".join(
     f"\"new review {i}, {'a delight' if i % 2 else 'a chore'}\",{'fresh' if i % 2 else 'rotten'}\n"
     for i in range(30))

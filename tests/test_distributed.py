@@ -16,7 +16,7 @@ import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
 from edgefreeze.backbones import load_model
-from edgefreeze.train.distributed import World
+from edgefreeze.context.world import World
 from tests.conftest import QUICK, ROOT, TEXT, run_cli, write_pipeline
 from tests.sgd_step import sgd_step
 

@@ -20,17 +20,23 @@ import torch
 from tokenizers import ByteLevelBPETokenizer
 from tokenizers.normalizers import BertNormalizer
 from tokenizers.processors import RobertaProcessing
-from transformers import (AutoConfig, AutoModelForSequenceClassification,
-                          DebertaV2TokenizerFast, DistilBertTokenizerFast,
-                          PreTrainedTokenizerFast, ElectraTokenizerFast, MPNetTokenizerFast,
-                          RobertaTokenizerFast)
+from transformers import (
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    DebertaV2TokenizerFast,
+    DistilBertTokenizerFast,
+    ElectraTokenizerFast,
+    MPNetTokenizerFast,
+    PreTrainedTokenizerFast,
+    RobertaTokenizerFast,
+)
 
 from edgefreeze.backbones import load_model
 from edgefreeze.data import load_data
 from edgefreeze.data.sources import rotten_tomatoes
 from edgefreeze.gate import reference_outputs
 from edgefreeze.runtime import Predictor
-from edgefreeze.spec import load_pipeline
+from edgefreeze.schema import load_pipeline
 from edgefreeze.tasks import task_for
 from edgefreeze.tasks.encoding import encode_texts
 from tests.conftest import TEXT, run_cli, write_pipeline

@@ -13,7 +13,7 @@ import pytest
 from edgefreeze.data.sources import read_source
 from edgefreeze.errors import BundleError
 from edgefreeze.runtime.bundle import LABELS, MANIFEST, Bundle
-from edgefreeze.spec import load_pipeline
+from edgefreeze.schema import load_pipeline
 from tests.conftest import QUICK, run_cli, write_pipeline
 from tests.test_bad_input import build_expecting_error, write_csv
 

@@ -14,24 +14,30 @@ import pytest
 import torch
 from PIL import Image
 from sklearn.datasets import load_digits
-from transformers import (AutoConfig, AutoModelForImageClassification, BitImageProcessor,
-                          CLIPImageProcessor, ConvNextImageProcessor, DeiTImageProcessor,
-                          ViTImageProcessor)
+from transformers import (
+    AutoConfig,
+    AutoModelForImageClassification,
+    BitImageProcessor,
+    CLIPImageProcessor,
+    ConvNextImageProcessor,
+    DeiTImageProcessor,
+    ViTImageProcessor,
+)
 
 from edgefreeze.backbones import backbone_for, load_model
+from edgefreeze.cache.features import LiveFeatures
 from edgefreeze.data import load_data
 from edgefreeze.errors import ConfigError
 from edgefreeze.freeze import make_plan
-from edgefreeze.freeze.top_k import TopKSpec
 from edgefreeze.progress import Reporter
 from edgefreeze.runtime import Bundle, Predictor
 from edgefreeze.runtime.bench import inputs as bench_inputs
-from edgefreeze.runtime.manifest import Manifest
 from edgefreeze.runtime.images import ImageFile, Preprocessing, read_image
-from edgefreeze.spec import load_pipeline, TrainSpec
+from edgefreeze.runtime.manifest import Manifest
+from edgefreeze.schema import TrainSpec, load_pipeline
+from edgefreeze.schema.freeze import TopKSpec
 from edgefreeze.tasks import task_for
 from edgefreeze.tasks.image_classification import check_device_pixels
-from edgefreeze.train.features import LiveFeatures
 from edgefreeze.train.loop import train
 from tests.conftest import OLD_ORT, run_cli, write_pipeline
 from tests.digit_images import SIDE, tiny_image_checkpoint, write_digit_folder
@@ -114,7 +120,7 @@ def test_a_processor_the_device_cannot_follow_is_refused():
 def test_image_folder_and_csv_of_paths(tmp_path):
     """A folder's subfolders are its labels; a CSV's relative paths are read from its own
     folder; an image is keyed by its content, wherever it lies."""
-    from edgefreeze.spec import DataSpec
+    from edgefreeze.schema import DataSpec
 
     folder = write_digit_folder(tmp_path / "digits", per_class=6, classes=3)
     (folder / "notes.txt").write_text("not an image")
@@ -286,7 +292,7 @@ def test_image_model_builds_gates_and_runs_on_the_device(tmp_path, model_type):
 def test_what_an_image_family_cannot_do_is_one_line(tmp_path):
     """Non-square ResNet feature maps, PEFT on convolutions, a folder of images for a text
     task."""
-    from edgefreeze.spec import DataSpec, PipelineSpec
+    from edgefreeze.schema import DataSpec, PipelineSpec
 
     backbone = backbone_for(_tiny("resnet"), IMAGES)
     with pytest.raises(ConfigError, match="needs square images; .* 70 positions"):

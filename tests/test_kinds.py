@@ -15,7 +15,7 @@ from edgefreeze.backbones import load_model
 from edgefreeze.errors import ConfigError
 from edgefreeze.freeze import PLANS, PlanKind, Selection, make_plan
 from edgefreeze.runtime import Predictor
-from edgefreeze.spec import FreezeSpec
+from edgefreeze.schema import FreezeSpec
 from edgefreeze.tasks import register_task
 from edgefreeze.tasks.text_classification import TextClassification
 from tests.conftest import QUICK, SMOKE, TEXT, run_cli, write_pipeline

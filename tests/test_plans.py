@@ -16,14 +16,13 @@ import torch
 from safetensors.torch import load_file
 
 from edgefreeze.backbones import load_model
+from edgefreeze.cache.features import LiveFeatures
 from edgefreeze.data import load_data
 from edgefreeze.freeze import PLANS, PlanKind, Selection, make_plan
-from edgefreeze.freeze.inspect import gradient_flow
-from edgefreeze.freeze.progressive import ProgressiveSpec
-from edgefreeze.freeze.top_k import TopKSpec
+from edgefreeze.freeze.diagnostics import gradient_flow
 from edgefreeze.progress import Reporter
-from edgefreeze.spec import DataSpec, FreezeSpec, TrainSpec
-from edgefreeze.train.features import LiveFeatures
+from edgefreeze.schema import DataSpec, FreezeSpec, TrainSpec
+from edgefreeze.schema.freeze import ProgressiveSpec, TopKSpec
 from edgefreeze.train.loop import _lr_factor, top_outputs, train
 from tests.conftest import QUICK, TEXT, run_cli, write_pipeline
 from tests.tiny_text import SHAPE
@@ -236,7 +235,7 @@ def test_adapters_and_virtual_tokens_export_as_part_of_the_graph(build, tmp_path
 
 
 def test_virtual_tokens_see_the_same_text_alone_or_padded_in_a_batch():
-    from edgefreeze.peft.prefix import PrefixSpec
+    from edgefreeze.schema.peft import PrefixSpec
 
     loaded = minilm()
     plan = make_plan(TopKSpec(trainable_layers=2), loaded.backbone, PrefixSpec(method="prefix"))
@@ -253,7 +252,7 @@ def test_virtual_tokens_see_the_same_text_alone_or_padded_in_a_batch():
 
 
 def test_cached_features_advance_to_a_higher_boundary_exactly():
-    from edgefreeze.train.features import CachedFeatures, advance_features
+    from edgefreeze.cache.features import CachedFeatures, advance_features
 
     loaded = minilm()
     texts = ["a fine film", "dull", "the cast is wonderful but the script never finds it"]

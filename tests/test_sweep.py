@@ -13,7 +13,7 @@ import pytest
 from edgefreeze.data import load_data
 from edgefreeze.runtime import Predictor
 from edgefreeze.runtime.manifest import Manifest
-from edgefreeze.spec import load_pipeline
+from edgefreeze.schema import load_pipeline
 from tests.conftest import QUICK, TEXT, run_cli, write_pipeline
 
 SWEEP = {**QUICK, "data": {"sample_rows": 240}}
@@ -137,7 +137,7 @@ def test_when_no_trial_beats_the_pipelines_own_settings_they_ship(tmp_path):
 def test_the_paired_bootstrap_needs_more_than_luck():
     """One row more right in a thousand is ahead in about 63 % of resamples (the row is
     drawn at least once): noise. Fifty rows more right is ahead in every one."""
-    from edgefreeze.paired import compare
+    from edgefreeze.gate.paired import compare
 
     targets = np.ones(1000, dtype=np.int64)
     right, wrong = np.array([0.0, 1.0]), np.array([1.0, 0.0])

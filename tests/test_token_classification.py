@@ -19,7 +19,7 @@ from edgefreeze.data import load_data
 from edgefreeze.runtime import Predictor
 from edgefreeze.runtime.manifest import Manifest
 from edgefreeze.runtime.outputs import entity_runs
-from edgefreeze.spec import DataSpec, load_pipeline
+from edgefreeze.schema import DataSpec, load_pipeline
 from edgefreeze.tasks import task_for
 from tests.conftest import run_cli, write_pipeline
 from tests.film_titles import film_sentences, to_scheme, write_conll, write_jsonl

@@ -8,14 +8,14 @@ import numpy as np
 import torch
 
 from edgefreeze.backbones import load_model
+from edgefreeze.cache.features import LiveFeatures
 from edgefreeze.data import load_data
 from edgefreeze.freeze import make_plan
-from edgefreeze.freeze.top_k import TopKSpec
 from edgefreeze.progress import Reporter
 from edgefreeze.runtime import load_tokenizer
-from edgefreeze.spec import DataSpec, TrainSpec
+from edgefreeze.schema import DataSpec, TrainSpec
+from edgefreeze.schema.freeze import TopKSpec
 from edgefreeze.tasks.encoding import encode_texts
-from edgefreeze.train.features import LiveFeatures
 from edgefreeze.train.device import gradient_scaler
 from edgefreeze.train.loop import NO_SCALING, set_dropout, train
 from tests.conftest import TEXT

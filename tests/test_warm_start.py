@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from edgefreeze.backbones import load_model
 from edgefreeze.freeze import frozen_digest, make_plan
-from edgefreeze.freeze.top_k import TopKSpec
+from edgefreeze.schema.freeze import TopKSpec
 from edgefreeze.train.warm_start import load_trainable
 from tests.conftest import TEXT, run_cli, write_pipeline
 

@@ -17,8 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import (AutoConfig, AutoImageProcessor, AutoTokenizer, BaseImageProcessor,
-                          PreTrainedTokenizerBase)
+from transformers import (
+    AutoConfig,
+    AutoImageProcessor,
+    AutoTokenizer,
+    BaseImageProcessor,
+    PreTrainedTokenizerBase,
+)
 from transformers import logging as hf_logging
 
 from edgefreeze.backbones.registry import FAMILIES, Backbone, backbone_for

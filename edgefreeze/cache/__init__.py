@@ -10,7 +10,7 @@ from edgefreeze.cache.activations import CacheStats, fetch_activations
 from edgefreeze.cache.keys import describe_keyset
 from edgefreeze.cache.store import ActivationStore
 from edgefreeze.errors import ConfigError
-from edgefreeze.spec import CacheSpec
+from edgefreeze.schema import CacheSpec
 
 __all__ = ["ActivationStore", "CacheStats", "cache_root", "describe_keyset", "fetch_activations"]
 

@@ -22,8 +22,17 @@ from pathlib import Path
 
 import numpy as np
 
-from edgefreeze.cache.store import (DTYPES, INDEX, INDEX_FILES, KEYSET_NAME, SHARD_NAME,
-                                    cache_problem, checksum, open_index, read_index)
+from edgefreeze.cache.store import (
+    DTYPES,
+    INDEX,
+    INDEX_FILES,
+    KEYSET_NAME,
+    SHARD_NAME,
+    cache_problem,
+    checksum,
+    open_index,
+    read_index,
+)
 from edgefreeze.errors import CacheError, ConfigError
 
 ORPHAN_GRACE_S = 3600  # an unindexed shard younger than this may belong to a running build

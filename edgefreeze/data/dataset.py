@@ -20,7 +20,7 @@ from edgefreeze.data.sources import ReadOptions, Table, read_file, read_source
 from edgefreeze.data.split import split_indices
 from edgefreeze.errors import ConfigError
 from edgefreeze.runtime.images import ImageFile
-from edgefreeze.spec import DataSpec
+from edgefreeze.schema import DataSpec
 from edgefreeze.tasks import MissingValue, Task
 from edgefreeze.tasks.encoding import Encoded
 

@@ -7,20 +7,10 @@ train. The manifest's `training.freeze.moves` says where the boundary went and w
 
 from __future__ import annotations
 
-from pydantic import Field
-
 from edgefreeze.backbones import Backbone
 from edgefreeze.errors import ConfigError
 from edgefreeze.freeze.plan import PLANS, FreezePlan, PlanKind, Selection
-from edgefreeze.spec import FreezeSpec
-
-
-class AutoSpec(FreezeSpec):
-    trainable_layers: int = Field(4, ge=1, description="top layers that train at first")
-    threshold: float = Field(0.1, gt=0.0, lt=10.0, description="freeze the lowest training "
-                             "layer once its gradient norm changes by less than this share "
-                             "between epochs")
-    floor: int = Field(1, ge=1, description="top layers that always train")
+from edgefreeze.schema.freeze import AutoSpec
 
 
 @PLANS.register("auto")

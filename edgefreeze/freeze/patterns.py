@@ -11,22 +11,10 @@ from __future__ import annotations
 
 from fnmatch import fnmatchcase
 
-from pydantic import Field
-
 from edgefreeze.backbones import Backbone
 from edgefreeze.errors import ConfigError
 from edgefreeze.freeze.plan import PLANS, PlanKind, Selection
-from edgefreeze.spec import FreezeSpec
-
-
-class PatternsSpec(FreezeSpec):
-    train: list[str] = Field(
-        default_factory=list, description="parameter-name globs that train, e.g. "
-        "'*.encoder.layer.5.*' or '*.bias'")
-    freeze: list[str] = Field(
-        default_factory=list, description="globs that stay frozen even if `train` or the "
-        "head names them")
-    head: bool = Field(True, description="the task's head trains (a new head must)")
+from edgefreeze.schema.freeze import PatternsSpec
 
 
 @PLANS.register("patterns")

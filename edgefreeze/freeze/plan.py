@@ -22,8 +22,8 @@ from torch import nn
 
 from edgefreeze.backbones import Backbone
 from edgefreeze.errors import ConfigError
-from edgefreeze.registry import Registry
-from edgefreeze.spec import FreezeSpec, PeftSpec
+from edgefreeze.schema import PLAN_SETTINGS, FreezeSpec, PeftSpec
+from edgefreeze.schema.section import KindRegistry
 
 NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
 # What trains is grouped by role; each role's learning rate is a `train:` setting.
@@ -65,7 +65,7 @@ class PlanKind(ABC):
         return None
 
 
-PLANS: Registry[type[PlanKind]] = Registry("freezing plan")
+PLANS: KindRegistry[type[PlanKind]] = KindRegistry("freezing plan", PLAN_SETTINGS)
 
 
 @dataclass(frozen=True)

@@ -7,18 +7,10 @@ layers between the floor and those already unfrozen run without gradients, in ev
 
 from __future__ import annotations
 
-from pydantic import Field
-
 from edgefreeze.backbones import Backbone
 from edgefreeze.errors import ConfigError
 from edgefreeze.freeze.plan import PLANS, PlanKind, Selection
-from edgefreeze.spec import FreezeSpec
-
-
-class ProgressiveSpec(FreezeSpec):
-    floor: int = Field(2, ge=1, description="how many top layers train in the end; the "
-                       "cache boundary sits below them")
-    every: int = Field(1, ge=1, description="epochs between unfreezing one more layer")
+from edgefreeze.schema.freeze import ProgressiveSpec
 
 
 @PLANS.register("progressive")

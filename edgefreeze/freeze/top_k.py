@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import Field
-
 from edgefreeze.backbones import Backbone
 from edgefreeze.errors import ConfigError
 from edgefreeze.freeze.plan import PLANS, PlanKind, Selection
-from edgefreeze.spec import FreezeSpec
-
-
-class TopKSpec(FreezeSpec):
-    trainable_layers: int = Field(
-        2, ge=0, description="top encoder layers that train; 0 trains the head only")
+from edgefreeze.schema.freeze import TopKSpec
 
 
 @PLANS.register("top_k")

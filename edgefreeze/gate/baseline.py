@@ -23,7 +23,7 @@ from edgefreeze.gate.rules import Rule
 from edgefreeze.progress import Reporter
 from edgefreeze.runtime.bundle import Bundle
 from edgefreeze.runtime.forms import INT8
-from edgefreeze.spec import BaselineSpec
+from edgefreeze.schema import BaselineSpec
 from edgefreeze.tasks import Outputs, Task
 
 LISTED_FLIPS = 100  # flipped examples the manifest lists (all are counted)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from edgefreeze.gate.evaluate import Evaluation
 from edgefreeze.runtime.forms import FORMS, REFERENCE, ModelForm
-from edgefreeze.spec import GateSpec
+from edgefreeze.schema import GateSpec
 
 
 @dataclass(frozen=True)

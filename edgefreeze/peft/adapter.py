@@ -5,20 +5,11 @@ export (a few small matmuls per layer)."""
 
 from __future__ import annotations
 
-from pydantic import Field
 from torch import nn
 
 from edgefreeze.backbones import Backbone
 from edgefreeze.peft.method import METHODS, PeftMethod, matching_linears
-from edgefreeze.spec import PeftSpec
-
-
-class AdapterSpec(PeftSpec):
-    bottleneck: int = Field(64, ge=1, le=4096, description="width of the adapter's middle")
-    targets: list[str] = Field(["attention_output", "output"], min_length=1,
-                               description="linear modules followed by an adapter: roles "
-                               "(after attention, after the feed-forward block) or name "
-                               "suffixes")
+from edgefreeze.schema.peft import AdapterSpec
 
 
 class Bottleneck(nn.Module):

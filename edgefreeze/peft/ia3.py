@@ -3,21 +3,13 @@ activations, l * (W x); merged into W before export, through the `peft` library.
 
 from __future__ import annotations
 
-from pydantic import Field
 from torch import nn
 
 from edgefreeze.backbones import Backbone
 from edgefreeze.errors import ConfigError
 from edgefreeze.peft.merge import merge_tuner_layers
 from edgefreeze.peft.method import METHODS, PeftMethod, matching_linears
-from edgefreeze.spec import PeftSpec
-
-
-class IA3Spec(PeftSpec):
-    targets: list[str] = Field(["key", "value", "output"], min_length=1,
-                               description="linear modules rescaled: roles or name suffixes")
-    feedforward: list[str] = Field(["output"], description="those among the targets whose "
-                                   "input, not output, is rescaled (feed-forward)")
+from edgefreeze.schema.peft import IA3Spec
 
 
 @METHODS.register("ia3")

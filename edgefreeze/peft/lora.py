@@ -3,23 +3,12 @@ and W frozen; merged into W before export, through the `peft` library."""
 
 from __future__ import annotations
 
-from pydantic import Field
 from torch import nn
 
 from edgefreeze.backbones import Backbone
-from edgefreeze.peft.method import METHODS, PeftMethod, matching_linears
 from edgefreeze.peft.merge import merge_tuner_layers
-from edgefreeze.spec import PeftSpec
-
-
-class LoraSpec(PeftSpec):
-    r: int = Field(8, ge=1, le=1024, description="rank of the update")
-    alpha: float = Field(16.0, gt=0.0, description="scale: the update is alpha / r times BA")
-    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout on the LoRA branch's input")
-    targets: list[str] = Field(["query", "value"], min_length=1, description="linear modules "
-                               "of each trainable layer that get an update: roles (query, key, "
-                               "value, attention_output, intermediate, output) or name "
-                               "suffixes")
+from edgefreeze.peft.method import METHODS, PeftMethod, matching_linears
+from edgefreeze.schema.peft import LoraSpec
 
 
 @METHODS.register("lora")

@@ -10,8 +10,8 @@ from torch import nn
 
 from edgefreeze.backbones import Backbone
 from edgefreeze.errors import ConfigError
-from edgefreeze.registry import Registry
-from edgefreeze.spec import PeftSpec
+from edgefreeze.schema import PEFT_SETTINGS, PeftSpec
+from edgefreeze.schema.section import KindRegistry
 
 
 class PeftMethod(ABC):
@@ -31,7 +31,8 @@ class PeftMethod(ABC):
         and export as part of the graph)."""
 
 
-METHODS: Registry[type[PeftMethod]] = Registry("parameter-efficient method")
+METHODS: KindRegistry[type[PeftMethod]] = KindRegistry("parameter-efficient method",
+                                                        PEFT_SETTINGS)
 
 
 def matching_linears(backbone: Backbone, layers: list[int], targets: list[str],

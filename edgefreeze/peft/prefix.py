@@ -9,17 +9,12 @@ no positions, and padded rows mask their padding whatever follows it."""
 from __future__ import annotations
 
 import torch
-from pydantic import Field
 from torch import nn
 
 from edgefreeze.backbones import Backbone
 from edgefreeze.errors import ConfigError
 from edgefreeze.peft.method import METHODS, PeftMethod
-from edgefreeze.spec import PeftSpec
-
-
-class PrefixSpec(PeftSpec):
-    tokens: int = Field(16, ge=1, le=512, description="virtual tokens the layers attend to")
+from edgefreeze.schema.peft import PrefixSpec
 
 
 class VirtualTokens(nn.Module):

@@ -5,14 +5,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgefreeze.errors import GateRefused
 from edgefreeze.publish.claim import DestinationClaim
 from edgefreeze.publish.html_report import render_html
 from edgefreeze.publish.record import manifest_for
 from edgefreeze.publish.report import render_report
-from edgefreeze.publish.staging import (HTML_REPORT, REPORT, Staging, check_destination,
-                                        destination_for)
-from edgefreeze.runtime.manifest import Manifest
+from edgefreeze.publish.staging import (
+    HTML_REPORT,
+    REPORT,
+    Staging,
+    check_destination,
+    destination_for,
+)
+from edgefreeze.runtime.manifest import GateRefused, Manifest
 
 __all__ = ["DestinationClaim", "Staging", "check_destination", "destination_for", "manifest_for",
            "publish_or_refuse"]

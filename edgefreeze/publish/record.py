@@ -18,7 +18,7 @@ from edgefreeze.freeze import FreezePlan
 from edgefreeze.gate import Evaluation, Verdict
 from edgefreeze.runtime.manifest import Manifest
 from edgefreeze.runtime.session import SESSION_CONFIG
-from edgefreeze.spec import Pipeline
+from edgefreeze.schema import Pipeline
 from edgefreeze.tasks import Task
 from edgefreeze.train.loop import TrainResult
 

@@ -18,7 +18,7 @@ from edgefreeze.failpoints import failpoint
 from edgefreeze.hashing import file_sha256
 from edgefreeze.runtime.bundle import MANIFEST
 from edgefreeze.runtime.manifest import FileRecord, Manifest
-from edgefreeze.spec import Pipeline
+from edgefreeze.schema import Pipeline
 
 REPORT = "report.md"
 HTML_REPORT = "report.html"

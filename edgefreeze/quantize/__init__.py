@@ -15,7 +15,7 @@ from edgefreeze.quantize.fp16 import to_fp16
 from edgefreeze.quantize.fusion import Architecture
 from edgefreeze.runtime.forms import FP16, ModelForm
 from edgefreeze.runtime.inputs import InputEncoder
-from edgefreeze.spec import PipelineSpec, QuantizeSpec
+from edgefreeze.schema import PipelineSpec, QuantizeSpec
 from edgefreeze.tasks import Outputs, Task
 
 __all__ = ["quantize_models"]

@@ -28,7 +28,7 @@ from edgefreeze.runtime.bench import batch1_latency_ms
 from edgefreeze.runtime.forms import ModelForm
 from edgefreeze.runtime.inputs import InputEncoder
 from edgefreeze.runtime.session import OnnxModel
-from edgefreeze.spec import GateSpec, QuantizeSpec
+from edgefreeze.schema import GateSpec, QuantizeSpec
 from edgefreeze.tasks import Outputs, Task
 
 

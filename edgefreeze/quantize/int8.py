@@ -21,12 +21,17 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
-                                      quantize_dynamic, quantize_static)
+from onnxruntime.quantization import (
+    CalibrationDataReader,
+    QuantFormat,
+    QuantType,
+    quantize_dynamic,
+    quantize_static,
+)
 
 from edgefreeze.quantize.fusion import Architecture, fuse
-from edgefreeze.quantize.targets import TARGETS
-from edgefreeze.spec import QuantizeSpec
+from edgefreeze.schema import QuantizeSpec
+from edgefreeze.schema.targets import TARGETS
 
 WEIGHT_TYPES = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}
 NORM_OPS = {"LayerNormalization", "SkipLayerNormalization", "EmbedLayerNormalization",

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from edgefreeze.errors import BundleError
+from edgefreeze.errors import BundleError, CheckFailed
 
 SCHEMA_VERSION = 2
 
@@ -213,7 +213,7 @@ class TrialRecord(Record):
 
 
 class PairedComparison(Record):
-    """The sweep's best trial against the pipeline's own settings (`edgefreeze.paired`)."""
+    """The sweep's best trial against the pipeline's own settings (`edgefreeze.gate.paired`)."""
 
     method: str
     resamples: int
@@ -410,3 +410,12 @@ def _v1_training(training: dict, old: dict) -> dict:
     kept = ("device", "precision", "warm_start", "steps")
     return {**{k: training[k] for k in kept if k in training}, "epochs": epochs,
             "freeze": freeze}
+
+
+class GateRefused(CheckFailed):
+    """The built models failed the gate; nothing was published, the report was kept."""
+
+    def __init__(self, message: str, manifest: Manifest, report_dir: Path) -> None:
+        super().__init__(message)
+        self.manifest = manifest
+        self.report_dir = report_dir

@@ -16,7 +16,6 @@ from transformers import BatchEncoding, PreTrainedTokenizerBase
 
 from edgefreeze.runtime.inputs import word_starts
 
-
 TOKEN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")  # what a text model may take
 
 

@@ -14,8 +14,8 @@ import torch
 from transformers import AutoModelForSequenceClassification, PreTrainedTokenizerBase
 
 from edgefreeze.tasks.base import Head, MissingValue, Outputs, Task
-from edgefreeze.tasks.registry import register_task
 from edgefreeze.tasks.encoding import Encoded, encode_texts
+from edgefreeze.tasks.registry import register_task
 
 
 def _pooled_head(model, hidden, mask):

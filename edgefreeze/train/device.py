@@ -1,18 +1,8 @@
-"""Where and in what precision the trainable top runs."""
+"""In what precision the trainable top runs (the device is the run's: `edgefreeze.context`)."""
 
 from __future__ import annotations
 
 import torch
-
-from edgefreeze.errors import ConfigError
-
-
-def resolve_device(requested: str) -> torch.device:
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("train.device: cuda was asked for but no CUDA device is available")
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(requested)
 
 
 def resolve_precision(requested: str, device: torch.device) -> str:

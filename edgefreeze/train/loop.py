@@ -14,18 +14,18 @@ import numpy as np
 import torch
 
 from edgefreeze.backbones import Backbone
+from edgefreeze.cache.features import Features, advance_features
+from edgefreeze.context.world import World
 from edgefreeze.errors import ConfigError
 from edgefreeze.failpoints import failpoint
 from edgefreeze.freeze import LEARNING_RATES, FreezePlan
-from edgefreeze.freeze.inspect import gradient_flow
+from edgefreeze.freeze.diagnostics import gradient_flow
 from edgefreeze.modes import evaluating
 from edgefreeze.progress import Reporter
-from edgefreeze.spec import TrainSpec
+from edgefreeze.schema import TrainSpec
 from edgefreeze.tasks import Outputs, Task
 from edgefreeze.train.batching import bucketed_batches
 from edgefreeze.train.device import autocast, gradient_scaler, resolve_precision
-from edgefreeze.train.distributed import World
-from edgefreeze.train.features import Features, advance_features
 
 
 @dataclass

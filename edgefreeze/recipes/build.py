@@ -15,6 +15,9 @@ import torch
 
 from edgefreeze.backbones import LoadedModel, load_model
 from edgefreeze.cache import cache_root
+from edgefreeze.cache.features import Features, stem_features
+from edgefreeze.context.device import resolve_device
+from edgefreeze.context.world import World, join_world
 from edgefreeze.data import LabelledData, load_data
 from edgefreeze.export import export_models, write_model_files
 from edgefreeze.failpoints import failpoint
@@ -22,19 +25,22 @@ from edgefreeze.freeze import FreezePlan, frozen_digest, make_plan
 from edgefreeze.gate import Verdict, evaluate, judge, reference_outputs
 from edgefreeze.gate.baseline import compare_with_baseline, open_baseline
 from edgefreeze.progress import Reporter
-from edgefreeze.publish import (DestinationClaim, Staging, check_destination, destination_for,
-                                manifest_for, publish_or_refuse)
+from edgefreeze.publish import (
+    DestinationClaim,
+    Staging,
+    check_destination,
+    destination_for,
+    manifest_for,
+    publish_or_refuse,
+)
 from edgefreeze.quantize import quantize_models
 from edgefreeze.runtime.bundle import Bundle
 from edgefreeze.runtime.forms import INT8, requested
 from edgefreeze.runtime.inputs import input_kind
 from edgefreeze.runtime.manifest import Manifest
-from edgefreeze.spec import Pipeline
+from edgefreeze.schema import Pipeline
 from edgefreeze.tasks import Task, task_for
 from edgefreeze.tasks.encoding import ModelInputs
-from edgefreeze.train.device import resolve_device
-from edgefreeze.train.distributed import World, join_world
-from edgefreeze.train.features import Features, stem_features
 from edgefreeze.train.loop import TrainResult, train
 from edgefreeze.train.warm_start import load_trainable, save_trainable
 

@@ -1,4 +1,5 @@
-"""The CPUs an int8 model is quantized for, and what each needs from its int8 weights.
+"""The CPUs an int8 model is quantized for (`quantize.target`), and what each needs from
+its int8 weights.
 
 The settings follow ONNX Runtime's guidance on its u8/s8 kernels ("Quantize ONNX models",
 data type selection):
@@ -9,8 +10,6 @@ data type selection):
 - AVX-512 VNNI (VPDPBUSD) and 64-bit Arm (NEON dot product) sum in 32 bits: full-range s8
   weights, as Optimum's avx512_vnni and arm64 presets have. Their int8 files are
   therefore identical; only the kernels that run them differ, on the device.
-No imports of its own beyond the standard library: the pipeline schema validates
-`quantize.target` against this table.
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ from edgefreeze.cache import (
     describe_keyset,
     fetch_activations,
 )
+from edgefreeze.context.world import World
 from edgefreeze.data import LabelledData
 from edgefreeze.failpoints import failpoint
 from edgefreeze.freeze import FreezePlan
@@ -28,7 +29,6 @@ from edgefreeze.modes import evaluating
 from edgefreeze.progress import Reporter
 from edgefreeze.tasks import Task
 from edgefreeze.tasks.encoding import ModelInputs
-from edgefreeze.train.distributed import World
 
 
 class LiveFeatures:

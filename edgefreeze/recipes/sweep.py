@@ -17,7 +17,7 @@ along. Most trials stop at
 their first sixth: a sweep costs about as much as a few whole trainings.
 
 The pipeline's own settings are always the first trial, and the best trial replaces them
-only when it is better beyond the validation rows' noise (`edgefreeze.paired`): the best of
+only when it is better beyond the validation rows' noise (`edgefreeze.gate.paired`): the best of
 many noisy scores is biased upward, and a sweep must never ship a model worse than not
 sweeping would have.
 """
@@ -35,15 +35,15 @@ import optuna
 import torch
 
 from edgefreeze.backbones import LoadedModel
-from edgefreeze.build import BuildOptions, BuildResult, Prepared, prepare, ship
+from edgefreeze.cache.features import Features, LiveFeatures, advance_features
 from edgefreeze.errors import ConfigError
 from edgefreeze.freeze import FreezePlan, frozen_digest, make_plan
-from edgefreeze.paired import compare
+from edgefreeze.gate.paired import compare
 from edgefreeze.peft import METHODS
 from edgefreeze.progress import Reporter
-from edgefreeze.spec import Pipeline, PipelineSpec, SweepSpec
+from edgefreeze.recipes.build import BuildOptions, BuildResult, Prepared, prepare, ship
+from edgefreeze.schema import Pipeline, PipelineSpec, SweepSpec
 from edgefreeze.tasks import Outputs, Task
-from edgefreeze.train.features import Features, LiveFeatures, advance_features
 from edgefreeze.train.loop import TrainResult, top_outputs, train
 
 CHECKS = 6  # validation checkpoints per trial schedule, where the pruner may stop it

@@ -26,7 +26,7 @@ from edgefreeze.data import load_data
 from edgefreeze.errors import CheckFailed, ConfigError, EdgefreezeError
 from edgefreeze.runtime.bundle import MANIFEST, Predictor
 from edgefreeze.runtime.manifest import Manifest, TargetCheck
-from edgefreeze.spec import Pipeline
+from edgefreeze.schema import Pipeline
 from edgefreeze.tasks import task_for
 from edgefreeze.tasks.encoding import Encoded, EncodedImages, ModelInputs
 
