@@ -32,13 +32,14 @@ from edgefreeze.cache import ActivationStore, describe_keyset, fetch_activations
 from edgefreeze.cache.features import CachedFeatures, LiveFeatures
 from edgefreeze.data import load_data
 from edgefreeze.freeze import frozen_digest, make_plan
+from edgefreeze.context import RunContext
 from edgefreeze.progress import Reporter
 from edgefreeze.schema import load_pipeline
 from edgefreeze.schema.freeze import TopKSpec
 from edgefreeze.tasks import task_for
 from edgefreeze.train.batching import bucketed_batches
 from edgefreeze.train.device import resolve_precision
-from edgefreeze.train.loop import train, train_step
+from edgefreeze.train.loop import Examples, Splits, TopStep, train
 
 PIPELINE = Path(__file__).resolve().parent.parent / "pipelines" / "rotten-tomatoes.yaml"
 QUIET = Reporter(quiet=True)
@@ -73,7 +74,8 @@ class Bench:
         encoded = self.task.encode(loaded.processor, texts, self.max_length)
         keys = [self.task.example_key(text) for text in texts]
         start = time.perf_counter()
-        arrays, stats = fetch_activations(store, keys, encoded, loaded.backbone, plan, CPU, QUIET)
+        arrays, stats = fetch_activations(store, keys, encoded, loaded.backbone, plan,
+                                          RunContext(QUIET))
         seconds = time.perf_counter() - start
         store.close()
         return arrays, stats, seconds
@@ -81,7 +83,8 @@ class Bench:
     def epoch(self, loaded, plan, features, labels: np.ndarray, epochs: int = 1) -> float:
         spec = self.train_spec.model_copy(update={"epochs": epochs})
         start = time.perf_counter()
-        train(loaded.backbone, plan, self.task, features, labels, None, None, spec, CPU, QUIET)
+        train(loaded.backbone, plan, self.task, Splits(Examples(features, labels)), spec,
+              RunContext(QUIET))
         return time.perf_counter() - start
 
     def pure_top(self, loaded, plan, features: CachedFeatures, labels: np.ndarray) -> float:
@@ -94,9 +97,10 @@ class Bench:
         plan.begin_epoch(loaded.model, 1)
         precision = resolve_precision(self.train_spec.precision, CPU)
         start = time.perf_counter()
-        for batch in tensors:
-            train_step(loaded.backbone, plan, self.task, batch, optimizer, precision,
+        step = TopStep(loaded.backbone, self.task, optimizer, precision,
                        self.train_spec.max_grad_norm)
+        for batch in tensors:
+            step(plan, batch)
         return time.perf_counter() - start
 
     def configuration(self, trainable_layers: int) -> dict:

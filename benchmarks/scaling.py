@@ -34,15 +34,16 @@ from _docs import BENCHMARKS_MD, cpu_name, write_section  # benchmarks/ is on sy
 from transformers import AutoModel, AutoTokenizer
 
 from edgefreeze.backbones import load_model
-from edgefreeze.cache.features import stem_features
+from edgefreeze.cache.features import CacheSettings, stem_features
+from edgefreeze.context import RunContext
 from edgefreeze.data import load_data
 from edgefreeze.data.sources import rotten_tomatoes
-from edgefreeze.freeze import frozen_digest, make_plan
+from edgefreeze.freeze import PlannedModel
 from edgefreeze.progress import Reporter
 from edgefreeze.schema import load_pipeline
 from edgefreeze.tasks import task_for
 from edgefreeze.train.device import resolve_precision
-from edgefreeze.train.loop import train
+from edgefreeze.train.loop import Examples, Splits, train
 
 PIPELINE = Path(__file__).resolve().parent.parent / "pipelines" / "rotten-tomatoes.yaml"
 # name -> (rows, max_length, layers, snippets joined into each text)
@@ -102,22 +103,22 @@ def measure(rows: int | None, max_length: int, layers: int, snippets: int, scrat
         source = load_model(spec.model, task, data.label_names, pipeline.resolve, False, 0)
         model = str(deepen(Path(source.source["location"]), layers, Path(scratch) / "deep"))
     loaded = load_model(model, task, data.label_names, pipeline.resolve, False, 0, max_length)
-    plan = make_plan(spec.freeze, loaded.backbone)
+    model = PlannedModel.of(loaded, spec.freeze, None, spec.train.seed)
+    plan = model.plan
     encoded = {name: task.encode(loaded.processor, split.inputs, max_length)
                for name, split in data.named_splits().items()}
-    quiet, cpu = Reporter(quiet=True), torch.device("cpu")
+    quiet = RunContext(Reporter(quiet=True))
     one_epoch = spec.train.with_epochs(1)
-    cache, digest = Path(scratch) / "cache", frozen_digest(loaded.model)
+    cache = Path(scratch) / "cache"
 
     def features(root: Path | None):
-        return stem_features(loaded, task, plan, digest, data, encoded, max_length=max_length,
-                             root=root, dtype=spec.cache.dtype, device=cpu,
-                             reporter=quiet)[0]["train"]
+        settings = CacheSettings(root, spec.cache.dtype, max_length)
+        return stem_features(model, task, data, encoded, settings, quiet)[0]["train"]
 
     def epoch(train_set) -> float:
         start = time.perf_counter()
-        train(loaded.backbone, plan, task, train_set, data.train.targets, None, None,
-              one_epoch, cpu, quiet)
+        train(loaded.backbone, plan, task, Splits(Examples(train_set, data.train.targets)),
+              one_epoch, quiet)
         return time.perf_counter() - start
 
     start = time.perf_counter()
@@ -129,7 +130,7 @@ def measure(rows: int | None, max_length: int, layers: int, snippets: int, scrat
                "live_s": epoch(features(None)),
                "cache_bytes": sum(p.stat().st_size for p in cache.rglob("*.bin")),
                "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-               "precision": resolve_precision(spec.train.precision, cpu)})
+               "precision": resolve_precision(spec.train.precision, torch.device("cpu"))})
 
 
 def render(results: dict[str, dict], command: str) -> str:

@@ -23,6 +23,7 @@ from click.testing import CliRunner  # noqa: E402
 from filelock import FileLock  # noqa: E402
 
 from edgefreeze.cli import main  # noqa: E402
+from edgefreeze.gate import HeldOut  # noqa: E402
 from edgefreeze.tasks import DEFAULT_TASK, task_for  # noqa: E402
 from tests.tiny_text import tiny_minilm  # noqa: E402
 
@@ -203,3 +204,12 @@ def split_build(tmp_path_factory, tiny_pipeline) -> Built:
         "export": {"split": True},
         "quantize": {"fp16": True, "mode": "static", "calibration_rows": 32}},
         base=tiny_pipeline))
+
+
+def fp32_held_out(data, reference, encoder) -> HeldOut:
+    """The held-out split with an fp32 ONNX model's outputs standing in for PyTorch's
+    (equal within 1e-5): what the quantization fallback reads. It runs no PyTorch, so
+    there are no PyTorch inputs."""
+    return HeldOut(examples=data.test.inputs, targets=data.test.targets, encoded=None,
+                   reference=reference, encoder=encoder, fingerprint=data.test.fingerprint(),
+                   label_names=data.label_names)

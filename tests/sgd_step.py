@@ -14,7 +14,7 @@ from edgefreeze.context.world import World
 from edgefreeze.freeze import make_plan
 from edgefreeze.schema.freeze import TopKSpec
 from edgefreeze.tasks.encoding import encode_texts
-from edgefreeze.train.loop import NO_SCALING, train_step
+from edgefreeze.train.loop import NO_SCALING, TopStep
 from tests.conftest import TEXT
 
 TEXTS = ["a moving, funny film", "dull and far too long", "wonderful", "a mess",
@@ -39,7 +39,7 @@ def sgd_step(world: World = World(), precision: str = "fp32",
     batch = (*features.batch(mine, torch.device("cpu")), TARGETS[mine])
     trainable = {n: p for n, p in loaded.model.named_parameters() if p.requires_grad}
     before = {n: p.detach().clone() for n, p in trainable.items()}
-    train_step(loaded.backbone, plan, TEXT, batch, torch.optim.SGD(trainable.values(), lr=1.0),
-               precision, max_grad_norm=max_grad_norm, world=world,
-               share=len(mine) / len(indices), scaler=scaler)
+    step = TopStep(loaded.backbone, TEXT, torch.optim.SGD(trainable.values(), lr=1.0),
+                   precision, max_grad_norm=max_grad_norm, world=world, scaler=scaler)
+    step(plan, batch, share=len(mine) / len(indices))
     return before, {n: p.detach() for n, p in trainable.items()}

@@ -14,14 +14,15 @@ from transformers import AutoModelForSequenceClassification
 from edgefreeze.data import load_data
 from edgefreeze.gate import held_out_outputs
 from edgefreeze.hashing import file_sha256
+from edgefreeze.context import RunContext
 from edgefreeze.progress import Reporter
 from edgefreeze.quantize import PROBE_ROWS, sample_feeds
-from edgefreeze.quantize.fallback import quantize_gated
+from edgefreeze.quantize.fallback import GatedQuantizer
 from edgefreeze.quantize.fusion import Architecture
 from edgefreeze.runtime import OnnxModel, TextInputs
 from edgefreeze.runtime.forms import INT8
 from edgefreeze.schema import GateSpec, load_pipeline
-from tests.conftest import QUICK, SMOKE, TEXT, run_cli, write_pipeline
+from tests.conftest import QUICK, SMOKE, TEXT, fp32_held_out, run_cli, write_pipeline
 
 BUNDLE_FILES = {"model.onnx", "model.int8.onnx", "tokenizer.json", "labels.json",
                 "manifest.json", "report.md", "config.json"}
@@ -172,11 +173,13 @@ def _fallback(bundle, tmp_path, gate: GateSpec, order: str):
     reference = held_out_outputs(OnnxModel(bundle / "model.onnx"), encoder, data.test.inputs,
                                  Reporter(True), "fp32")
     settings = pipeline.spec.quantize.model_copy(update={"fallback_order": order})
-    record, outputs = quantize_gated(
-        INT8, [bundle / "model.onnx"], [tmp_path / f"{order}.int8.onnx"], settings,
-        Architecture("bert", 12, 384), TEXT, gate, reference, data.test.inputs,
-        data.test.targets, encoder, Reporter(True),
+    quantizer = GatedQuantizer(
+        settings=settings, architecture=Architecture("bert", 12, 384), task=TEXT, gate=gate,
+        held_out=fp32_held_out(data, reference, encoder), ctx=RunContext(Reporter(True)),
         probe=sample_feeds(data.train.inputs, encoder, PROBE_ROWS, seed=0))
+    quantized, outputs = quantizer.quantize(INT8, [bundle / "model.onnx"],
+                                            [tmp_path / f"{order}.int8.onnx"])
+    record = quantized.model_dump()
     assert record["attempts"][-1]["metrics"] == TEXT.metrics(outputs, data.test.targets,
                                                              reference)
     return record

@@ -18,11 +18,12 @@ from edgefreeze.cache.features import CachedFeatures, LiveFeatures
 from edgefreeze.data import load_data
 from edgefreeze.freeze import frozen_digest, make_plan
 from edgefreeze.gate import reference_outputs
+from edgefreeze.context import RunContext
 from edgefreeze.progress import Reporter
 from edgefreeze.schema import DataSpec, TrainSpec
 from edgefreeze.schema.freeze import TopKSpec
 from edgefreeze.tasks.encoding import encode_texts
-from edgefreeze.train.loop import train
+from edgefreeze.train.loop import Examples, Splits, train
 from tests.conftest import QUICK, SMOKE, TEXT, run_cli, write_pipeline
 
 QUIET = Reporter(quiet=True)
@@ -52,7 +53,7 @@ def open_store(root, loaded, plan, dtype="fp32"):
 
 def fetch(store, texts, encoded, loaded, plan):
     keys = [TEXT.example_key(text) for text in texts]
-    return fetch_activations(store, keys, encoded, loaded.backbone, plan, CPU, QUIET)
+    return fetch_activations(store, keys, encoded, loaded.backbone, plan, RunContext(QUIET))
 
 
 @pytest.mark.parametrize("trainable_layers", [2, 0])
@@ -70,8 +71,8 @@ def test_cached_training_equals_uncached_training(rows, tmp_path, trainable_laye
             arrays, stats = fetch(store, rows.train.inputs, encoded, loaded, plan)
             assert stats.misses == len(rows.train) and stats.hits == 0
             features = CachedFeatures(arrays)
-        result = train(loaded.backbone, plan, TEXT, features, rows.train.targets, None, None,
-                       spec, CPU, QUIET)
+        result = train(loaded.backbone, plan, TEXT,
+                       Splits(Examples(features, rows.train.targets)), spec, RunContext(QUIET))
         test_encoded = encode_texts(loaded.processor, rows.test.inputs, 40)
         logits = np.stack(reference_outputs(loaded.model, TEXT, test_encoded, CPU))
         results[source] = (np.array(result.step_losses), logits)

@@ -13,15 +13,16 @@ import edgefreeze.schema
 from edgefreeze.cache import cache_root
 from edgefreeze.data import load_data
 from edgefreeze.gate import held_out_outputs
+from edgefreeze.context import RunContext
 from edgefreeze.progress import Reporter
 from edgefreeze.publish import destination_for
 from edgefreeze.quantize import PROBE_ROWS, sample_feeds
-from edgefreeze.quantize.fallback import quantize_gated
+from edgefreeze.quantize.fallback import GatedQuantizer
 from edgefreeze.quantize.fusion import Architecture
 from edgefreeze.runtime import OnnxModel, TextInputs
 from edgefreeze.runtime.forms import SPLIT_INT8
 from edgefreeze.schema import CacheSpec, GateSpec, load_pipeline
-from tests.conftest import QUICK, SMOKE, TEXT, run_cli, write_pipeline
+from tests.conftest import QUICK, SMOKE, TEXT, fp32_held_out, run_cli, write_pipeline
 from tests.tiny_text import SHAPE
 
 
@@ -108,11 +109,15 @@ def test_a_fallback_that_runs_out_of_segments_keeps_them_all_and_fails(split_bui
     # Dynamic, as the split graphs always are (the pipeline's static mode is for the
     # composed model).
     settings = pipeline.spec.quantize.model_copy(update={"fuse": False, "mode": "dynamic"})
-    record, _ = quantize_gated(
-        SPLIT_INT8, fp32, [tmp_path / "stem.int8.onnx", tmp_path / "top.int8.onnx"], settings,
-        Architecture("bert", SHAPE["num_attention_heads"], SHAPE["hidden_size"]), TEXT, impossible, reference, data.test.inputs,
-        data.test.targets, encoder, Reporter(True),
+    quantizer = GatedQuantizer(
+        settings=settings,
+        architecture=Architecture("bert", SHAPE["num_attention_heads"], SHAPE["hidden_size"]),
+        task=TEXT, gate=impossible, held_out=fp32_held_out(data, reference, encoder),
+        ctx=RunContext(Reporter(True)),
         probe=sample_feeds(data.train.inputs, encoder, PROBE_ROWS, seed=0))
+    quantized, _ = quantizer.quantize(
+        SPLIT_INT8, fp32, [tmp_path / "stem.int8.onnx", tmp_path / "top.int8.onnx"])
+    record = quantized.model_dump()
     attempts, top = record["attempts"], record["graphs"]["top.int8.onnx"]
     assert not any(attempt["passed"] for attempt in attempts)
     assert len(attempts) == len(top["segments"]) + 1 == 4

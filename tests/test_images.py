@@ -29,6 +29,7 @@ from edgefreeze.cache.features import LiveFeatures
 from edgefreeze.data import load_data
 from edgefreeze.errors import ConfigError
 from edgefreeze.freeze import make_plan
+from edgefreeze.context import RunContext
 from edgefreeze.progress import Reporter
 from edgefreeze.runtime import Bundle, Predictor
 from edgefreeze.runtime.bench import inputs as bench_inputs
@@ -38,7 +39,7 @@ from edgefreeze.schema import TrainSpec, load_pipeline
 from edgefreeze.schema.freeze import TopKSpec
 from edgefreeze.tasks import task_for
 from edgefreeze.tasks.image_classification import check_device_pixels
-from edgefreeze.train.loop import train
+from edgefreeze.train.loop import Examples, Splits, train
 from tests.conftest import OLD_ORT, run_cli, write_pipeline
 from tests.digit_images import SIDE, tiny_image_checkpoint, write_digit_folder
 
@@ -208,9 +209,8 @@ def test_frozen_batchnorm_keeps_its_statistics_while_the_top_s_move():
 
     features = LiveFeatures(EncodedImages({"pixel_values": list(pixels)}), backbone, plan)
     targets = np.arange(24) % 3
-    train(backbone, plan, IMAGES, features, targets, None, None,
-          TrainSpec(epochs=1, batch_size=8, device="cpu"), torch.device("cpu"),
-          Reporter(quiet=True))
+    train(backbone, plan, IMAGES, Splits(Examples(features, targets)),
+          TrainSpec(epochs=1, batch_size=8, device="cpu"), RunContext(Reporter(quiet=True)))
     after = [statistics(stage) for stage in stages]
     for index in range(plan.boundary):
         assert all(torch.equal(a, b) for a, b in zip(before[index], after[index])), index

@@ -15,6 +15,7 @@ from edgefreeze.backbones import load_model
 from edgefreeze.errors import ConfigError
 from edgefreeze.freeze import PLANS, PlanKind, Selection, make_plan
 from edgefreeze.runtime import Predictor
+from edgefreeze.runtime.manifest import TaskRecord
 from edgefreeze.schema import FreezeSpec
 from edgefreeze.tasks import register_task
 from edgefreeze.tasks.text_classification import TextClassification
@@ -64,6 +65,17 @@ class TextLength(TextClassification):
         return text, "long" if len(text.split()) > 20 else "short"
 
 
+@register_task
+class MisspeltRecord(TextClassification):
+    """A task whose manifest record misspells a key."""
+
+    name = "misspelt-record"
+
+    def record(self) -> TaskRecord:
+        return TaskRecord(name=self.name, inputs=self.inputs, outputs=self.outputs,
+                          gate_metrc=self.gate_metric)
+
+
 def norms_only(tmp_path, layers: int, base):
     """A pipeline with the plan: its `freeze:` replaces the base pipeline's (whose
     trainable_layers is top_k's key, unknown to this plan)."""
@@ -91,6 +103,22 @@ def test_a_plan_registered_here_builds(tiny_pipeline, tmp_path):
     assert freeze["trainable_parameters"] == 2 * 2 * 2 * hidden + hidden * hidden + hidden \
         + hidden * 2 + 2
     assert manifest["gate"]["passed"]
+
+
+def test_a_misspelt_record_key_fails_at_the_end_of_its_own_stage(tmp_path):
+    """Not after training, export and quantization, when the manifest is assembled: the
+    task's record is made in the data stage, and the build stops there, naming the stage
+    and both keys."""
+    pipeline = write_pipeline(tmp_path, {"task": "misspelt-record"})
+    result = run_cli("build", str(pipeline), "--output", str(tmp_path / "b"))
+    assert result.exit_code == 3
+    stages = [line for line in result.stderr.splitlines() if line.startswith("» ")]
+    assert stages == ["» data"]
+    assert result.stderr.splitlines()[-1] == (
+        "edgefreeze: error: the data stage's record does not fit the manifest's schema: "
+        "TaskRecord.gate_metric: Field required; TaskRecord.gate_metrc: Extra inputs are not "
+        "permitted (a bug in edgefreeze or in a registered task or plan)")
+    assert not (tmp_path / "b").exists()
 
 
 def line_of(path: Path, start: str) -> int:

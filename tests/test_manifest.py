@@ -37,7 +37,7 @@ def test_a_version_1_manifest_is_upgraded():
                               "split-int8": old["sizes"]["onnx_split_int8"],
                               "fp16": old["sizes"]["onnx_fp16"]}
     assert manifest.quantize["fp16"].graphs["model.fp16.onnx"] == {"keep_io_types": True}
-    assert manifest.export["split-fp32"]["boundary"] == 4
+    assert manifest.export["split-fp32"].boundary == 4
     rule = manifest.gate.rules["int8.max_metric_drop"]
     assert rule.measured == old["gate"]["rules"]["onnx_int8.max_accuracy_drop"]["measured"]
     freeze = manifest.training.freeze

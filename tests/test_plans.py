@@ -20,10 +20,11 @@ from edgefreeze.cache.features import LiveFeatures
 from edgefreeze.data import load_data
 from edgefreeze.freeze import PLANS, PlanKind, Selection, make_plan
 from edgefreeze.freeze.diagnostics import gradient_flow
+from edgefreeze.context import RunContext
 from edgefreeze.progress import Reporter
 from edgefreeze.schema import DataSpec, FreezeSpec, TrainSpec
 from edgefreeze.schema.freeze import ProgressiveSpec, TopKSpec
-from edgefreeze.train.loop import _lr_factor, top_outputs, train
+from edgefreeze.train.loop import Examples, Splits, _lr_factor, top_outputs, train
 from tests.conftest import QUICK, TEXT, run_cli, write_pipeline
 from tests.tiny_text import SHAPE
 
@@ -206,16 +207,18 @@ def test_early_stopping_keeps_the_best_epoch():
                 for name, split in (("train", data.train), ("validation", data.validation))}
     spec = TrainSpec(epochs=6, batch_size=16, lr_top=3e-4, lr_head=3e-3, early_stopping=2,
                      seed=0, device="cpu")
-    result = train(loaded.backbone, plan, TEXT, features["train"], data.train.targets,
-                   features["validation"], data.validation.targets, spec, CPU, Reporter(True))
-    scores = [epoch["validation"]["accuracy"] for epoch in result.epochs]
+    splits = Splits(Examples(features["train"], data.train.targets),
+                    Examples(features["validation"], data.validation.targets))
+    result = train(loaded.backbone, plan, TEXT, splits, spec, RunContext(Reporter(True)))
+    scores = [epoch.validation["accuracy"] for epoch in result.epochs]
     assert result.best_epoch == 1 + scores.index(max(scores))
     outputs = top_outputs(loaded.backbone, plan, TEXT, features["validation"], 16, CPU)
     kept = TEXT.metrics(outputs, data.validation.targets, outputs)["accuracy"]
     assert kept == max(scores)  # the best epoch's weights, not the last's
     with pytest.raises(Exception, match="needs a validation split"):
-        train(loaded.backbone, plan, TEXT, features["train"], data.train.targets, None, None,
-              spec, CPU, Reporter(True))
+        train(loaded.backbone, plan, TEXT, Splits(Examples(features["train"],
+                                                           data.train.targets)),
+              spec, RunContext(Reporter(True)))
 
 
 def test_adapters_and_virtual_tokens_export_as_part_of_the_graph(build, tmp_path):

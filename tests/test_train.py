@@ -11,15 +11,18 @@ from edgefreeze.backbones import load_model
 from edgefreeze.cache.features import LiveFeatures
 from edgefreeze.data import load_data
 from edgefreeze.freeze import make_plan
+from edgefreeze.context import RunContext
 from edgefreeze.progress import Reporter
 from edgefreeze.runtime import load_tokenizer
 from edgefreeze.schema import DataSpec, TrainSpec
 from edgefreeze.schema.freeze import TopKSpec
 from edgefreeze.tasks.encoding import encode_texts
 from edgefreeze.train.device import gradient_scaler
-from edgefreeze.train.loop import NO_SCALING, set_dropout, train
+from edgefreeze.train.loop import NO_SCALING, Checks, Examples, Splits, set_dropout, train
 from tests.conftest import TEXT
 from tests.sgd_step import sgd_step
+
+QUIET_CPU = RunContext(Reporter(quiet=True))
 
 
 def short_run(seed: int, epochs: int = 1, checks: int = 0, on_check=None,
@@ -35,9 +38,10 @@ def short_run(seed: int, epochs: int = 1, checks: int = 0, on_check=None,
     features = LiveFeatures(encoded, loaded.backbone, plan)
     validation = LiveFeatures(encode_texts(loaded.processor, data.validation.inputs, 32),
                               loaded.backbone, plan)
-    result = train(loaded.backbone, plan, TEXT, features, data.train.targets, validation,
-                   data.validation.targets, spec, torch.device("cpu"), Reporter(quiet=True),
-                   checks=checks, on_check=on_check, mid_epoch_checks=mid_epoch_checks)
+    splits = Splits(Examples(features, data.train.targets),
+                    Examples(validation, data.validation.targets))
+    result = train(loaded.backbone, plan, TEXT, splits, spec, QUIET_CPU,
+                   Checks(checks, on_check, mid_epoch_checks))
     return loaded, result, frozen_before
 
 
@@ -73,7 +77,7 @@ def test_validation_checks_inside_epochs_leave_training_as_it_was():
                             plain.model.state_dict().values()):
         assert torch.equal(a, b), name
     assert result.steps == 8 and [k for k, _ in checks] == [1, 2, 3, 4]
-    epoch_scores = [e["validation"]["accuracy"] for e in result.epochs]
+    epoch_scores = [e.validation["accuracy"] for e in result.epochs]
     assert [checks[1][1], checks[3][1]] == epoch_scores
 
     # Only the named checks cost a validation pass inside an epoch (the sweep's pruner

@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from edgefreeze.backbones import load_model
-from edgefreeze.freeze import frozen_digest, make_plan
+from edgefreeze.freeze import PlannedModel
 from edgefreeze.schema.freeze import TopKSpec
 from edgefreeze.train.warm_start import load_trainable
 from tests.conftest import TEXT, run_cli, write_pipeline
@@ -21,10 +21,9 @@ def test_bundle_weights_are_loaded_exactly(tiny, tiny_checkpoint):
     bundle = tiny.bundle
     saved = load_file(str(bundle / "trainable.safetensors"))
     loaded = load_model(str(tiny_checkpoint), TEXT, ["rotten", "fresh"], Path, False, seed=99)
-    plan = make_plan(TopKSpec(trainable_layers=2), loaded.backbone)
+    planned = PlannedModel.of(loaded, TopKSpec(trainable_layers=2), None, seed=0)
     before = loaded.model.classifier.weight.detach().clone()
-    load_trainable(loaded.model, plan, frozen_digest(loaded.model), TEXT.name, bundle,
-                   ["rotten", "fresh"])
+    load_trainable(planned, TEXT.name, bundle, ["rotten", "fresh"])
     state = dict(loaded.model.named_parameters())
     assert set(saved) == {n for n, p in state.items() if p.requires_grad}
     for name, tensor in saved.items():

@@ -1,4 +1,5 @@
-"""What the training loop consumes: stem activations, live or from the cache.
+"""The cache stage: what the training loop consumes, stem activations live or from the
+activation cache.
 
 Both sources give the same thing for a batch of example indices: hidden states at the
 plan's boundary (batch, rows, hidden) and their attention mask (batch, rows). The loop
@@ -8,25 +9,25 @@ never knows which one it was handed.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from edgefreeze.backbones import Backbone, LoadedModel
+from edgefreeze.backbones import Backbone
 from edgefreeze.cache import (
     ActivationStore,
     CacheStats,
     describe_keyset,
     fetch_activations,
 )
-from edgefreeze.context.world import World
+from edgefreeze.context import RunContext
 from edgefreeze.data import LabelledData
 from edgefreeze.failpoints import failpoint
-from edgefreeze.freeze import FreezePlan
+from edgefreeze.freeze import FreezePlan, PlannedModel
 from edgefreeze.modes import evaluating
-from edgefreeze.progress import Reporter
+from edgefreeze.runtime.manifest import CacheRecord
 from edgefreeze.tasks import Task
 from edgefreeze.tasks.encoding import ModelInputs
 
@@ -113,58 +114,73 @@ def advance_features(features: Features, backbone: Backbone, old: FreezePlan, ne
     return CachedFeatures(arrays)
 
 
-def stem_features(loaded: LoadedModel, task: Task, plan: FreezePlan, frozen_sha256: str,
-                  data: LabelledData, encoded: dict[str, ModelInputs], max_length: int,
-                  root: Path | None, dtype: str, device: torch.device, reporter: Reporter,
-                  world: World = World()) -> tuple[dict[str, Features], dict[str, object]]:
-    """Training inputs of the train and validation splits: from the activation cache at
-    `root` (computing only what it lacks), or the live stem when `root` is None. Returns
-    them and the manifest's cache record. With several processes, each first computes its
+@dataclass(frozen=True)
+class CacheSettings:
+    root: Path | None  # the cache folder; None: the cache is off
+    dtype: str  # storage precision: fp16 or fp32
+    max_length: int  # tokens kept per example (part of the cache's key)
+
+
+def stem_features(model: PlannedModel, task: Task, data: LabelledData,
+                  encoded: dict[str, ModelInputs], cache: CacheSettings,
+                  ctx: RunContext) -> tuple[dict[str, Features], CacheRecord]:
+    """Training inputs of the train and validation splits: from the activation cache
+    (computing only what it lacks), or the live stem when the cache is off. Returns them
+    and the manifest's cache record. With several processes, each first computes its
     share of what the cache lacks, then all read everything from it."""
-    backbone = loaded.backbone
-    splits = {name: split for name, split in data.named_splits().items()
-              if name in ("train", "validation")}
-    live = {name: LiveFeatures(encoded[name], backbone, plan) for name in splits}
-    if root is None:
-        return live, {"enabled": False}
+    backbone, plan = model.backbone, model.plan
+    names = [name for name in data.named_splits() if name in ("train", "validation")]
+    live: dict[str, Features] = {name: LiveFeatures(encoded[name], backbone, plan)
+                                 for name in names}
+    if cache.root is None:
+        return live, CacheRecord(enabled=False)
     if not plan.cacheable:
         why = (f"plan {plan.describe()} trains the embeddings or layer 0: no frozen stem "
                "to cache; running live")
-        reporter.info(f"  cache: {why}")
-        return live, {"enabled": False, "live_reason": why}
-    keyset, description = describe_keyset(frozen_sha256, backbone, loaded.processor, task.name,
-                                          max_length, plan, dtype)
-    store = ActivationStore(root, keyset, description, dtype,
+        ctx.reporter.info(f"  cache: {why}")
+        return live, CacheRecord(enabled=False, live_reason=why)
+    keyset, description = describe_keyset(model.frozen_sha256, backbone,
+                                          model.loaded.processor, task.name,
+                                          cache.max_length, plan, cache.dtype)
+    store = ActivationStore(cache.root, keyset, description, cache.dtype,
                             backbone.width(plan.boundary))
-    stats, features = CacheStats(), {}
     try:
         keys = {name: [task.example_key(example) for example in split.inputs]
-                for name, split in splits.items()}
-        shares = CacheStats()
-        if world.size > 1:
-            for name in splits:
-                mine = world.share(range(len(keys[name])))
-                _, share_stats = fetch_activations(
-                    store, [keys[name][i] for i in mine], encoded[name].subset(mine), backbone,
-                    plan, device, reporter, desc=f"cache {name} (share {world.rank})")
-                shares.add(share_stats)
-            world.wait()
-        for name in splits:
-            arrays, split_stats = fetch_activations(store, keys[name], encoded[name], backbone,
-                                                    plan, device, reporter,
-                                                    desc=f"cache {name}")
-            features[name] = CachedFeatures(arrays)
-            stats.add(split_stats)
-            failpoint("cache")
-        if world.size > 1:  # what the shares found and computed, over all processes
-            for counter in ("hits", "misses", "corrupt", "bytes_written"):
-                setattr(stats, counter, int(world.sum(getattr(shares, counter))))
+                for name, split in data.named_splits().items() if name in names}
+        features, stats = _cached(store, keys, encoded, model, ctx)
     finally:
         store.close()
     if stats.problem:
-        reporter.warn(f"{stats.problem}; running without the activation cache")
-    reporter.info(f"  cache {root}: {stats.hits} hits, {stats.misses} misses, "
-                  f"{stats.corrupt} corrupt, {stats.bytes / 1e6:.1f} MB served, "
-                  f"{stats.bytes_written / 1e6:.1f} MB written")
-    return features, {"enabled": True, "dir": str(root), "keyset": keyset, "dtype": dtype,
-                      "boundary": plan.boundary, **asdict(stats)}
+        ctx.reporter.warn(f"{stats.problem}; running without the activation cache")
+    ctx.reporter.info(f"  cache {cache.root}: {stats.hits} hits, {stats.misses} misses, "
+                      f"{stats.corrupt} corrupt, {stats.bytes / 1e6:.1f} MB served, "
+                      f"{stats.bytes_written / 1e6:.1f} MB written")
+    return features, CacheRecord(enabled=True, dir=str(cache.root), keyset=keyset,
+                                 dtype=cache.dtype, boundary=plan.boundary, **asdict(stats))
+
+
+def _cached(store: ActivationStore, keys: dict[str, list[str]],
+            encoded: dict[str, ModelInputs], model: PlannedModel,
+            ctx: RunContext) -> tuple[dict[str, Features], CacheStats]:
+    """Each split's activations from `store`; with several processes, each fills its
+    share of what the store lacks first."""
+    backbone, plan, world = model.backbone, model.plan, ctx.world
+    shares, stats, features = CacheStats(), CacheStats(), {}
+    if world.size > 1:
+        for name in keys:
+            mine = world.share(range(len(keys[name])))
+            _, share_stats = fetch_activations(
+                store, [keys[name][i] for i in mine], encoded[name].subset(mine), backbone,
+                plan, ctx, desc=f"cache {name} (share {world.rank})")
+            shares.add(share_stats)
+        world.wait()
+    for name in keys:
+        arrays, split_stats = fetch_activations(store, keys[name], encoded[name], backbone,
+                                                plan, ctx, desc=f"cache {name}")
+        features[name] = CachedFeatures(arrays)
+        stats.add(split_stats)
+        failpoint("cache")
+    if world.size > 1:  # what the shares found and computed, over all processes
+        for counter in ("hits", "misses", "corrupt", "bytes_written"):
+            setattr(stats, counter, int(world.sum(getattr(shares, counter))))
+    return features, stats

@@ -4,12 +4,16 @@ arguments to every stage."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
 import torch
+from pydantic import ValidationError
 
 from edgefreeze.context.device import resolve_device
 from edgefreeze.context.world import World, join_world
+from edgefreeze.errors import EdgefreezeError
 from edgefreeze.progress import Reporter
 
 
@@ -32,6 +36,24 @@ class RunContext:
         world = join_world(device)
         return cls(reporter=reporter if world.leader else Reporter(quiet=True),
                    device=device, world=world)
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        """A timed stage (`Reporter.stage`) whose records are checked where they are made:
+        a record that does not fit the manifest's schema (a misspelt key, a wrong type)
+        fails at the end of its own stage, naming it and the key, not after training,
+        export and quantization when the manifest is assembled."""
+        with self.reporter.stage(name):
+            try:
+                yield
+            except ValidationError as exc:
+                problems = "; ".join(
+                    f"{'.'.join(str(part) for part in (exc.title, *error['loc']))}: "
+                    f"{error['msg']}" for error in exc.errors())
+                raise EdgefreezeError(
+                    f"the {name} stage's record does not fit the manifest's schema: "
+                    f"{problems} (a bug in edgefreeze or in a registered task or plan)"
+                ) from None
 
     def quiet(self) -> RunContext:
         """The same run with no progress output (a sweep's trials)."""

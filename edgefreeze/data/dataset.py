@@ -20,6 +20,7 @@ from edgefreeze.data.sources import ReadOptions, Table, read_file, read_source
 from edgefreeze.data.split import split_indices
 from edgefreeze.errors import ConfigError
 from edgefreeze.runtime.images import ImageFile
+from edgefreeze.runtime.manifest import DataRecord, SourceRecord, SplitRecord
 from edgefreeze.schema import DataSpec
 from edgefreeze.tasks import MissingValue, Task
 from edgefreeze.tasks.encoding import Encoded
@@ -77,15 +78,16 @@ class LabelledData:
                 f"{len(self.test)} held-out rows; labels {self.label_names}"
                 + (f"; {self.dropped_rows} empty rows dropped" if self.dropped_rows else ""))
 
-    def record(self, max_length: int, truncated: dict[str, int]) -> dict[str, Any]:
+    def record(self, max_length: int, truncated: dict[str, int]) -> DataRecord:
         """The manifest's `data`; `truncated`: rows per split cut to `max_length`."""
-        return {"sources": self.sources, "fingerprint": self.fingerprint(),
-                "dropped_rows": self.dropped_rows, "label_names": self.label_names,
-                "max_length": max_length,
-                "splits": {name: {"rows": len(split), "fingerprint": split.fingerprint(),
-                                  "truncated": truncated.get(name, 0),
-                                  "seen_in_training": self.seen_in_training.get(name, 0)}
-                           for name, split in self.named_splits().items()}}
+        return DataRecord(
+            sources={name: SourceRecord(**source) for name, source in self.sources.items()},
+            fingerprint=self.fingerprint(), dropped_rows=self.dropped_rows,
+            label_names=self.label_names, max_length=max_length,
+            splits={name: SplitRecord(rows=len(split), fingerprint=split.fingerprint(),
+                                      truncated=truncated.get(name, 0),
+                                      seen_in_training=self.seen_in_training.get(name, 0))
+                    for name, split in self.named_splits().items()})
 
     def overlap_warning(self) -> str | None:
         """What to say when evaluated rows repeat training rows (they inflate the gate)."""

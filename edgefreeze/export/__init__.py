@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -15,10 +16,11 @@ from edgefreeze.export.onnx import export_onnx, export_split
 from edgefreeze.freeze import FreezePlan
 from edgefreeze.runtime.bundle import LABELS
 from edgefreeze.runtime.forms import ModelForm
+from edgefreeze.runtime.manifest import ExportRecord
 from edgefreeze.tasks import Task
 from edgefreeze.tasks.encoding import TOKEN_INPUTS, ModelInputs
 
-__all__ = ["export_models", "write_model_files"]
+__all__ = ["Exported", "export_models", "write_model_files"]
 
 
 def merged(loaded: LoadedModel, plan: FreezePlan) -> LoadedModel:
@@ -54,22 +56,31 @@ def write_model_files(loaded: LoadedModel, label_names: list[str], folder: Path)
         json.dumps({"id2label": dict(enumerate(label_names))}, indent=2))
 
 
+@dataclass(frozen=True)
+class Exported:
+    """The exported (fp32) forms in a folder, and what the quantizers make of them."""
+
+    folder: Path
+    forms: list[ModelForm]  # every form the pipeline asks for, exported or reduced
+    files: dict[str, list[Path]]  # per exported form
+    records: dict[str, ExportRecord]  # per exported form: the manifest's `export`
+
+
 def export_models(loaded: LoadedModel, plan: FreezePlan, task: Task, forms: list[ModelForm],
-                  folder: Path, opset: int, encoded: ModelInputs
-                  ) -> tuple[dict[str, list[Path]], dict[str, dict]]:
+                  folder: Path, opset: int, encoded: ModelInputs) -> Exported:
     """Write the exported (fp32) ones of `forms` into `folder`: the whole model with
     Optimum's exporter, the stem + top pair with torch's (traced on `encoded`'s inputs).
-    Returns each one's files and the manifest's `export` record. A parameter-efficient
-    method's weights are merged first, into a copy: the trained model itself stays as it
-    is, the reference the gate checks the export against."""
+    A parameter-efficient method's weights are merged first, into a copy: the trained
+    model itself stays as it is, the reference the gate checks the export against."""
     loaded = merged(loaded, plan)
-    models, records = {}, {}
+    files, records = {}, {}
     for form in (form for form in forms if form.source is None):
-        paths = models[form.name] = [folder / name for name in form.files]
+        paths = files[form.name] = [folder / name for name in form.files]
         if form.split:
             records[form.name] = export_split(loaded.backbone, plan,
                                               _example(loaded, encoded), encoded.sequential,
                                               *paths, opset)
         else:
-            records[form.name] = export_onnx(loaded.model, paths[0], opset, task.export_task)
-    return models, records
+            records[form.name] = export_onnx(loaded.model, paths[0], opset, task.export_task,
+                                             encoded.sequential)
+    return Exported(folder=folder, forms=forms, files=files, records=records)

@@ -19,12 +19,14 @@ import torch
 
 from edgefreeze.backbones import Backbone
 from edgefreeze.freeze import FreezePlan
+from edgefreeze.runtime.manifest import ExportRecord
 
 
-def export_onnx(model: torch.nn.Module, destination: Path, opset: int,
-                task: str) -> dict[str, object]:
+def export_onnx(model: torch.nn.Module, destination: Path, opset: int, task: str,
+                sequential: bool) -> ExportRecord:
     """Write `model` as a single fp32 ONNX file at `destination`; `task` is Optimum's name
-    for what the model's head does (it picks the inputs, outputs and dynamic axes)."""
+    for what the model's head does (it picks the inputs, outputs and dynamic axes:
+    batch, and sequence for `sequential` inputs such as tokens; images have none)."""
     from optimum.exporters.onnx import onnx_export_from_model
 
     model = model.to("cpu").eval()
@@ -35,8 +37,9 @@ def export_onnx(model: torch.nn.Module, destination: Path, opset: int,
         onnx_export_from_model(model, output=Path(scratch), task=task, opset=opset,
                                do_validation=False)
         shutil.move(str(Path(scratch) / "model.onnx"), destination)
-    return {"exporter": "optimum.exporters.onnx", "opset": opset,
-            "dynamic_axes": ["batch_size", "sequence_length"]}
+    return ExportRecord(exporter="optimum.exporters.onnx", opset=opset,
+                        dynamic_axes=["batch_size", "sequence_length"] if sequential
+                        else ["batch_size"])
 
 
 class _Stem(torch.nn.Module):
@@ -74,7 +77,7 @@ class _Top(torch.nn.Module):
 
 def export_split(backbone: Backbone, plan: FreezePlan, example: dict[str, torch.Tensor],
                  sequential: bool, stem_path: Path, top_path: Path,
-                 opset: int) -> dict[str, object]:
+                 opset: int) -> ExportRecord:
     """Write the frozen stem and the trainable top as two ONNX graphs, for delta updates:
     retraining never changes the stem's weights, so its file stays byte-identical and a
     device that has it downloads only the top.
@@ -106,8 +109,8 @@ def export_split(backbone: Backbone, plan: FreezePlan, example: dict[str, torch.
                           opset_version=opset, dynamo=True, external_data=False,
                           verbose=False)
     model.eval()
-    return {"exporter": "torch.onnx.export(dynamo=True)", "boundary": boundary,
-            "stem_inputs": names}
+    return ExportRecord(exporter="torch.onnx.export(dynamo=True)", opset=opset,
+                        boundary=boundary, stem_inputs=names)
 
 
 @contextmanager

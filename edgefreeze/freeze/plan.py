@@ -20,8 +20,9 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from edgefreeze.backbones import Backbone
+from edgefreeze.backbones import Backbone, LoadedModel
 from edgefreeze.errors import ConfigError
+from edgefreeze.runtime.manifest import FreezeRecord, ModelRecord
 from edgefreeze.schema import PLAN_SETTINGS, FreezeSpec, PeftSpec
 from edgefreeze.schema.section import KindRegistry
 
@@ -189,13 +190,13 @@ class FreezePlan:
                 f"layers {list(self.trainable_layers)} of {self.depth} + head; plan "
                 f"{self.describe()}, {stem}")
 
-    def record(self) -> dict[str, Any]:
+    def record(self) -> FreezeRecord:
         """The manifest's `training.freeze`."""
-        return {"plan": self.config.plan, "settings": self.settings(),
-                "boundary": self.boundary, "cacheable": self.cacheable,
-                "trainable_layers": list(self.trainable_layers),
-                "trainable_parameters": self.trainable_parameters,
-                "total_parameters": self.total_parameters, "moves": list(self.moves)}
+        return FreezeRecord(plan=self.config.plan, settings=self.settings(),
+                            boundary=self.boundary, cacheable=self.cacheable,
+                            trainable_layers=list(self.trainable_layers),
+                            trainable_parameters=self.trainable_parameters,
+                            total_parameters=self.total_parameters, moves=list(self.moves))
 
 
 def describe_plan(settings: dict[str, Any]) -> str:
@@ -318,3 +319,32 @@ def frozen_digest(model: nn.Module) -> str:
         digest.update(f"{name}:{data.dtype}:{tuple(data.shape)};".encode())
         digest.update(data.reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class PlannedModel:
+    """A loaded model with its freezing plan applied, and the digest of every tensor that
+    does not train (what the activation cache and warm starts key on)."""
+
+    loaded: LoadedModel
+    plan: FreezePlan
+    frozen_sha256: str
+
+    @classmethod
+    def of(cls, loaded: LoadedModel, freeze: FreezeSpec, peft: PeftSpec | None,
+           seed: int) -> PlannedModel:
+        """Apply the plan (PEFT weights drawn from `seed`, the same in a build and in each
+        sweep trial) and digest what stays frozen."""
+        torch.manual_seed(seed)
+        plan = make_plan(freeze, loaded.backbone, peft)
+        return cls(loaded=loaded, plan=plan, frozen_sha256=frozen_digest(loaded.model))
+
+    @property
+    def backbone(self) -> Backbone:
+        return self.loaded.backbone
+
+    def record(self) -> ModelRecord:
+        """The manifest's `model`."""
+        return ModelRecord(**self.loaded.source, frozen_sha256=self.frozen_sha256,
+                           model_type=self.loaded.model.config.model_type,
+                           layers=self.loaded.backbone.depth)

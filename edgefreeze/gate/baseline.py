@@ -20,9 +20,11 @@ import numpy as np
 from edgefreeze.errors import ConfigError
 from edgefreeze.gate.evaluate import held_out_outputs
 from edgefreeze.gate.rules import Rule
-from edgefreeze.progress import Reporter
+from edgefreeze.context import RunContext
+from edgefreeze.gate.held_out import HeldOut
 from edgefreeze.runtime.bundle import Bundle
 from edgefreeze.runtime.forms import INT8
+from edgefreeze.runtime.manifest import BaselineRecord, FlipRecord
 from edgefreeze.schema import BaselineSpec
 from edgefreeze.tasks import Outputs, Task
 
@@ -70,22 +72,23 @@ class BaselineComparison:
                 Rule("baseline.max_flip_share", self.flip_share, spec.max_flip_share, "max",
                      "share of held-out predictions that differ from the baseline release's")]
 
-    def record(self) -> dict[str, Any]:
+    def record(self) -> BaselineRecord:
         """The manifest's `baseline`."""
-        return {"bundle": self.bundle, "pipeline": self.pipeline, "created": self.created,
-                "metric": self.metric, "baseline_value": self.baseline_value,
-                "value": self.value, "rows": self.rows, "flips": len(self.flipped),
-                "flip_share": self.flip_share, "same_held_out": self.same_held_out,
-                "flipped": self.flipped[:LISTED_FLIPS]}
+        return BaselineRecord(
+            bundle=self.bundle, pipeline=self.pipeline, created=self.created,
+            metric=self.metric, baseline_value=self.baseline_value, value=self.value,
+            rows=self.rows, flips=len(self.flipped), flip_share=self.flip_share,
+            same_held_out=self.same_held_out,
+            flipped=[FlipRecord(**flip) for flip in self.flipped[:LISTED_FLIPS]])
 
 
-def compare_with_baseline(bundle: Bundle, task: Task, examples: list[Any], targets: Any,
-                          outputs: Outputs, label_names: list[str], fingerprint: str,
-                          reporter: Reporter) -> BaselineComparison:
-    """Run the baseline's int8 model on `examples` and compare it with this build's
-    `outputs` (its int8 model's, on the same examples) against `targets`."""
-    baseline = held_out_outputs(bundle.model(INT8.name), bundle.encoder(), examples, reporter,
-                                "baseline")
+def compare_with_baseline(bundle: Bundle, task: Task, held_out: HeldOut, outputs: Outputs,
+                          ctx: RunContext) -> BaselineComparison:
+    """Run the baseline's int8 model on the held-out examples and compare it with this
+    build's `outputs` (its int8 model's, on the same examples) against the targets."""
+    examples, targets, label_names = held_out.examples, held_out.targets, held_out.label_names
+    baseline = held_out_outputs(bundle.model(INT8.name), bundle.encoder(), examples,
+                                ctx.reporter, "baseline")
     metric = task.gate_metric
     if any(np.shape(old) != np.shape(new) for old, new in zip(baseline, outputs)):
         raise ConfigError(f"gate.baseline: {bundle.path} reads the held-out inputs as other "
@@ -105,7 +108,8 @@ def compare_with_baseline(bundle: Bundle, task: Task, examples: list[Any], targe
         bundle=str(bundle.path), pipeline=manifest.pipeline.name, created=manifest.created,
         metric=metric, baseline_value=task.metrics(baseline, targets, baseline)[metric],
         value=task.metrics(outputs, targets, outputs)[metric], rows=len(examples),
-        flipped=flipped, same_held_out=same is not None and same.fingerprint == fingerprint)
+        flipped=flipped,
+        same_held_out=same is not None and same.fingerprint == held_out.fingerprint)
 
 
 def _shown(example: Any) -> Any:

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from edgefreeze.runtime.manifest import PairedComparison
 from edgefreeze.tasks import Outputs, Task
 
 RESAMPLES = 1000
@@ -38,10 +39,10 @@ class Comparison:
         """Whether the challenger is better beyond the rows' noise."""
         return self.ahead >= self.confidence
 
-    def record(self) -> dict[str, Any]:
-        return {"method": "paired bootstrap", "resamples": self.resamples,
-                "confidence": self.confidence, "challenger": self.challenger,
-                "default": self.default, "ahead": self.ahead, "better": self.better}
+    def record(self) -> PairedComparison:
+        return PairedComparison(method="paired bootstrap", resamples=self.resamples,
+                                confidence=self.confidence, challenger=self.challenger,
+                                default=self.default, ahead=self.ahead, better=self.better)
 
 
 def compare(task: Task, challenger: Outputs, default: Outputs, targets: Any,

@@ -8,9 +8,11 @@ the task's gate metric and agreement.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from edgefreeze.gate.evaluate import Evaluation
 from edgefreeze.runtime.forms import FORMS, REFERENCE, ModelForm
+from edgefreeze.runtime.manifest import GateRecord, RuleRecord
 from edgefreeze.schema import GateSpec
 
 
@@ -19,7 +21,7 @@ class Rule:
     name: str
     measured: float
     limit: float
-    kind: str  # "max" (measured must be <= limit) or "min" (>= limit)
+    kind: Literal["max", "min"]  # max: measured must be <= limit; min: >= limit
     what: str
 
     @property
@@ -44,14 +46,13 @@ class Verdict:
     def failures(self) -> list[Rule]:
         return [rule for rule in self.rules if not rule.passed]
 
-    def record(self) -> dict[str, object]:
+    def record(self) -> GateRecord:
         """The manifest's `gate`."""
-        return {
-            "passed": self.passed,
-            "rules": {r.name: {"kind": r.kind, "limit": r.limit, "measured": r.measured,
-                               "passed": r.passed, "what": r.what} for r in self.rules},
-            "failures": [r.describe() for r in self.failures],
-        }
+        return GateRecord(
+            passed=self.passed,
+            rules={r.name: RuleRecord(kind=r.kind, limit=r.limit, measured=r.measured,
+                                      passed=r.passed, what=r.what) for r in self.rules},
+            failures=[r.describe() for r in self.failures])
 
 
 def judge(evaluation: Evaluation, gate_metric: str, spec: GateSpec,
@@ -65,7 +66,7 @@ def judge(evaluation: Evaluation, gate_metric: str, spec: GateSpec,
             continue
         form = FORMS[name]
         if form.exact:
-            shapes = evaluation.shape_check[name]["max_logit_error"]
+            shapes = evaluation.shape_check[name].max_logit_error
             rules.append(Rule(f"{name}.max_logit_error",
                               max(measured["max_logit_error"], shapes), spec.max_logit_error,
                               "max", f"{name} max |logit error| against PyTorch "

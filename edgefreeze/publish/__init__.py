@@ -7,7 +7,7 @@ from pathlib import Path
 
 from edgefreeze.publish.claim import DestinationClaim
 from edgefreeze.publish.html_report import render_html
-from edgefreeze.publish.record import manifest_for
+from edgefreeze.publish.record import StageRecords, manifest_for
 from edgefreeze.publish.report import render_report
 from edgefreeze.publish.staging import (
     HTML_REPORT,
@@ -18,7 +18,7 @@ from edgefreeze.publish.staging import (
 )
 from edgefreeze.runtime.manifest import GateRefused, Manifest
 
-__all__ = ["DestinationClaim", "Staging", "check_destination", "destination_for", "manifest_for",
+__all__ = ["DestinationClaim", "StageRecords", "Staging", "check_destination", "destination_for", "manifest_for",
            "publish_or_refuse"]
 
 

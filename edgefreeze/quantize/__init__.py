@@ -3,18 +3,22 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edgefreeze.backbones import Backbone
-from edgefreeze.progress import Reporter
-from edgefreeze.quantize.fallback import quantize_gated
+from edgefreeze.context import RunContext
+from edgefreeze.export import Exported
+from edgefreeze.gate import HeldOut
+from edgefreeze.quantize.fallback import GatedQuantizer
 from edgefreeze.quantize.fp16 import to_fp16
 from edgefreeze.quantize.fusion import Architecture
 from edgefreeze.runtime.forms import FP16, ModelForm
 from edgefreeze.runtime.inputs import InputEncoder
+from edgefreeze.runtime.manifest import QuantizeRecord
 from edgefreeze.schema import PipelineSpec, QuantizeSpec
 from edgefreeze.tasks import Outputs, Task
 
@@ -23,33 +27,33 @@ __all__ = ["quantize_models"]
 PROBE_ROWS = 64  # training examples that rank the segments' sensitivity
 
 
-def quantize_models(forms: list[ModelForm], exported: dict[str, list[Path]], folder: Path,
-                    spec: PipelineSpec, backbone: Backbone, task: Task, reference: Outputs,
-                    examples: list[Any], targets: Any, training_inputs: list[Any],
-                    encoder: InputEncoder, reporter: Reporter
-                    ) -> tuple[dict[str, list[Path]], dict[str, dict], dict[str, Outputs]]:
-    """Write the ones of `forms` made from another (reduced precision) into `folder`, from
-    the `exported` files. Returns each one's files, the manifest's `quantize` record and,
-    for int8 forms, their held-out outputs on `examples` (measured by the fallback, so the
-    gate need not run them again)."""
+def quantize_models(exported: Exported, spec: PipelineSpec, backbone: Backbone, task: Task,
+                    held_out: HeldOut, training_inputs: list[Any], ctx: RunContext
+                    ) -> tuple[dict[str, list[Path]], dict[str, QuantizeRecord],
+                               dict[str, Outputs]]:
+    """Write the forms made from another (reduced precision) into the exported forms'
+    folder, from their files. Returns each one's files, the manifest's `quantize` record
+    and, for int8 forms, their held-out outputs (measured by the fallback, so the gate
+    need not run them again). `training_inputs` give the calibration rows of static
+    quantization and the fallback's sensitivity probe (never held-out rows)."""
     architecture = Architecture(backbone.fusion_type,
                                 getattr(backbone.model.config, "num_attention_heads", 0),
                                 backbone.hidden_size, backbone.int8_ops)
     models, records, outputs = {}, {}, {}
-    for form in (form for form in forms if form.source is not None):
-        sources = exported[form.source]
-        paths = models[form.name] = [folder / name for name in form.files]
+    for form in (form for form in exported.forms if form.source is not None):
+        sources = exported.files[form.source]
+        paths = models[form.name] = [exported.folder / name for name in form.files]
         if form.precision == FP16.precision:
-            records[form.name] = {"mode": form.precision, "graphs": {
-                path.name: to_fp16(source, path) for source, path in zip(sources, paths)}}
+            records[form.name] = QuantizeRecord(mode=form.precision, graphs={
+                path.name: to_fp16(source, path) for source, path in zip(sources, paths)})
             continue
         settings = int8_settings(form, spec.quantize)
-        calibration = (sample_feeds(training_inputs, encoder, settings.calibration_rows,
-                                    spec.train.seed) if settings.mode == "static" else None)
-        probe = sample_feeds(training_inputs, encoder, PROBE_ROWS, spec.train.seed)
-        records[form.name], outputs[form.name] = quantize_gated(
-            form, sources, paths, settings, architecture, task, spec.gate, reference, examples,
-            targets, encoder, reporter, probe, calibration)
+        feeds = partial(sample_feeds, training_inputs, held_out.encoder, seed=spec.train.seed)
+        quantizer = GatedQuantizer(
+            settings=settings, architecture=architecture, task=task, gate=spec.gate,
+            held_out=held_out, ctx=ctx, probe=feeds(PROBE_ROWS),
+            calibration=feeds(settings.calibration_rows) if settings.mode == "static" else None)
+        records[form.name], outputs[form.name] = quantizer.quantize(form, sources, paths)
     return models, records, outputs
 
 

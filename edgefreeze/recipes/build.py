@@ -1,47 +1,39 @@
 """`edgefreeze build`: the recipe, read top to bottom.
 
 data -> model + freezing plan -> encode -> cache -> train -> export -> quantize ->
-evaluate -> gate -> publish. Each stage takes plain values and returns plain values; this
-function only wires them.
+evaluate -> gate -> publish. Each stage takes plain values and returns plain values and
+its typed record for the manifest (checked at the end of the stage that made it); this
+module only wires them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import torch
-
-from edgefreeze.backbones import LoadedModel, load_model
+from edgefreeze.backbones import load_model
 from edgefreeze.cache import cache_root
-from edgefreeze.cache.features import Features, stem_features
-from edgefreeze.context.device import resolve_device
-from edgefreeze.context.world import World, join_world
+from edgefreeze.cache.features import CacheSettings, Features, stem_features
+from edgefreeze.context import RunContext
 from edgefreeze.data import LabelledData, load_data
 from edgefreeze.export import export_models, write_model_files
 from edgefreeze.failpoints import failpoint
-from edgefreeze.freeze import FreezePlan, frozen_digest, make_plan
-from edgefreeze.gate import Verdict, evaluate, judge, reference_outputs
+from edgefreeze.freeze import PlannedModel
+from edgefreeze.gate import HeldOut, ShapeGrid, Verdict, evaluate, judge, reference_outputs
 from edgefreeze.gate.baseline import compare_with_baseline, open_baseline
 from edgefreeze.progress import Reporter
-from edgefreeze.publish import (
-    DestinationClaim,
-    Staging,
-    check_destination,
-    destination_for,
-    manifest_for,
-    publish_or_refuse,
-)
+from edgefreeze.publish import (DestinationClaim, StageRecords, Staging, check_destination,
+                                destination_for, manifest_for, publish_or_refuse)
 from edgefreeze.quantize import quantize_models
 from edgefreeze.runtime.bundle import Bundle
 from edgefreeze.runtime.forms import INT8, requested
 from edgefreeze.runtime.inputs import input_kind
-from edgefreeze.runtime.manifest import Manifest
+from edgefreeze.runtime.manifest import (CacheRecord, DataRecord, Manifest, SweepRecord,
+                                         TaskRecord, TrainingRecord, WarmStartRecord)
 from edgefreeze.schema import Pipeline
 from edgefreeze.tasks import Task, task_for
 from edgefreeze.tasks.encoding import ModelInputs
-from edgefreeze.train.loop import TrainResult, train
+from edgefreeze.train.loop import Examples, Splits, train
 from edgefreeze.train.warm_start import load_trainable, save_trainable
 
 
@@ -82,25 +74,32 @@ class BuildResult:
 @dataclass(frozen=True)
 class Prepared:
     """Everything up to training: the data, the model with its plan applied, and the
-    training inputs (cached stem activations or the live stem). `sweep` trains many tops
-    from one of these."""
+    training inputs (cached stem activations or the live stem), with the stages' records.
+    `sweep` trains many tops from one of these."""
 
     pipeline: Pipeline
     task: Task
     destination: Path
-    device: torch.device
-    world: World
+    ctx: RunContext  # quiet on every process but the leader
     data: LabelledData
-    loaded: LoadedModel
-    plan: FreezePlan
-    frozen_sha256: str
-    warm_start: dict[str, str] | None
+    model: PlannedModel
+    warm_start: WarmStartRecord | None
     encoded: dict[str, ModelInputs]
     features: dict[str, Features]
-    cache: dict[str, Any]
-    reporter: Reporter  # quiet on every process but the leader
+    task_record: TaskRecord
+    data_record: DataRecord
+    cache_record: CacheRecord
     claim: DestinationClaim | None  # the leader's hold on `destination` until it ships
     baseline: Bundle | None  # the release the new model must not regress from
+
+    def splits(self, features: dict[str, Features] | None = None) -> Splits:
+        """The training and validation splits as training reads them (from `features`,
+        else the prepared ones)."""
+        features = features or self.features
+        validation = self.data.validation
+        return Splits(Examples(features["train"], self.data.train.targets),
+                      Examples(features["validation"], validation.targets)
+                      if validation is not None else None)
 
     def release(self) -> None:
         """Let the next build have the destination (this one published, refused or died)."""
@@ -114,19 +113,16 @@ def build(pipeline: Pipeline, options: BuildOptions = BuildOptions(),
     Launched by torchrun, every process trains and process 0 alone goes on from there
     (the others return None)."""
     prepared = prepare(pipeline, options, reporter or Reporter())
-    reporter, spec = prepared.reporter, pipeline.spec
+    ctx, model = prepared.ctx, prepared.model
     try:
-        with reporter.stage("train"):
-            trained = train(prepared.loaded.backbone, prepared.plan, prepared.task,
-                            prepared.features["train"], prepared.data.train.targets,
-                            prepared.features.get("validation"),
-                            prepared.data.validation.targets if prepared.data.validation
-                            else None,
-                            spec.train.with_epochs(options.epochs), prepared.device, reporter,
-                            prepared.world)
-        if not prepared.world.leader:
+        with ctx.stage("train"):
+            trained = train(model.backbone, model.plan, prepared.task, prepared.splits(),
+                            pipeline.spec.train.with_epochs(options.epochs), ctx)
+            training = trained.record((trained.plan or model.plan).record(),
+                                      prepared.warm_start)
+        if not ctx.world.leader:
             return None
-        return ship(prepared, trained, reporter)
+        return ship(prepared, model, training)
     finally:
         prepared.release()
 
@@ -138,124 +134,121 @@ def prepare(pipeline: Pipeline, options: BuildOptions, reporter: Reporter) -> Pr
     task = task_for(spec.task)
     destination = destination_for(pipeline, options.output, options.models_dir)
     check_destination(destination)
-    device = resolve_device(options.device or spec.train.device)
-    world = join_world(device)
-    if not world.leader:
-        reporter = Reporter(quiet=True)
-    claim = DestinationClaim(destination) if world.leader else None
+    ctx = RunContext.start(options.device or spec.train.device, reporter)
+    claim = DestinationClaim(destination) if ctx.world.leader else None
     try:
         if claim is not None:
             check_destination(destination)  # published by a build that held it just before
             if claim.removed:
-                reporter.info(f"  removed what a build that died left: {', '.join(claim.removed)}")
-        return _prepare(pipeline, task, destination, device, world, claim, options, reporter)
+                ctx.reporter.info("  removed what a build that died left: "
+                                  + ", ".join(claim.removed))
+        return _prepare(pipeline, task, destination, claim, options, ctx)
     except BaseException:
         if claim is not None:
             claim.release()
         raise
 
 
-def _prepare(pipeline: Pipeline, task: Task, destination: Path, device: torch.device,
-             world: World, claim: DestinationClaim | None, options: BuildOptions,
-             reporter: Reporter) -> Prepared:
+def _prepare(pipeline: Pipeline, task: Task, destination: Path,
+             claim: DestinationClaim | None, options: BuildOptions,
+             ctx: RunContext) -> Prepared:
     """`prepare`'s stages, run while the destination is claimed."""
     spec = pipeline.spec
     max_length = spec.data.max_length
-    with reporter.stage("data"):
+    with ctx.stage("data"):
+        task_record = task.record()
         data = load_data(spec.data, task, pipeline.resolve, options.added_rows)
-        reporter.info(f"  {data.describe()}")
+        ctx.reporter.info(f"  {data.describe()}")
         if (overlap := data.overlap_warning()) is not None:
-            reporter.warn(overlap)
+            ctx.reporter.warn(overlap)
         baseline_path = options.baseline or (pipeline.resolve(spec.gate.baseline.bundle)
                                              if spec.gate.baseline.bundle else None)
         baseline = (open_baseline(baseline_path, task, data.label_names)
-                    if baseline_path and world.leader else None)
+                    if baseline_path and ctx.world.leader else None)
         failpoint("data")
-    with reporter.stage("model"):
+    with ctx.stage("model"):
         loaded = load_model(spec.model, task, data.label_names, pipeline.resolve,
                             spec.trust_remote_code, spec.train.seed, max_length)
-        torch.manual_seed(spec.train.seed)  # PEFT weights start the same in a sweep's trial
-        plan = make_plan(spec.freeze, loaded.backbone, spec.peft)
-        frozen_sha256 = frozen_digest(loaded.model)
-        warm_start = (load_trainable(loaded.model, plan, frozen_sha256, task.name,
-                                     options.warm_start, data.label_names)
+        model = PlannedModel.of(loaded, spec.freeze, spec.peft, spec.train.seed)
+        model.record()  # checked here, written when the bundle ships
+        warm_start = (load_trainable(model, task.name, options.warm_start, data.label_names)
                       if options.warm_start else None)
-        reporter.info(f"  {plan.summary()}")
-    with reporter.stage("encode"):
+        ctx.reporter.info(f"  {model.plan.summary()}")
+    with ctx.stage("encode"):
         encoded = {name: task.encode(loaded.processor, split.inputs, max_length)
                    for name, split in data.named_splits().items()}
-        loaded.backbone.check_split(encoded["train"], plan.boundary)
+        loaded.backbone.check_split(encoded["train"], model.plan.boundary)
         data = data.aligned(task, encoded)
         cut = {name: e.truncated for name, e in encoded.items() if e.truncated}
         if cut:
-            reporter.info(f"  cut to {max_length} tokens: "
-                          + ", ".join(f"{n} {name} rows" for name, n in cut.items()))
-    loaded.model.to(device)
-    with reporter.stage("cache"):
+            ctx.reporter.info(f"  cut to {max_length} tokens: "
+                              + ", ".join(f"{n} {name} rows" for name, n in cut.items()))
+        data_record = data.record(max_length, cut)
+    loaded.model.to(ctx.device)
+    with ctx.stage("cache"):
         root = cache_root(options.cache_dir, spec.cache, pipeline.resolve, options.use_cache)
-        features, cache = stem_features(loaded, task, plan, frozen_sha256, data, encoded,
-                                        max_length=max_length, root=root,
-                                        dtype=spec.cache.dtype, device=device,
-                                        reporter=reporter, world=world)
-    return Prepared(pipeline=pipeline, task=task, destination=destination, device=device,
-                    world=world, data=data, loaded=loaded, plan=plan,
-                    frozen_sha256=frozen_sha256, warm_start=warm_start, encoded=encoded,
-                    features=features, cache=cache, reporter=reporter, claim=claim,
-                    baseline=baseline)
+        features, cache_record = stem_features(
+            model, task, data, encoded, CacheSettings(root, spec.cache.dtype, max_length), ctx)
+    return Prepared(pipeline=pipeline, task=task, destination=destination, ctx=ctx, data=data,
+                    model=model, warm_start=warm_start, encoded=encoded, features=features,
+                    task_record=task_record, data_record=data_record,
+                    cache_record=cache_record, claim=claim, baseline=baseline)
 
 
-def ship(prepared: Prepared, trained: TrainResult, reporter: Reporter,
-         sweep: dict[str, Any] | None = None) -> BuildResult:
-    """The stages after training: export, quantize, evaluate, gate, publish. `sweep` is
-    the record of the search that chose the settings, when one did."""
-    pipeline, task, loaded, data = (prepared.pipeline, prepared.task, prepared.loaded,
-                                    prepared.data)
-    # The plan training started with decides what is saved and exported (an adaptive plan
-    # may have frozen layers that trained before); the manifest records where it ended.
-    spec, plan, device = pipeline.spec, prepared.plan, prepared.device
-    forms = requested(spec.model_dump())
+def ship(prepared: Prepared, model: PlannedModel, training: TrainingRecord,
+         sweep: SweepRecord | None = None) -> BuildResult:
+    """The stages after training of `model` (the prepared one, or a sweep's chosen
+    trial's): export, quantize, evaluate, gate, publish. `sweep` is the record of the
+    search that chose the settings, when one did."""
+    spec, ctx, task = prepared.pipeline.spec, prepared.ctx, prepared.task
     with Staging(prepared.destination) as staging:
-        with reporter.stage("export"):
-            write_model_files(loaded, data.label_names, staging.path)
-            save_trainable(loaded.model, plan, staging.path)
-            exported, export_record = export_models(loaded, plan, task, forms, staging.path,
-                                                    spec.export.opset, prepared.encoded["test"])
+        with ctx.stage("export"):
+            # The plan training started with decides what is saved and exported (an
+            # adaptive plan may have frozen layers that trained before); the manifest
+            # records where it ended.
+            write_model_files(model.loaded, prepared.data.label_names, staging.path)
+            save_trainable(model.loaded.model, model.plan, staging.path)
+            exported = export_models(model.loaded, model.plan, task,
+                                     requested(spec.model_dump()), staging.path,
+                                     spec.export.opset, prepared.encoded["test"])
             failpoint("export")
-        model = loaded.model.to(device)
-        reference = reference_outputs(model, task, prepared.encoded["test"], device)
-        encoder = input_kind(task.inputs)(staging.path, spec.data.max_length)
-        with reporter.stage("quantize"):
-            reduced, quantize_record, known = quantize_models(
-                forms, exported, staging.path, spec, loaded.backbone, task, reference,
-                examples=data.test.inputs, targets=data.test.targets,
-                training_inputs=data.train.inputs, encoder=encoder, reporter=reporter)
+        held_out = _held_out(prepared, model, staging.path)
+        with ctx.stage("quantize"):
+            reduced, quantized, known = quantize_models(
+                exported, spec, model.backbone, task, held_out,
+                prepared.data.train.inputs, ctx)
             failpoint("quantize")
-        models = {**exported, **reduced}
-        with reporter.stage("evaluate"):
-            evaluation = evaluate(model, task, reference, examples=data.test.inputs,
-                                  targets=data.test.targets, encoded=prepared.encoded["test"],
-                                  forms=models, encoder=encoder,
-                                  batch_sizes=spec.gate.batch_sizes,
-                                  sequence_lengths=spec.shape_check_lengths()
-                                  if prepared.encoded["test"].sequential else [],
-                                  device=device,
-                                  reporter=reporter, known=known)
-            compared = (compare_with_baseline(
-                prepared.baseline, task, data.test.inputs, data.test.targets,
-                evaluation.outputs[INT8.name], data.label_names, data.test.fingerprint(),
-                reporter) if prepared.baseline else None)
+        forms = {**exported.files, **reduced}
+        with ctx.stage("evaluate"):
+            grid = ShapeGrid(spec.gate.batch_sizes, spec.shape_check_lengths()
+                             if held_out.encoded.sequential else [])
+            evaluation = evaluate(model.loaded.model, task, held_out, forms, grid, ctx, known)
+            compared = (compare_with_baseline(prepared.baseline, task, held_out,
+                                              evaluation.outputs[INT8.name], ctx)
+                        if prepared.baseline else None)
         sizes = {name: sum(path.stat().st_size for path in paths)
-                 for name, paths in models.items()}
+                 for name, paths in forms.items()}
         verdict = judge(evaluation, task.gate_metric, spec.gate, sizes)
         if compared is not None:
             verdict = Verdict(verdict.rules + compared.rules(spec.gate.baseline))
         failpoint("gate")
-        manifest = manifest_for(
-            pipeline=pipeline, task=task, loaded=loaded, frozen_sha256=prepared.frozen_sha256,
-            data=data, truncated={name: e.truncated for name, e in prepared.encoded.items()},
-            plan=trained.plan or plan, trained=trained, warm_start=prepared.warm_start,
-            cache=prepared.cache, exported=export_record, quantized=quantize_record,
-            sizes=sizes, evaluation=evaluation, verdict=verdict,
-            timings_s=reporter.timings, sweep=sweep,
+        records = StageRecords(
+            task=prepared.task_record, model=model.record(), data=prepared.data_record,
+            cache=prepared.cache_record, training=training, export=exported.records,
+            quantize=quantized, sweep=sweep,
             baseline=compared.record() if compared else None)
+        manifest = manifest_for(prepared.pipeline, records, evaluation, verdict, sizes,
+                                ctx.reporter.timings)
         return BuildResult(path=publish_or_refuse(staging, manifest), manifest=manifest)
+
+
+def _held_out(prepared: Prepared, model: PlannedModel, folder: Path) -> HeldOut:
+    """The held-out split with PyTorch's outputs on it, and the device's encoder read
+    from the bundle's files in `folder`."""
+    test, encoded = prepared.data.test, prepared.encoded["test"]
+    torch_model = model.loaded.model.to(prepared.ctx.device)
+    return HeldOut(
+        examples=test.inputs, targets=test.targets, encoded=encoded,
+        reference=reference_outputs(torch_model, prepared.task, encoded, prepared.ctx.device),
+        encoder=input_kind(prepared.task.inputs)(folder, prepared.pipeline.spec.data.max_length),
+        fingerprint=test.fingerprint(), label_names=prepared.data.label_names)

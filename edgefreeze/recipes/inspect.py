@@ -33,6 +33,7 @@ def inspect_pipeline(pipeline: Pipeline) -> dict[str, Any]:
     outputs = loaded.backbone.top(hidden, mask, plan.boundary)
     targets = task.aligned_targets(data.train.targets[:len(encoded)], encoded)
     task.loss(outputs, task.batch_targets(targets, indices)).backward()
-    return {"pipeline": str(pipeline.path), **plan.record(), "description": plan.describe(),
+    return {"pipeline": str(pipeline.path), **plan.record().model_dump(mode="json"),
+            "description": plan.describe(),
             "rows": layer_rows(plan, loaded.backbone, spec.train),
             "gradient_flow": gradient_flow(loaded.model, plan.parameters())}

@@ -28,23 +28,22 @@ import math
 import os
 import time
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import optuna
-import torch
 
-from edgefreeze.backbones import LoadedModel
 from edgefreeze.cache.features import Features, LiveFeatures, advance_features
 from edgefreeze.errors import ConfigError
-from edgefreeze.freeze import FreezePlan, frozen_digest, make_plan
+from edgefreeze.freeze import PlannedModel
 from edgefreeze.gate.paired import compare
 from edgefreeze.peft import METHODS
 from edgefreeze.progress import Reporter
 from edgefreeze.recipes.build import BuildOptions, BuildResult, Prepared, prepare, ship
+from edgefreeze.runtime.manifest import SweepRecord, TrialRecord
 from edgefreeze.schema import Pipeline, PipelineSpec, SweepSpec
 from edgefreeze.tasks import Outputs, Task
-from edgefreeze.train.loop import TrainResult, top_outputs, train
+from edgefreeze.train.loop import Checks, TrainResult, top_outputs, train
 
 CHECKS = 6  # validation checkpoints per trial schedule, where the pruner may stop it
 REDUCTION = 3  # the successive-halving pruner's reduction factor
@@ -148,10 +147,8 @@ class Best:
     number: int
     params: dict[str, Any]
     spec: PipelineSpec
-    loaded: LoadedModel
-    plan: FreezePlan  # as training started (`trained.plan`: where an adaptive one ended)
-    trained: TrainResult
-    frozen_sha256: str  # digested before training, as `build` does
+    model: PlannedModel  # the plan as training started (digested before training)
+    trained: TrainResult  # `trained.plan`: where an adaptive plan ended
     outputs: Outputs  # on the validation split, for the paired comparison
 
 
@@ -173,126 +170,150 @@ def sweep(pipeline: Pipeline, options: BuildOptions, reporter: Reporter,
     prepared = prepare(pipeline.model_copy(update={"spec": spec.model_copy(
         update={"peft": None})}), options, reporter)
     try:
-        return _search_and_ship(prepared, pipeline, space, reporter, trials, timeout_s)
+        search = _Search(prepared, spec, space)
+        with prepared.ctx.stage("sweep"):
+            search.run(trials, timeout_s)
+        chosen, record = search.choose()
+        shipped = replace(prepared, pipeline=pipeline.model_copy(update={"spec": chosen.spec}))
+        training = chosen.trained.record((chosen.trained.plan or chosen.model.plan).record(),
+                                         prepared.warm_start)
+        return ship(shipped, chosen.model, training, sweep=record)
     finally:
         prepared.release()
 
 
-def _search_and_ship(prepared: Prepared, pipeline: Pipeline, space: SearchSpace,
-                     reporter: Reporter, trials: int, timeout_s: float | None) -> BuildResult:
-    """The search and the shipping of its best trial, on a prepared (claimed) build."""
-    spec = pipeline.spec
-    task, data = prepared.task, prepared.data
-    moved: dict[tuple[int, int | None], dict[str, Features]] = {}
+@dataclass
+class _Search:
+    """The trials of one sweep, on a prepared (claimed) build: each trains a replica of
+    the prepared model from the prepared activations."""
 
-    def features_for(plan: FreezePlan, loaded: LoadedModel) -> dict[str, Features]:
-        if any(isinstance(f, LiveFeatures) for f in prepared.features.values()):
-            # No cache: the trial's own model runs its stem (it may train it).
-            return {name: LiveFeatures(f.encoded, loaded.backbone, plan)
-                    for name, f in prepared.features.items()}
-        if plan.boundary == prepared.plan.boundary:
-            return prepared.features
-        key = (plan.boundary, plan.kept_rows)
-        if key not in moved:
-            moved[key] = {name: advance_features(features, prepared.loaded.backbone,
-                                                 prepared.plan, plan, prepared.device)
-                          for name, features in prepared.features.items()}
-        return moved[key]
-
+    prepared: Prepared
+    spec: PipelineSpec
+    space: SearchSpace
     best: Best | None = None
     default: Best | None = None  # trial 0, the pipeline's own settings
-    started, seconds, epochs_run = time.perf_counter(), {}, {}
-    defaults = space.defaults(spec)
+    seconds: dict[int, float] = field(default_factory=dict)
+    epochs_run: dict[int, float] = field(default_factory=dict)
+    moved: dict[tuple[int, int | None], dict[str, Features]] = field(default_factory=dict)
+    study: optuna.Study = field(init=False)
+    started: float = field(default_factory=time.perf_counter)
 
-    def objective(trial: optuna.Trial) -> float:
-        nonlocal best, default
+    def __post_init__(self) -> None:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        pruner = (optuna.pruners.SuccessiveHalvingPruner(min_resource=1,
+                                                         reduction_factor=REDUCTION)
+                  if self.spec.sweep.prune else optuna.pruners.NopPruner())
+        self.study = optuna.create_study(
+            direction="maximize", pruner=pruner,
+            sampler=optuna.samplers.TPESampler(seed=self.spec.sweep.seed))
+        self.study.enqueue_trial(self.space.defaults(self.spec), skip_if_exists=False)
+
+    def run(self, trials: int, timeout_s: float | None) -> None:
+        reporter, metric = self.prepared.ctx.reporter, self.prepared.task.gate_metric
+        for _ in reporter.progress(range(trials), total=trials, desc="trials"):
+            if timeout_s is not None and time.perf_counter() - self.started > timeout_s:
+                break
+            with warnings.catch_warnings():  # the defaults may lie outside the space searched
+                warnings.filterwarnings("ignore", message="Fixed parameter ")
+                self.study.optimize(self.objective, n_trials=1)
+            if self.best is not None:
+                reporter.info(f"  trial {len(self.study.trials) - 1}: "
+                              f"{self.study.trials[-1].state.name.lower()}; best so far "
+                              f"trial {self.best.number}, validation {metric} "
+                              f"{self.best.value:.4f}")
+        if self.best is None:
+            raise ConfigError("sweep: every trial was pruned or failed; nothing to ship")
+
+    def features_for(self, model: PlannedModel) -> dict[str, Features]:
+        """The trial's training inputs: the prepared activations, moved up to its boundary
+        once per boundary; without a cache, its own model's live stem (it may train it)."""
+        prepared = self.prepared
+        if any(isinstance(f, LiveFeatures) for f in prepared.features.values()):
+            return {name: LiveFeatures(f.encoded, model.backbone, model.plan)
+                    for name, f in prepared.features.items()}
+        plan = model.plan
+        if plan.boundary == prepared.model.plan.boundary:
+            return prepared.features
+        key = (plan.boundary, plan.kept_rows)
+        if key not in self.moved:
+            self.moved[key] = {name: advance_features(features, prepared.model.backbone,
+                                                      prepared.model.plan, plan,
+                                                      prepared.ctx.device)
+                               for name, features in prepared.features.items()}
+        return self.moved[key]
+
+    def objective(self, trial: optuna.Trial) -> float:
+        """Train one trial; keep its model when it is the best so far or the default."""
         begun = time.perf_counter()
-        params = space.suggest(trial)
+        params = self.space.suggest(trial)
         if trial.number == 0:  # a range fixed at one value still gives the pipeline's own
-            params = {**params, **defaults}
-        trial_spec = space.apply(spec, params)
-        loaded = prepared.loaded.replica(task)
-        torch.manual_seed(trial_spec.train.seed)  # PEFT weights start as a build's would
-        plan = make_plan(trial_spec.freeze, loaded.backbone, trial_spec.peft)
-        frozen_sha256 = frozen_digest(loaded.model)
-        features = features_for(plan, loaded)
+            params = {**params, **self.space.defaults(self.spec)}
+        trial_spec = self.space.apply(self.spec, params)
+        prepared, task = self.prepared, self.prepared.task
+        model = PlannedModel.of(prepared.model.loaded.replica(task), trial_spec.freeze,
+                                trial_spec.peft, trial_spec.train.seed)
 
         def on_check(k: int, score: float) -> None:
-            epochs_run[trial.number] = trial_spec.train.epochs * k / CHECKS
-            seconds[trial.number] = time.perf_counter() - begun
+            self.epochs_run[trial.number] = trial_spec.train.epochs * k / CHECKS
+            self.seconds[trial.number] = time.perf_counter() - begun
             trial.report(score, k)
             if trial.should_prune():
                 raise optuna.TrialPruned()
 
-        trained = train(loaded.backbone, plan, task, features["train"], data.train.targets,
-                        features["validation"], data.validation.targets, trial_spec.train,
-                        prepared.device, Reporter(quiet=True),
-                        checks=CHECKS if spec.sweep.prune else 0, on_check=on_check,
-                        mid_epoch_checks=RUNGS)
-        seconds[trial.number] = time.perf_counter() - begun
-        epochs_run[trial.number] = len(trained.epochs)  # early stopping may end it sooner
-        kept = trained.epochs[(trained.best_epoch or len(trained.epochs)) - 1]
-        value = kept["validation"][task.gate_metric]  # of the epoch whose weights remain
-        if math.isnan(value) or not (trial.number == 0 or best is None or value > best.value):
-            return value
-        final = trained.plan or plan
-        validation = features_for(plan, loaded)["validation"]
-        if final.boundary != plan.boundary:  # an adaptive plan froze layers it had trained:
-            # move its activations up through its own weights, not the cached model's
-            validation = advance_features(validation, loaded.backbone, plan, final,
-                                          prepared.device)
-        outputs = top_outputs(loaded.backbone, final, task, validation,
-                              trial_spec.train.batch_size, prepared.device)
-        kept_trial = Best(value, trial.number, params, trial_spec, loaded, plan, trained,
-                          frozen_sha256, outputs)
-        if trial.number == 0:
-            default = kept_trial
-        if best is None or value > best.value:
-            best = kept_trial
+        checks = Checks(CHECKS if self.spec.sweep.prune else 0, on_check, RUNGS)
+        trained = train(model.backbone, model.plan, task,
+                        prepared.splits(self.features_for(model)), trial_spec.train,
+                        prepared.ctx.quiet(), checks)
+        self.seconds[trial.number] = time.perf_counter() - begun
+        self.epochs_run[trial.number] = len(trained.epochs)  # early stopping may end it sooner
+        value = trained.kept_epoch().validation[task.gate_metric]
+        if not math.isnan(value) and (trial.number == 0 or self.best is None
+                                      or value > self.best.value):
+            kept = Best(value, trial.number, params, trial_spec, model, trained,
+                        self.validation_outputs(model, trained, trial_spec))
+            if trial.number == 0:
+                self.default = kept
+            if self.best is None or value > self.best.value:
+                self.best = kept
         return value
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    pruner = (optuna.pruners.SuccessiveHalvingPruner(min_resource=1,
-                                                     reduction_factor=REDUCTION)
-              if spec.sweep.prune else optuna.pruners.NopPruner())
-    study = optuna.create_study(direction="maximize", pruner=pruner,
-                                sampler=optuna.samplers.TPESampler(seed=spec.sweep.seed))
-    study.enqueue_trial(defaults, skip_if_exists=False)
-    with reporter.stage("sweep"):
-        for _ in reporter.progress(range(trials), total=trials, desc="trials"):
-            if timeout_s is not None and time.perf_counter() - started > timeout_s:
-                break
-            with warnings.catch_warnings():  # the defaults may lie outside the space searched
-                warnings.filterwarnings("ignore", message="Fixed parameter ")
-                study.optimize(objective, n_trials=1)
-            if best is not None:
-                reporter.info(f"  trial {len(study.trials) - 1}: "
-                              f"{study.trials[-1].state.name.lower()}; best so far trial "
-                              f"{best.number}, validation {task.gate_metric} {best.value:.4f}")
-    if best is None:
-        raise ConfigError("sweep: every trial was pruned or failed; nothing to ship")
-    chosen, choice = _choose(best, default, task, data.validation.targets, spec.sweep)
-    if chosen is not best:
-        reporter.warn(f"sweep: {choice['why']}")
-    else:
-        reporter.info(f"  sweep: {choice['why']}")
-    record = {
-        "objective": f"validation {task.gate_metric}", "sampler": "TPESampler",
-        "pruner": type(pruner).__name__ if spec.sweep.prune else None,
-        "seconds": round(time.perf_counter() - started, 3), "best_trial": best.number,
-        "best_value": best.value, "best_params": best.params,
-        "trials": [{"number": t.number, "state": t.state.name.lower(), "params": t.params,
-                    "value": t.value if t.state == optuna.trial.TrialState.COMPLETE
-                    and not math.isnan(t.value) else None,
-                    "epochs_run": round(epochs_run.get(t.number, 0.0), 3),
-                    "seconds": round(seconds.get(t.number, 0.0), 3)}
-                   for t in study.trials],
-        **choice,
-    }
-    shipped = replace(prepared, pipeline=pipeline.model_copy(update={"spec": chosen.spec}),
-                      loaded=chosen.loaded, plan=chosen.plan,
-                      frozen_sha256=chosen.frozen_sha256)
-    return ship(shipped, chosen.trained, reporter, sweep=record)
+    def validation_outputs(self, model: PlannedModel, trained: TrainResult,
+                           trial_spec: PipelineSpec) -> Outputs:
+        """A kept trial's outputs on the validation split, from its own weights."""
+        final = trained.plan or model.plan
+        validation = self.features_for(model)["validation"]
+        if final.boundary != model.plan.boundary:  # an adaptive plan froze layers it had
+            # trained: move its activations up through its own weights, not the cached model's
+            validation = advance_features(validation, model.backbone, model.plan, final,
+                                          self.prepared.ctx.device)
+        return top_outputs(model.backbone, final, self.prepared.task, validation,
+                           trial_spec.train.batch_size, self.prepared.ctx.device)
+
+    def choose(self) -> tuple[Best, SweepRecord]:
+        """The trial to ship, and the manifest's record of the search and the choice."""
+        best, task = self.best, self.prepared.task
+        assert best is not None
+        validation = self.prepared.data.validation
+        assert validation is not None
+        chosen, choice = _choose(best, self.default, task, validation.targets, self.spec.sweep)
+        reporter = self.prepared.ctx.reporter
+        if chosen is not best:
+            reporter.warn(f"sweep: {choice['why']}")
+        else:
+            reporter.info(f"  sweep: {choice['why']}")
+        complete = optuna.trial.TrialState.COMPLETE
+        return chosen, SweepRecord(
+            objective=f"validation {task.gate_metric}", sampler="TPESampler",
+            pruner=type(self.study.pruner).__name__ if self.spec.sweep.prune else None,
+            seconds=round(time.perf_counter() - self.started, 3), best_trial=best.number,
+            best_value=best.value, best_params=best.params,
+            trials=[TrialRecord(number=t.number, state=t.state.name.lower(), params=t.params,
+                                value=t.value if t.state == complete
+                                and t.value is not None and not math.isnan(t.value) else None,
+                                epochs_run=round(self.epochs_run.get(t.number, 0.0), 3),
+                                seconds=round(self.seconds.get(t.number, 0.0), 3))
+                    for t in self.study.trials],
+            **choice)
 
 
 def _choose(best: Best, default: Best | None, task: Task, targets: Any,

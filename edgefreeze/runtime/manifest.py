@@ -127,6 +127,16 @@ class CacheRecord(Record):
     live_reason: str | None = None  # why the plan leaves nothing to cache, if so
 
 
+class ExportRecord(Record):
+    """How one exported (fp32) form was written."""
+
+    exporter: str  # optimum.exporters.onnx, or torch's dynamo exporter for stem + top
+    opset: int | None = None
+    dynamic_axes: list[str] = []  # the whole model's: batch_size, and sequence_length for tokens
+    boundary: int | None = None  # stem + top: the layer where the top begins
+    stem_inputs: list[str] = []  # stem + top: the model inputs the stem reads
+
+
 class AttemptRecord(Record):
     """One try of the quantization fallback."""
 
@@ -279,7 +289,7 @@ class Manifest(Record):
     data: DataRecord
     training: TrainingRecord
     cache: CacheRecord
-    export: dict[str, dict[str, Any]]  # per exported form: the exporter's settings
+    export: dict[str, ExportRecord]  # per exported form
     quantize: dict[str, QuantizeRecord]
     metrics: dict[str, dict[str, float]]
     sizes: dict[str, int]

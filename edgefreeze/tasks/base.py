@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from edgefreeze.hashing import content_key
+from edgefreeze.runtime.manifest import TaskRecord
 from edgefreeze.tasks.encoding import ModelInputs
 
 Outputs = list[np.ndarray]  # one array per example, in example order
@@ -152,7 +153,7 @@ class Task(ABC):
         """Largest absolute difference between two models' outputs on the same examples."""
         return float(max(np.max(np.abs(a - b)) for a, b in zip(outputs, reference)))
 
-    def record(self) -> dict[str, str]:
+    def record(self) -> TaskRecord:
         """What the manifest says of the task (the device reads inputs and outputs)."""
-        return {"name": self.name, "inputs": self.inputs, "outputs": self.outputs,
-                "gate_metric": self.gate_metric}
+        return TaskRecord(name=self.name, inputs=self.inputs, outputs=self.outputs,
+                          gate_metric=self.gate_metric)

@@ -15,8 +15,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from edgefreeze.errors import BundleError, ConfigError
-from edgefreeze.freeze import FreezePlan, describe_plan
+from edgefreeze.freeze import FreezePlan, PlannedModel, describe_plan
 from edgefreeze.runtime import Bundle
+from edgefreeze.runtime.manifest import WarmStartRecord
 
 WEIGHTS = "trainable.safetensors"
 
@@ -34,10 +35,11 @@ def _trained(model: torch.nn.Module, plan: FreezePlan) -> dict[str, torch.nn.Par
     return {name: p for name, p in model.named_parameters() if id(p) in mine}
 
 
-def load_trainable(model: torch.nn.Module, plan: FreezePlan, frozen_sha256: str, task: str,
-                   bundle_path: Path, label_names: list[str]) -> dict[str, str]:
-    """Copy the bundle's trained parameters into `model`; they must fit exactly. Returns
-    the manifest's `training.warm_start`."""
+def load_trainable(planned: PlannedModel, task: str, bundle_path: Path,
+                   label_names: list[str]) -> WarmStartRecord:
+    """Copy the bundle's trained parameters into the planned model; they must fit exactly.
+    Returns the manifest's `training.warm_start`."""
+    model, plan = planned.loaded.model, planned.plan
     try:
         bundle = Bundle(bundle_path)
     except BundleError as exc:
@@ -58,7 +60,7 @@ def load_trainable(model: torch.nn.Module, plan: FreezePlan, frozen_sha256: str,
     if manifest.model.frozen_sha256 is None:
         raise ConfigError(f"{where}: built by edgefreeze {manifest.edgefreeze_version}, which "
                           "did not record its frozen weights' digest; build without --from once")
-    if manifest.model.frozen_sha256 != frozen_sha256:
+    if manifest.model.frozen_sha256 != planned.frozen_sha256:
         raise ConfigError(f"{where}: built on another frozen stem (other pretrained weights "
                           "or revision) than this pipeline's model")
     tensors = load_file(str(bundle.verified(WEIGHTS)))
@@ -66,5 +68,5 @@ def load_trainable(model: torch.nn.Module, plan: FreezePlan, frozen_sha256: str,
         raise ConfigError(f"{where}: {WEIGHTS} does not hold this model's trainable "
                           "parameters")
     model.load_state_dict(tensors, strict=False)
-    return {"bundle": str(bundle_path), "sha256": manifest.files[WEIGHTS].sha256}
+    return WarmStartRecord(bundle=str(bundle_path), sha256=manifest.files[WEIGHTS].sha256)
 
