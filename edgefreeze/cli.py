@@ -12,6 +12,7 @@ import os
 import sys
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from edgefreeze import __version__
 from edgefreeze.errors import ConfigError, EdgefreezeError
 from edgefreeze.interrupts import Terminated, stopping_on_signals
 from edgefreeze.runtime.forms import FORMS, FP32, INT8, REFERENCE
-from edgefreeze.runtime.manifest import GateRefused
+from edgefreeze.runtime.manifest import GateRefused, Manifest
 
 BUILD_MODULES = {"torch", "transformers", "optimum", "onnx", "yaml", "tqdm", "safetensors",
                  "optuna", "peft"}
@@ -104,7 +105,7 @@ class _Commands(click.Group):
 @click.version_option(__version__, prog_name="edgefreeze")
 def main() -> None:
     """Fine-tune the top of a pretrained transformer, export it to ONNX, quantize it to
-    int8, and ship it only if it passes the accuracy gate."""
+    int8, and ship it only if it passes the gate."""
 
 
 def build_options(command: Callable) -> Callable:
@@ -131,57 +132,78 @@ def build_options(command: Callable) -> Callable:
     return command
 
 
-def _build(pipeline_file: str, output: Path | None, device: str | None, cache_dir: Path | None,
-           no_cache: bool, quiet: bool, as_json: bool, baseline: Path | None = None,
-           added: tuple[Path, ...] = (),
-           warm_start: Path | None = None, epochs: int | None = None,
-           sweep: dict[str, Any] | None = None) -> None:
+@dataclass(frozen=True)
+class BuildCommand:
+    """What `build`, `retrain` and `sweep` take from the command line."""
+
+    pipeline_file: str
+    output: Path | None
+    device: str | None
+    cache_dir: Path | None
+    no_cache: bool
+    quiet: bool
+    as_json: bool
+    baseline: Path | None = None
+    added: tuple[Path, ...] = ()
+    warm_start: Path | None = None
+    epochs: int | None = None
+
+
+def _build(command: BuildCommand, sweep: dict[str, Any] | None = None) -> None:
     """`build`, `retrain` and (with `sweep`: its --trials and --timeout) `sweep`."""
     def action() -> dict:
         from edgefreeze.schema import load_pipeline
 
-        pipeline = load_pipeline(pipeline_file)  # a bad file is refused before torch loads
+        pipeline = load_pipeline(command.pipeline_file)  # refused before torch loads
 
         from edgefreeze.progress import Reporter
         from edgefreeze.recipes.build import BuildOptions
         from edgefreeze.recipes.build import build as run_build
 
-        options = BuildOptions(output=output, device=device, cache_dir=cache_dir,
-                               use_cache=False if no_cache else None, added_rows=list(added),
-                               warm_start=warm_start, epochs=epochs, baseline=baseline)
+        options = BuildOptions(output=command.output, device=command.device,
+                               cache_dir=command.cache_dir,
+                               use_cache=False if command.no_cache else None,
+                               added_rows=list(command.added), warm_start=command.warm_start,
+                               epochs=command.epochs, baseline=command.baseline)
+        reporter = Reporter(command.quiet)
         if sweep is None:
-            result = run_build(pipeline, options, Reporter(quiet))
+            result = run_build(pipeline, options, reporter)
         else:
             from edgefreeze.recipes.sweep import sweep as run_sweep
 
-            result = run_sweep(pipeline, options, Reporter(quiet), **sweep)
+            result = run_sweep(pipeline, options, reporter, **sweep)
         if result is None:  # a torchrun process other than 0: it trained, 0 ships
             return {"status": "trained"}
+        if not command.quiet:
+            _say_shipped(result.path, result.manifest)
         manifest = result.manifest
-        if not quiet:
-            metric = manifest.task.gate_metric
-            int8 = manifest.metrics[INT8.name]
-            if manifest.sweep is not None:
-                searched = manifest.sweep
-                number = (searched.best_trial if searched.chosen_trial is None
-                          else searched.chosen_trial)
-                click.echo(f"chose trial {number} of {len(searched.trials)}: "
-                           f"{searched.trials[number].params}", err=True)
-            click.echo(f"shipped {result.path} ({INT8.name} {metric} {int8[metric]:.4f}, "
-                       f"agreement {int8['agreement']:.4f})", err=True)
         chosen = ({"sweep": manifest.sweep.model_dump(mode="json", exclude={"trials"})}
                   if manifest.sweep else {})
         return {"status": "shipped", "bundle": str(result.path), **_summary(manifest),
                 **chosen}
 
-    _run(as_json, action)
+    _run(command.as_json, action)
+
+
+def _say_shipped(path: Path, manifest: Manifest) -> None:
+    """The lines a person reads when a build ships: the sweep's choice, the int8 figures."""
+    metric = manifest.task.gate_metric
+    int8 = manifest.metrics[INT8.name]
+    if manifest.sweep is not None:
+        searched = manifest.sweep
+        number = (searched.best_trial if searched.chosen_trial is None
+                  else searched.chosen_trial)
+        click.echo(f"chose trial {number} of {len(searched.trials)}: "
+                   f"{searched.trials[number].params}", err=True)
+    click.echo(f"shipped {path} ({INT8.name} {metric} {int8[metric]:.4f}, "
+               f"agreement {int8['agreement']:.4f})", err=True)
 
 
 @main.command(short_help="Train, export, quantize, gate and publish a bundle.")
 @build_options
 def build(**options) -> None:
     """Train, export, quantize, gate and publish the bundle a PIPELINE file describes."""
-    _build(**options)
+    _build(BuildCommand(**options))
 
 
 @main.command(short_help="Retrain on the pipeline's data plus new rows.")
@@ -197,7 +219,7 @@ def build(**options) -> None:
 def retrain(**options) -> None:
     """Retrain the top on the PIPELINE's data plus new rows, then export, quantize, gate
     and publish like `build`. With the cache, only the new rows pass the frozen stem."""
-    _build(**options)
+    _build(BuildCommand(**options))
 
 
 @main.command(short_help="Search the trainable part's settings from one cache; ship the best.")
@@ -210,7 +232,7 @@ def sweep(trials: int | None, timeout_s: float | None, **options) -> None:
     """Train many settings of the PIPELINE's trainable part (learning rates, epochs,
     trainable layers, PEFT rank: its `sweep:` section) from one activation cache, choose
     the best by validation score, then export, quantize, gate and publish it like `build`."""
-    _build(**options, sweep={"trials": trials, "timeout_s": timeout_s})
+    _build(BuildCommand(**options), sweep={"trials": trials, "timeout_s": timeout_s})
 
 
 @main.command("verify-target",
@@ -229,8 +251,8 @@ def sweep(trials: int | None, timeout_s: float | None, **options) -> None:
               show_default=True, help="The model form to run.")
 @click.option("--rows", type=click.IntRange(min=1), help="Only the first N held-out rows.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON result.")
-def verify_target(bundle: Path, pipeline_file: str, python: Path, sysroot: Path | None,
-                  paths: tuple[Path, ...], form: str, rows: int | None, as_json: bool) -> None:
+def verify_target(bundle: Path, pipeline_file: str, form: str, rows: int | None, as_json: bool,
+                  **interpreter: Any) -> None:
     """Run the BUNDLE's model on the held-out split of the PIPELINE it was built from with
     another interpreter (an arm64 Python under qemu-user, an older ONNX Runtime), compare
     with this machine by the gate's rules, and record the check in the manifest. Exit 1
@@ -240,8 +262,8 @@ def verify_target(bundle: Path, pipeline_file: str, python: Path, sysroot: Path 
         from edgefreeze.recipes.verify_target import verify_target as run_check
         from edgefreeze.schema import load_pipeline
 
-        check = run_check(bundle, load_pipeline(pipeline_file),
-                          Interpreter(python, sysroot, tuple(paths)), form, rows)
+        check = run_check(bundle, load_pipeline(pipeline_file), Interpreter(**interpreter),
+                          form, rows)
         if not as_json:
             metrics = ", ".join(f"{k} {v:.4g}" for k, v in check.metrics.items())
             click.echo(f"{check.machine} ({check.emulated_by or 'native'}), onnxruntime "
@@ -295,7 +317,8 @@ def cache() -> None:
 
 
 def cache_options(command: Callable) -> Callable:
-    command = click.option("--json", "as_json", is_flag=True, help="Print one JSON result.")(command)
+    command = click.option("--json", "as_json", is_flag=True,
+                           help="Print one JSON result.")(command)
     return click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
                         help="Cache folder (else $EDGEFREEZE_CACHE_DIR, ~/.cache/edgefreeze; "
                              "a pipeline's cache.dir points its builds elsewhere).")(command)
@@ -426,14 +449,14 @@ def predict(bundle: Path, texts: tuple[str, ...], text_file, form: str, threads:
             raise ConfigError(f"{text_file.name}: no texts" if text_file else
                               "predict: give TEXT arguments or --file")
         predictor = Predictor(bundle, form, threads)
-        kind = predictor.bundle.manifest.task.inputs
+        modality = predictor.encoder.modality
         try:
             predictions = predictor.predict(inputs)
         except ValueError as exc:  # an input the encoder cannot read (an image file)
             raise ConfigError(f"predict: {exc}") from None
         for text, prediction in zip(inputs, predictions):
             if as_json:
-                click.echo(json.dumps({"image" if kind == "image" else "text": text,
+                click.echo(json.dumps({modality: text,
                                        **asdict(prediction)}))
             else:
                 click.echo(f"{predictor.decoder.summary(prediction)}\t{text}")

@@ -5,7 +5,10 @@ BatchNorm, and whole builds on real images (scikit-learn's handwritten digits)."
 from __future__ import annotations
 
 import json
+import struct
 import sys
+import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -96,6 +99,31 @@ def test_files_read_as_people_see_them(tmp_path):
     with pytest.raises(ValueError, match="shortest_edge alone"):
         Preprocessing.from_settings({"size": {"shortest_edge": 8, "longest_edge": 16},
                                      "image_mean": [0.5] * 3, "image_std": [0.5] * 3})
+
+
+def png_header(path: Path, width: int, height: int) -> Path:
+    """A PNG file whose header claims `width` x `height` pixels (no pixel data follows):
+    all a reader sees before it decodes."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data)))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", b"")
+                     + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.mark.parametrize("side", [12_000, 20_000])  # 144 MP: Pillow warns; 400: it refuses
+def test_an_image_of_too_many_pixels_is_one_line_before_it_is_decoded(tmp_path, side):
+    image = png_header(tmp_path / "huge.png", side, side)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Pillow's own warning must not get out
+        with pytest.raises(ValueError) as refused:
+            read_image(image)
+    assert str(refused.value) in (
+        f"image {image} is {side} x {side} pixels, over 64 megapixels; scale it down first",
+        f"image {image} is over 64 megapixels; scale it down first")
 
 
 def test_a_processor_the_device_cannot_follow_is_refused():

@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "edgefreeze"
 # Lowest first. A unit (a folder, or a module at the top of the package) may import units
 # in lower tiers and itself, never one beside it or above it.
 TIERS: list[set[str]] = [
-    {"__init__", "errors", "hashing", "registry", "failpoints", "interrupts", "modes"},
+    {"__init__", "errors", "hashing", "registry", "failpoints", "interrupts", "inference"},
     {"progress"},
     {"runtime", "context"},  # the device side (torch-free); the run's reporter, device, world
     {"tasks"},

@@ -6,8 +6,11 @@ machine's Python, with today's and with an older ONNX Runtime."""
 from __future__ import annotations
 
 import shutil
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import onnxruntime
 import pytest
@@ -15,6 +18,7 @@ import pytest
 from edgefreeze.runtime import Predictor
 from edgefreeze.runtime.manifest import Manifest
 from tests.conftest import OLD_ORT, run_cli, write_pipeline
+from tests.test_interruptions import held_at, start
 
 
 @pytest.fixture
@@ -48,6 +52,41 @@ def test_the_check_is_recorded_per_runtime_and_the_bundle_still_verifies(bundle,
     assert old.host_metrics["accuracy"] == Manifest.load(
         smoke.bundle / "manifest.json").metrics["int8"]["accuracy"]
     Predictor(bundle).predict(["still a verified bundle"])  # files match the manifest
+
+
+def test_two_checks_at_once_both_land_in_the_manifest(bundle, smoke):
+    """The first run holds inside its read-modify-write of the manifest; the second runs
+    its probe meanwhile and must then wait for the bundle's lock: without it, it would
+    write its check to the manifest the first has read, and the first's rename would
+    drop it."""
+    check = ["verify-target", str(bundle), str(smoke.pipeline), "--python", sys.executable,
+             "--json"]
+    with held_at("record", *check) as first:
+        second = start(*check, "--path", str(OLD_ORT))
+        try:
+            waited = _waits_for_a_lock(second)
+        finally:
+            first.send_signal(signal.SIGUSR1)
+            first_out, first_err = first.communicate(timeout=120)
+            second_out, second_err = second.communicate(timeout=120)
+    assert first.returncode == 0 and second.returncode == 0, (first_err, second_err)
+    checks = Manifest.load(bundle / "manifest.json").targets
+    assert sorted(c.onnxruntime for c in checks) == sorted(["1.20.1", onnxruntime.__version__])
+    assert waited, "the second check never waited for the first's"
+    Predictor(bundle).predict(["still a verified bundle"])
+
+
+def _waits_for_a_lock(process: subprocess.Popen, timeout_s: float = 120) -> bool:
+    """Whether `process` comes to wait for a file lock (Linux lists waiters in /proc/locks
+    with `->`) before it ends or `timeout_s` passes."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and process.poll() is None:
+        for line in Path("/proc/locks").read_text().splitlines():
+            fields = line.split()
+            if "->" in fields and str(process.pid) in fields:
+                return True
+        time.sleep(0.1)
+    return False
 
 
 def test_another_pipeline_is_refused_by_its_held_out_fingerprint(bundle, tmp_path):

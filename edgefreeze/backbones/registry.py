@@ -17,7 +17,7 @@ from torch import nn
 from transformers.modeling_attn_mask_utils import _prepare_4d_attention_mask_for_sdpa
 
 from edgefreeze.errors import ConfigError
-from edgefreeze.modes import evaluating
+from edgefreeze.inference import evaluating
 from edgefreeze.registry import Registry
 from edgefreeze.tasks import Head, Task
 from edgefreeze.tasks.encoding import ModelInputs

@@ -11,7 +11,7 @@ from edgefreeze.backbones import Backbone
 from edgefreeze.cache.store import ActivationStore
 from edgefreeze.context import RunContext
 from edgefreeze.freeze import FreezePlan
-from edgefreeze.modes import evaluating, exact_fp32
+from edgefreeze.inference import evaluating, exact_fp32
 from edgefreeze.tasks.encoding import ModelInputs
 
 SHARD_EXAMPLES = 4096  # write (and so keep) progress every this many computed examples

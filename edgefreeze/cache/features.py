@@ -26,7 +26,7 @@ from edgefreeze.context import RunContext
 from edgefreeze.data import LabelledData
 from edgefreeze.failpoints import failpoint
 from edgefreeze.freeze import FreezePlan, PlannedModel
-from edgefreeze.modes import evaluating
+from edgefreeze.inference import evaluating
 from edgefreeze.runtime.manifest import CacheRecord
 from edgefreeze.tasks import Task
 from edgefreeze.tasks.encoding import ModelInputs
@@ -85,12 +85,12 @@ class CachedFeatures:
         return torch.from_numpy(hidden).to(device), torch.from_numpy(mask).to(device)
 
 
-Features = LiveFeatures | CachedFeatures
+StemActivations = LiveFeatures | CachedFeatures
 
 
 @torch.no_grad()
-def advance_features(features: Features, backbone: Backbone, old: FreezePlan, new: FreezePlan,
-                     device: torch.device, batch_size: int = 64) -> Features:
+def advance_features(features: StemActivations, backbone: Backbone, old: FreezePlan, new: FreezePlan,
+                     device: torch.device, batch_size: int = 64) -> StemActivations:
     """The features at `new`'s higher boundary: live, the stem simply runs further; cached,
     the newly frozen layers run once over the stored activations (in eval mode), and only
     the rows `new`'s top reads are kept (the head's, when nothing else trains)."""
@@ -123,14 +123,14 @@ class CacheSettings:
 
 def stem_features(model: PlannedModel, task: Task, data: LabelledData,
                   encoded: dict[str, ModelInputs], cache: CacheSettings,
-                  ctx: RunContext) -> tuple[dict[str, Features], CacheRecord]:
+                  ctx: RunContext) -> tuple[dict[str, StemActivations], CacheRecord]:
     """Training inputs of the train and validation splits: from the activation cache
     (computing only what it lacks), or the live stem when the cache is off. Returns them
     and the manifest's cache record. With several processes, each first computes its
     share of what the cache lacks, then all read everything from it."""
     backbone, plan = model.backbone, model.plan
     names = [name for name in data.named_splits() if name in ("train", "validation")]
-    live: dict[str, Features] = {name: LiveFeatures(encoded[name], backbone, plan)
+    live: dict[str, StemActivations] = {name: LiveFeatures(encoded[name], backbone, plan)
                                  for name in names}
     if cache.root is None:
         return live, CacheRecord(enabled=False)
@@ -161,7 +161,7 @@ def stem_features(model: PlannedModel, task: Task, data: LabelledData,
 
 def _cached(store: ActivationStore, keys: dict[str, list[str]],
             encoded: dict[str, ModelInputs], model: PlannedModel,
-            ctx: RunContext) -> tuple[dict[str, Features], CacheStats]:
+            ctx: RunContext) -> tuple[dict[str, StemActivations], CacheStats]:
     """Each split's activations from `store`; with several processes, each fills its
     share of what the store lacks first."""
     backbone, plan, world = model.backbone, model.plan, ctx.world

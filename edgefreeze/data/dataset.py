@@ -20,6 +20,7 @@ from edgefreeze.data.sources import ReadOptions, Table, read_file, read_source
 from edgefreeze.data.split import split_indices
 from edgefreeze.errors import ConfigError
 from edgefreeze.runtime.images import ImageFile
+from edgefreeze.runtime.inputs import input_kind
 from edgefreeze.runtime.manifest import DataRecord, SourceRecord, SplitRecord
 from edgefreeze.schema import DataSpec
 from edgefreeze.tasks import MissingValue, Task
@@ -108,35 +109,35 @@ class _Rows:
     dropped: int = 0  # rows skipped for an empty value (data.drop_empty)
 
 
-def load_data(spec: DataSpec, task: Task, resolve: Callable[[str], Path],
+def load_data(settings: DataSpec, task: Task, resolve: Callable[[str], Path],
               added: Sequence[Path] = ()) -> LabelledData:
     """Read, check, label-map and split the data a pipeline names.
 
     `added` files (same columns) join the training split whole: new labelled rows for a
     retrain, while the held-out split stays the one earlier builds were gated on.
     """
-    options = ReadOptions(spec.encoding, spec.format, spec.tag_column)
-    main = read_source(spec.source, resolve, options)
-    rows = _extract(main, spec, task, "data.source", use_groups=True)
+    options = ReadOptions(settings.encoding, settings.format, settings.tag_column)
+    main = read_source(settings.source, resolve, options)
+    rows = _extract(main, settings, task, "data.source", use_groups=True)
     dropped = rows.dropped
-    if spec.sample_rows is not None and spec.sample_rows < len(rows.inputs):
-        rng = np.random.default_rng(spec.split.seed)
-        rows = _take(rows, sorted(rng.choice(len(rows.inputs), spec.sample_rows, replace=False)))
+    if settings.sample_rows is not None and settings.sample_rows < len(rows.inputs):
+        rng = np.random.default_rng(settings.split.seed)
+        rows = _take(rows, sorted(rng.choice(len(rows.inputs), settings.sample_rows, replace=False)))
 
     separate = {key: read_source(value, resolve, options)
-                for key, value in (("test", spec.test), ("validation", spec.validation)) if value}
-    extra = {key: _extract(table, spec, task, f"data.{key}", use_groups=False, like=main)
+                for key, value in (("test", settings.test), ("validation", settings.validation)) if value}
+    extra = {key: _extract(table, settings, task, f"data.{key}", use_groups=False, like=main)
              for key, table in separate.items()}
-    fractions = [spec.split.test if "test" not in extra else 0.0,
-                 spec.split.validation if "validation" not in extra else 0.0]
-    test_idx, val_idx, train_idx = split_indices(len(rows.inputs), fractions, spec.split.seed,
+    fractions = [settings.split.test if "test" not in extra else 0.0,
+                 settings.split.validation if "validation" not in extra else 0.0]
+    test_idx, val_idx, train_idx = split_indices(len(rows.inputs), fractions, settings.split.seed,
                                                  rows.groups)
     new_tables = [read_file(Path(path), options) for path in added]
     for table in [main, *separate.values(), *new_tables]:
         _check_kind(table, task)
-    new_rows = [_extract(t, spec, task, "--add", use_groups=False, like=main)
+    new_rows = [_extract(t, settings, task, "--add", use_groups=False, like=main)
                 for t in new_tables]
-    label_names = _label_names(spec, main, _labels_in(task, rows.targets))
+    label_names = _label_names(settings, main, _labels_in(task, rows.targets))
     for table, part in [*zip(separate.values(), extra.values()), *zip(new_tables, new_rows)]:
         unknown = sorted(_labels_in(task, part.targets) - set(label_names))
         if unknown:
@@ -150,7 +151,7 @@ def load_data(spec: DataSpec, task: Task, resolve: Callable[[str], Path],
     index = {name: i for i, name in enumerate(label_names)}
     splits = {key: Split(part.inputs, task.encode_targets(part.targets, index))
               for key, part in parts.items()}
-    _check_splits(parts, task, spec, separate)
+    _check_splits(parts, task, settings, separate)
     sources = {"source": {"origin": main.origin, "sha256": main.sha256}}
     sources.update({key: {"origin": t.origin, "sha256": t.sha256} for key, t in separate.items()})
     sources.update({f"added_{i}": {"origin": t.origin, "sha256": t.sha256}
@@ -166,19 +167,19 @@ def load_data(spec: DataSpec, task: Task, resolve: Callable[[str], Path],
 def _check_kind(table: Table, task: Task) -> None:
     """An image folder is data for an image task only (a text task would read its paths
     as texts, and learn the labels from the folder names in them)."""
-    if table.images and task.inputs != "image":
+    if table.images and input_kind(task.inputs).modality != "image":
         raise ConfigError(f"{table.origin}: a folder of images is data for "
                           f"image-classification, not {task.name} (give a .csv, .jsonl or "
                           ".conll file)")
 
 
-def _extract(table: Table, spec: DataSpec, task: Task, key: str, use_groups: bool,
+def _extract(table: Table, settings: DataSpec, task: Task, key: str, use_groups: bool,
              like: Table | None = None) -> _Rows:
     """Inputs, targets (and groups) of a table; `like` lends its default column names."""
     defaults = like or table
-    input_col = spec.text_column or defaults.text_column or task.columns[0]
-    target_col = spec.label_column or defaults.label_column or task.columns[1]
-    group_col = spec.split.group_column or table.group_column if use_groups else None
+    input_col = settings.text_column or defaults.text_column or task.columns[0]
+    target_col = settings.label_column or defaults.label_column or task.columns[1]
+    group_col = settings.split.group_column or table.group_column if use_groups else None
     columns = set(table.rows[0])
     for role, column in (("text_column", input_col), ("label_column", target_col),
                          ("split.group_column", group_col)):
@@ -191,7 +192,7 @@ def _extract(table: Table, spec: DataSpec, task: Task, key: str, use_groups: boo
             example, target = task.example(row, input_col, target_col)
             example = task.resolve(example, table.folder)
         except MissingValue as empty:
-            if spec.drop_empty:
+            if settings.drop_empty:
                 dropped += 1
                 continue
             raise ConfigError(f"{table.origin}:{number}: empty or missing {empty.column!r} "
@@ -219,15 +220,15 @@ def _labels_in(task: Task, targets: list[Any]) -> set[str]:
     return {label for target in targets for label in task.target_labels(target)}
 
 
-def _label_names(spec: DataSpec, main: Table, seen: set[str]) -> list[str]:
+def _label_names(settings: DataSpec, main: Table, seen: set[str]) -> list[str]:
     """Label names in id order: the pipeline's list, the source's own order, or sorted."""
-    if spec.labels is not None:
-        if len(set(spec.labels)) != len(spec.labels):
+    if settings.labels is not None:
+        if len(set(settings.labels)) != len(settings.labels):
             raise ConfigError("data.labels: label names must be unique")
-        unknown = sorted(seen - set(spec.labels))
+        unknown = sorted(seen - set(settings.labels))
         if unknown:
             raise ConfigError(f"data.labels: the data has labels not listed: {unknown[:5]}")
-        return list(spec.labels)
+        return list(settings.labels)
     if main.label_order is not None and seen <= set(main.label_order):
         return list(main.label_order)
     if all(label.lstrip("-").isdigit() for label in seen):
@@ -243,24 +244,24 @@ def _seen_in_training(parts: dict[str, _Rows], task: Task) -> dict[str, int]:
             for name in ("validation", "test")}
 
 
-def _check_splits(parts: dict[str, _Rows], task: Task, spec: DataSpec,
+def _check_splits(parts: dict[str, _Rows], task: Task, settings: DataSpec,
                   separate: dict[str, Table]) -> None:
     if len(parts["train"].inputs) == 0:
-        raise ConfigError(f"{spec.source}: no rows are left for training "
+        raise ConfigError(f"{settings.source}: no rows are left for training "
                           f"({len(parts['test'].inputs)} held out, "
                           f"{len(parts['validation'].inputs)} for validation); add rows or "
                           "lower data.split.test / data.split.validation")
     train_labels = sorted(_labels_in(task, parts["train"].targets))
     if len(train_labels) < 2:
         only = f"a single class ({train_labels[0]!r})" if train_labels else "no labels"
-        raise ConfigError(f"{spec.source}: the training data has {only}; a model needs at "
+        raise ConfigError(f"{settings.source}: the training data has {only}; a model needs at "
                           "least two to tell apart")
     if len(parts["test"].inputs) == 0:
         raise ConfigError("data: the held-out split is empty; raise data.split.test or add rows")
     for name in ("test", "validation"):
         unseen = sorted(_labels_in(task, parts[name].targets) - set(train_labels))
         if unseen:
-            where = separate[name].origin if name in separate else f"{spec.source} ({name} split)"
+            where = separate[name].origin if name in separate else f"{settings.source} ({name} split)"
             raise ConfigError(f"{where}: labels {unseen[:5]} never occur in the training "
                               "split, so the model cannot learn them; add training rows for "
                               "them or drop them")

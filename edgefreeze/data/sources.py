@@ -51,16 +51,16 @@ class ReadOptions:
     tag_column: int = -1  # CoNLL: the whitespace-separated column with the tag
 
 
-def read_source(spec: str, resolve: Callable[[str], Path],
+def read_source(source: str, resolve: Callable[[str], Path],
                 options: ReadOptions = ReadOptions()) -> Table:
     """Read a source named in a pipeline: `builtin:NAME` or a file path."""
-    if spec.startswith(BUILTIN_PREFIX):
-        name = spec[len(BUILTIN_PREFIX):]
+    if source.startswith(BUILTIN_PREFIX):
+        name = source[len(BUILTIN_PREFIX):]
         if name not in BUILTIN_SOURCES:
             known = ", ".join(BUILTIN_PREFIX + key for key in BUILTIN_SOURCES)
-            raise ConfigError(f"unknown built-in data set {spec!r} (known: {known})")
+            raise ConfigError(f"unknown built-in data set {source!r} (known: {known})")
         return BUILTIN_SOURCES[name]()
-    return read_file(resolve(spec), options)
+    return read_file(resolve(source), options)
 
 
 def read_file(path: Path, options: ReadOptions = ReadOptions()) -> Table:

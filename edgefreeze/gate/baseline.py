@@ -65,11 +65,11 @@ class BaselineComparison:
     def flip_share(self) -> float:
         return len(self.flipped) / self.rows
 
-    def rules(self, spec: BaselineSpec) -> list[Rule]:
+    def rules(self, settings: BaselineSpec) -> list[Rule]:
         return [Rule("baseline.max_metric_drop", self.baseline_value - self.value,
-                     spec.max_metric_drop, "max",
+                     settings.max_metric_drop, "max",
                      f"int8 {self.metric} drop against the baseline release"),
-                Rule("baseline.max_flip_share", self.flip_share, spec.max_flip_share, "max",
+                Rule("baseline.max_flip_share", self.flip_share, settings.max_flip_share, "max",
                      "share of held-out predictions that differ from the baseline release's")]
 
     def record(self) -> BaselineRecord:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from edgefreeze.modes import exact_fp32
+from edgefreeze.inference import exact_fp32
 from edgefreeze.context import RunContext
 from edgefreeze.gate.held_out import HeldOut
 from edgefreeze.progress import Reporter
@@ -56,17 +56,17 @@ def held_out_outputs(model: OnnxModel, encoder: InputEncoder, examples: list[Any
 
 def evaluate(model: torch.nn.Module, task: Task, held_out: HeldOut,
              forms: dict[str, list[Path]], grid: ShapeGrid, ctx: RunContext,
-             known: dict[str, Outputs] | None = None) -> Evaluation:
+             computed: dict[str, Outputs] | None = None) -> Evaluation:
     """The task's metrics of every form against the targets and PyTorch's reference;
-    `known` are held-out outputs already computed (by the quantization fallback)."""
-    known = known or {}
+    `computed` are held-out outputs already computed (by the quantization fallback)."""
+    computed = computed or {}
     reference, targets = held_out.reference, held_out.targets
     metrics = {REFERENCE: task.metrics(reference, targets, reference)}
     sessions = {name: OnnxModel(paths, providers=providers_for(FORMS[name].precision))
                 for name, paths in forms.items()}
     outputs = {}
     for name, session in sessions.items():
-        found = known.get(name)
+        found = computed.get(name)
         outputs[name] = found if found is not None else held_out_outputs(
             session, held_out.encoder, held_out.examples, ctx.reporter, name)
         metrics[name] = task.metrics(outputs[name], targets, reference)

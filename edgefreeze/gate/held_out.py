@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from edgefreeze.modes import evaluating, exact_fp32
+from edgefreeze.inference import evaluating, exact_fp32
 from edgefreeze.runtime.inputs import InputEncoder
 from edgefreeze.tasks import Outputs, Task
 from edgefreeze.tasks.encoding import ModelInputs

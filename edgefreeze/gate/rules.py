@@ -55,7 +55,7 @@ class Verdict:
             failures=[r.describe() for r in self.failures])
 
 
-def judge(evaluation: Evaluation, gate_metric: str, spec: GateSpec,
+def judge(evaluation: Evaluation, gate_metric: str, gate: GateSpec,
           sizes: dict[str, int]) -> Verdict:
     """Apply the pipeline's gate to every form evaluated: exact forms on logit error
     (held-out and shape grid), the others on the drop of `gate_metric` and agreement, and
@@ -68,27 +68,28 @@ def judge(evaluation: Evaluation, gate_metric: str, spec: GateSpec,
         if form.exact:
             shapes = evaluation.shape_check[name].max_logit_error
             rules.append(Rule(f"{name}.max_logit_error",
-                              max(measured["max_logit_error"], shapes), spec.max_logit_error,
+                              max(measured["max_logit_error"], shapes), gate.max_logit_error,
                               "max", f"{name} max |logit error| against PyTorch "
                               "(held-out and shape grid)"))
         else:
-            rules += tolerance_rules(form, measured, metrics[REFERENCE], gate_metric, spec)
+            rules += tolerance_rules(form, measured, metrics[REFERENCE], gate_metric, gate)
         if form.precision == "int8":
-            rules.append(size_rule(form, sizes[name] / sizes[form.source], spec))
+            rules.append(size_rule(form, sizes[name] / sizes[form.source], gate))
     return Verdict(rules=rules)
 
 
-def size_rule(form: ModelForm, share: float, spec: GateSpec) -> Rule:
+def size_rule(form: ModelForm, share: float, gate: GateSpec) -> Rule:
     """An int8 form must be mostly int8: its files at most this share of its fp32 form's."""
-    return Rule(f"{form.name}.max_size_share", share, spec.max_int8_size_share, "max",
+    return Rule(f"{form.name}.max_size_share", share, gate.max_int8_size_share, "max",
                 f"{form.name} size as a share of {form.source}'s")
 
 
 def tolerance_rules(form: ModelForm, metrics: dict[str, float], reference: dict[str, float],
-                    gate_metric: str, spec: GateSpec) -> list[Rule]:
-    """What a reduced-precision form must meet against PyTorch: the drop of the task's gate
-    metric, and agreement."""
+                    gate_metric: str, gate: GateSpec, against: str = "PyTorch") -> list[Rule]:
+    """What a reduced-precision form must meet against its reference (PyTorch; for a
+    target check, the same form on this machine): the drop of the task's gate metric, and
+    agreement."""
     return [Rule(f"{form.name}.max_metric_drop", reference[gate_metric] - metrics[gate_metric],
-                 spec.max_metric_drop, "max", f"{form.name} {gate_metric} drop against PyTorch"),
-            Rule(f"{form.name}.min_agreement", metrics["agreement"], spec.min_agreement, "min",
-                 f"{form.name} prediction agreement with PyTorch")]
+                 gate.max_metric_drop, "max", f"{form.name} {gate_metric} drop against {against}"),
+            Rule(f"{form.name}.min_agreement", metrics["agreement"], gate.min_agreement, "min",
+                 f"{form.name} prediction agreement with {against}")]

@@ -14,6 +14,8 @@ import fcntl
 import os
 import re
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from edgefreeze.errors import ConfigError
@@ -29,7 +31,7 @@ class DestinationClaim:
         except OSError as exc:
             raise ConfigError(f"output: cannot create {destination.parent} "
                               f"({exc.strerror})") from None
-        self._fd: int | None = _lock(self.path, destination)
+        self._fd: int | None = _lock(self.path, destination, wait=False)
         try:
             self.removed = remove_leftovers(destination)
         except OSError as exc:
@@ -38,31 +40,49 @@ class DestinationClaim:
                               f"({exc.strerror})") from None
 
     def release(self) -> None:
-        """Give the claim up; the lock file goes with it (see `_lock` for why that is safe),
-        unless someone replaced it meanwhile: then the file is another build's lock."""
-        if self._fd is None:
-            return
-        try:
-            if os.fstat(self._fd).st_ino == os.stat(self.path).st_ino:
-                self.path.unlink()
-        except FileNotFoundError:
-            pass
-        finally:
-            os.close(self._fd)
+        """Give the claim up (its lock file goes with it)."""
+        if self._fd is not None:
+            _unlock(self._fd, self.path)
             self._fd = None
 
 
-def _lock(path: Path, destination: Path) -> int:
-    """An fd holding an exclusive flock on `path`. A holder unlinks the file when it is done,
-    so a lock taken on a file already unlinked is worthless: check that the locked inode is
-    still the one at `path`, and try again if not."""
+@contextmanager
+def bundle_lock(bundle: Path) -> Iterator[None]:
+    """Hold the lock a build holds on its destination, waiting for whoever has it: the
+    read-modify-write of a published bundle's manifest (a target check) takes it, so that
+    two at once both land instead of the later rename losing the earlier's change."""
+    path = bundle.with_name(f".{bundle.name}.lock")
+    fd = _lock(path, bundle, wait=True)
+    try:
+        yield
+    finally:
+        _unlock(fd, path)
+
+
+def _unlock(fd: int, path: Path) -> None:
+    """Release and close; the lock file goes with it (see `_lock` for why that is safe),
+    unless someone replaced it meanwhile: then the file is another holder's lock."""
+    try:
+        if os.fstat(fd).st_ino == os.stat(path).st_ino:
+            path.unlink()
+    except FileNotFoundError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _lock(path: Path, destination: Path, wait: bool) -> int:
+    """An fd holding an exclusive flock on `path` (`wait`: until it is free, else refuse at
+    once). A holder unlinks the file when it is done, so a lock taken on a file already
+    unlinked is worthless: check that the locked inode is still the one at `path`, and try
+    again if not."""
     while True:
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError as exc:
             raise ConfigError(f"output: cannot create {path} ({exc.strerror})") from None
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
             holder = os.read(fd, 64).decode(errors="replace").strip() or "?"
             os.close(fd)

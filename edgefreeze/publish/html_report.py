@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from html import escape
 
-from edgefreeze.publish.report import METRIC_LABELS, baseline_rows, data_summary, label
+from edgefreeze.publish.report import baseline_rows, data_summary, label, metric_label
 from edgefreeze.publish.svg import bar_chart, heat_map, line_chart
 from edgefreeze.runtime.manifest import Manifest
 
@@ -60,7 +60,7 @@ def _models(manifest: Manifest) -> list[str]:
         size = f"{manifest.sizes[n] / 1e6:.1f}" if n in manifest.sizes else ""
         ms = f"{manifest.latency_ms[n]:.2f}" if n in manifest.latency_ms else ""
         rows += f"<tr><td>{escape(label(n))}</td>{cells}<td>{size}</td><td>{ms}</td></tr>"
-    header = "".join(f"<th>{escape(METRIC_LABELS.get(c, c))}</th>" for c in columns)
+    header = "".join(f"<th>{escape(metric_label(manifest, c))}</th>" for c in columns)
     return ["<h2>Models on the held-out split</h2>",
             f"<table><tr><th>model</th>{header}<th>size MB</th><th>batch-1 ms</th></tr>{rows}"
             "</table>",

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from edgefreeze.runtime.forms import FORMS, REFERENCE
 from edgefreeze.runtime.manifest import Manifest
+from edgefreeze.tasks import TASKS, Task
 
-METRIC_LABELS = {"macro_f1": "macro-F1", "agreement": "agreement with PyTorch",
-                 "max_logit_error": "max abs logit error", "entity_f1": "entity F1",
-                 "entity_precision": "entity precision", "entity_recall": "entity recall",
-                 "token_accuracy": "token accuracy"}
+
+def metric_label(manifest: Manifest, metric: str) -> str:
+    """A metric's name as the manifest's task says people read it."""
+    task = TASKS.get(manifest.task.name) or Task
+    return task.metric_labels.get(metric, metric)
 
 
 def label(name: str) -> str:
@@ -95,32 +97,50 @@ def sweep_section(manifest: Manifest) -> list[str]:
 
 
 def render_report(manifest: Manifest) -> str:
-    gate, metrics, training = manifest.gate, manifest.metrics, manifest.training
-    freeze = training.freeze
-    verdict = "PASSED, shipped" if gate.passed else "REFUSED, not shipped"
-    columns = list(next(iter(metrics.values())))
+    verdict = "PASSED, shipped" if manifest.gate.passed else "REFUSED, not shipped"
     lines = [f"# {manifest.pipeline.name}: gate {verdict}", "",
              f"Task {manifest.task.name}, model `{manifest.model.spec}`, data "
              f"`{manifest.data.sources['source'].origin}`, built by edgefreeze "
              f"{manifest.edgefreeze_version} on {manifest.created}.", "",
-             data_summary(manifest), "",
-             "## Held-out metrics", "",
-             "| model | " + " | ".join(METRIC_LABELS.get(c, c) for c in columns) + " | size |",
+             data_summary(manifest), ""]
+    for section in (metrics_section, gate_section, quantization_section, baseline_section,
+                    sweep_section, training_section):
+        lines += section(manifest)
+    lines += ["", "## Wall time per stage", ""]
+    lines += [f"- {stage}: {seconds:.1f} s" for stage, seconds in manifest.timings_s.items()]
+    return "\n".join(lines) + "\n"
+
+
+def metrics_section(manifest: Manifest) -> list[str]:
+    metrics = manifest.metrics
+    columns = list(next(iter(metrics.values())))
+    lines = ["## Held-out metrics", "",
+             "| model | " + " | ".join(metric_label(manifest, c) for c in columns)
+             + " | size |",
              "| --- " * (len(columns) + 2) + "|"]
     for key, measured in metrics.items():
         size = f"{manifest.sizes[key] / 1e6:.1f} MB" if key in manifest.sizes else ""
         values = [f"{measured[c]:.2e}" if c == "max_logit_error" else f"{measured[c]:.4f}"
                   for c in columns]
         lines.append(f"| {label(key)} | " + " | ".join(values) + f" | {size} |")
-    lines += ["", "## Gate", ""]
+    return lines
+
+
+def gate_section(manifest: Manifest) -> list[str]:
+    lines = ["", "## Gate", ""]
     lines += [f"- {'✅' if r.passed else '❌'} {r.what}: {r.measured:.6g} "
-              f"({'≤' if r.kind == 'max' else '≥'} {r.limit:.6g})" for r in gate.rules.values()]
+              f"({'≤' if r.kind == 'max' else '≥'} {r.limit:.6g})"
+              for r in manifest.gate.rules.values()]
     for key, shapes in manifest.shape_check.items():
         lengths = (f" × sequence lengths {shapes.sequence_lengths}"
                    if shapes.sequence_lengths else "")
         lines += ["", f"{label(key)} shape check: batch sizes {shapes.batch_sizes}{lengths}, "
                   f"max abs logit error {shapes.max_logit_error:.2e}."]
-    lines += ["", "## Quantization", ""]
+    return lines
+
+
+def quantization_section(manifest: Manifest) -> list[str]:
+    lines = ["", "## Quantization", ""]
     for name, record in manifest.quantize.items():
         if not record.attempts:
             lines.append(f"- {label(name)}: {record.mode}.")
@@ -139,20 +159,21 @@ def render_report(manifest: Manifest) -> str:
                          f" MB, batch-1 latency {first.p50_ms:.2f} -> {final.p50_ms:.2f} ms;"
                          f" agreement {first.metrics['agreement']:.4f} -> "
                          f"{final.metrics['agreement']:.4f}.")
-    lines += baseline_section(manifest)
-    lines += sweep_section(manifest)
-    validation = manifest.task.gate_metric
-    lines += ["", "## Training", "",
-              f"Trainable parameters: {freeze.trainable_parameters:,} of "
-              f"{freeze.total_parameters:,} ({100 * freeze.trainable_share:.1f} %), "
-              f"layers {freeze.trainable_layers} of {manifest.model.layers} plus the head "
-              f"(freezing plan {freeze.plan}, cached stem below layer {freeze.boundary}); "
-              f"device {training.device} ({training.precision}).", "",
-              f"| epoch | loss | validation {validation} | seconds |",
-              "| --- | --- | --- | --- |"]
+    return lines
+
+
+def training_section(manifest: Manifest) -> list[str]:
+    training, validation = manifest.training, manifest.task.gate_metric
+    freeze = training.freeze
+    lines = ["", "## Training", "",
+             f"Trainable parameters: {freeze.trainable_parameters:,} of "
+             f"{freeze.total_parameters:,} ({100 * freeze.trainable_share:.1f} %), "
+             f"layers {freeze.trainable_layers} of {manifest.model.layers} plus the head "
+             f"(freezing plan {freeze.plan}, cached stem below layer {freeze.boundary}); "
+             f"device {training.device} ({training.precision}).", "",
+             f"| epoch | loss | validation {validation} | seconds |",
+             "| --- | --- | --- | --- |"]
     for e in training.epochs:
         val = f"{e.validation[validation]:.4f}" if validation in e.validation else "–"
         lines.append(f"| {e.epoch} | {e.loss:.4f} | {val} | {e.seconds:.1f} |")
-    lines += ["", "## Wall time per stage", ""]
-    lines += [f"- {stage}: {seconds:.1f} s" for stage, seconds in manifest.timings_s.items()]
-    return "\n".join(lines) + "\n"
+    return lines

@@ -11,11 +11,13 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from edgefreeze.errors import ConfigError, EdgefreezeError
 from edgefreeze.failpoints import failpoint
 from edgefreeze.hashing import file_sha256
+from edgefreeze.publish.claim import bundle_lock
 from edgefreeze.runtime.bundle import MANIFEST
 from edgefreeze.runtime.manifest import FileRecord, Manifest
 from edgefreeze.schema import Pipeline
@@ -162,3 +164,17 @@ def _write_text(path: Path, text: str) -> None:
     temporary = path.with_name(f".{path.name}.tmp")
     temporary.write_text(text, encoding="utf-8")
     os.replace(temporary, path)
+
+
+def update_manifest(bundle: Path, change: Callable[[Manifest], Manifest]) -> Manifest:
+    """Change a published bundle's manifest: read, changed and written back (through a
+    temporary name, synced) while holding the bundle's lock, so concurrent changes
+    (target checks run at once) are applied one after the other and none is lost."""
+    path = bundle / MANIFEST
+    with bundle_lock(bundle):
+        manifest = Manifest.load(path)
+        failpoint("record")
+        updated = change(manifest)
+        _write_text(path, updated.to_json())
+        _sync(path)
+    return updated

@@ -38,7 +38,7 @@ NORM_OPS = {"LayerNormalization", "SkipLayerNormalization", "EmbedLayerNormaliza
             "SimplifiedLayerNormalization", "SkipSimplifiedLayerNormalization"}
 
 
-def quantize_int8(fp32_path: Path, destination: Path, spec: QuantizeSpec,
+def quantize_int8(fp32_path: Path, destination: Path, settings: QuantizeSpec,
                   architecture: Architecture, keep_fp32: Collection[str] = (),
                   calibration: list[dict[str, np.ndarray]] | None = None) -> dict:
     """Write the int8 model; return the settings actually applied (for the manifest),
@@ -47,22 +47,22 @@ def quantize_int8(fp32_path: Path, destination: Path, spec: QuantizeSpec,
     `keep_fp32` names the segments (see `segments`) left in fp32. `calibration` (model
     input feeds) is required for static mode.
     """
-    target = TARGETS[spec.target]
+    target = TARGETS[settings.target]
     if "Conv" in architecture.int8_ops:
         # Older ONNX Runtimes lack ConvInteger with s8 weights (1.20.1 refuses to load
         # the model; 1.32 runs it); u8 x u8 has no saturation issue either.
         target = replace(target, weight_type="uint8")
-    op_types = [*architecture.int8_ops] + (["Gather"] if spec.quantize_embeddings else [])
-    static = spec.mode == "static"
+    op_types = [*architecture.int8_ops] + (["Gather"] if settings.quantize_embeddings else [])
+    static = settings.mode == "static"
     with tempfile.TemporaryDirectory(dir=destination.parent) as scratch, _quiet_root_logger():
         source, fused = fp32_path, {}
-        if spec.fuse and not static and architecture.fusion_type is not None:
+        if settings.fuse and not static and architecture.fusion_type is not None:
             source = Path(scratch) / "fused.onnx"
             fused = fuse(fp32_path, source, architecture)
         graph = onnx.load(str(source), load_external_data=False)
         parts = segments(graph)
         kept = [(name, dict(parts)[name]) for name in keep_fp32]  # in the order asked
-        common = {"op_types_to_quantize": op_types, "per_channel": spec.per_channel,
+        common = {"op_types_to_quantize": op_types, "per_channel": settings.per_channel,
                   "reduce_range": target.reduce_range,
                   "weight_type": WEIGHT_TYPES[target.weight_type],
                   "nodes_to_exclude": [node for _, nodes in kept for node in nodes]
@@ -80,8 +80,8 @@ def quantize_int8(fp32_path: Path, destination: Path, spec: QuantizeSpec,
     # a full collection frees: without this, the fallback's attempts on the 90 MB default
     # model held 280 MB more each (3 GB over a ranking and six attempts).
     gc.collect()
-    return {"mode": spec.mode, "target": spec.target, **asdict(target),
-            "per_channel": spec.per_channel, "op_types": op_types,
+    return {"mode": settings.mode, "target": settings.target, **asdict(target),
+            "per_channel": settings.per_channel, "op_types": op_types,
             "fused_operators": fused, "fp32_segments": [name for name, _ in kept],
             "segments": [name for name, _ in parts]}
 

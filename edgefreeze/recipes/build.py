@@ -13,7 +13,7 @@ from pathlib import Path
 
 from edgefreeze.backbones import load_model
 from edgefreeze.cache import cache_root
-from edgefreeze.cache.features import CacheSettings, Features, stem_features
+from edgefreeze.cache.features import CacheSettings, StemActivations, stem_features
 from edgefreeze.context import RunContext
 from edgefreeze.data import LabelledData, load_data
 from edgefreeze.export import export_models, write_model_files
@@ -85,14 +85,14 @@ class Prepared:
     model: PlannedModel
     warm_start: WarmStartRecord | None
     encoded: dict[str, ModelInputs]
-    features: dict[str, Features]
+    features: dict[str, StemActivations]
     task_record: TaskRecord
     data_record: DataRecord
     cache_record: CacheRecord
     claim: DestinationClaim | None  # the leader's hold on `destination` until it ships
     baseline: Bundle | None  # the release the new model must not regress from
 
-    def splits(self, features: dict[str, Features] | None = None) -> Splits:
+    def splits(self, features: dict[str, StemActivations] | None = None) -> Splits:
         """The training and validation splits as training reads them (from `features`,
         else the prepared ones)."""
         features = features or self.features
@@ -214,7 +214,7 @@ def ship(prepared: Prepared, model: PlannedModel, training: TrainingRecord,
             failpoint("export")
         held_out = _held_out(prepared, model, staging.path)
         with ctx.stage("quantize"):
-            reduced, quantized, known = quantize_models(
+            reduced, quantized, computed = quantize_models(
                 exported, spec, model.backbone, task, held_out,
                 prepared.data.train.inputs, ctx)
             failpoint("quantize")
@@ -222,7 +222,7 @@ def ship(prepared: Prepared, model: PlannedModel, training: TrainingRecord,
         with ctx.stage("evaluate"):
             grid = ShapeGrid(spec.gate.batch_sizes, spec.shape_check_lengths()
                              if held_out.encoded.sequential else [])
-            evaluation = evaluate(model.loaded.model, task, held_out, forms, grid, ctx, known)
+            evaluation = evaluate(model.loaded.model, task, held_out, forms, grid, ctx, computed)
             compared = (compare_with_baseline(prepared.baseline, task, held_out,
                                               evaluation.outputs[INT8.name], ctx)
                         if prepared.baseline else None)

@@ -33,7 +33,7 @@ from typing import Any
 
 import optuna
 
-from edgefreeze.cache.features import Features, LiveFeatures, advance_features
+from edgefreeze.cache.features import StemActivations, LiveFeatures, advance_features
 from edgefreeze.errors import ConfigError
 from edgefreeze.freeze import PlannedModel
 from edgefreeze.gate.paired import compare
@@ -194,7 +194,7 @@ class _Search:
     default: Best | None = None  # trial 0, the pipeline's own settings
     seconds: dict[int, float] = field(default_factory=dict)
     epochs_run: dict[int, float] = field(default_factory=dict)
-    moved: dict[tuple[int, int | None], dict[str, Features]] = field(default_factory=dict)
+    moved: dict[tuple[int, int | None], dict[str, StemActivations]] = field(default_factory=dict)
     study: optuna.Study = field(init=False)
     started: float = field(default_factory=time.perf_counter)
 
@@ -224,7 +224,7 @@ class _Search:
         if self.best is None:
             raise ConfigError("sweep: every trial was pruned or failed; nothing to ship")
 
-    def features_for(self, model: PlannedModel) -> dict[str, Features]:
+    def features_for(self, model: PlannedModel) -> dict[str, StemActivations]:
         """The trial's training inputs: the prepared activations, moved up to its boundary
         once per boundary; without a cache, its own model's live stem (it may train it)."""
         prepared = self.prepared

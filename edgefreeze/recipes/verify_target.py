@@ -18,13 +18,17 @@ import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from edgefreeze.data import load_data
 from edgefreeze.errors import CheckFailed, ConfigError, EdgefreezeError
-from edgefreeze.runtime.bundle import MANIFEST, Predictor
+from edgefreeze.gate import tolerance_rules
+from edgefreeze.publish.staging import update_manifest
+from edgefreeze.runtime.bundle import Predictor
+from edgefreeze.runtime.forms import FORMS
 from edgefreeze.runtime.manifest import Manifest, TargetCheck
 from edgefreeze.schema import Pipeline
 from edgefreeze.tasks import task_for
@@ -75,22 +79,44 @@ def elf_machine(path: Path) -> str:
 
 
 def verify_target(bundle: Path, pipeline: Pipeline, interpreter: Interpreter,
-                  form: str = "int8", rows: int | None = None,
-                  timeout_s: float = 3600) -> TargetCheck:
+                  form: str = "int8", rows: int | None = None) -> TargetCheck:
     """Run `form` of the bundle on the pipeline's held-out split (its first `rows`) with
-    `interpreter`; record the check in the bundle's manifest. Raises `CheckFailed` (exit 1) when
-    the target's results break the gate's rules against this machine's."""
+    `interpreter`; record the check in the bundle's manifest. Raises `CheckFailed` (exit 1)
+    when the target's results break the gate's rules for reduced-precision forms against
+    this machine's."""
     host = Predictor(bundle, form)  # verifies the bundle first
     manifest = host.bundle.manifest
     task = task_for(manifest.task.name)
     data = load_data(pipeline.spec.data, task, pipeline.resolve)
-    recorded = manifest.data.splits["test"].fingerprint
-    if data.test.fingerprint() != recorded:
+    if data.test.fingerprint() != manifest.data.splits["test"].fingerprint:
         raise ConfigError(f"{pipeline.path}: its held-out split is not the one {bundle} was "
                           "gated on (fingerprints differ); give the pipeline it was built with")
     examples = list(data.test.inputs[:rows])
     feeds = [host.encoder.encode(example) for example in examples]
     targets = task.aligned_targets(data.test.targets[:len(examples)], _encoded(feeds))
+    versions, there = _run_probe(bundle, form, examples, interpreter)
+    here = [host.model.run(feed)[0] for feed in feeds]
+    measured, own = task.metrics(there, targets, here), task.metrics(here, targets, here)
+    rules = tolerance_rules(FORMS[form], measured, own, task.gate_metric, pipeline.spec.gate,
+                            against="this machine")
+    failures = [rule.describe() for rule in rules if not rule.passed]
+    check = TargetCheck(
+        machine=versions["machine"], emulated_by=_emulator(interpreter),
+        python=versions["python"], onnxruntime=versions["onnxruntime"],
+        numpy=versions["numpy"], form=form, rows=len(examples),
+        metrics=measured, host_metrics=own, passed=not failures, failures=failures,
+        checked=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+    update_manifest(bundle, partial(_with_check, check=check))
+    if failures:
+        raise CheckFailed(f"{bundle}: on {check.machine} with onnxruntime "
+                          f"{check.onnxruntime}: {'; '.join(failures)}")
+    return check
+
+
+def _run_probe(bundle: Path, form: str, examples: list, interpreter: Interpreter,
+               timeout_s: float = 3600) -> tuple[dict[str, str], list[np.ndarray]]:
+    """The target's versions and its outputs on `examples` (the probe, run by
+    `interpreter`, reads them from a file and writes its outputs to another)."""
     with tempfile.TemporaryDirectory(prefix="edgefreeze-target-") as scratch:
         inputs, outputs = Path(scratch) / "inputs.json", Path(scratch) / "outputs.npz"
         inputs.write_text(json.dumps([os.fspath(example) if isinstance(example, os.PathLike)
@@ -99,7 +125,7 @@ def verify_target(bundle: Path, pipeline: Pipeline, interpreter: Interpreter,
         command, env = interpreter.command([str(bundle), form, str(inputs), str(outputs)])
         try:
             done = subprocess.run(command, env=env, capture_output=True, text=True,
-                                  timeout=timeout_s)
+                                  timeout=timeout_s, check=False)
         except subprocess.TimeoutExpired:
             raise EdgefreezeError(f"the target interpreter ran past {timeout_s:.0f} s") from None
         if done.returncode != 0:
@@ -108,30 +134,7 @@ def verify_target(bundle: Path, pipeline: Pipeline, interpreter: Interpreter,
                                   f"{last}")
         versions = json.loads(done.stdout.strip().splitlines()[-1])
         with np.load(outputs) as arrays:
-            there = [arrays[str(i)][0] for i in range(len(examples))]
-    here = [host.model.run(feed)[0] for feed in feeds]
-    measured = task.metrics(there, targets, here)
-    own = task.metrics(here, targets, here)
-    gate = pipeline.spec.gate
-    metric = task.gate_metric
-    failures = []
-    if own[metric] - measured[metric] > gate.max_metric_drop:
-        failures.append(f"{metric} {measured[metric]:.4f} there against {own[metric]:.4f} "
-                        f"here, a drop over {gate.max_metric_drop}")
-    if measured["agreement"] < gate.min_agreement:
-        failures.append(f"agreement {measured['agreement']:.4f} with this machine, under "
-                        f"{gate.min_agreement}")
-    check = TargetCheck(
-        machine=versions["machine"], emulated_by=_emulator(interpreter),
-        python=versions["python"], onnxruntime=versions["onnxruntime"],
-        numpy=versions["numpy"], form=form, rows=len(examples),
-        metrics=measured, host_metrics=own, passed=not failures, failures=failures,
-        checked=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
-    _record(bundle / MANIFEST, check)
-    if failures:
-        raise CheckFailed(f"{bundle}: on {check.machine} with onnxruntime "
-                          f"{check.onnxruntime}: {'; '.join(failures)}")
-    return check
+            return versions, [arrays[str(i)][0] for i in range(len(examples))]
 
 
 def _encoded(feeds: list[dict[str, np.ndarray]]) -> ModelInputs:
@@ -152,14 +155,10 @@ def _emulator(interpreter: Interpreter) -> str | None:
     return done.stdout.splitlines()[0].strip() if done.returncode == 0 else Path(qemu).name
 
 
-def _record(path: Path, check: TargetCheck) -> None:
-    """Add the check to the manifest (replacing an earlier one of the same machine, form
-    and ONNX Runtime), written to a temporary name and renamed into place."""
-    manifest = Manifest.load(path)
+def _with_check(manifest: Manifest, check: TargetCheck) -> Manifest:
+    """The manifest with `check` added, replacing an earlier one of the same machine, form
+    and ONNX Runtime."""
     kept = [c for c in manifest.targets
             if (c.machine, c.form, c.onnxruntime) != (check.machine, check.form,
                                                        check.onnxruntime)]
-    updated = manifest.model_copy(update={"targets": [*kept, check]})
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(updated.to_json(), encoding="utf-8")
-    partial.replace(path)
+    return manifest.model_copy(update={"targets": [*kept, check]})

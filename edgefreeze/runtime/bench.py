@@ -23,7 +23,7 @@ import numpy as np
 from edgefreeze.errors import ConfigError, EdgefreezeError
 from edgefreeze.runtime.bundle import Bundle
 from edgefreeze.runtime.forms import FORMS, FP32, INT8, REFERENCE
-from edgefreeze.runtime.inputs import load_tokenizer
+from edgefreeze.runtime.inputs import input_kind, load_tokenizer
 from edgefreeze.runtime.session import OnnxModel
 
 SPEEDUP = f"{INT8.name}_speedup_p50"  # how much faster int8 is than each other model
@@ -36,10 +36,11 @@ def inputs(bundle: Bundle, batch: int, length: int) -> dict[str, np.ndarray]:
     """(batch, length) int64 inputs: a real review's tokens, cut to exactly `length`
     (a word-labelling model reads the same tokens, its words pre-split); for an image
     model, `batch` copies of a test pattern's pixels (`length` does not apply)."""
-    if bundle.manifest.task.inputs == "image":
+    kind = input_kind(bundle.manifest.task.inputs)
+    if kind.modality == "image":
         return _image_inputs(bundle, batch)
-    if bundle.manifest.task.inputs not in ("text", "words"):
-        raise ConfigError(f"bench: measures text models; {bundle.path} takes "
+    if kind.modality != "text":
+        raise ConfigError(f"bench: measures text and image models; {bundle.path} takes "
                           f"{bundle.manifest.task.inputs} inputs")
     encoding = load_tokenizer(bundle.verified("tokenizer.json"), length).encode(SAMPLE)
     if len(encoding.ids) != length:
@@ -146,7 +147,8 @@ def bench(bundle_path: Path, threads: int = 0, length: int = 32, runs: int = 200
     then lands on one round of one model instead of deciding a comparison.
     """
     bundle = Bundle(bundle_path)  # check everything here, before spawning anything
-    if bundle.manifest.task.inputs != "image" and length > bundle.max_length:
+    sequential = input_kind(bundle.manifest.task.inputs).sequential
+    if sequential and length > bundle.max_length:
         raise ConfigError(f"bench: sequence length {length} is over the bundle's max_length "
                           f"{bundle.max_length} (the runtime never feeds longer inputs)")
     inputs(bundle, 1, length)
@@ -155,7 +157,7 @@ def bench(bundle_path: Path, threads: int = 0, length: int = 32, runs: int = 200
             bundle.model_files(form)  # present and verified
     context = multiprocessing.get_context("spawn")
     results: dict = {"bundle": str(bundle_path), "threads": threads,
-                     "sequence_length": length if bundle.manifest.task.inputs != "image" else None,
+                     "sequence_length": length if sequential else None,
                      "rounds": rounds}
     jobs = [(f, None) for f in forms] + [(n, [str(f) for f in fs])
                                          for n, fs in (others or {}).items()]

@@ -14,6 +14,7 @@ import hashlib
 import json
 import math
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,16 +41,29 @@ class ImageFile:
         return self.path
 
 
+# Decoding reads the whole image into memory (3 bytes a pixel) before any resize: a bound
+# of our own, under Pillow's (which only warns up to 179 megapixels), refuses a file that
+# would take gigabytes, in one line, before it is decoded. A 48-megapixel phone photo fits.
+MAX_PIXELS = 64_000_000
+
+
 def read_image(source: str | os.PathLike) -> Any:
     """The image at `source` as 8-bit RGB (a PIL image), turned upright as its EXIF
     orientation says (a phone's photo as people see it); 16-bit grey scaled to 8 bits
     (Pillow's own conversion would clip it to white). One-line errors for a missing, an
-    unreadable or a floating-point file."""
+    unreadable, a floating-point or an over-large (`MAX_PIXELS`) file."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     path = os.fspath(source)
     try:
-        with Image.open(path) as image:
+        with warnings.catch_warnings():  # Pillow's own bomb warning: ours is the bound
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            opened = Image.open(path)
+        with opened as image:
+            width, height = image.size  # from the header: nothing is decoded yet
+            if width * height > MAX_PIXELS:
+                raise ValueError(f"image {path} is {width} x {height} pixels, over "
+                                 f"{MAX_PIXELS // 1_000_000} megapixels; scale it down first")
             image = ImageOps.exif_transpose(image)
             if image.mode.startswith("I;16"):
                 grey = (np.asarray(image, dtype=np.uint16) >> 8).astype(np.uint8)
@@ -61,6 +75,9 @@ def read_image(source: str | os.PathLike) -> Any:
             return image.convert("RGB")
     except FileNotFoundError:
         raise ValueError(f"no image file {path}") from None
+    except Image.DecompressionBombError:
+        raise ValueError(f"image {path} is over {MAX_PIXELS // 1_000_000} megapixels; scale "
+                         "it down first") from None
     except (UnidentifiedImageError, OSError) as exc:
         raise ValueError(f"cannot read image {path}: {exc}") from None
 

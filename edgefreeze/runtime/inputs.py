@@ -21,6 +21,9 @@ class InputEncoder(Protocol):
     reads (the runtime verifies them first)."""
 
     files: tuple[str, ...]
+    modality: str  # what the model reads: "text" (a tokenizer) or "image" (pixels)
+    sequential: bool  # the feed has a sequence axis (tokens), so lengths apply
+    pretokenized: bool  # the input arrives split into words (each word's label is read)
 
     def __init__(self, folder: Path, max_length: int) -> None: ...
 
@@ -45,6 +48,7 @@ class TextInputs:
     change its answers)."""
 
     files = ("tokenizer.json",)
+    modality, sequential, pretokenized = "text", True, False
 
     def __init__(self, folder: Path, max_length: int) -> None:
         self.tokenizer = load_tokenizer(folder / "tokenizer.json", max_length)
@@ -72,6 +76,7 @@ class WordInputs:
     words joined by spaces) let the tags be read back as entities with offsets."""
 
     files = ("tokenizer.json",)
+    modality, sequential, pretokenized = "text", True, True
 
     def __init__(self, folder: Path, max_length: int) -> None:
         self.tokenizer = load_tokenizer(folder / "tokenizer.json", max_length)
@@ -92,6 +97,7 @@ class ImageInputs:
     image processor's saved settings (`edgefreeze.runtime.images`)."""
 
     files = ("preprocessor_config.json",)
+    modality, sequential, pretokenized = "image", False, False
 
     def __init__(self, folder: Path, max_length: int) -> None:
         from edgefreeze.runtime.images import Preprocessing  # Pillow: image bundles only

@@ -55,6 +55,9 @@ class Task(ABC):
     inputs: ClassVar[str]  # the device's input kind
     outputs: ClassVar[str]  # the device's output kind
     gate_metric: ClassVar[str]  # the metric gate.max_metric_drop watches (higher is better)
+    # How reports name the metrics `metrics` returns (a name not here is shown as it is).
+    metric_labels: ClassVar[dict[str, str]] = {"agreement": "agreement with PyTorch",
+                                               "max_logit_error": "max abs logit error"}
     columns: ClassVar[tuple[str, str]] = ("text", "label")  # a file's input and target
                                                            # columns unless the data says
     heads: ClassVar[dict[str, Head]]  # per config.model_type

@@ -64,6 +64,7 @@ class TextClassification(Task):
     inputs = "text"
     outputs = "label"
     gate_metric = "accuracy"
+    metric_labels = {**Task.metric_labels, "macro_f1": "macro-F1"}
     head_rows = 1
     heads = {
         "bert": Head(("bert.pooler", "classifier"), _pooled_head),

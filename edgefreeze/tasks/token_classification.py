@@ -87,6 +87,9 @@ class TokenClassification(Task):
     inputs = "words"
     outputs = "tags"
     gate_metric = "entity_f1"
+    metric_labels = {**Task.metric_labels, "entity_f1": "entity F1",
+                     "entity_precision": "entity precision", "entity_recall": "entity recall",
+                     "token_accuracy": "token accuracy"}
     columns = ("tokens", "tags")
     head_rows = None
     heads = {**dict.fromkeys(("bert", "distilbert", "roberta", "xlm-roberta", "camembert",

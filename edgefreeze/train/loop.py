@@ -14,13 +14,13 @@ import numpy as np
 import torch
 
 from edgefreeze.backbones import Backbone
-from edgefreeze.cache.features import Features, advance_features
+from edgefreeze.cache.features import StemActivations, advance_features
 from edgefreeze.context import RunContext, World
 from edgefreeze.errors import ConfigError
 from edgefreeze.failpoints import failpoint
 from edgefreeze.freeze import LEARNING_RATES, FreezePlan
 from edgefreeze.freeze.diagnostics import gradient_flow
-from edgefreeze.modes import evaluating
+from edgefreeze.inference import evaluating
 from edgefreeze.runtime.manifest import EpochRecord, FreezeRecord, TrainingRecord, WarmStartRecord
 from edgefreeze.schema import TrainSpec
 from edgefreeze.tasks import Outputs, Task
@@ -36,7 +36,7 @@ class Examples:
     """A split as training reads it: the stem's activations at the plan's boundary (live
     or cached) and the targets."""
 
-    features: Features
+    features: StemActivations
     targets: Any
 
 
@@ -363,7 +363,7 @@ def _restore(snapshot: Snapshot) -> None:
 
 
 @torch.no_grad()
-def top_outputs(backbone: Backbone, plan: FreezePlan, task: Task, features: Features,
+def top_outputs(backbone: Backbone, plan: FreezePlan, task: Task, features: StemActivations,
                 batch_size: int, device: torch.device) -> Outputs:
     """The top's outputs from stem activations, in example order, in eval mode."""
     lengths = features.lengths()

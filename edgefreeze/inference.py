@@ -1,5 +1,6 @@
-"""Modes for a while: eval mode, then every module back in the mode it had; exact fp32
-on a GPU, then torch's settings as they were."""
+"""How a model runs when nothing of it trains (the frozen stem filling the cache, the
+reference outputs, the shape check): in eval mode for a while, then every module back in
+the mode it had; in exact fp32 on a GPU, then torch's settings as they were."""
 
 from __future__ import annotations
 
