@@ -25,7 +25,7 @@ def write_section(path: Path, section: str, name: str) -> None:
     text = path.read_text() if path.exists() else "# Benchmarks\n\n"
     start, end = text.find(start_mark), text.find(end_mark)
     if start >= 0 and end >= 0:
-        text = text[:start] + section + text[end + len(end_mark) + 1:]
+        text = text[:start] + section + text[end + len(end_mark) + 1 :]
     else:
         text = text.rstrip("\n") + "\n\n" + section
     path.write_text(text)

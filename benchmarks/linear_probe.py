@@ -54,9 +54,12 @@ def main(path: str) -> None:
     data = load_data(spec.data, task, pipeline.resolve)
     loaded = load_model(spec.model, task, data.label_names, pipeline.resolve, False, 0)
     model = loaded.model.eval()
-    features = {name: sentence_embeddings(model, task.encode(loaded.processor, split.inputs,
-                                                             spec.data.max_length))
-                for name, split in data.named_splits().items()}
+    features = {
+        name: sentence_embeddings(
+            model, task.encode(loaded.processor, split.inputs, spec.data.max_length)
+        )
+        for name, split in data.named_splits().items()
+    }
     labels = {name: torch.from_numpy(split.targets) for name, split in data.named_splits().items()}
     mean, std = features["train"].mean(0), features["train"].std(0) + 1e-6
     features = {k: (v - mean) / std for k, v in features.items()}
@@ -64,12 +67,17 @@ def main(path: str) -> None:
     def accuracy(probe, split):
         return (probe(features[split]).argmax(1) == labels[split]).float().mean().item()
 
-    best = max((fit_logistic(features["train"], labels["train"], len(data.label_names), l2)
-                for l2 in (1e-4, 1e-3, 1e-2)),
-               key=lambda probe: accuracy(probe, "validation" if "validation" in features
-                                          else "train"))
-    print(f"linear probe on frozen mean-pooled features: held-out accuracy "
-          f"{accuracy(best, 'test'):.4f} ({len(data.test)} rows, {len(data.train)} train)")
+    best = max(
+        (
+            fit_logistic(features["train"], labels["train"], len(data.label_names), l2)
+            for l2 in (1e-4, 1e-3, 1e-2)
+        ),
+        key=lambda probe: accuracy(probe, "validation" if "validation" in features else "train"),
+    )
+    print(
+        f"linear probe on frozen mean-pooled features: held-out accuracy "
+        f"{accuracy(best, 'test'):.4f} ({len(data.test)} rows, {len(data.train)} train)"
+    )
 
 
 if __name__ == "__main__":

@@ -66,17 +66,32 @@ def trainer_run(pipeline: Pipeline, seed: int, precision: str) -> dict:
         module.requires_grad_(False)
     train_rows, test_rows = (
         Rows(task.encode(loaded.processor, split.inputs, spec.data.max_length), split.targets)
-        for split in (data.train, data.test))
+        for split in (data.train, data.test)
+    )
     with tempfile.TemporaryDirectory() as scratch:
         arguments = TrainingArguments(
-            output_dir=scratch, num_train_epochs=spec.train.epochs,
-            per_device_train_batch_size=spec.train.batch_size, per_device_eval_batch_size=64,
-            learning_rate=spec.train.lr_top, warmup_ratio=spec.train.warmup,
-            max_grad_norm=spec.train.max_grad_norm, seed=seed, bf16=precision == "bf16",
-            use_cpu=not torch.cuda.is_available(), report_to=[], save_strategy="no",
-            logging_strategy="no", eval_strategy="no", disable_tqdm=True)
-        trainer = Trainer(model=model, args=arguments, train_dataset=train_rows,
-                          data_collator=DataCollatorWithPadding(loaded.processor))
+            output_dir=scratch,
+            num_train_epochs=spec.train.epochs,
+            per_device_train_batch_size=spec.train.batch_size,
+            per_device_eval_batch_size=64,
+            learning_rate=spec.train.lr_top,
+            warmup_ratio=spec.train.warmup,
+            max_grad_norm=spec.train.max_grad_norm,
+            seed=seed,
+            bf16=precision == "bf16",
+            use_cpu=not torch.cuda.is_available(),
+            report_to=[],
+            save_strategy="no",
+            logging_strategy="no",
+            eval_strategy="no",
+            disable_tqdm=True,
+        )
+        trainer = Trainer(
+            model=model,
+            args=arguments,
+            train_dataset=train_rows,
+            data_collator=DataCollatorWithPadding(loaded.processor),
+        )
         start = time.perf_counter()
         trainer.train()
         seconds = time.perf_counter() - start
@@ -90,45 +105,63 @@ def edgefreeze_run(pipeline: Pipeline, seed: int, cache: Path, output: Path) -> 
     spec = pipeline.spec
     spec = spec.model_copy(update={"train": spec.train.model_copy(update={"seed": seed})})
     start = time.perf_counter()
-    result = build(pipeline.model_copy(update={"spec": spec}),
-                   BuildOptions(output=output, cache_dir=cache), Reporter(quiet=True))
+    result = build(
+        pipeline.model_copy(update={"spec": spec}),
+        BuildOptions(output=output, cache_dir=cache),
+        Reporter(quiet=True),
+    )
     total = time.perf_counter() - start
     manifest = result.manifest
     timings = manifest.timings_s
-    return {"train_s": timings["train"], "model_s": timings["cache"] + timings["train"],
-            "build_s": total, "accuracy": manifest.metrics[REFERENCE]["accuracy"],
-            "int8_accuracy": manifest.metrics[INT8.name]["accuracy"],
-            "cache_hits": manifest.cache.hits, "precision": manifest.training.precision}
+    return {
+        "train_s": timings["train"],
+        "model_s": timings["cache"] + timings["train"],
+        "build_s": total,
+        "accuracy": manifest.metrics[REFERENCE]["accuracy"],
+        "int8_accuracy": manifest.metrics[INT8.name]["accuracy"],
+        "cache_hits": manifest.cache.hits,
+        "precision": manifest.training.precision,
+    }
 
 
-def render(rows: dict[str, list[dict]], seeds: list[int], pipeline: Pipeline,
-           command: str) -> str:
+def render(rows: dict[str, list[dict]], seeds: list[int], pipeline: Pipeline, command: str) -> str:
     spec = pipeline.spec
-    best = min((name for name in rows if name.startswith("Trainer")),
-               key=lambda name: statistics.median(r["model_s"] for r in rows[name]))
+    best = min(
+        (name for name in rows if name.startswith("Trainer")),
+        key=lambda name: statistics.median(r["model_s"] for r in rows[name]),
+    )
     best_s = statistics.median(r["model_s"] for r in rows[best])
-    lines = ["<!-- peers:start -->", "## Against the Hugging Face Trainer", "",
-             f"Command: `{command}`", "",
-             f"Machine: {cpu_name()}, {torch.get_num_threads()} torch threads, Python "
-             f"{platform.python_version()}, torch {torch.__version__}. The default "
-             f"pipeline's split by film, {spec.freeze.trainable_layers} of 6 layers and the "
-             f"head trainable, {spec.train.epochs} epochs, batch {spec.train.batch_size}, "
-             f"lr {spec.train.lr_top} with {spec.train.warmup:.0%} linear warmup and decay, "
-             f"max_length {spec.data.max_length}; held-out accuracy on the same rows; seeds "
-             f"{', '.join(map(str, seeds))}. Times in seconds (median over seeds), measured "
-             "one after another in one process.", "",
-             "| | time to a trained model | training | whole build (bundle shipped) | "
-             "held-out accuracy per seed | mean | vs the Trainer's fastest |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "<!-- peers:start -->",
+        "## Against the Hugging Face Trainer",
+        "",
+        f"Command: `{command}`",
+        "",
+        f"Machine: {cpu_name()}, {torch.get_num_threads()} torch threads, Python "
+        f"{platform.python_version()}, torch {torch.__version__}. The default "
+        f"pipeline's split by film, {spec.freeze.trainable_layers} of 6 layers and the "
+        f"head trainable, {spec.train.epochs} epochs, batch {spec.train.batch_size}, "
+        f"lr {spec.train.lr_top} with {spec.train.warmup:.0%} linear warmup and decay, "
+        f"max_length {spec.data.max_length}; held-out accuracy on the same rows; seeds "
+        f"{', '.join(map(str, seeds))}. Times in seconds (median over seeds), measured "
+        "one after another in one process.",
+        "",
+        "| | time to a trained model | training | whole build (bundle shipped) | "
+        "held-out accuracy per seed | mean | vs the Trainer's fastest |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for name, runs in rows.items():
         model_s = statistics.median(r["model_s"] for r in runs)
-        build_s = (f"{statistics.median(r['build_s'] for r in runs):.1f}"
-                   if "build_s" in runs[0] else "–")
+        build_s = (
+            f"{statistics.median(r['build_s'] for r in runs):.1f}" if "build_s" in runs[0] else "–"
+        )
         accuracies = [r["accuracy"] for r in runs]
-        lines.append(f"| {name} | {model_s:.1f} | "
-                     f"{statistics.median(r['train_s'] for r in runs):.1f} | {build_s} | "
-                     f"{' / '.join(f'{a:.2%}' for a in accuracies)} | "
-                     f"{statistics.mean(accuracies):.2%} | **{best_s / model_s:.2f}x** |")
+        lines.append(
+            f"| {name} | {model_s:.1f} | "
+            f"{statistics.median(r['train_s'] for r in runs):.1f} | {build_s} | "
+            f"{' / '.join(f'{a:.2%}' for a in accuracies)} | "
+            f"{statistics.mean(accuracies):.2%} | **{best_s / model_s:.2f}x** |"
+        )
     lines += ["<!-- peers:end -->"]
     return "\n".join(lines) + "\n"
 
@@ -136,8 +169,13 @@ def render(rows: dict[str, list[dict]], seeds: list[int], pipeline: Pipeline,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--trainer", nargs="*", default=["fp32", "bf16"],
-                        choices=["fp32", "bf16"], help="Trainer precisions to run")
+    parser.add_argument(
+        "--trainer",
+        nargs="*",
+        default=["fp32", "bf16"],
+        choices=["fp32", "bf16"],
+        help="Trainer precisions to run",
+    )
     parser.add_argument("--out", type=Path, default=BENCHMARKS_MD)
     args = parser.parse_args()
     pipeline = load_pipeline(PIPELINE)
@@ -151,13 +189,13 @@ def main() -> None:
                 print(run, file=sys.stderr, flush=True)
             cache = Path(scratch) / f"cache-{seed}"
             for state in ("cold", "warm"):
-                print(f"edgefreeze, {state} cache, seed {seed} ...", file=sys.stderr,
-                      flush=True)
+                print(f"edgefreeze, {state} cache, seed {seed} ...", file=sys.stderr, flush=True)
                 run = edgefreeze_run(pipeline, seed, cache, Path(scratch) / f"{state}-{seed}")
                 rows.setdefault(f"edgefreeze build, {state} cache", []).append(run)
                 print(run, file=sys.stderr, flush=True)
-    section = render(rows, args.seeds, pipeline,
-                     " ".join(["python benchmarks/peers.py", *sys.argv[1:]]))
+    section = render(
+        rows, args.seeds, pipeline, " ".join(["python benchmarks/peers.py", *sys.argv[1:]])
+    )
     write_section(args.out, section, "peers")
     print(section)
 

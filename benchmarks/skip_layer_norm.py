@@ -33,23 +33,42 @@ ROUNDS, RUNS = 5, 300
 def norm_graph(fused: bool, width: int, tokens: int) -> bytes:
     """residual + LayerNorm on (1, tokens, width) as one SkipLayerNormalization or two ops."""
     shape = [1, tokens, width]
-    values = [helper.make_tensor(name, TensorProto.FLOAT, [width],
-                                 np.random.default_rng(0).random(width, dtype=np.float32))
-              for name in ("gamma", "beta")]
+    values = [
+        helper.make_tensor(
+            name,
+            TensorProto.FLOAT,
+            [width],
+            np.random.default_rng(0).random(width, dtype=np.float32),
+        )
+        for name in ("gamma", "beta")
+    ]
     if fused:
-        nodes = [helper.make_node("SkipLayerNormalization", ["x", "skip", "gamma", "beta"],
-                                  ["y"], domain="com.microsoft", epsilon=1e-12)]
+        nodes = [
+            helper.make_node(
+                "SkipLayerNormalization",
+                ["x", "skip", "gamma", "beta"],
+                ["y"],
+                domain="com.microsoft",
+                epsilon=1e-12,
+            )
+        ]
     else:
-        nodes = [helper.make_node("Add", ["x", "skip"], ["sum"]),
-                 helper.make_node("LayerNormalization", ["sum", "gamma", "beta"], ["y"],
-                                  axis=-1, epsilon=1e-12)]
+        nodes = [
+            helper.make_node("Add", ["x", "skip"], ["sum"]),
+            helper.make_node(
+                "LayerNormalization", ["sum", "gamma", "beta"], ["y"], axis=-1, epsilon=1e-12
+            ),
+        ]
     graph = helper.make_graph(
-        nodes, "norm", [helper.make_tensor_value_info(n, TensorProto.FLOAT, shape)
-                        for n in ("x", "skip")],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)], values)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
-                                                   helper.make_opsetid("com.microsoft", 1)]
-                             ).SerializeToString()
+        nodes,
+        "norm",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, shape) for n in ("x", "skip")],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)],
+        values,
+    )
+    return helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+    ).SerializeToString()
 
 
 def session(model: bytes | str, threads: int, fusion: bool) -> ort.InferenceSession:
@@ -88,28 +107,44 @@ def main() -> None:
     model_feed = {k: v for k, v in inputs(bundle, 1, 32).items() if k in accepted}
     rows = []
     for threads in (1, 2):
-        times = interleaved_p50_ms({
-            "kernel fused": (session(norm_graph(True, width, 32), threads, True), norm_feed),
-            "kernel pair": (session(norm_graph(False, width, 32), threads, False), norm_feed),
-            "model fused": (session(model_path, threads, True), model_feed),
-            "model pair": (session(model_path, threads, False), model_feed)})
-        rows.append(f"| {threads} | {times['kernel fused'] * 1000:.1f} us | "
-                    f"{times['kernel pair'] * 1000:.1f} us | {times['model fused']:.2f} ms | "
-                    f"{times['model pair']:.2f} ms | "
-                    f"{times['model fused'] / times['model pair']:.2f}x |")
+        times = interleaved_p50_ms(
+            {
+                "kernel fused": (session(norm_graph(True, width, 32), threads, True), norm_feed),
+                "kernel pair": (session(norm_graph(False, width, 32), threads, False), norm_feed),
+                "model fused": (session(model_path, threads, True), model_feed),
+                "model pair": (session(model_path, threads, False), model_feed),
+            }
+        )
+        rows.append(
+            f"| {threads} | {times['kernel fused'] * 1000:.1f} us | "
+            f"{times['kernel pair'] * 1000:.1f} us | {times['model fused']:.2f} ms | "
+            f"{times['model pair']:.2f} ms | "
+            f"{times['model fused'] / times['model pair']:.2f}x |"
+        )
     command = " ".join(["python benchmarks/skip_layer_norm.py", *sys.argv[1:]])
-    section = "\n".join([
-        "<!-- skip-layer-norm:start -->",
-        "## Residual + LayerNorm: ONNX Runtime's fused kernel or the pair", "",
-        f"Command: `{command}` (the default bundle). Machine: {cpu_name()}; onnxruntime "
-        f"{ort.__version__}; (1, 32, {width}) inputs for the kernel, the bundle's int8 model at "
-        f"batch 1, 32 tokens; p50 of {RUNS} runs, median of {ROUNDS} interleaved rounds.", "",
-        "| threads | SkipLayerNormalization | Add + LayerNormalization | int8 model, fusion on "
-        "(ORT default) | int8 model, fusion off (edgefreeze) | speed-up |",
-        "| --- | --- | --- | --- | --- | --- |", *rows, "",
-        "A speed-up near 1.00x means the fusion no longer costs anything: drop its entry "
-        "from `SESSION_CONFIG` in edgefreeze/runtime/session.py.",
-        "<!-- skip-layer-norm:end -->"]) + "\n"
+    section = (
+        "\n".join(
+            [
+                "<!-- skip-layer-norm:start -->",
+                "## Residual + LayerNorm: ONNX Runtime's fused kernel or the pair",
+                "",
+                f"Command: `{command}` (the default bundle). Machine: {cpu_name()}; onnxruntime "
+                f"{ort.__version__}; (1, 32, {width}) inputs for the kernel, the bundle's int8 "
+                f"model at batch 1, 32 tokens; p50 of {RUNS} runs, median of {ROUNDS} "
+                "interleaved rounds.",
+                "",
+                "| threads | SkipLayerNormalization | Add + LayerNormalization | int8 model, "
+                "fusion on (ORT default) | int8 model, fusion off (edgefreeze) | speed-up |",
+                "| --- | --- | --- | --- | --- | --- |",
+                *rows,
+                "",
+                "A speed-up near 1.00x means the fusion no longer costs anything: drop its entry "
+                "from `SESSION_CONFIG` in edgefreeze/runtime/session.py.",
+                "<!-- skip-layer-norm:end -->",
+            ]
+        )
+        + "\n"
+    )
     write_section(args.out, section, "skip-layer-norm")
     print(section)
 

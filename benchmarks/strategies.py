@@ -31,35 +31,49 @@ STRATEGIES: dict[str, list[str]] = {
     "head only": ["freeze.trainable_layers=0"],
     "progressive (head, then 1 layer an epoch, floor 2)": ["freeze={plan: progressive, floor: 2}"],
     "LoRA r=8, top 2 layers": ["peft={method: lora, r: 8}", "train.lr_top=1.0e-3"],
-    "LoRA r=8, every layer": ["freeze.trainable_layers=6", "peft={method: lora, r: 8}",
-                              "train.lr_top=1.0e-3"],
+    "LoRA r=8, every layer": [
+        "freeze.trainable_layers=6",
+        "peft={method: lora, r: 8}",
+        "train.lr_top=1.0e-3",
+    ],
     "IA3, top 2 layers": ["peft={method: ia3}", "train.lr_top=3.0e-3"],
-    "bottleneck adapters (64), top 2 layers": ["peft={method: adapter, bottleneck: 64}",
-                                               "train.lr_top=1.0e-3"],
-    "prefix (16 virtual tokens), top 2 layers": ["peft={method: prefix, tokens: 16}",
-                                                 "train.lr_top=5.0e-3"],
+    "bottleneck adapters (64), top 2 layers": [
+        "peft={method: adapter, bottleneck: 64}",
+        "train.lr_top=1.0e-3",
+    ],
+    "prefix (16 virtual tokens), top 2 layers": [
+        "peft={method: prefix, tokens: 16}",
+        "train.lr_top=5.0e-3",
+    ],
     "auto (AutoFreeze, from 4 layers)": ["freeze={plan: auto, trainable_layers: 4}"],
 }
 
 
 def render(results: dict[str, dict], seed: int, command: str) -> str:
     full = results["full fine-tuning"]
-    lines = ["<!-- strategies:start -->", "## Ways to choose what trains", "",
-             f"Command: `{command}`", "",
-             f"Machine: {cpu_name()}. The default pipeline (MiniLM-L6, the Rotten Tomatoes "
-             f"split by film, 3 epochs, batch 32, seed {seed}) with the settings named; "
-             "each strategy from a cold activation cache of its own. Time to a trained model "
-             "is filling the cache (where there is one) plus training, in seconds.", "",
-             "| strategy | settings | trainable parameters | held-out accuracy (PyTorch) | "
-             "int8 | gate | time to a trained model | vs full | int8 file MB |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "<!-- strategies:start -->",
+        "## Ways to choose what trains",
+        "",
+        f"Command: `{command}`",
+        "",
+        f"Machine: {cpu_name()}. The default pipeline (MiniLM-L6, the Rotten Tomatoes "
+        f"split by film, 3 epochs, batch 32, seed {seed}) with the settings named; "
+        "each strategy from a cold activation cache of its own. Time to a trained model "
+        "is filling the cache (where there is one) plus training, in seconds.",
+        "",
+        "| strategy | settings | trainable parameters | held-out accuracy (PyTorch) | "
+        "int8 | gate | time to a trained model | vs full | int8 file MB |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for name, r in results.items():
         seconds = r["cache_s"] + r["train_s"]
         lines.append(
             f"| {name} | {' '.join(f'`{s}`' for s in STRATEGIES[name]) or '(the default)'} | "
             f"{r['trainable_parameters']:,} | {r['accuracy']:.2%} | {r['int8_accuracy']:.2%} | "
             f"{'passed' if r['passed'] else 'refused'} | {seconds:.0f} | "
-            f"{seconds / (full['cache_s'] + full['train_s']):.2f} | {r['int8_bytes'] / 1e6:.1f} |")
+            f"{seconds / (full['cache_s'] + full['train_s']):.2f} | {r['int8_bytes'] / 1e6:.1f} |"
+        )
     lines.append("<!-- strategies:end -->")
     return "\n".join(lines) + "\n"
 
@@ -75,11 +89,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="edgefreeze-strategies-") as scratch:
         for number, name in enumerate(args.only):
             print(f"{name} ...", file=sys.stderr, flush=True)
-            results[name] = run(variant(pipeline, STRATEGIES[name], args.seed),
-                                Path(scratch) / f"cache-{number}", Path(scratch) / f"b-{number}")
+            results[name] = run(
+                variant(pipeline, STRATEGIES[name], args.seed),
+                Path(scratch) / f"cache-{number}",
+                Path(scratch) / f"b-{number}",
+            )
             print(results[name], file=sys.stderr, flush=True)
-    section = render(results, args.seed, " ".join(["python benchmarks/strategies.py",
-                                                   *sys.argv[1:]]))
+    section = render(
+        results, args.seed, " ".join(["python benchmarks/strategies.py", *sys.argv[1:]])
+    )
     write_section(args.out, section, "strategies")
     print(section)
 

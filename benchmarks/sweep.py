@@ -33,9 +33,12 @@ def trainer_epoch_s(trainable_layers: int) -> float:
     """One Trainer epoch (bf16) with this many top layers trainable."""
     pipeline = load_pipeline(PIPELINE)
     spec = pipeline.spec
-    spec = spec.model_copy(update={
-        "train": spec.train.model_copy(update={"epochs": 1}),
-        "freeze": spec.freeze.model_copy(update={"trainable_layers": trainable_layers})})
+    spec = spec.model_copy(
+        update={
+            "train": spec.train.model_copy(update={"epochs": 1}),
+            "freeze": spec.freeze.model_copy(update={"trainable_layers": trainable_layers}),
+        }
+    )
     return trainer_run(pipeline.model_copy(update={"spec": spec}), 0, "bf16")["train_s"]
 
 
@@ -47,9 +50,12 @@ def main() -> None:
     pipeline = load_pipeline(PIPELINE)
     with tempfile.TemporaryDirectory(prefix="edgefreeze-sweep-") as scratch:
         start = time.perf_counter()
-        result = sweep(pipeline, BuildOptions(output=Path(scratch) / "bundle",
-                                              cache_dir=Path(scratch) / "cache"),
-                       Reporter(), trials=args.trials)
+        result = sweep(
+            pipeline,
+            BuildOptions(output=Path(scratch) / "bundle", cache_dir=Path(scratch) / "cache"),
+            Reporter(),
+            trials=args.trials,
+        )
         total = time.perf_counter() - start
     manifest, record = result.manifest, result.manifest.sweep
     trials = record.trials
@@ -64,15 +70,20 @@ def main() -> None:
     trainer_total = sum(per_epoch[k] * n for k, n in epochs_at.items())
     states = Counter(t.state for t in trials)
     lines = [
-        "<!-- sweep:start -->", "## Sweeping the trainable part", "",
-        f"Command: `{' '.join(['python benchmarks/sweep.py', *sys.argv[1:]])}`", "",
+        "<!-- sweep:start -->",
+        "## Sweeping the trainable part",
+        "",
+        f"Command: `{' '.join(['python benchmarks/sweep.py', *sys.argv[1:]])}`",
+        "",
         f"Machine: {cpu_name()}. `edgefreeze sweep pipelines/rotten-tomatoes.yaml --trials "
         f"{args.trials}` with the default space (lr_top and lr_head log-uniform, epochs 1 to "
         f"{pipeline.spec.train.epochs}, 0 to {depth} trainable layers) and its pruner "
         f"({record.pruner}), from a cold cache to a shipped bundle. The Trainer column is "
         "its measured epoch time at each depth the trials used, times the epochs the trials "
-        "ran there.", "",
-        "| | seconds |", "| --- | --- |",
+        "ran there.",
+        "",
+        "| | seconds |",
+        "| --- | --- |",
         f"| whole sweep: cache, {len(trials)} trials, export, quantize, gate, publish | "
         f"**{total:.0f}** |",
         f"| the trials ({', '.join(f'{n} {s}' for s, n in sorted(states.items()))}; "
@@ -81,7 +92,8 @@ def main() -> None:
         f"| the same trials with the Trainer (estimate from measured epochs) | "
         f"**{trainer_total:.0f}** |",
         "",
-        "| trainable layers | trial epochs | Trainer epoch (bf16), s |", "| --- | --- | --- |",
+        "| trainable layers | trial epochs | Trainer epoch (bf16), s |",
+        "| --- | --- | --- |",
         *[f"| {k} | {epochs_at[k]:.1f} | {per_epoch[k]:.0f} |" for k in sorted(per_epoch)],
         "",
         f"Chosen: trial {record.best_trial}, {record.best_params}, validation accuracy "
@@ -89,7 +101,8 @@ def main() -> None:
         f"{manifest.metrics[REFERENCE]['accuracy']:.2%} (PyTorch) and "
         f"{manifest.metrics[INT8.name]['accuracy']:.2%} ({INT8.name}); the default build "
         "is in the peers table above.",
-        "<!-- sweep:end -->"]
+        "<!-- sweep:end -->",
+    ]
     section = "\n".join(lines) + "\n"
     write_section(args.out, section, "sweep")
     print(section)

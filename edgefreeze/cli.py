@@ -24,15 +24,26 @@ from edgefreeze.interrupts import Terminated, stopping_on_signals
 from edgefreeze.runtime.forms import FORMS, FP32, INT8, REFERENCE
 from edgefreeze.runtime.manifest import GateRefused, Manifest
 
-BUILD_MODULES = {"torch", "transformers", "optimum", "onnx", "yaml", "tqdm", "safetensors",
-                 "optuna", "peft"}
+BUILD_MODULES = {
+    "torch",
+    "transformers",
+    "optimum",
+    "onnx",
+    "yaml",
+    "tqdm",
+    "safetensors",
+    "optuna",
+    "peft",
+}
 
 
 def _summary(manifest) -> dict:
     """What --json says of a build (a `Manifest`)."""
     record = manifest.model_dump(mode="json")
-    return {**{key: record[key] for key in ("metrics", "gate", "cache", "sizes", "timings_s")},
-            "trainable_parameters": manifest.training.freeze.trainable_parameters}
+    return {
+        **{key: record[key] for key in ("metrics", "gate", "cache", "sizes", "timings_s")},
+        "trainable_parameters": manifest.training.freeze.trainable_parameters,
+    }
 
 
 def _run(as_json: bool, action: Callable[[], dict | None]) -> None:
@@ -55,8 +66,11 @@ def _run(as_json: bool, action: Callable[[], dict | None]) -> None:
         if (exc.name or "").split(".")[0] not in BUILD_MODULES:
             raise
         payload, code = {"status": "error", "message": str(exc)}, 2
-        click.echo(f"edgefreeze: error: this command needs the build extra (missing "
-                   f"{exc.name}): pip install 'edgefreeze[build]'", err=True)
+        click.echo(
+            f"edgefreeze: error: this command needs the build extra (missing "
+            f"{exc.name}): pip install 'edgefreeze[build]'",
+            err=True,
+        )
     except KeyboardInterrupt:
         payload, code = {"status": "interrupted"}, 130
         click.echo("edgefreeze: interrupted", err=True)
@@ -67,8 +81,11 @@ def _run(as_json: bool, action: Callable[[], dict | None]) -> None:
         if os.environ.get("EDGEFREEZE_TRACEBACK") == "1":
             traceback.print_exc()
         payload, code = {"status": "error", "message": f"{type(exc).__name__}: {exc}"}, 3
-        click.echo(f"edgefreeze: unexpected error: {type(exc).__name__}: {exc} "
-                   "(set EDGEFREEZE_TRACEBACK=1 for the traceback)", err=True)
+        click.echo(
+            f"edgefreeze: unexpected error: {type(exc).__name__}: {exc} "
+            "(set EDGEFREEZE_TRACEBACK=1 for the traceback)",
+            err=True,
+        )
     if as_json and payload is not None:
         click.echo(json.dumps({"exit_code": code, **payload}, indent=2))
     sys.exit(code)
@@ -78,8 +95,7 @@ class _Commands(click.Group):
     """Click's group, with usage errors kept to the contract: one line on stderr, exit 2,
     and with --json one JSON object on stdout (Click prints a usage block and no JSON)."""
 
-    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True,
-             **extra):
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         argv = list(sys.argv[1:] if args is None else args)
         try:
             code = super().main(argv, prog_name, complete_var, standalone_mode=False, **extra)
@@ -92,8 +108,9 @@ class _Commands(click.Group):
             message = exc.format_message().replace("\n", " ")
             click.echo(f"edgefreeze: error: {message}{hint}", err=True)
             if "--json" in argv:
-                click.echo(json.dumps({"exit_code": 2, "status": "error", "message": message},
-                                      indent=2))
+                click.echo(
+                    json.dumps({"exit_code": 2, "status": "error", "message": message}, indent=2)
+                )
             code = 2
         except click.Abort:
             click.echo("edgefreeze: interrupted", err=True)
@@ -112,18 +129,30 @@ def build_options(command: Callable) -> Callable:
     """The options `build` and `retrain` share."""
     options = [
         click.argument("pipeline_file", metavar="PIPELINE", type=click.Path(dir_okay=False)),
-        click.option("--output", type=click.Path(file_okay=False, path_type=Path),
-                     help="Bundle folder (default: the pipeline's output, else models/NAME/vN)."),
-        click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]),
-                     help="Training device; overrides the pipeline's train.device."),
-        click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
-                     help="Activation cache folder (else $EDGEFREEZE_CACHE_DIR, the pipeline's "
-                          "cache.dir, ~/.cache/edgefreeze)."),
+        click.option(
+            "--output",
+            type=click.Path(file_okay=False, path_type=Path),
+            help="Bundle folder (default: the pipeline's output, else models/NAME/vN).",
+        ),
+        click.option(
+            "--device",
+            type=click.Choice(["auto", "cpu", "cuda"]),
+            help="Training device; overrides the pipeline's train.device.",
+        ),
+        click.option(
+            "--cache-dir",
+            type=click.Path(file_okay=False, path_type=Path),
+            help="Activation cache folder (else $EDGEFREEZE_CACHE_DIR, the pipeline's "
+            "cache.dir, ~/.cache/edgefreeze).",
+        ),
         click.option("--no-cache", is_flag=True, help="Run the frozen stem live every epoch."),
-        click.option("--baseline", type=click.Path(exists=True, file_okay=False, path_type=Path),
-                     help="The release in the field: refuse (exit 1) a model that loses more "
-                          "than gate.baseline.max_metric_drop against its int8 model or "
-                          "flips more than gate.baseline.max_flip_share of its predictions."),
+        click.option(
+            "--baseline",
+            type=click.Path(exists=True, file_okay=False, path_type=Path),
+            help="The release in the field: refuse (exit 1) a model that loses more "
+            "than gate.baseline.max_metric_drop against its int8 model or "
+            "flips more than gate.baseline.max_flip_share of its predictions.",
+        ),
         click.option("--quiet", "-q", is_flag=True, help="No progress output."),
         click.option("--json", "as_json", is_flag=True, help="Print one JSON result on stdout."),
     ]
@@ -151,6 +180,7 @@ class BuildCommand:
 
 def _build(command: BuildCommand, sweep: dict[str, Any] | None = None) -> None:
     """`build`, `retrain` and (with `sweep`: its --trials and --timeout) `sweep`."""
+
     def action() -> dict:
         from edgefreeze.schema import load_pipeline
 
@@ -160,11 +190,16 @@ def _build(command: BuildCommand, sweep: dict[str, Any] | None = None) -> None:
         from edgefreeze.recipes.build import BuildOptions
         from edgefreeze.recipes.build import build as run_build
 
-        options = BuildOptions(output=command.output, device=command.device,
-                               cache_dir=command.cache_dir,
-                               use_cache=False if command.no_cache else None,
-                               added_rows=list(command.added), warm_start=command.warm_start,
-                               epochs=command.epochs, baseline=command.baseline)
+        options = BuildOptions(
+            output=command.output,
+            device=command.device,
+            cache_dir=command.cache_dir,
+            use_cache=False if command.no_cache else None,
+            added_rows=list(command.added),
+            warm_start=command.warm_start,
+            epochs=command.epochs,
+            baseline=command.baseline,
+        )
         reporter = Reporter(command.quiet)
         if sweep is None:
             result = run_build(pipeline, options, reporter)
@@ -177,10 +212,12 @@ def _build(command: BuildCommand, sweep: dict[str, Any] | None = None) -> None:
         if not command.quiet:
             _say_shipped(result.path, result.manifest)
         manifest = result.manifest
-        chosen = ({"sweep": manifest.sweep.model_dump(mode="json", exclude={"trials"})}
-                  if manifest.sweep else {})
-        return {"status": "shipped", "bundle": str(result.path), **_summary(manifest),
-                **chosen}
+        chosen = (
+            {"sweep": manifest.sweep.model_dump(mode="json", exclude={"trials"})}
+            if manifest.sweep
+            else {}
+        )
+        return {"status": "shipped", "bundle": str(result.path), **_summary(manifest), **chosen}
 
     _run(command.as_json, action)
 
@@ -191,12 +228,16 @@ def _say_shipped(path: Path, manifest: Manifest) -> None:
     int8 = manifest.metrics[INT8.name]
     if manifest.sweep is not None:
         searched = manifest.sweep
-        number = (searched.best_trial if searched.chosen_trial is None
-                  else searched.chosen_trial)
-        click.echo(f"chose trial {number} of {len(searched.trials)}: "
-                   f"{searched.trials[number].params}", err=True)
-    click.echo(f"shipped {path} ({INT8.name} {metric} {int8[metric]:.4f}, "
-               f"agreement {int8['agreement']:.4f})", err=True)
+        number = searched.best_trial if searched.chosen_trial is None else searched.chosen_trial
+        click.echo(
+            f"chose trial {number} of {len(searched.trials)}: {searched.trials[number].params}",
+            err=True,
+        )
+    click.echo(
+        f"shipped {path} ({INT8.name} {metric} {int8[metric]:.4f}, "
+        f"agreement {int8['agreement']:.4f})",
+        err=True,
+    )
 
 
 @main.command(short_help="Train, export, quantize, gate and publish a bundle.")
@@ -208,14 +249,23 @@ def build(**options) -> None:
 
 @main.command(short_help="Retrain on the pipeline's data plus new rows.")
 @build_options
-@click.option("--add", "added", multiple=True, required=True,
-              type=click.Path(path_type=Path),
-              help="A CSV or JSONL file of new labelled rows (same columns), or an image "
-                   "folder; repeatable.")
-@click.option("--from", "warm_start", type=click.Path(file_okay=False, path_type=Path),
-              help="Start from this bundle's trained top instead of the pretrained one.")
-@click.option("--epochs", type=click.IntRange(min=1),
-              help="Epochs of this retrain (default: the pipeline's).")
+@click.option(
+    "--add",
+    "added",
+    multiple=True,
+    required=True,
+    type=click.Path(path_type=Path),
+    help="A CSV or JSONL file of new labelled rows (same columns), or an image folder; repeatable.",
+)
+@click.option(
+    "--from",
+    "warm_start",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Start from this bundle's trained top instead of the pretrained one.",
+)
+@click.option(
+    "--epochs", type=click.IntRange(min=1), help="Epochs of this retrain (default: the pipeline's)."
+)
 def retrain(**options) -> None:
     """Retrain the top on the PIPELINE's data plus new rows, then export, quantize, gate
     and publish like `build`. With the cache, only the new rows pass the frozen stem."""
@@ -224,10 +274,17 @@ def retrain(**options) -> None:
 
 @main.command(short_help="Search the trainable part's settings from one cache; ship the best.")
 @build_options
-@click.option("--trials", type=click.IntRange(min=1),
-              help="Trials to run (default: the pipeline's sweep.trials).")
-@click.option("--timeout", "timeout_s", type=click.FloatRange(min=0, min_open=True),
-              help="Start no trial after this many seconds (default: sweep.timeout_s).")
+@click.option(
+    "--trials",
+    type=click.IntRange(min=1),
+    help="Trials to run (default: the pipeline's sweep.trials).",
+)
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Start no trial after this many seconds (default: sweep.timeout_s).",
+)
 def sweep(trials: int | None, timeout_s: float | None, **options) -> None:
     """Train many settings of the PIPELINE's trainable part (learning rates, epochs,
     trainable layers, PEFT rank: its `sweep:` section) from one activation cache, choose
@@ -235,39 +292,61 @@ def sweep(trials: int | None, timeout_s: float | None, **options) -> None:
     _build(BuildCommand(**options), sweep={"trials": trials, "timeout_s": timeout_s})
 
 
-@main.command("verify-target",
-              short_help="Run a bundle on another CPU or ONNX Runtime; record it.")
+@main.command("verify-target", short_help="Run a bundle on another CPU or ONNX Runtime; record it.")
 @click.argument("bundle", type=click.Path(file_okay=False, path_type=Path))
 @click.argument("pipeline_file", metavar="PIPELINE", type=click.Path(dir_okay=False))
-@click.option("--python", "python", required=True,
-              type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="The target's Python (with onnxruntime, tokenizers, numpy, pydantic).")
-@click.option("--sysroot", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="Run --python under qemu-user with this root file system (another CPU).")
-@click.option("--path", "paths", multiple=True,
-              type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="A folder of the target's packages (unpacked wheels); repeatable.")
-@click.option("--model", "form", type=click.Choice(list(FORMS)), default=INT8.name,
-              show_default=True, help="The model form to run.")
+@click.option(
+    "--python",
+    "python",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The target's Python (with onnxruntime, tokenizers, numpy, pydantic).",
+)
+@click.option(
+    "--sysroot",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Run --python under qemu-user with this root file system (another CPU).",
+)
+@click.option(
+    "--path",
+    "paths",
+    multiple=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="A folder of the target's packages (unpacked wheels); repeatable.",
+)
+@click.option(
+    "--model",
+    "form",
+    type=click.Choice(list(FORMS)),
+    default=INT8.name,
+    show_default=True,
+    help="The model form to run.",
+)
 @click.option("--rows", type=click.IntRange(min=1), help="Only the first N held-out rows.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON result.")
-def verify_target(bundle: Path, pipeline_file: str, form: str, rows: int | None, as_json: bool,
-                  **interpreter: Any) -> None:
+def verify_target(
+    bundle: Path, pipeline_file: str, form: str, rows: int | None, as_json: bool, **interpreter: Any
+) -> None:
     """Run the BUNDLE's model on the held-out split of the PIPELINE it was built from with
     another interpreter (an arm64 Python under qemu-user, an older ONNX Runtime), compare
     with this machine by the gate's rules, and record the check in the manifest. Exit 1
     when the target breaks the rules."""
+
     def action() -> dict:
         from edgefreeze.recipes.verify_target import Interpreter
         from edgefreeze.recipes.verify_target import verify_target as run_check
         from edgefreeze.schema import load_pipeline
 
-        check = run_check(bundle, load_pipeline(pipeline_file), Interpreter(**interpreter),
-                          form, rows)
+        check = run_check(
+            bundle, load_pipeline(pipeline_file), Interpreter(**interpreter), form, rows
+        )
         if not as_json:
             metrics = ", ".join(f"{k} {v:.4g}" for k, v in check.metrics.items())
-            click.echo(f"{check.machine} ({check.emulated_by or 'native'}), onnxruntime "
-                       f"{check.onnxruntime}, {check.rows} rows: {metrics}", err=True)
+            click.echo(
+                f"{check.machine} ({check.emulated_by or 'native'}), onnxruntime "
+                f"{check.onnxruntime}, {check.rows} rows: {metrics}",
+                err=True,
+            )
         return {"status": "passed", **check.model_dump(mode="json")}
 
     _run(as_json, action)
@@ -289,23 +368,35 @@ def inspect(pipeline_file: str, as_json: bool) -> None:
 
         result = inspect_pipeline(load_pipeline(pipeline_file))
         if not as_json:
-            click.echo(f"{result['description']}: {result['trainable_parameters']:,} of "
-                       f"{result['total_parameters']:,} parameters train")
-            click.echo(f"{'part':<28} {'parameters':>11} {'trainable':>11} {'state':<17} "
-                       f"{'from epoch':>10} {'learning rate':>13}")
+            click.echo(
+                f"{result['description']}: {result['trainable_parameters']:,} of "
+                f"{result['total_parameters']:,} parameters train"
+            )
+            click.echo(
+                f"{'part':<28} {'parameters':>11} {'trainable':>11} {'state':<17} "
+                f"{'from epoch':>10} {'learning rate':>13}"
+            )
             for row in result["rows"]:
                 rate = f"{row['learning_rate']:.3g}" if row["learning_rate"] else ""
                 epoch = row["from_epoch"] or ""
                 state = f"{row['state']} (cached)" if row["stem"] else row["state"]
-                click.echo(f"{row['part']:<28} {row['parameters']:>11,} {row['trainable']:>11,} "
-                           f"{state:<17} {epoch:>10} {rate:>13}")
+                click.echo(
+                    f"{row['part']:<28} {row['parameters']:>11,} {row['trainable']:>11,} "
+                    f"{state:<17} {epoch:>10} {rate:>13}"
+                )
         flow = result["gradient_flow"]
         if not flow["ok"]:
-            raise CheckFailed(f"gradient flow: {len(flow['missing'])} trained tensors got no "
-                              f"gradient, {len(flow['stray'])} frozen ones got one "
-                              f"(such as {(flow['missing'] + flow['stray'])[0]})", details=result)
-        click.echo("gradient flow: every parameter the plan trains received a gradient, and no "
-                   "frozen one did", err=True)
+            raise CheckFailed(
+                f"gradient flow: {len(flow['missing'])} trained tensors got no "
+                f"gradient, {len(flow['stray'])} frozen ones got one "
+                f"(such as {(flow['missing'] + flow['stray'])[0]})",
+                details=result,
+            )
+        click.echo(
+            "gradient flow: every parameter the plan trains received a gradient, and no "
+            "frozen one did",
+            err=True,
+        )
         return {"status": "ok", **result}
 
     _run(as_json, action)
@@ -317,11 +408,15 @@ def cache() -> None:
 
 
 def cache_options(command: Callable) -> Callable:
-    command = click.option("--json", "as_json", is_flag=True,
-                           help="Print one JSON result.")(command)
-    return click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
-                        help="Cache folder (else $EDGEFREEZE_CACHE_DIR, ~/.cache/edgefreeze; "
-                             "a pipeline's cache.dir points its builds elsewhere).")(command)
+    command = click.option("--json", "as_json", is_flag=True, help="Print one JSON result.")(
+        command
+    )
+    return click.option(
+        "--cache-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        help="Cache folder (else $EDGEFREEZE_CACHE_DIR, ~/.cache/edgefreeze; "
+        "a pipeline's cache.dir points its builds elsewhere).",
+    )(command)
 
 
 def _cache_root(option: Path | None) -> Path:
@@ -341,15 +436,19 @@ def stats(cache_dir: Path | None, as_json: bool) -> None:
         if not as_json and not result["exists"]:
             click.echo(f"{result['dir']}: 0 entries (the folder does not exist)")
         elif not as_json:
-            click.echo(f"{result['dir']}: {result['entries']} entries, "
-                       f"{result['bytes'] / 1e6:.1f} MB of activations, "
-                       f"{result['disk_bytes'] / 1e6:.1f} MB on disk")
+            click.echo(
+                f"{result['dir']}: {result['entries']} entries, "
+                f"{result['bytes'] / 1e6:.1f} MB of activations, "
+                f"{result['disk_bytes'] / 1e6:.1f} MB on disk"
+            )
             for k in result["keysets"]:
                 d = k["description"]
-                click.echo(f"  {k['keyset']}  {k['entries']:>7} entries  {k['bytes'] / 1e6:8.1f} MB"
-                           f"  {d.get('model_type')} boundary {d.get('boundary')}/{d.get('depth')}"
-                           f" max_length {d.get('max_length')} {k['dtype']}"
-                           f" (rows kept: {d.get('kept_rows') or 'all'})")
+                click.echo(
+                    f"  {k['keyset']}  {k['entries']:>7} entries  {k['bytes'] / 1e6:8.1f} MB"
+                    f"  {d.get('model_type')} boundary {d.get('boundary')}/{d.get('depth')}"
+                    f" max_length {d.get('max_length')} {k['dtype']}"
+                    f" (rows kept: {d.get('kept_rows') or 'all'})"
+                )
         return {"status": "ok", **result}
 
     _run(as_json, action)
@@ -366,8 +465,11 @@ def verify(cache_dir: Path | None, as_json: bool) -> None:
         result = admin.verify(_cache_root(cache_dir))
         click.echo(f"checked {result['checked']} entries, {result['corrupt']} corrupt", err=True)
         if result["corrupt"]:
-            raise CheckFailed(f"{result['corrupt']} corrupt cache entries dropped; the next "
-                              "build recomputes them", details=result)
+            raise CheckFailed(
+                f"{result['corrupt']} corrupt cache entries dropped; the next "
+                "build recomputes them",
+                details=result,
+            )
         return {"status": "ok", **result}
 
     _run(as_json, action)
@@ -375,12 +477,18 @@ def verify(cache_dir: Path | None, as_json: bool) -> None:
 
 @cache.command()
 @cache_options
-@click.option("--older-than", "older_than", type=click.FloatRange(min=0),
-              help="Drop entries not used for this many days.")
-@click.option("--max-size", help="Then drop least recently used entries down to this size "
-                                 "(e.g. 500MB, 2GiB).")
-def prune(cache_dir: Path | None, as_json: bool, older_than: float | None,
-          max_size: str | None) -> None:
+@click.option(
+    "--older-than",
+    "older_than",
+    type=click.FloatRange(min=0),
+    help="Drop entries not used for this many days.",
+)
+@click.option(
+    "--max-size", help="Then drop least recently used entries down to this size (e.g. 500MB, 2GiB)."
+)
+def prune(
+    cache_dir: Path | None, as_json: bool, older_than: float | None, max_size: str | None
+) -> None:
     """Drop old or least recently used entries and reclaim their disk space."""
 
     from edgefreeze.cache import admin
@@ -390,11 +498,15 @@ def prune(cache_dir: Path | None, as_json: bool, older_than: float | None,
             raise ConfigError("cache prune: give --older-than DAYS and/or --max-size SIZE")
         if older_than is not None and not math.isfinite(older_than):
             raise ConfigError(f"--older-than: {older_than} is not a number of days")
-        result = admin.prune(_cache_root(cache_dir), older_than,
-                             admin.parse_size(max_size) if max_size else None)
-        click.echo(f"removed {result['removed']} entries; disk "
-                   f"{result['disk_bytes_before'] / 1e6:.1f} MB -> "
-                   f"{result['disk_bytes_after'] / 1e6:.1f} MB", err=True)
+        result = admin.prune(
+            _cache_root(cache_dir), older_than, admin.parse_size(max_size) if max_size else None
+        )
+        click.echo(
+            f"removed {result['removed']} entries; disk "
+            f"{result['disk_bytes_before'] / 1e6:.1f} MB -> "
+            f"{result['disk_bytes_after'] / 1e6:.1f} MB",
+            err=True,
+        )
         return {"status": "ok", **result}
 
     _run(as_json, action)
@@ -414,10 +526,17 @@ def clear(cache_dir: Path | None, as_json: bool) -> None:
             click.echo(f"{result['dir']}: nothing to clear (the folder does not exist)", err=True)
             return {"status": "ok", **result}
         left = result["left"]
-        kept = (f"; left {len(left)} item(s) that are not the cache's: "
-                f"{', '.join(left[:3])}{', ...' if len(left) > 3 else ''}") if left else ""
-        click.echo(f"cleared {result['dir']} ({result['freed_bytes'] / 1e6:.1f} MB){kept}",
-                   err=True)
+        kept = (
+            (
+                f"; left {len(left)} item(s) that are not the cache's: "
+                f"{', '.join(left[:3])}{', ...' if len(left) > 3 else ''}"
+            )
+            if left
+            else ""
+        )
+        click.echo(
+            f"cleared {result['dir']} ({result['freed_bytes'] / 1e6:.1f} MB){kept}", err=True
+        )
         return {"status": "ok", **result}
 
     _run(as_json, action)
@@ -426,17 +545,36 @@ def clear(cache_dir: Path | None, as_json: bool) -> None:
 @main.command(short_help="Predict with a bundle (ONNX Runtime only).")
 @click.argument("bundle", type=click.Path(file_okay=False, path_type=Path))
 @click.argument("texts", nargs=-1)
-@click.option("--file", "text_file", type=click.File("rb"),
-              help="Read texts (or an image model's image paths) from this UTF-8 file, one "
-                   "per line ('-' for stdin); blank lines are skipped.")
-@click.option("--model", "form", type=click.Choice(list(FORMS)), default=INT8.name,
-              show_default=True, help="Which of the bundle's model forms to run.")
-@click.option("--threads", type=click.IntRange(min=0), default=0,
-              help="ONNX Runtime intra-op threads (0: its default).")
-@click.option("--json", "as_json", is_flag=True,
-              help="One JSON object per text (JSON lines); one error object on failure.")
-def predict(bundle: Path, texts: tuple[str, ...], text_file, form: str, threads: int,
-            as_json: bool) -> None:
+@click.option(
+    "--file",
+    "text_file",
+    type=click.File("rb"),
+    help="Read texts (or an image model's image paths) from this UTF-8 file, one "
+    "per line ('-' for stdin); blank lines are skipped.",
+)
+@click.option(
+    "--model",
+    "form",
+    type=click.Choice(list(FORMS)),
+    default=INT8.name,
+    show_default=True,
+    help="Which of the bundle's model forms to run.",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=0),
+    default=0,
+    help="ONNX Runtime intra-op threads (0: its default).",
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="One JSON object per text (JSON lines); one error object on failure.",
+)
+def predict(
+    bundle: Path, texts: tuple[str, ...], text_file, form: str, threads: int, as_json: bool
+) -> None:
     """Predict with a bundle, using ONNX Runtime only (no torch needed). TEXTS are texts,
     or image paths for an image model."""
     from dataclasses import asdict
@@ -446,8 +584,11 @@ def predict(bundle: Path, texts: tuple[str, ...], text_file, form: str, threads:
     def action() -> None:
         inputs = list(texts) + (_lines(text_file) if text_file else [])
         if not inputs:
-            raise ConfigError(f"{text_file.name}: no texts" if text_file else
-                              "predict: give TEXT arguments or --file")
+            raise ConfigError(
+                f"{text_file.name}: no texts"
+                if text_file
+                else "predict: give TEXT arguments or --file"
+            )
         predictor = Predictor(bundle, form, threads)
         modality = predictor.encoder.modality
         try:
@@ -456,8 +597,7 @@ def predict(bundle: Path, texts: tuple[str, ...], text_file, form: str, threads:
             raise ConfigError(f"predict: {exc}") from None
         for text, prediction in zip(inputs, predictions):
             if as_json:
-                click.echo(json.dumps({modality: text,
-                                       **asdict(prediction)}))
+                click.echo(json.dumps({modality: text, **asdict(prediction)}))
             else:
                 click.echo(f"{predictor.decoder.summary(prediction)}\t{text}")
 
@@ -470,24 +610,44 @@ def _lines(handle) -> list[str]:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = data[:exc.start].count(b"\n") + 1
+        line = data[: exc.start].count(b"\n") + 1
         raise ConfigError(f"{handle.name}:{line}: not UTF-8 text ({exc.reason})") from None
     return [line for line in text.splitlines() if line.strip()]
 
 
 @main.command(name="bench", short_help="Latency, throughput, size and memory of a bundle's models.")
 @click.argument("bundle", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--threads", type=click.IntRange(min=0), default=0,
-              help="Threads per model (0: the runtime's default).")
-@click.option("--sequence-length", type=click.IntRange(min=2), default=32, show_default=True,
-              help="Tokens per input (at most the bundle's max_length; text models).")
-@click.option("--runs", type=click.IntRange(min=10), default=200, show_default=True,
-              help="Timed batch-1 runs per model.")
-@click.option("--rounds", type=click.IntRange(min=1), default=3, show_default=True,
-              help="Measure every model this many times in turn; report medians.")
+@click.option(
+    "--threads",
+    type=click.IntRange(min=0),
+    default=0,
+    help="Threads per model (0: the runtime's default).",
+)
+@click.option(
+    "--sequence-length",
+    type=click.IntRange(min=2),
+    default=32,
+    show_default=True,
+    help="Tokens per input (at most the bundle's max_length; text models).",
+)
+@click.option(
+    "--runs",
+    type=click.IntRange(min=10),
+    default=200,
+    show_default=True,
+    help="Timed batch-1 runs per model.",
+)
+@click.option(
+    "--rounds",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="Measure every model this many times in turn; report medians.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON result.")
-def bench_command(bundle: Path, threads: int, sequence_length: int, runs: int, rounds: int,
-                  as_json: bool) -> None:
+def bench_command(
+    bundle: Path, threads: int, sequence_length: int, runs: int, rounds: int, as_json: bool
+) -> None:
     """Latency (p50/p95/p99, batch 1), throughput (batch 32), size and peak memory of a
     bundle's int8 and fp32 models and, where torch is installed, PyTorch eager."""
     from edgefreeze.runtime.bench import SPEEDUP, bench
@@ -495,12 +655,15 @@ def bench_command(bundle: Path, threads: int, sequence_length: int, runs: int, r
     def action() -> dict:
         result = bench(bundle, threads, sequence_length, runs, rounds=rounds)
         if not as_json:
-            shape = (f"sequence length {sequence_length}" if result["sequence_length"]
-                     else "one image")
+            shape = (
+                f"sequence length {sequence_length}" if result["sequence_length"] else "one image"
+            )
             click.echo(f"{bundle}: {shape}, threads {threads or 'default'}, {rounds} round(s)")
-            click.echo(f"{'model':<8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} "
-                       f"{'batch-32 /s':>12} {'size MB':>9} {'peak RSS MB':>12} "
-                       f"{'int8 faster':>12}")
+            click.echo(
+                f"{'model':<8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} "
+                f"{'batch-32 /s':>12} {'size MB':>9} {'peak RSS MB':>12} "
+                f"{'int8 faster':>12}"
+            )
             speedups = result.get(SPEEDUP, {})
             for name in (INT8.name, FP32.name, REFERENCE):
                 r = result.get(name)
@@ -509,9 +672,11 @@ def bench_command(bundle: Path, threads: int, sequence_length: int, runs: int, r
                     click.echo(f"{name:<8} ({why})")
                     continue
                 speedup = f"{speedups[name]:11.2f}x" if name in speedups else f"{'':12}"
-                click.echo(f"{name:<8} {r['p50_ms']:8.2f} {r['p95_ms']:8.2f} {r['p99_ms']:8.2f} "
-                           f"{r['throughput_per_s']:12.1f} {r['size_bytes'] / 1e6:9.1f} "
-                           f"{r['peak_rss_bytes'] / 1e6:12.1f} {speedup}")
+                click.echo(
+                    f"{name:<8} {r['p50_ms']:8.2f} {r['p95_ms']:8.2f} {r['p99_ms']:8.2f} "
+                    f"{r['throughput_per_s']:12.1f} {r['size_bytes'] / 1e6:9.1f} "
+                    f"{r['peak_rss_bytes'] / 1e6:12.1f} {speedup}"
+                )
         return {"status": "ok", **result}
 
     _run(as_json, action)
@@ -535,8 +700,10 @@ def diff_command(old: Path, new: Path, as_json: bool) -> None:
                     size = entry["new_size"] if entry["new_size"] is not None else entry["old_size"]
                     click.echo(f"{entry['status']:<9} {name} ({size:,} bytes)")
             for form, entry in result["forms"].items():
-                click.echo(f"update payload for {form}: {entry['payload_bytes']:,} of "
-                           f"{entry['full_bytes']:,} bytes ({entry['payload_share']:.1%})")
+                click.echo(
+                    f"update payload for {form}: {entry['payload_bytes']:,} of "
+                    f"{entry['full_bytes']:,} bytes ({entry['payload_share']:.1%})"
+                )
         return {"status": "ok", **result}
 
     _run(as_json, action)

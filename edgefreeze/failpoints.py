@@ -32,7 +32,7 @@ POINTS = {
     "quantize": "the int8 model is written to the staging folder",
     "gate": "the gate has judged, nothing is sealed",
     "publish": "the manifest is sealed in the staging folder, not yet renamed into place",
-}# Outside a build, "record": a published manifest is read under the bundle's lock and not
+}  # Outside a build, "record": a published manifest is read under the bundle's lock and not
 # yet written back (`verify-target`'s check).
 
 
@@ -52,8 +52,11 @@ def _hold(name: str) -> None:
     released: list[int] = []
     previous = signal.signal(signal.SIGUSR1, lambda signum, frame: released.append(signum))
     try:
-        print(f"edgefreeze: holding at failpoint {name} (pid {os.getpid()}); SIGUSR1 goes on",
-              file=sys.stderr, flush=True)
+        print(
+            f"edgefreeze: holding at failpoint {name} (pid {os.getpid()}); SIGUSR1 goes on",
+            file=sys.stderr,
+            flush=True,
+        )
         while not released:
             time.sleep(0.05)
     finally:

@@ -26,6 +26,7 @@ def _stop(kind: type[BaseException]):
     def handler(signum: int, frame: object) -> None:
         _pending.append(kind)
         raise kind()
+
     return handler
 
 

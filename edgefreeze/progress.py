@@ -47,5 +47,13 @@ class Reporter:
         raise_pending()
 
     def progress(self, items: Iterable[T], total: int | None = None, desc: str = "") -> Iterable[T]:
-        return tqdm(items, total=total, desc=desc, disable=self.quiet, file=sys.stderr,
-                    leave=False, dynamic_ncols=True, mininterval=0.5)
+        return tqdm(
+            items,
+            total=total,
+            desc=desc,
+            disable=self.quiet,
+            file=sys.stderr,
+            leave=False,
+            dynamic_ncols=True,
+            mininterval=0.5,
+        )

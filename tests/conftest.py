@@ -12,9 +12,9 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 import json  # noqa: E402
 import shutil  # noqa: E402
+from collections.abc import Callable  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Callable  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -49,8 +49,13 @@ def run_cli(*args: str) -> CliResult:
     return CliResult(result.exit_code, result.stdout, result.stderr)
 
 
-def write_pipeline(folder: Path, changes: dict, base: Path = SMOKE,
-                   replace: tuple[str, ...] = (), name: str = "pipeline.yaml") -> Path:
+def write_pipeline(
+    folder: Path,
+    changes: dict,
+    base: Path = SMOKE,
+    replace: tuple[str, ...] = (),
+    name: str = "pipeline.yaml",
+) -> Path:
     """A copy of `base` with nested `changes` merged in, written into `folder`; the
     sections named in `replace` are replaced whole (another plan's keys do not fit)."""
     spec = yaml.safe_load(base.read_text())
@@ -71,8 +76,11 @@ def _merge(target: dict, changes: dict) -> None:
 
 
 # A build that only has to run the whole path (refusals, odd kinds): 1 epoch, few rows.
-QUICK = {"data": {"sample_rows": 160}, "train": {"epochs": 1},
-         "gate": {"max_metric_drop": 0.2, "min_agreement": 0.5}}
+QUICK = {
+    "data": {"sample_rows": 160},
+    "train": {"epochs": 1},
+    "gate": {"max_metric_drop": 0.2, "min_agreement": 0.5},
+}
 
 
 # Fixtures that build a bundle: a test that uses one is marked `build` (left out of
@@ -140,19 +148,30 @@ def _shared(tmp_path_factory, name: str, make: Callable[[Path], None]) -> Path:
 def _build(tmp_path_factory, name: str, pipeline: Callable[[Path], Path]) -> Built:
     """The pipeline that `pipeline(folder)` writes (or names), built through the CLI once
     per run, with its own cache (tests read its hits and misses) beside the bundle."""
+
     def make(folder: Path) -> None:
         folder.mkdir()
         path = pipeline(folder)
-        result = run_cli("build", str(path), "--output", str(folder / "bundle"), "--json",
-                         "--quiet", "--cache-dir", str(folder / "cache"))
+        result = run_cli(
+            "build",
+            str(path),
+            "--output",
+            str(folder / "bundle"),
+            "--json",
+            "--quiet",
+            "--cache-dir",
+            str(folder / "cache"),
+        )
         assert result.exit_code == 0, result.stderr
         (folder.parent / f"{name}.result.json").write_text(
-            json.dumps({"pipeline": str(path), **result.__dict__}))
+            json.dumps({"pipeline": str(path), **result.__dict__})
+        )
 
     folder = _shared(tmp_path_factory, name, make)
     saved = json.loads((folder.parent / f"{name}.result.json").read_text())
-    return Built(folder / "bundle", Path(saved.pop("pipeline")), folder / "cache",
-                 CliResult(**saved))
+    return Built(
+        folder / "bundle", Path(saved.pop("pipeline")), folder / "cache", CliResult(**saved)
+    )
 
 
 @pytest.fixture(scope="session")
@@ -173,8 +192,9 @@ TINY_GATE = {"max_metric_drop": 0.2, "min_agreement": 0.5}
 
 def _tiny_pipeline(folder: Path) -> None:
     checkpoint = tiny_minilm(folder / "model")
-    write_pipeline(folder, {"name": "tiny", "model": str(checkpoint), "gate": TINY_GATE},
-                   name="tiny.yaml")
+    write_pipeline(
+        folder, {"name": "tiny", "model": str(checkpoint), "gate": TINY_GATE}, name="tiny.yaml"
+    )
 
 
 @pytest.fixture(scope="session")
@@ -200,16 +220,30 @@ def tiny(tmp_path_factory, tiny_pipeline) -> Built:
 def split_build(tmp_path_factory, tiny_pipeline) -> Built:
     """The tiny pipeline with every other form: stem + top (delta updates), fp16, and a
     statically calibrated int8."""
-    return _build(tmp_path_factory, "split", lambda folder: write_pipeline(folder, {
-        "export": {"split": True},
-        "quantize": {"fp16": True, "mode": "static", "calibration_rows": 32}},
-        base=tiny_pipeline))
+    return _build(
+        tmp_path_factory,
+        "split",
+        lambda folder: write_pipeline(
+            folder,
+            {
+                "export": {"split": True},
+                "quantize": {"fp16": True, "mode": "static", "calibration_rows": 32},
+            },
+            base=tiny_pipeline,
+        ),
+    )
 
 
 def fp32_held_out(data, reference, encoder) -> HeldOut:
     """The held-out split with an fp32 ONNX model's outputs standing in for PyTorch's
     (equal within 1e-5): what the quantization fallback reads. It runs no PyTorch, so
     there are no PyTorch inputs."""
-    return HeldOut(examples=data.test.inputs, targets=data.test.targets, encoded=None,
-                   reference=reference, encoder=encoder, fingerprint=data.test.fingerprint(),
-                   label_names=data.label_names)
+    return HeldOut(
+        examples=data.test.inputs,
+        targets=data.test.targets,
+        encoded=None,
+        reference=reference,
+        encoder=encoder,
+        fingerprint=data.test.fingerprint(),
+        label_names=data.label_names,
+    )

@@ -48,8 +48,9 @@ def to_scheme(tags: list[str], scheme: str) -> list[str]:
             out.append(("B-" if same else "I-") + tag[2:])
         else:  # BIOES
             ends = not following.startswith("I-")
-            prefix = {("B", True): "S", ("B", False): "B", ("I", True): "E",
-                      ("I", False): "I"}[(tag[0], ends)]
+            prefix = {("B", True): "S", ("B", False): "B", ("I", True): "E", ("I", False): "I"}[
+                (tag[0], ends)
+            ]
             out.append(f"{prefix}-{tag[2:]}")
     return out
 

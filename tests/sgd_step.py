@@ -17,17 +17,27 @@ from edgefreeze.tasks.encoding import encode_texts
 from edgefreeze.train.loop import NO_SCALING, TopStep
 from tests.conftest import TEXT
 
-TEXTS = ["a moving, funny film", "dull and far too long", "wonderful", "a mess",
-         "the cast is wonderful but the script never finds its footing", "see it twice",
-         "nothing happens for two hours", "sharp, warm and often very funny indeed"]
+TEXTS = [
+    "a moving, funny film",
+    "dull and far too long",
+    "wonderful",
+    "a mess",
+    "the cast is wonderful but the script never finds its footing",
+    "see it twice",
+    "nothing happens for two hours",
+    "sharp, warm and often very funny indeed",
+]
 TARGETS = torch.tensor([1, 0, 1, 0, 0, 1, 0, 1])
 
 Weights = dict[str, torch.Tensor]
 
 
-def sgd_step(world: World = World(), precision: str = "fp32",
-             scaler: torch.amp.GradScaler = NO_SCALING,
-             max_grad_norm: float = 1e9) -> tuple[Weights, Weights]:
+def sgd_step(
+    world: World = World(),
+    precision: str = "fp32",
+    scaler: torch.amp.GradScaler = NO_SCALING,
+    max_grad_norm: float = 1e9,
+) -> tuple[Weights, Weights]:
     """The trainable weights before and after one step on this process's share of TEXTS,
     in eval mode (no dropout: runs may differ only in how sums are ordered)."""
     loaded = load_model("builtin:all-MiniLM-L6-v2", TEXT, ["neg", "pos"], Path, False, 0)
@@ -39,7 +49,14 @@ def sgd_step(world: World = World(), precision: str = "fp32",
     batch = (*features.batch(mine, torch.device("cpu")), TARGETS[mine])
     trainable = {n: p for n, p in loaded.model.named_parameters() if p.requires_grad}
     before = {n: p.detach().clone() for n, p in trainable.items()}
-    step = TopStep(loaded.backbone, TEXT, torch.optim.SGD(trainable.values(), lr=1.0),
-                   precision, max_grad_norm=max_grad_norm, world=world, scaler=scaler)
+    step = TopStep(
+        loaded.backbone,
+        TEXT,
+        torch.optim.SGD(trainable.values(), lr=1.0),
+        precision,
+        max_grad_norm=max_grad_norm,
+        world=world,
+        scaler=scaler,
+    )
     step(plan, batch, share=len(mine) / len(indices))
     return before, {n: p.detach() for n, p in trainable.items()}

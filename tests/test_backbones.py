@@ -18,28 +18,61 @@ from edgefreeze.tasks import task_for
 from edgefreeze.train.loop import check_gradients
 from tests.conftest import TEXT
 
-TINY = {"vocab_size": 99, "hidden_size": 32, "num_hidden_layers": 4,
-        "num_attention_heads": 2, "intermediate_size": 37, "max_position_embeddings": 64}
-DISTIL = {"vocab_size": 99, "dim": 32, "n_layers": 4, "n_heads": 2, "hidden_dim": 37,
-          "max_position_embeddings": 64}
+TINY = {
+    "vocab_size": 99,
+    "hidden_size": 32,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 2,
+    "intermediate_size": 37,
+    "max_position_embeddings": 64,
+}
+DISTIL = {
+    "vocab_size": 99,
+    "dim": 32,
+    "n_layers": 4,
+    "n_heads": 2,
+    "hidden_dim": 37,
+    "max_position_embeddings": 64,
+}
 # DeBERTa-v3's attention (relative positions in buckets, both disentangled terms, no
 # absolute positions) and deberta-v2-xlarge's convolution after layer 0.
-DEBERTA_V3 = {**TINY, "relative_attention": True, "position_biased_input": False,
-              "pos_att_type": ["p2c", "c2p"], "norm_rel_ebd": "layer_norm",
-              "position_buckets": 8, "max_relative_positions": -1, "share_att_key": True,
-              "conv_kernel_size": 3, "pooler_hidden_size": 32}
+DEBERTA_V3 = {
+    **TINY,
+    "relative_attention": True,
+    "position_biased_input": False,
+    "pos_att_type": ["p2c", "c2p"],
+    "norm_rel_ebd": "layer_norm",
+    "position_buckets": 8,
+    "max_relative_positions": -1,
+    "share_att_key": True,
+    "conv_kernel_size": 3,
+    "pooler_hidden_size": 32,
+}
 # ModernBERT with a sliding window narrower than the test's sequences, so that its local
 # layers mask differently from its global ones; its special tokens inside the tiny vocabulary.
-MODERNBERT = {**TINY, "local_attention": 4, "global_attn_every_n_layers": 2,
-              "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2, "cls_token_id": 1,
-              "sep_token_id": 2, "reference_compile": False}
+MODERNBERT = {
+    **TINY,
+    "local_attention": 4,
+    "global_attn_every_n_layers": 2,
+    "pad_token_id": 0,
+    "bos_token_id": 1,
+    "eos_token_id": 2,
+    "cls_token_id": 1,
+    "sep_token_id": 2,
+    "reference_compile": False,
+}
 
 
-def tiny_model(model_type: str, attention: str | None = None,
-               model_class=AutoModelForSequenceClassification, **settings) -> torch.nn.Module:
+def tiny_model(
+    model_type: str,
+    attention: str | None = None,
+    model_class=AutoModelForSequenceClassification,
+    **settings,
+) -> torch.nn.Module:
     torch.manual_seed(0)
-    kwargs = {"distilbert": DISTIL, "deberta-v2": DEBERTA_V3,
-              "modernbert": MODERNBERT}.get(model_type, TINY)
+    kwargs = {"distilbert": DISTIL, "deberta-v2": DEBERTA_V3, "modernbert": MODERNBERT}.get(
+        model_type, TINY
+    )
     config = AutoConfig.for_model(model_type, **{"num_labels": 3, **kwargs, **settings})
     return model_class.from_config(config, attn_implementation=attention)
 
@@ -101,9 +134,15 @@ def test_unknown_architecture_is_a_config_error():
 
 
 def test_albert_is_refused_for_sharing_its_layers_weights():
-    config = AutoConfig.for_model("albert", num_hidden_layers=2, hidden_size=16,
-                                  num_attention_heads=2, intermediate_size=32,
-                                  embedding_size=8, vocab_size=50)
+    config = AutoConfig.for_model(
+        "albert",
+        num_hidden_layers=2,
+        hidden_size=16,
+        num_attention_heads=2,
+        intermediate_size=32,
+        embedding_size=8,
+        vocab_size=50,
+    )
     model = AutoModelForSequenceClassification.from_config(config)
     with pytest.raises(ConfigError, match="albert layers share one set of weights.*bert, "):
         backbone_for(model, TEXT)
@@ -127,14 +166,21 @@ def test_stem_then_top_is_the_models_own_forward(model_type, attention):
     inputs = assert_split_is_whole(model, backbone)
     mask = inputs["attention_mask"]
     with torch.no_grad():
-        head_only = backbone.top(backbone.stem(inputs, backbone.depth)[:, :1], mask[:, :1],
-                                 backbone.depth)
+        head_only = backbone.top(
+            backbone.stem(inputs, backbone.depth)[:, :1], mask[:, :1], backbone.depth
+        )
         torch.testing.assert_close(head_only, model(**inputs).logits, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("spec, hub", [("roberta-base", True),
-                                       ("distilbert/distilbert-base-uncased", True),
-                                       ("../nowhere", False), ("a/b/c", False)])
+@pytest.mark.parametrize(
+    "spec, hub",
+    [
+        ("roberta-base", True),
+        ("distilbert/distilbert-base-uncased", True),
+        ("../nowhere", False),
+        ("a/b/c", False),
+    ],
+)
 def test_model_names_a_hub_id_only_when_it_can_be_one(tmp_path, spec, hub):
     """Legacy canonical ids (no org) are hub ids too; paths that are not folders are not."""
     from edgefreeze.backbones.loader import _locate
@@ -149,8 +195,7 @@ def test_model_names_a_hub_id_only_when_it_can_be_one(tmp_path, spec, hub):
 @pytest.mark.parametrize("model_type", supported_model_types("text"))
 def test_stem_then_top_is_the_tagger_s_own_forward(model_type):
     """The token-classification head of each family, split at every boundary."""
-    model = tiny_model(model_type, model_class=AutoModelForTokenClassification,
-                       num_labels=5).eval()
+    model = tiny_model(model_type, model_class=AutoModelForTokenClassification, num_labels=5).eval()
     assert_split_is_whole(model, backbone_for(model, task_for("token-classification")))
 
 
@@ -162,8 +207,9 @@ def test_every_method_fits_every_family(model_type, method):
     from edgefreeze.schema import PipelineSpec
 
     backbone = backbone_for(tiny_model(model_type), TEXT)
-    peft = PipelineSpec.model_validate({"name": "x", "model": "x", "data": {"source": "x"},
-                                        "peft": {"method": method}}).peft
+    peft = PipelineSpec.model_validate(
+        {"name": "x", "model": "x", "data": {"source": "x"}, "peft": {"method": method}}
+    ).peft
     if method == "prefix" and backbone.no_virtual_tokens:  # DeBERTa, ModernBERT: refused
         with pytest.raises(ConfigError, match=f"prefix does not fit {model_type}: .* have none"):
             make_plan(TopKSpec(trainable_layers=2), backbone, peft)

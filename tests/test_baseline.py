@@ -10,8 +10,17 @@ from tests.conftest import SMOKE, run_cli, write_pipeline
 
 
 def build(pipeline, output, cache, *extra: str):
-    return run_cli("build", str(pipeline), "--output", str(output), "--cache-dir", str(cache),
-                   "--quiet", "--json", *extra)
+    return run_cli(
+        "build",
+        str(pipeline),
+        "--output",
+        str(output),
+        "--cache-dir",
+        str(cache),
+        "--quiet",
+        "--json",
+        *extra,
+    )
 
 
 def test_an_equal_rebuild_passes_with_no_flips(smoke, tmp_path):
@@ -27,8 +36,13 @@ def test_an_equal_rebuild_passes_with_no_flips(smoke, tmp_path):
 def test_a_worse_retrain_is_refused_with_its_flips_listed(smoke, tmp_path):
     """Trained for one epoch at a hundredth of the rate: its int8 model still matches its
     own PyTorch model (the other rules pass), but it is worse than the release."""
-    worse = write_pipeline(tmp_path, {"train": {"epochs": 1, "lr_top": 1e-6, "lr_head": 1e-5},
-                                      "gate": {"baseline": {"bundle": str(smoke.bundle)}}})
+    worse = write_pipeline(
+        tmp_path,
+        {
+            "train": {"epochs": 1, "lr_top": 1e-6, "lr_head": 1e-5},
+            "gate": {"baseline": {"bundle": str(smoke.bundle)}},
+        },
+    )
     result = build(worse, tmp_path / "b", smoke.cache)
     assert result.exit_code == 1, result.stderr
     assert not (tmp_path / "b").exists()
@@ -54,8 +68,16 @@ def test_a_worse_retrain_is_refused_with_its_flips_listed(smoke, tmp_path):
 
 def test_a_baseline_of_other_labels_is_refused_before_training(smoke, tmp_path):
     labels = write_pipeline(tmp_path, {"data": {"labels": ["fresh", "rotten"]}})
-    result = run_cli("build", str(labels), "--output", str(tmp_path / "b"), "--cache-dir",
-                     str(smoke.cache), "--baseline", str(smoke.bundle))
+    result = run_cli(
+        "build",
+        str(labels),
+        "--output",
+        str(tmp_path / "b"),
+        "--cache-dir",
+        str(smoke.cache),
+        "--baseline",
+        str(smoke.bundle),
+    )
     assert result.exit_code == 2
     assert "are not this build's ['fresh', 'rotten'] (in id order)" in result.stderr
     assert "» train" not in result.stderr

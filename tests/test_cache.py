@@ -15,10 +15,10 @@ import torch
 from edgefreeze.backbones import load_model
 from edgefreeze.cache import ActivationStore, describe_keyset, fetch_activations
 from edgefreeze.cache.features import CachedFeatures, LiveFeatures
+from edgefreeze.context import RunContext
 from edgefreeze.data import load_data
 from edgefreeze.freeze import frozen_digest, make_plan
 from edgefreeze.gate import reference_outputs
-from edgefreeze.context import RunContext
 from edgefreeze.progress import Reporter
 from edgefreeze.schema import DataSpec, TrainSpec
 from edgefreeze.schema.freeze import TopKSpec
@@ -32,8 +32,16 @@ CPU = torch.device("cpu")
 
 @pytest.fixture(scope="module")
 def rows():
-    return load_data(DataSpec(source="builtin:rotten-tomatoes", sample_rows=120, max_length=40,
-                              split={"validation": 0.0}), TEXT, Path)
+    return load_data(
+        DataSpec(
+            source="builtin:rotten-tomatoes",
+            sample_rows=120,
+            max_length=40,
+            split={"validation": 0.0},
+        ),
+        TEXT,
+        Path,
+    )
 
 
 def fresh_model(rows, trainable_layers: int):
@@ -42,8 +50,15 @@ def fresh_model(rows, trainable_layers: int):
 
 
 def keyset(loaded, plan, max_length=40, dtype="fp16"):
-    return describe_keyset(frozen_digest(loaded.model), loaded.backbone, loaded.processor,
-                           TEXT.name, max_length, plan, dtype)
+    return describe_keyset(
+        frozen_digest(loaded.model),
+        loaded.backbone,
+        loaded.processor,
+        TEXT.name,
+        max_length,
+        plan,
+        dtype,
+    )
 
 
 def open_store(root, loaded, plan, dtype="fp32"):
@@ -71,8 +86,14 @@ def test_cached_training_equals_uncached_training(rows, tmp_path, trainable_laye
             arrays, stats = fetch(store, rows.train.inputs, encoded, loaded, plan)
             assert stats.misses == len(rows.train) and stats.hits == 0
             features = CachedFeatures(arrays)
-        result = train(loaded.backbone, plan, TEXT,
-                       Splits(Examples(features, rows.train.targets)), spec, RunContext(QUIET))
+        result = train(
+            loaded.backbone,
+            plan,
+            TEXT,
+            Splits(Examples(features, rows.train.targets)),
+            spec,
+            RunContext(QUIET),
+        )
         test_encoded = encode_texts(loaded.processor, rows.test.inputs, 40)
         logits = np.stack(reference_outputs(loaded.model, TEXT, test_encoded, CPU))
         results[source] = (np.array(result.step_losses), logits)
@@ -138,8 +159,13 @@ def _writer(root: str, worker: int) -> None:
     rng = np.random.default_rng(worker)
     for batch in range(20):
         keys = [f"{k:04d}" for k in range(batch * 10, batch * 10 + 15)]  # overlapping
-        store.write([(key, np.full((1 + int(key) % 5, 8), int(key), dtype=np.float32))
-                     for key in keys if rng.random() < 0.9])
+        store.write(
+            [
+                (key, np.full((1 + int(key) % 5, 8), int(key), dtype=np.float32))
+                for key in keys
+                if rng.random() < 0.9
+            ]
+        )
     store.close()
 
 
@@ -164,27 +190,44 @@ def test_retrain_passes_only_new_rows_through_the_stem(tiny, tmp_path):
     cache = tmp_path / "cache"
     shutil.copytree(tiny.cache, cache)  # the first build's cache, as it left it
     new_rows = tmp_path / "new.jsonl"
-    extra = [{"text": f"A brand new review, number {i}, {'loved' if i % 2 else 'hated'} it.",
-              "category": "fresh" if i % 2 else "rotten"} for i in range(40)]
+    extra = [
+        {
+            "text": f"A brand new review, number {i}, {'loved' if i % 2 else 'hated'} it.",
+            "category": "fresh" if i % 2 else "rotten",
+        }
+        for i in range(40)
+    ]
     new_rows.write_text("".join(json.dumps(row) + "\n" for row in extra))
-    second = run_cli("retrain", str(tiny.pipeline), "--add", str(new_rows), "--output",
-                     str(tmp_path / "v2"), "--quiet", "--json", "--cache-dir", str(cache))
+    second = run_cli(
+        "retrain",
+        str(tiny.pipeline),
+        "--add",
+        str(new_rows),
+        "--output",
+        str(tmp_path / "v2"),
+        "--quiet",
+        "--json",
+        "--cache-dir",
+        str(cache),
+    )
     assert second.exit_code == 0, second.stderr
     before, after = tiny.result.json()["cache"], second.json()["cache"]
     assert before["hits"] == 0
     assert after["misses"] == 40 and after["hits"] == before["misses"]
     manifest = json.loads((tmp_path / "v2" / "manifest.json").read_text())
     first = json.loads((tiny.bundle / "manifest.json").read_text())
-    assert manifest["data"]["splits"]["train"]["rows"] == \
-        first["data"]["splits"]["train"]["rows"] + 40
+    assert (
+        manifest["data"]["splits"]["train"]["rows"] == first["data"]["splits"]["train"]["rows"] + 40
+    )
     assert manifest["data"]["sources"]["added_1"]["origin"] == str(new_rows)
 
 
 def test_retrain_rejects_rows_with_an_unknown_label(tmp_path):
     new_rows = tmp_path / "new.csv"
     new_rows.write_text("text,category\nfine film,fresh\nodd film,lukewarm\n")
-    result = run_cli("retrain", str(SMOKE), "--add", str(new_rows), "--output",
-                     str(tmp_path / "out"), "--quiet")
+    result = run_cli(
+        "retrain", str(SMOKE), "--add", str(new_rows), "--output", str(tmp_path / "out"), "--quiet"
+    )
     assert result.exit_code == 2
     assert "lukewarm" in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
@@ -196,8 +239,16 @@ def test_a_build_on_a_corrupt_cache_index_warns_once_and_runs_uncached(tiny_pipe
     cache.mkdir()
     (cache / "index.sqlite").write_text("this is not a database\n")
     pipeline = write_pipeline(tmp_path, QUICK, base=tiny_pipeline)
-    result = run_cli("build", str(pipeline), "--output", str(tmp_path / "out"), "--quiet",
-                     "--json", "--cache-dir", str(cache))
+    result = run_cli(
+        "build",
+        str(pipeline),
+        "--output",
+        str(tmp_path / "out"),
+        "--quiet",
+        "--json",
+        "--cache-dir",
+        str(cache),
+    )
     assert result.exit_code == 0, result.stderr
     warnings = [line for line in result.stderr.splitlines() if line.startswith("edgefreeze:")]
     assert len(warnings) == 1 and str(cache / "index.sqlite") in warnings[0]

@@ -17,8 +17,13 @@ from tests.conftest import run_cli
 
 
 def filled_store(root, keyset="a" * 24, entries=50, rows=4, width=16):
-    store = ActivationStore(root, keyset, {"model_type": "bert", "boundary": 4, "depth": 6,
-                                           "max_length": 32, "kept_rows": None}, "fp16", width)
+    store = ActivationStore(
+        root,
+        keyset,
+        {"model_type": "bert", "boundary": 4, "depth": 6, "max_length": 32, "kept_rows": None},
+        "fp16",
+        width,
+    )
     rng = np.random.default_rng(0)
     for start in range(0, entries, 10):
         store.write([(f"key{i}", rng.normal(size=(rows, width))) for i in range(start, start + 10)])
@@ -58,8 +63,9 @@ def test_prune_by_size_keeps_the_most_recently_used_and_reclaims_disk(tmp_path):
     time.sleep(0.01)
     store.touch([f"key{i}" for i in range(40, 50)])  # the last ten were used most recently
     store.close()
-    result = run_cli("cache", "prune", "--max-size", f"{10 * 4 * 16 * 2}", "--cache-dir",
-                     str(tmp_path), "--json")
+    result = run_cli(
+        "cache", "prune", "--max-size", f"{10 * 4 * 16 * 2}", "--cache-dir", str(tmp_path), "--json"
+    )
     assert result.exit_code == 0
     payload = result.json()
     assert payload["removed"] == 40 and payload["disk_bytes_after"] == 10 * 4 * 16 * 2
@@ -112,8 +118,10 @@ def read_only(path: Path):
         finally:
             path.chmod(mode)
         return
-    if shutil.which("chattr") is None or subprocess.run(
-            ["chattr", "+i", str(path)], capture_output=True).returncode:
+    if (
+        shutil.which("chattr") is None
+        or subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode
+    ):
         pytest.skip("running as root on a file system without chattr +i")
     try:
         yield

@@ -11,9 +11,9 @@ import pytest
 
 import edgefreeze.schema
 from edgefreeze.cache import cache_root
+from edgefreeze.context import RunContext
 from edgefreeze.data import load_data
 from edgefreeze.gate import held_out_outputs
-from edgefreeze.context import RunContext
 from edgefreeze.progress import Reporter
 from edgefreeze.publish import destination_for
 from edgefreeze.quantize import PROBE_ROWS, sample_feeds
@@ -27,8 +27,9 @@ from tests.tiny_text import SHAPE
 
 
 @pytest.mark.build
-def test_without_an_output_a_build_ships_to_the_next_models_version(tiny_pipeline, tmp_path,
-                                                                     monkeypatch):
+def test_without_an_output_a_build_ships_to_the_next_models_version(
+    tiny_pipeline, tmp_path, monkeypatch
+):
     monkeypatch.chdir(tmp_path)
     pipeline = write_pipeline(tmp_path, {**QUICK, "name": "nameless"}, base=tiny_pipeline)
     result = run_cli("build", str(pipeline), "--quiet", "--json")
@@ -38,14 +39,15 @@ def test_without_an_output_a_build_ships_to_the_next_models_version(tiny_pipelin
     for name in ("v2", "v10", "v3.rejected", "vx"):
         (tmp_path / "models" / "nameless" / name).mkdir()
     loaded = load_pipeline(pipeline)
-    assert destination_for(loaded, None, tmp_path / "models") == \
-        tmp_path / "models" / "nameless" / "v11"
+    assert (
+        destination_for(loaded, None, tmp_path / "models")
+        == tmp_path / "models" / "nameless" / "v11"
+    )
 
 
 def test_the_pipelines_output_is_beside_it_and_output_overrides_it(tmp_path):
     pipeline = load_pipeline(write_pipeline(tmp_path, {"output": "releases/current"}))
-    assert destination_for(pipeline, None, tmp_path / "models") == \
-        tmp_path / "releases" / "current"
+    assert destination_for(pipeline, None, tmp_path / "models") == tmp_path / "releases" / "current"
     assert destination_for(pipeline, tmp_path / "x", tmp_path / "models") == tmp_path / "x"
 
 
@@ -70,15 +72,20 @@ def _explode(path):
 
 
 def test_an_unexpected_error_is_exit_3_in_one_line_and_its_traceback_on_request(
-        tmp_path, monkeypatch):
+    tmp_path, monkeypatch
+):
     monkeypatch.setattr(edgefreeze.schema, "load_pipeline", _explode)
     result = run_cli("build", str(SMOKE), "--output", str(tmp_path / "b"), "--json")
     assert result.exit_code == 3
     assert result.stderr.strip().splitlines() == [
         "edgefreeze: unexpected error: RuntimeError: the disk controller caught fire "
-        "(set EDGEFREEZE_TRACEBACK=1 for the traceback)"]
-    assert result.json() == {"exit_code": 3, "status": "error", "message":
-                             "RuntimeError: the disk controller caught fire"}
+        "(set EDGEFREEZE_TRACEBACK=1 for the traceback)"
+    ]
+    assert result.json() == {
+        "exit_code": 3,
+        "status": "error",
+        "message": "RuntimeError: the disk controller caught fire",
+    }
     monkeypatch.setenv("EDGEFREEZE_TRACEBACK", "1")
     traced = run_cli("build", str(SMOKE), "--output", str(tmp_path / "b"))
     assert traced.exit_code == 3
@@ -90,8 +97,10 @@ def test_a_missing_build_extra_names_the_package_and_the_fix(tmp_path, monkeypat
     monkeypatch.delitem(sys.modules, "edgefreeze.recipes.sweep", raising=False)
     result = run_cli("sweep", str(SMOKE), "--output", str(tmp_path / "b"), "--json")
     assert result.exit_code == 2
-    assert result.stderr.strip() == ("edgefreeze: error: this command needs the build extra "
-                                     "(missing optuna): pip install 'edgefreeze[build]'")
+    assert result.stderr.strip() == (
+        "edgefreeze: error: this command needs the build extra "
+        "(missing optuna): pip install 'edgefreeze[build]'"
+    )
     assert json.loads(result.stdout)["status"] == "error"
 
 
@@ -103,8 +112,7 @@ def test_a_fallback_that_runs_out_of_segments_keeps_them_all_and_fails(split_bui
     bundle = split_build.bundle
     encoder = TextInputs(bundle, pipeline.spec.data.max_length)
     fp32 = [bundle / "stem.onnx", bundle / "top.onnx"]
-    reference = held_out_outputs(OnnxModel(fp32), encoder, data.test.inputs, Reporter(True),
-                                 "fp32")
+    reference = held_out_outputs(OnnxModel(fp32), encoder, data.test.inputs, Reporter(True), "fp32")
     impossible = GateSpec(max_metric_drop=0.0, min_agreement=1.0, max_int8_size_share=1.0)
     # Dynamic, as the split graphs always are (the pipeline's static mode is for the
     # composed model).
@@ -112,11 +120,15 @@ def test_a_fallback_that_runs_out_of_segments_keeps_them_all_and_fails(split_bui
     quantizer = GatedQuantizer(
         settings=settings,
         architecture=Architecture("bert", SHAPE["num_attention_heads"], SHAPE["hidden_size"]),
-        task=TEXT, gate=impossible, held_out=fp32_held_out(data, reference, encoder),
+        task=TEXT,
+        gate=impossible,
+        held_out=fp32_held_out(data, reference, encoder),
         ctx=RunContext(Reporter(True)),
-        probe=sample_feeds(data.train.inputs, encoder, PROBE_ROWS, seed=0))
+        probe=sample_feeds(data.train.inputs, encoder, PROBE_ROWS, seed=0),
+    )
     quantized, _ = quantizer.quantize(
-        SPLIT_INT8, fp32, [tmp_path / "stem.int8.onnx", tmp_path / "top.int8.onnx"])
+        SPLIT_INT8, fp32, [tmp_path / "stem.int8.onnx", tmp_path / "top.int8.onnx"]
+    )
     record = quantized.model_dump()
     attempts, top = record["attempts"], record["graphs"]["top.int8.onnx"]
     assert not any(attempt["passed"] for attempt in attempts)

@@ -40,8 +40,9 @@ def test_split_is_deterministic_under_a_seed_and_changes_with_it():
 
 
 def test_csv_and_jsonl_give_the_same_data(tmp_path):
-    rows = [{"review": f"review number {i}", "stars": "good" if i % 3 else "bad"}
-            for i in range(60)]
+    rows = [
+        {"review": f"review number {i}", "stars": "good" if i % 3 else "bad"} for i in range(60)
+    ]
     with open(tmp_path / "d.csv", "w") as handle:
         handle.write("review,stars\n" + "".join(f"{r['review']},{r['stars']}\n" for r in rows))
     (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -54,12 +55,15 @@ def test_csv_and_jsonl_give_the_same_data(tmp_path):
 
 def test_separate_test_file_and_explicit_label_order(tmp_path):
     def write(name, n):
-        (tmp_path / name).write_text("".join(
-            json.dumps({"text": f"{name} {i}", "label": i % 2}) + "\n" for i in range(n)))
+        (tmp_path / name).write_text(
+            "".join(json.dumps({"text": f"{name} {i}", "label": i % 2}) + "\n" for i in range(n))
+        )
+
     write("train.jsonl", 50)
     write("test.jsonl", 10)
-    spec = DataSpec(source="train.jsonl", test="test.jsonl", labels=["1", "0"],
-                    split={"validation": 0.0})
+    spec = DataSpec(
+        source="train.jsonl", test="test.jsonl", labels=["1", "0"], split={"validation": 0.0}
+    )
     data = load_data(spec, TEXT, lambda p: tmp_path / p)
     assert len(data.test) == 10 and len(data.train) == 50 and data.validation is None
     assert data.label_names == ["1", "0"]

@@ -13,31 +13,42 @@ from edgefreeze.runtime.session import providers_for
 from tests.conftest import run_cli, write_pipeline
 
 NEW_ROWS = "text,category\n" + "".join(
-    f"\"new review {i}, {'a delight' if i % 2 else 'a chore'}\",{'fresh' if i % 2 else 'rotten'}\n"
-    for i in range(30))
+    f'"new review {i}, {"a delight" if i % 2 else "a chore"}",{"fresh" if i % 2 else "rotten"}\n'
+    for i in range(30)
+)
 
 
 def _retrain(pipeline, first, tmp_path):
     """Retrain `pipeline` on 30 new rows; compare the bundle with `first`."""
     new_rows = tmp_path / "new.csv"
     new_rows.write_text(NEW_ROWS)
-    second = run_cli("retrain", str(pipeline), "--add", str(new_rows), "--output",
-                     str(tmp_path / "v2"), "--quiet", "--json")
+    second = run_cli(
+        "retrain",
+        str(pipeline),
+        "--add",
+        str(new_rows),
+        "--output",
+        str(tmp_path / "v2"),
+        "--quiet",
+        "--json",
+    )
     assert second.exit_code == 0, second.stderr
     # Each int8 form quantized once: the gate let the first attempt through, so the test
     # measures the retrain, not the fallback.
     quantized = json.loads((tmp_path / "v2" / "manifest.json").read_text())["quantize"]
-    assert {form: len(record["attempts"]) for form, record in quantized.items()
-            if "int8" in form} == {"int8": 1, "split-int8": 1}
-    old, new = (json.loads((v / "manifest.json").read_text())["files"]
-                for v in (first, tmp_path / "v2"))
+    assert {
+        form: len(record["attempts"]) for form, record in quantized.items() if "int8" in form
+    } == {"int8": 1, "split-int8": 1}
+    old, new = (
+        json.loads((v / "manifest.json").read_text())["files"] for v in (first, tmp_path / "v2")
+    )
     for stem in ("stem.onnx", "stem.int8.onnx"):
         assert old[stem]["sha256"] == new[stem]["sha256"], stem
     for top in ("top.onnx", "top.int8.onnx"):
         assert old[top]["sha256"] != new[top]["sha256"], top
     result = run_cli("diff", str(first), str(tmp_path / "v2"), "--json")
     assert result.exit_code == 0, result.stderr
-    assert "unchanged" == result.json()["files"]["stem.int8.onnx"]["status"]
+    assert result.json()["files"]["stem.int8.onnx"]["status"] == "unchanged"
     return result.json()["forms"], new
 
 
@@ -49,8 +60,9 @@ def test_retrain_changes_only_the_top(split_build, tmp_path):
 
 @pytest.mark.build
 def test_head_only_retrain_ships_kilobytes(tiny_pipeline, tmp_path):
-    pipeline = write_pipeline(tmp_path, {"export": {"split": True},
-                                         "freeze": {"trainable_layers": 0}}, base=tiny_pipeline)
+    pipeline = write_pipeline(
+        tmp_path, {"export": {"split": True}, "freeze": {"trainable_layers": 0}}, base=tiny_pipeline
+    )
     first = run_cli("build", str(pipeline), "--output", str(tmp_path / "v1"), "--quiet")
     assert first.exit_code == 0, first.stderr
     forms, new = _retrain(pipeline, tmp_path / "v1", tmp_path)
@@ -83,8 +95,9 @@ def test_fp16_model_for_gpu_targets_is_gated_and_runs(split_build):
     # it) and says where; every other form on the CPU.
     providers = manifest["runtime"]["providers"]
     assert providers["fp16"] in providers_for("fp16")
-    assert {form: p for form, p in providers.items() if form != "fp16"} == \
-        dict.fromkeys(set(manifest["metrics"]) - {"pytorch", "fp16"}, "CPUExecutionProvider")
+    assert {form: p for form, p in providers.items() if form != "fp16"} == dict.fromkeys(
+        set(manifest["metrics"]) - {"pytorch", "fp16"}, "CPUExecutionProvider"
+    )
     fp16, fp32 = Predictor(bundle, "fp16"), Predictor(bundle, "fp32")
     # Half precision keeps 11 bits: through six layers of the tiny model, whose weights
     # are drawn wide, logits near 2 move by up to 6e-3 (against fp32 rounding's 1e-6).

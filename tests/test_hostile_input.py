@@ -39,9 +39,18 @@ def test_a_document_of_megabytes_in_cp1252_is_accepted_cut_and_counted(tmp_path)
         writer = csv.writer(handle)
         writer.writerow(["text", "label"])
         writer.writerows(rows)
-    pipeline = write_pipeline(tmp_path, {**QUICK, "data": {
-        "source": "reviews.csv", "encoding": "cp1252", "max_length": 64,
-        "split": {"group_column": None}}})
+    pipeline = write_pipeline(
+        tmp_path,
+        {
+            **QUICK,
+            "data": {
+                "source": "reviews.csv",
+                "encoding": "cp1252",
+                "max_length": 64,
+                "split": {"group_column": None},
+            },
+        },
+    )
 
     result = run_cli("build", str(pipeline), "--output", str(tmp_path / "b"), "--json")
     assert result.exit_code == 0, result.stderr
@@ -56,7 +65,7 @@ def test_a_document_of_megabytes_in_cp1252_is_accepted_cut_and_counted(tmp_path)
 
     seen = splits["validation"]["seen_in_training"] + splits["test"]["seen_in_training"]
     assert seen > 0
-    warning, = [line for line in result.stderr.splitlines() if "warning" in line]
+    (warning,) = [line for line in result.stderr.splitlines() if "warning" in line]
     assert "repeat a training row's input" in warning
     report = (tmp_path / "b" / "report.md").read_text()
     assert "cut to 64 tokens" in report and "repeat a training row's input" in report
@@ -88,20 +97,35 @@ def test_held_out_labels_never_seen_in_training_are_named(tmp_path):
     write_csv(tmp_path / "train.csv", real_reviews(100))
     held_out = real_reviews(130)[100:] + [("A plot summary, not a review.", "plot")] * 3
     write_csv(tmp_path / "test.csv", held_out)
-    pipeline = write_pipeline(tmp_path, {"data": {
-        "source": "train.csv", "test": "test.csv", "labels": ["rotten", "fresh", "plot"],
-        "split": {"group_column": None}}})
+    pipeline = write_pipeline(
+        tmp_path,
+        {
+            "data": {
+                "source": "train.csv",
+                "test": "test.csv",
+                "labels": ["rotten", "fresh", "plot"],
+                "split": {"group_column": None},
+            }
+        },
+    )
     line = build_expecting_error(tmp_path, pipeline)
-    assert line == (f"edgefreeze: error: {tmp_path / 'test.csv'}: labels ['plot'] never occur "
-                    "in the training split, so the model cannot learn them; add training "
-                    "rows for them or drop them")
+    assert line == (
+        f"edgefreeze: error: {tmp_path / 'test.csv'}: labels ['plot'] never occur "
+        "in the training split, so the model cannot learn them; add training "
+        "rows for them or drop them"
+    )
 
 
-@pytest.mark.parametrize("key, value", [("data", {"source": "../outside.csv"}),
-                                        ("data", {"test": "sub/../../outside.csv"}),
-                                        ("model", "../models/bert"),
-                                        ("output", "../elsewhere/bundle"),
-                                        ("cache", {"dir": "../../cache"})])
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("data", {"source": "../outside.csv"}),
+        ("data", {"test": "sub/../../outside.csv"}),
+        ("model", "../models/bert"),
+        ("output", "../elsewhere/bundle"),
+        ("cache", {"dir": "../../cache"}),
+    ],
+)
 def test_a_relative_path_out_of_the_pipelines_folder_is_refused(tmp_path, key, value):
     write_csv(tmp_path / "outside.csv", real_reviews(100))
     folder = tmp_path / "pipelines"
@@ -114,8 +138,12 @@ def test_a_relative_path_out_of_the_pipelines_folder_is_refused(tmp_path, key, v
 
 
 def test_an_absolute_path_or_one_that_stays_inside_is_taken_as_written(tmp_path):
-    pipeline = load_pipeline(write_pipeline(tmp_path, {
-        "data": {"source": "data/../reviews.csv", "test": str(tmp_path.parent / "t.csv")}}))
+    pipeline = load_pipeline(
+        write_pipeline(
+            tmp_path,
+            {"data": {"source": "data/../reviews.csv", "test": str(tmp_path.parent / "t.csv")}},
+        )
+    )
     assert pipeline.resolve("data/../reviews.csv") == tmp_path / "reviews.csv"
     assert pipeline.resolve(str(tmp_path.parent / "t.csv")) == tmp_path.parent / "t.csv"
 

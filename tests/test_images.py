@@ -29,10 +29,10 @@ from transformers import (
 
 from edgefreeze.backbones import backbone_for, load_model
 from edgefreeze.cache.features import LiveFeatures
+from edgefreeze.context import RunContext
 from edgefreeze.data import load_data
 from edgefreeze.errors import ConfigError
 from edgefreeze.freeze import make_plan
-from edgefreeze.context import RunContext
 from edgefreeze.progress import Reporter
 from edgefreeze.runtime import Bundle, Predictor
 from edgefreeze.runtime.bench import inputs as bench_inputs
@@ -57,17 +57,29 @@ def _scans(count: int = 3) -> list[Image.Image]:
     return [Image.fromarray(np.stack([s, 255 - s, s // 2], axis=-1), mode="RGB") for s in shapes]
 
 
-@pytest.mark.parametrize("processor", [
-    ViTImageProcessor(size={"height": SIDE, "width": SIDE}),
-    ViTImageProcessor(),  # 224 x 224, bilinear: ViT-base's
-    ConvNextImageProcessor(size={"shortest_edge": SIDE}, crop_pct=0.875),  # ResNet's
-    ConvNextImageProcessor(size={"shortest_edge": 384}),  # a warp, no crop
-    CLIPImageProcessor(size={"shortest_edge": 40}, crop_size={"height": 32, "width": 32}),
-    CLIPImageProcessor(size={"shortest_edge": 12}, crop_size={"height": 20, "width": 16}),
-    DeiTImageProcessor(size={"height": 40, "width": 36}, crop_size={"height": 32, "width": 32}),
-    BitImageProcessor(),  # BiT's and DINOv2's: shortest edge 224, bicubic, centre crop
-], ids=["vit-32", "vit-224", "convnext-crop", "convnext-warp", "clip", "clip-padded", "deit",
-        "bit"])
+@pytest.mark.parametrize(
+    "processor",
+    [
+        ViTImageProcessor(size={"height": SIDE, "width": SIDE}),
+        ViTImageProcessor(),  # 224 x 224, bilinear: ViT-base's
+        ConvNextImageProcessor(size={"shortest_edge": SIDE}, crop_pct=0.875),  # ResNet's
+        ConvNextImageProcessor(size={"shortest_edge": 384}),  # a warp, no crop
+        CLIPImageProcessor(size={"shortest_edge": 40}, crop_size={"height": 32, "width": 32}),
+        CLIPImageProcessor(size={"shortest_edge": 12}, crop_size={"height": 20, "width": 16}),
+        DeiTImageProcessor(size={"height": 40, "width": 36}, crop_size={"height": 32, "width": 32}),
+        BitImageProcessor(),  # BiT's and DINOv2's: shortest edge 224, bicubic, centre crop
+    ],
+    ids=[
+        "vit-32",
+        "vit-224",
+        "convnext-crop",
+        "convnext-warp",
+        "clip",
+        "clip-padded",
+        "deit",
+        "bit",
+    ],
+)
 def test_device_pixels_are_the_processor_s(processor):
     """Pillow + numpy from the saved settings give transformers' pixels within 1e-5."""
     device = Preprocessing.from_settings(json.loads(processor.to_json_string()))
@@ -97,20 +109,28 @@ def test_files_read_as_people_see_them(tmp_path):
     with pytest.raises(ValueError, match="32-bit float pixels; convert it"):
         read_image(tmp_path / "float.tiff")
     with pytest.raises(ValueError, match="shortest_edge alone"):
-        Preprocessing.from_settings({"size": {"shortest_edge": 8, "longest_edge": 16},
-                                     "image_mean": [0.5] * 3, "image_std": [0.5] * 3})
+        Preprocessing.from_settings(
+            {
+                "size": {"shortest_edge": 8, "longest_edge": 16},
+                "image_mean": [0.5] * 3,
+                "image_std": [0.5] * 3,
+            }
+        )
 
 
 def png_header(path: Path, width: int, height: int) -> Path:
     """A PNG file whose header claims `width` x `height` pixels (no pixel data follows):
     all a reader sees before it decodes."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data)))
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", b"")
-                     + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", b"") + chunk(b"IEND", b"")
+    )
     return path
 
 
@@ -123,7 +143,8 @@ def test_an_image_of_too_many_pixels_is_one_line_before_it_is_decoded(tmp_path, 
             read_image(image)
     assert str(refused.value) in (
         f"image {image} is {side} x {side} pixels, over 64 megapixels; scale it down first",
-        f"image {image} is over 64 megapixels; scale it down first")
+        f"image {image} is over 64 megapixels; scale it down first",
+    )
 
 
 def test_a_processor_the_device_cannot_follow_is_refused():
@@ -141,9 +162,15 @@ def test_a_processor_the_device_cannot_follow_is_refused():
     expected = list(processor(images=images, return_tensors="np")["pixel_values"])
     with pytest.raises(ConfigError, match="differs from Mirroring's"):
         check_device_pixels(processor, images, expected)
-    check_device_pixels(ViTImageProcessor(size={"height": SIDE, "width": SIDE}), images,
-                        list(ViTImageProcessor(size={"height": SIDE, "width": SIDE})(
-                            images=images, return_tensors="np")["pixel_values"]))
+    check_device_pixels(
+        ViTImageProcessor(size={"height": SIDE, "width": SIDE}),
+        images,
+        list(
+            ViTImageProcessor(size={"height": SIDE, "width": SIDE})(
+                images=images, return_tensors="np"
+            )["pixel_values"]
+        ),
+    )
 
 
 def test_image_folder_and_csv_of_paths(tmp_path):
@@ -154,21 +181,35 @@ def test_image_folder_and_csv_of_paths(tmp_path):
     folder = write_digit_folder(tmp_path / "digits", per_class=6, classes=3)
     (folder / "notes.txt").write_text("not an image")
     (folder / "2" / "readme.md").write_text("not an image either")
-    data = load_data(DataSpec(source=str(folder), sample_rows=None,
-                              split={"group_column": None, "test": 0.5, "validation": 0.0}),
-                     IMAGES, Path)
+    data = load_data(
+        DataSpec(
+            source=str(folder),
+            sample_rows=None,
+            split={"group_column": None, "test": 0.5, "validation": 0.0},
+        ),
+        IMAGES,
+        Path,
+    )
     assert data.label_names == ["0", "1", "2"]
     assert len(data.train) + len(data.test) == 18
     assert all(isinstance(x, ImageFile) and Path(x.path).is_file() for x in data.train.inputs)
 
     lists = tmp_path / "lists"
     lists.mkdir()
-    rows = [f"../digits/{p.parent.name}/{p.name},{'odd' if int(p.parent.name) % 2 else 'even'}"
-            for p in sorted(folder.glob("*/*.png"))]
+    rows = [
+        f"../digits/{p.parent.name}/{p.name},{'odd' if int(p.parent.name) % 2 else 'even'}"
+        for p in sorted(folder.glob("*/*.png"))
+    ]
     (lists / "parity.csv").write_text("path,label\n" + "\n".join(rows) + "\n")
-    data = load_data(DataSpec(source=str(lists / "parity.csv"), sample_rows=None,
-                              split={"group_column": None, "test": 0.5, "validation": 0.0}),
-                     IMAGES, Path)
+    data = load_data(
+        DataSpec(
+            source=str(lists / "parity.csv"),
+            sample_rows=None,
+            split={"group_column": None, "test": 0.5, "validation": 0.0},
+        ),
+        IMAGES,
+        Path,
+    )
     assert data.label_names == ["even", "odd"]
     by_content = {x.sha256: x for x in [*data.train.inputs, *data.test.inputs]}
     copy = tmp_path / "elsewhere.png"
@@ -180,23 +221,44 @@ def test_a_missing_image_is_one_line_naming_the_row(tmp_path):
     write_digit_folder(tmp_path / "digits", per_class=4, classes=2)
     checkpoint = tiny_image_checkpoint("vit", tmp_path / "vit", labels=2)
     (tmp_path / "rows.csv").write_text("path,label\ndigits/0/0000.png,0\ndigits/1/gone.png,1\n")
-    pipeline = write_pipeline(tmp_path, {
-        "name": "missing", "model": str(checkpoint), "task": "image-classification",
-        "data": {"source": "rows.csv", "sample_rows": None, "split": {"group_column": None}}})
+    pipeline = write_pipeline(
+        tmp_path,
+        {
+            "name": "missing",
+            "model": str(checkpoint),
+            "task": "image-classification",
+            "data": {"source": "rows.csv", "sample_rows": None, "split": {"group_column": None}},
+        },
+    )
     result = run_cli("build", str(pipeline), "--output", str(tmp_path / "out"), "--quiet")
     assert result.exit_code == 2
     assert result.stderr.strip().splitlines() == [
         f"edgefreeze: error: {tmp_path / 'rows.csv'}:3: no image file "
-        f"{tmp_path / 'digits/1/gone.png'} (data.source)"]
+        f"{tmp_path / 'digits/1/gone.png'} (data.source)"
+    ]
     assert not (tmp_path / "out").exists()
 
 
 def _tiny(model_type: str) -> torch.nn.Module:
     torch.manual_seed(0)
-    settings = ({"image_size": SIDE, "patch_size": 8, "num_hidden_layers": 4, "hidden_size": 32,
-                 "num_attention_heads": 2, "intermediate_size": 37} if model_type == "vit"
-                else {"embedding_size": 8, "hidden_sizes": [8, 16, 24, 32], "depths": [1, 2, 1, 1],
-                      "layer_type": "bottleneck", "downsample_in_bottleneck": True})
+    settings = (
+        {
+            "image_size": SIDE,
+            "patch_size": 8,
+            "num_hidden_layers": 4,
+            "hidden_size": 32,
+            "num_attention_heads": 2,
+            "intermediate_size": 37,
+        }
+        if model_type == "vit"
+        else {
+            "embedding_size": 8,
+            "hidden_sizes": [8, 16, 24, 32],
+            "depths": [1, 2, 1, 1],
+            "layer_type": "bottleneck",
+            "downsample_in_bottleneck": True,
+        }
+    )
     config = AutoConfig.for_model(model_type, num_labels=3, **settings)
     return AutoModelForImageClassification.from_config(config).eval()
 
@@ -214,7 +276,7 @@ def test_stem_then_top_is_the_image_model_s_own_forward(model_type):
             assert hidden.shape[-1] == backbone.width(boundary)
             got = backbone.top(hidden, backbone.rows_mask(inputs, hidden), boundary)
             torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
-        kept = backbone.stem(inputs, backbone.depth)[:, :backbone.head_rows]
+        kept = backbone.stem(inputs, backbone.depth)[:, : backbone.head_rows]
         head_only = backbone.top(kept, None, backbone.depth)
         torch.testing.assert_close(head_only, expected, atol=1e-5, rtol=1e-5)
     assert backbone.head_rows == (1 if model_type == "vit" else None)
@@ -228,8 +290,9 @@ def test_frozen_batchnorm_keeps_its_statistics_while_the_top_s_move():
     stages = backbone.layer_stack()
 
     def statistics(stage):
-        return [m.running_mean.clone() for m in stage.modules()
-                if isinstance(m, torch.nn.BatchNorm2d)]
+        return [
+            m.running_mean.clone() for m in stage.modules() if isinstance(m, torch.nn.BatchNorm2d)
+        ]
 
     before = [statistics(stage) for stage in stages]
     pixels = torch.randn(24, 3, SIDE, SIDE).numpy()
@@ -237,8 +300,14 @@ def test_frozen_batchnorm_keeps_its_statistics_while_the_top_s_move():
 
     features = LiveFeatures(EncodedImages({"pixel_values": list(pixels)}), backbone, plan)
     targets = np.arange(24) % 3
-    train(backbone, plan, IMAGES, Splits(Examples(features, targets)),
-          TrainSpec(epochs=1, batch_size=8, device="cpu"), RunContext(Reporter(quiet=True)))
+    train(
+        backbone,
+        plan,
+        IMAGES,
+        Splits(Examples(features, targets)),
+        TrainSpec(epochs=1, batch_size=8, device="cpu"),
+        RunContext(Reporter(quiet=True)),
+    )
     after = [statistics(stage) for stage in stages]
     for index in range(plan.boundary):
         assert all(torch.equal(a, b) for a, b in zip(before[index], after[index])), index
@@ -255,19 +324,26 @@ def test_image_model_builds_gates_and_runs_on_the_device(tmp_path, model_type):
     served by the cache and ships the same stem (a delta update)."""
     folder = write_digit_folder(tmp_path / "digits", per_class=30)
     checkpoint = tiny_image_checkpoint(model_type, tmp_path / model_type)
-    pipeline = write_pipeline(tmp_path, {
-        "name": f"digits-{model_type}", "model": str(checkpoint), "task": "image-classification",
-        "data": {"source": "digits", "sample_rows": None, "split": {"group_column": None}},
-        "freeze": {"trainable_layers": 2},
-        "train": {"epochs": 8, "lr_top": 1e-3, "lr_head": 1e-2},
-        "export": {"split": True},
-        "gate": {"max_metric_drop": 0.1, "min_agreement": 0.8, "max_int8_size_share": 1.0}})
+    pipeline = write_pipeline(
+        tmp_path,
+        {
+            "name": f"digits-{model_type}",
+            "model": str(checkpoint),
+            "task": "image-classification",
+            "data": {"source": "digits", "sample_rows": None, "split": {"group_column": None}},
+            "freeze": {"trainable_layers": 2},
+            "train": {"epochs": 8, "lr_top": 1e-3, "lr_head": 1e-2},
+            "export": {"split": True},
+            "gate": {"max_metric_drop": 0.1, "min_agreement": 0.8, "max_int8_size_share": 1.0},
+        },
+    )
     cache = ["--cache-dir", str(tmp_path / "cache")]
     bundle = tmp_path / "bundle"
     result = run_cli("build", str(pipeline), "--output", str(bundle), "--quiet", "--json", *cache)
     assert result.exit_code == 0, result.stderr + result.stdout
     assert {"preprocessor_config.json", "model.int8.onnx", "stem.onnx", "top.onnx"} <= {
-        p.name for p in bundle.iterdir()}
+        p.name for p in bundle.iterdir()
+    }
     manifest = json.loads((bundle / "manifest.json").read_text())
     metrics = manifest["metrics"]
     assert metrics["fp32"]["max_logit_error"] < 1e-4
@@ -279,11 +355,16 @@ def test_image_model_builds_gates_and_runs_on_the_device(tmp_path, model_type):
     # embedding (a convolution its int8 operators leave alone) and the position table: those
     # keep its tiny int8 file at 46 % of fp32 (ResNet's is at 28 %).
     graph = onnx.load(str(bundle / "model.int8.onnx")).graph
-    large_fp32 = {init.name for init in graph.initializer
-                  if init.data_type == onnx.TensorProto.FLOAT and np.prod(init.dims) >= 256}
-    assert large_fp32 == ({"vit.embeddings.position_embeddings",
-                           "vit.embeddings.patch_embeddings.projection.weight"}
-                          if model_type == "vit" else set())
+    large_fp32 = {
+        init.name
+        for init in graph.initializer
+        if init.data_type == onnx.TensorProto.FLOAT and np.prod(init.dims) >= 256
+    }
+    assert large_fp32 == (
+        {"vit.embeddings.position_embeddings", "vit.embeddings.patch_embeddings.projection.weight"}
+        if model_type == "vit"
+        else set()
+    )
     assert manifest["sizes"]["int8"] < manifest["sizes"]["fp32"]
     assert manifest["shape_check"]["fp32"]["sequence_lengths"] == []
 
@@ -300,16 +381,35 @@ def test_image_model_builds_gates_and_runs_on_the_device(tmp_path, model_type):
 
     # A fleet's older ONNX Runtime (1.20.1) runs it too: ResNet's int8 convolutions take u8
     # weights, since that runtime has no ConvInteger for s8 ones.
-    older = run_cli("verify-target", str(bundle), str(pipeline), "--python", sys.executable,
-                    "--path", str(OLD_ORT), "--json")
+    older = run_cli(
+        "verify-target",
+        str(bundle),
+        str(pipeline),
+        "--python",
+        sys.executable,
+        "--path",
+        str(OLD_ORT),
+        "--json",
+    )
     assert older.exit_code == 0, older.stderr
     (check,) = Manifest.load(bundle / "manifest.json").targets
     assert check.onnxruntime == "1.20.1" and check.rows == len(test.inputs)
 
     new = write_digit_folder(tmp_path / "new", per_class=2, start=30)
     again = tmp_path / "again"
-    result = run_cli("retrain", str(pipeline), "--add", str(new), "--epochs", "1",
-                     "--output", str(again), "--quiet", "--json", *cache)
+    result = run_cli(
+        "retrain",
+        str(pipeline),
+        "--add",
+        str(new),
+        "--epochs",
+        "1",
+        "--output",
+        str(again),
+        "--quiet",
+        "--json",
+        *cache,
+    )
     assert result.exit_code == 0, result.stderr + result.stdout
     rebuilt = json.loads((again / "manifest.json").read_text())
     assert rebuilt["cache"]["misses"] == 20  # only the new images pass the frozen stem
@@ -325,18 +425,24 @@ def test_what_an_image_family_cannot_do_is_one_line(tmp_path):
     backbone = backbone_for(_tiny("resnet"), IMAGES)
     with pytest.raises(ConfigError, match="needs square images; .* 70 positions"):
         backbone.from_rows(torch.zeros(1, 70, 8))
-    peft = PipelineSpec.model_validate({"name": "x", "model": "x", "data": {"source": "x"},
-                                        "peft": {"method": "lora"}}).peft
+    peft = PipelineSpec.model_validate(
+        {"name": "x", "model": "x", "data": {"source": "x"}, "peft": {"method": "lora"}}
+    ).peft
     with pytest.raises(ConfigError, match="no linear modules to attach to"):
         make_plan(TopKSpec(trainable_layers=2), backbone, peft)
     folder = write_digit_folder(tmp_path / "digits", per_class=3, classes=2)
-    with pytest.raises(ConfigError, match="a folder of images is data for image-classification, "
-                                          "not text-classification"):
+    with pytest.raises(
+        ConfigError,
+        match="a folder of images is data for image-classification, not text-classification",
+    ):
         load_data(DataSpec(source=str(folder)), task_for("text-classification"), Path)
 
 
 def test_a_text_task_on_an_image_model_is_one_line(tmp_path):
     checkpoint = tiny_image_checkpoint("vit", tmp_path / "vit", labels=2)
-    with pytest.raises(ConfigError, match=f"model: {checkpoint} is an image model \\(vit\\); "
-                                          "task text-classification needs a text model"):
+    with pytest.raises(
+        ConfigError,
+        match=f"model: {checkpoint} is an image model \\(vit\\); "
+        "task text-classification needs a text model",
+    ):
         load_model(str(checkpoint), task_for("text-classification"), ["a", "b"], Path, False, 0)

@@ -33,28 +33,41 @@ from tests.conftest import run_cli
 pytestmark = pytest.mark.build  # builds killed, stopped, raced and starved
 
 # Every file of a bundle except the manifest and report, which carry timings.
-MODEL_FILES = ("model.onnx", "model.int8.onnx", "trainable.safetensors", "labels.json",
-               "tokenizer.json", "config.json")
+MODEL_FILES = (
+    "model.onnx",
+    "model.int8.onnx",
+    "trainable.safetensors",
+    "labels.json",
+    "tokenizer.json",
+    "config.json",
+)
 
 
 def start(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
     """The CLI as a terminal's foreground job runs it: SIGINT at its default even when the
     test run itself was started in the background, where shells ignore SIGINT and every
     child inherits that."""
-    return subprocess.Popen([sys.executable, "-m", "edgefreeze", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, **(env or {})},
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    return subprocess.Popen(
+        [sys.executable, "-m", "edgefreeze", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "edgefreeze", *args], capture_output=True,
-                          text=True, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "edgefreeze", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def build_args(output: Path, cache: Path, pipeline: Path) -> list[str]:
-    return ["build", str(pipeline), "--output", str(output), "--cache-dir", str(cache),
-            "--json"]
+    return ["build", str(pipeline), "--output", str(output), "--cache-dir", str(cache), "--json"]
 
 
 @contextmanager
@@ -93,14 +106,12 @@ def test_killed_at_every_stage_the_same_command_ships_the_same_bytes(tiny_pipeli
     """SIGKILL inside each stage in turn (each run dies one stage later than the last),
     then the command once more: it resumes from what the cache kept, removes what the dead
     runs left beside the output, and ships model files byte-identical to a clean build."""
-    clean = run(*build_args(tmp_path / "clean" / "bundle", tmp_path / "clean-cache",
-                            tiny_pipeline))
+    clean = run(*build_args(tmp_path / "clean" / "bundle", tmp_path / "clean-cache", tiny_pipeline))
     assert clean.returncode == 0, clean.stderr
 
     output, cache = tmp_path / "out" / "bundle", tmp_path / "cache"
     for point in POINTS:
-        killed = run(*build_args(output, cache, tiny_pipeline),
-                     env={"EDGEFREEZE_FAILPOINT": point})
+        killed = run(*build_args(output, cache, tiny_pipeline), env={"EDGEFREEZE_FAILPOINT": point})
         assert killed.returncode == -signal.SIGKILL, (point, killed.stderr[-2000:])
         assert not output.exists(), point
         if point == "cache":  # the training split's activations are in, the rest are not
@@ -115,16 +126,19 @@ def test_killed_at_every_stage_the_same_command_ships_the_same_bytes(tiny_pipeli
     assert result["cache"]["misses"] == 0 and result["cache"]["hits"] == 420
     assert result["metrics"] == reference["metrics"]
     for name in MODEL_FILES:
-        assert (output / name).read_bytes() == (tmp_path / "clean" / "bundle" / name
-                                                ).read_bytes(), name
+        assert (output / name).read_bytes() == (
+            tmp_path / "clean" / "bundle" / name
+        ).read_bytes(), name
 
 
-@pytest.mark.parametrize(("sent", "code", "word", "during"), [
-    (signal.SIGTERM, 143, "terminated", "export"),
-    (signal.SIGINT, 130, "interrupted", "train"),
-])
-def test_a_signal_exits_with_its_code_and_leaves_nothing(tiny, tmp_path, sent, code, word,
-                                                         during):
+@pytest.mark.parametrize(
+    ("sent", "code", "word", "during"),
+    [
+        (signal.SIGTERM, 143, "terminated", "export"),
+        (signal.SIGINT, 130, "interrupted", "train"),
+    ],
+)
+def test_a_signal_exits_with_its_code_and_leaves_nothing(tiny, tmp_path, sent, code, word, during):
     output = tmp_path / "out" / "bundle"
     with held_at(during, *build_args(output, own_cache(tiny, tmp_path), tiny.pipeline)) as process:
         process.send_signal(sent)
@@ -142,9 +156,11 @@ def test_two_builds_into_one_folder_one_ships_the_other_exits_2(tiny, tmp_path):
     with held_at("data", *args) as first:  # it holds the output's lock before reading data
         second = run(*args)
         assert second.returncode == 2
-        assert second.stderr.strip() == (f"edgefreeze: error: output: another build (pid "
-                                         f"{first.pid}) is writing {output}; wait for it or "
-                                         "choose another --output"), second.stderr
+        assert second.stderr.strip() == (
+            f"edgefreeze: error: output: another build (pid "
+            f"{first.pid}) is writing {output}; wait for it or "
+            "choose another --output"
+        ), second.stderr
         first.send_signal(signal.SIGUSR1)
         first.communicate(timeout=300)  # reads its pipes to the end: it never blocks on them
     assert first.returncode == 0
@@ -152,8 +168,9 @@ def test_two_builds_into_one_folder_one_ships_the_other_exits_2(tiny, tmp_path):
     assert verified.exit_code == 0, verified.stderr
     again = run_cli(*args)
     assert again.exit_code == 2
-    assert again.stderr.strip() == (f"edgefreeze: error: output: {output} already exists; "
-                                    "remove it or choose another --output")
+    assert again.stderr.strip() == (
+        f"edgefreeze: error: output: {output} already exists; remove it or choose another --output"
+    )
     assert sorted(p.name for p in output.parent.iterdir()) == ["bundle"]
 
 
@@ -176,17 +193,21 @@ def _mount_namespace() -> list[str]:
     """The `unshare` call that gives a private mount namespace here: as root a plain one,
     else a user namespace mapped to root; the test is skipped, with the reason, where the
     kernel or a container's seccomp profile allows neither."""
-    tries = ([["unshare", "--mount"]] if os.geteuid() == 0 else []) + \
-        [["unshare", "--user", "--map-root-user", "--mount"]]
+    tries = ([["unshare", "--mount"]] if os.geteuid() == 0 else []) + [
+        ["unshare", "--user", "--map-root-user", "--mount"]
+    ]
     for command in tries:
         if subprocess.run([*command, "true"], capture_output=True).returncode == 0:
             return command
-    pytest.skip("no private mount namespace here (unshare --mount and --user both refused), "
-                "so no small filesystem to fill")
+    pytest.skip(
+        "no private mount namespace here (unshare --mount and --user both refused), "
+        "so no small filesystem to fill"
+    )
 
 
-def _in_small_filesystem(mount: Path, size: str, *commands: list[str]
-                         ) -> tuple[list[subprocess.CompletedProcess], list[str]]:
+def _in_small_filesystem(
+    mount: Path, size: str, *commands: list[str]
+) -> tuple[list[subprocess.CompletedProcess], list[str]]:
     """Run `commands` in turn with a tmpfs of `size` (mount's `size=`: "8m", "600k")
     mounted at `mount`, in a private mount namespace; returns their results and what the
     tmpfs held at the end."""
@@ -194,17 +215,29 @@ def _in_small_filesystem(mount: Path, size: str, *commands: list[str]
     mount.mkdir(parents=True, exist_ok=True)
     results = mount.parent / f"{mount.name}.results"
     results.mkdir()
-    steps = [f"{shlex.join(command)} > {results}/{i}.out 2> {results}/{i}.err; "
-             f"echo $? > {results}/{i}.code" for i, command in enumerate(commands)]
-    script = (f"mount -t tmpfs -o size={size} tmpfs {mount} && "
-              + " && ".join(f"{{ {step}; }}" for step in steps)
-              + f" && find {mount} -mindepth 1 -printf '%P\\n' > {results}/listing")
+    steps = [
+        f"{shlex.join(command)} > {results}/{i}.out 2> {results}/{i}.err; "
+        f"echo $? > {results}/{i}.code"
+        for i, command in enumerate(commands)
+    ]
+    script = (
+        f"mount -t tmpfs -o size={size} tmpfs {mount} && "
+        + " && ".join(f"{{ {step}; }}" for step in steps)
+        + f" && find {mount} -mindepth 1 -printf '%P\\n' > {results}/listing"
+    )
     subprocess.run([*namespace, "sh", "-c", script], check=True)
-    return ([subprocess.CompletedProcess(command, int((results / f"{i}.code").read_text()),
-                                         (results / f"{i}.out").read_text(),
-                                         (results / f"{i}.err").read_text())
-             for i, command in enumerate(commands)],
-            sorted((results / "listing").read_text().split()))
+    return (
+        [
+            subprocess.CompletedProcess(
+                command,
+                int((results / f"{i}.code").read_text()),
+                (results / f"{i}.out").read_text(),
+                (results / f"{i}.err").read_text(),
+            )
+            for i, command in enumerate(commands)
+        ],
+        sorted((results / "listing").read_text().split()),
+    )
 
 
 def edgefreeze(*args: str) -> list[str]:
@@ -217,25 +250,31 @@ def test_a_full_disk_while_writing_the_bundle_is_one_line_and_leaves_nothing(tin
     output = small / "bundle"
     cache = own_cache(tiny, tmp_path)
     (result,), left = _in_small_filesystem(
-        small, "4m", edgefreeze(*build_args(output, cache, tiny.pipeline), "--quiet"))
+        small, "4m", edgefreeze(*build_args(output, cache, tiny.pipeline), "--quiet")
+    )
     assert result.returncode == 3, result.stderr
-    line, = result.stderr.strip().splitlines()
-    assert re.fullmatch(f"edgefreeze: error: output: no space left for the bundle beside "
-                        f"{re.escape(str(output))} \\(4 MB free once its staging folder "
-                        "was removed\\); nothing was published", line), line
+    (line,) = result.stderr.strip().splitlines()
+    assert re.fullmatch(
+        f"edgefreeze: error: output: no space left for the bundle beside "
+        f"{re.escape(str(output))} \\(4 MB free once its staging folder "
+        "was removed\\); nothing was published",
+        line,
+    ), line
     assert left == []  # no bundle, no staging folder, no lock
 
 
-def test_a_full_disk_while_filling_the_cache_runs_live_and_keeps_the_cache(tiny_pipeline,
-                                                                          tmp_path):
+def test_a_full_disk_while_filling_the_cache_runs_live_and_keeps_the_cache(tiny_pipeline, tmp_path):
     """A cache of 256 kB: less than the tiny model's 1.4 MB of activations."""
     cache = tmp_path / "small-cache"
     output = tmp_path / "out" / "bundle"
     (build, verify), left = _in_small_filesystem(
-        cache, "256k", edgefreeze(*build_args(output, cache, tiny_pipeline), "--quiet"),
-        edgefreeze("cache", "verify", "--cache-dir", str(cache), "--json"))
+        cache,
+        "256k",
+        edgefreeze(*build_args(output, cache, tiny_pipeline), "--quiet"),
+        edgefreeze("cache", "verify", "--cache-dir", str(cache), "--json"),
+    )
     assert build.returncode == 0, build.stderr
-    warning, = build.stderr.strip().splitlines()
+    (warning,) = build.stderr.strip().splitlines()
     problem = json.loads(build.stdout)["cache"]["problem"]
     assert warning == f"edgefreeze: warning: {problem}; running without the activation cache"
     assert problem.endswith("No space left on device"), problem

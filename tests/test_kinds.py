@@ -35,8 +35,12 @@ class NormsOnly(PlanKind):
 
     def select(self, config: NormsOnlySpec, backbone) -> Selection:
         boundary = backbone.depth - config.layers
-        norms = [module for layer in backbone.layer_stack()[boundary:]
-                 for module in layer.modules() if isinstance(module, torch.nn.LayerNorm)]
+        norms = [
+            module
+            for layer in backbone.layer_stack()[boundary:]
+            for module in layer.modules()
+            if isinstance(module, torch.nn.LayerNorm)
+        ]
         return Selection(boundary=boundary, parts={"top": norms, "head": backbone.head_modules()})
 
 
@@ -47,9 +51,10 @@ class Leaky(PlanKind):
     config = FreezeSpec
 
     def select(self, config: FreezeSpec, backbone) -> Selection:
-        return Selection(boundary=backbone.depth,
-                         parts={"top": [backbone.layer_stack()[0]],
-                                "head": backbone.head_modules()})
+        return Selection(
+            boundary=backbone.depth,
+            parts={"top": [backbone.layer_stack()[0]], "head": backbone.head_modules()},
+        )
 
 
 @register_task
@@ -72,15 +77,20 @@ class MisspeltRecord(TextClassification):
     name = "misspelt-record"
 
     def record(self) -> TaskRecord:
-        return TaskRecord(name=self.name, inputs=self.inputs, outputs=self.outputs,
-                          gate_metrc=self.gate_metric)
+        return TaskRecord(
+            name=self.name, inputs=self.inputs, outputs=self.outputs, gate_metrc=self.gate_metric
+        )
 
 
 def norms_only(tmp_path, layers: int, base):
     """A pipeline with the plan: its `freeze:` replaces the base pipeline's (whose
     trainable_layers is top_k's key, unknown to this plan)."""
-    return write_pipeline(tmp_path, {**QUICK, "freeze": {"plan": "norms_only", "layers": layers}},
-                          replace=("freeze",), base=base)
+    return write_pipeline(
+        tmp_path,
+        {**QUICK, "freeze": {"plan": "norms_only", "layers": layers}},
+        replace=("freeze",),
+        base=base,
+    )
 
 
 @pytest.mark.build
@@ -90,8 +100,10 @@ def test_a_plan_registered_here_builds(tiny_pipeline, tmp_path):
     assert result.exit_code == 0, result.stderr
     manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
     freeze = manifest["training"]["freeze"]
-    assert freeze["plan"] == "norms_only" and freeze["settings"] == {"plan": "norms_only",
-                                                                     "layers": 2}
+    assert freeze["plan"] == "norms_only" and freeze["settings"] == {
+        "plan": "norms_only",
+        "layers": 2,
+    }
     assert freeze["boundary"] == 4 and manifest["cache"]["boundary"] == 4
     saved = load_file(str(tmp_path / "b" / "trainable.safetensors"))
     in_layers = {name for name in saved if ".encoder.layer." in name}
@@ -100,8 +112,10 @@ def test_a_plan_registered_here_builds(tiny_pipeline, tmp_path):
     assert freeze["trainable_parameters"] == sum(t.numel() for t in saved.values())
     # Two LayerNorms (weight and bias) in each of two layers, the pooler and classifier.
     hidden = SHAPE["hidden_size"]
-    assert freeze["trainable_parameters"] == 2 * 2 * 2 * hidden + hidden * hidden + hidden \
-        + hidden * 2 + 2
+    assert (
+        freeze["trainable_parameters"]
+        == 2 * 2 * 2 * hidden + hidden * hidden + hidden + hidden * 2 + 2
+    )
     assert manifest["gate"]["passed"]
 
 
@@ -117,7 +131,8 @@ def test_a_misspelt_record_key_fails_at_the_end_of_its_own_stage(tmp_path):
     assert result.stderr.splitlines()[-1] == (
         "edgefreeze: error: the data stage's record does not fit the manifest's schema: "
         "TaskRecord.gate_metric: Field required; TaskRecord.gate_metrc: Extra inputs are not "
-        "permitted (a bug in edgefreeze or in a registered task or plan)")
+        "permitted (a bug in edgefreeze or in a registered task or plan)"
+    )
     assert not (tmp_path / "b").exists()
 
 
@@ -131,14 +146,18 @@ def test_a_plan_settings_error_names_its_key(tmp_path):
     pipeline = norms_only(tmp_path, 0, SMOKE)
     result = run_cli("build", str(pipeline), "--output", str(tmp_path / "b"), "--quiet")
     assert result.exit_code == 2
-    assert result.stderr == (f"edgefreeze: error: {pipeline}:{line_of(pipeline, 'layers:')}: "
-                             "freeze.layers: Input should be greater than or equal to 1\n")
+    assert result.stderr == (
+        f"edgefreeze: error: {pipeline}:{line_of(pipeline, 'layers:')}: "
+        "freeze.layers: Input should be greater than or equal to 1\n"
+    )
     other_plans_key = write_pipeline(tmp_path, {"freeze": {"plan": "norms_only"}})
     result = run_cli("build", str(other_plans_key), "--output", str(tmp_path / "b"), "--quiet")
     assert result.exit_code == 2  # trainable_layers is top_k's, not this plan's
-    assert result.stderr == (f"edgefreeze: error: {other_plans_key}:"
-                             f"{line_of(other_plans_key, 'trainable_layers:')}: "
-                             "freeze.trainable_layers: unknown key\n")
+    assert result.stderr == (
+        f"edgefreeze: error: {other_plans_key}:"
+        f"{line_of(other_plans_key, 'trainable_layers:')}: "
+        "freeze.trainable_layers: unknown key\n"
+    )
     unknown = write_pipeline(tmp_path, {"freeze": {"plan": "bottom_up"}})
     result = run_cli("build", str(unknown), "--output", str(tmp_path / "b"), "--quiet")
     assert result.exit_code == 2 and "unknown freezing plan 'bottom_up'" in result.stderr
@@ -157,8 +176,12 @@ def test_a_task_registered_here_builds_and_runs_on_the_device(tiny_pipeline, tmp
     result = run_cli("build", str(pipeline), "--output", str(tmp_path / "b"), "--quiet", "--json")
     assert result.exit_code == 0, result.stderr
     manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
-    assert manifest["task"] == {"name": "text-length", "inputs": "text", "outputs": "label",
-                                "gate_metric": "macro_f1"}
+    assert manifest["task"] == {
+        "name": "text-length",
+        "inputs": "text",
+        "outputs": "label",
+        "gate_metric": "macro_f1",
+    }
     assert manifest["data"]["label_names"] == ["long", "short"]
     rule = manifest["gate"]["rules"]["int8.max_metric_drop"]
     drop = manifest["metrics"]["pytorch"]["macro_f1"] - manifest["metrics"]["int8"]["macro_f1"]

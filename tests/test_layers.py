@@ -47,8 +47,9 @@ def unit_of(module: str) -> str:
     return parts[1] if len(parts) > 1 else "__init__"
 
 
-def imported(source: str, module: str, modules: set[str],
-             is_package: bool = False) -> Iterator[tuple[str, int]]:
+def imported(
+    source: str, module: str, modules: set[str], is_package: bool = False
+) -> Iterator[tuple[str, int]]:
     """The package's modules that `module` (whose code is `source`) imports, with the
     line of each import."""
     package = module if is_package else module.rpartition(".")[0]
@@ -127,26 +128,35 @@ def test_no_module_imports_itself_in_a_circle():
 def test_no_folder_imports_one_beside_or_above_it():
     unknown = sorted({unit_of(m) for m in import_graph()} - set(TIER_OF))
     assert not unknown, f"add these to TIERS (and CONTRIBUTING.md's table): {unknown}"
-    upward = [f"{module} imports {target} (line {line})"
-              for module, targets in sorted(import_graph().items())
-              for target, line in targets.items()
-              if unit_of(module) != unit_of(target)
-              and TIER_OF[unit_of(target)] >= TIER_OF[unit_of(module)]]
+    upward = [
+        f"{module} imports {target} (line {line})"
+        for module, targets in sorted(import_graph().items())
+        for target, line in targets.items()
+        if unit_of(module) != unit_of(target)
+        and TIER_OF[unit_of(target)] >= TIER_OF[unit_of(module)]
+    ]
     assert not upward, "imports against the tiers:\n" + "\n".join(upward)
 
 
 def test_the_checks_find_a_circle_and_an_upward_import():
     """The graph code itself: a circle is found, and so is a lazy import inside a
     function, a relative import and a name imported from a module."""
-    assert cycles({"a": {"b": 1}, "b": {"c": 2}, "c": {"a": 3}, "d": {"a": 4}}) == \
-        [["a", "b", "c"]]
-    modules = {"edgefreeze.recipes", "edgefreeze.recipes.build", "edgefreeze.freeze",
-               "edgefreeze.freeze.plan"}
-    source = ("from .plan import FreezePlan\n"
-              "def f():\n    from edgefreeze.recipes.build import build\n")
+    assert cycles({"a": {"b": 1}, "b": {"c": 2}, "c": {"a": 3}, "d": {"a": 4}}) == [["a", "b", "c"]]
+    modules = {
+        "edgefreeze.recipes",
+        "edgefreeze.recipes.build",
+        "edgefreeze.freeze",
+        "edgefreeze.freeze.plan",
+    }
+    source = (
+        "from .plan import FreezePlan\ndef f():\n    from edgefreeze.recipes.build import build\n"
+    )
     assert list(imported(source, "edgefreeze.freeze.top_k", modules)) == [
-        ("edgefreeze.freeze.plan", 1), ("edgefreeze.freeze.plan", 1),
-        ("edgefreeze.recipes.build", 3), ("edgefreeze.recipes.build", 3)]
+        ("edgefreeze.freeze.plan", 1),
+        ("edgefreeze.freeze.plan", 1),
+        ("edgefreeze.recipes.build", 3),
+        ("edgefreeze.recipes.build", 3),
+    ]
 
 
 @pytest.mark.parametrize("unit", sorted(TIER_OF))

@@ -32,10 +32,13 @@ def test_a_version_1_manifest_is_upgraded():
     assert manifest.schema_version == 2 and manifest.task.name == "text-classification"
     assert manifest.metrics["int8"] == old["metrics"]["onnx_int8"]
     assert manifest.metrics["split-int8"] == old["metrics"]["onnx_split_int8"]
-    assert manifest.sizes == {"fp32": old["sizes"]["onnx_fp32"], "int8": old["sizes"]["onnx_int8"],
-                              "split-fp32": old["sizes"]["onnx_split_fp32"],
-                              "split-int8": old["sizes"]["onnx_split_int8"],
-                              "fp16": old["sizes"]["onnx_fp16"]}
+    assert manifest.sizes == {
+        "fp32": old["sizes"]["onnx_fp32"],
+        "int8": old["sizes"]["onnx_int8"],
+        "split-fp32": old["sizes"]["onnx_split_fp32"],
+        "split-int8": old["sizes"]["onnx_split_int8"],
+        "fp16": old["sizes"]["onnx_fp16"],
+    }
     assert manifest.quantize["fp16"].graphs["model.fp16.onnx"] == {"keep_io_types": True}
     assert manifest.export["split-fp32"].boundary == 4
     rule = manifest.gate.rules["int8.max_metric_drop"]
@@ -43,8 +46,9 @@ def test_a_version_1_manifest_is_upgraded():
     freeze = manifest.training.freeze
     assert freeze.settings == {"plan": "top_k", "trainable_layers": 2}
     assert freeze.boundary == 4 and freeze.trainable_layers == [4, 5]
-    assert [e.validation["accuracy"] for e in manifest.training.epochs] == \
-        [e["val_accuracy"] for e in old["training"]["epochs"]]
+    assert [e.validation["accuracy"] for e in manifest.training.epochs] == [
+        e["val_accuracy"] for e in old["training"]["epochs"]
+    ]
     attempt = manifest.quantize["int8"].attempts[0]
     assert attempt.metrics["agreement"] == old["quantize"]["onnx_int8"]["attempts"][0]["agreement"]
     assert manifest.model.frozen_sha256 is None  # version 1 did not record it
@@ -59,8 +63,9 @@ def test_a_version_1_bundle_runs_on_todays_runtime(split_build, tmp_path):
     (bundle / "manifest.json").write_text(json.dumps(old))
     texts = ["a wonderful surprise", "dull and far too long"]
     for form in FORMS:
-        assert Predictor(bundle, form).predict(texts) == \
-            Predictor(split_build.bundle, form).predict(texts), form
+        assert Predictor(bundle, form).predict(texts) == Predictor(
+            split_build.bundle, form
+        ).predict(texts), form
 
 
 def test_a_truncated_version_1_manifest_names_the_missing_key(tmp_path):

@@ -17,10 +17,10 @@ from safetensors.torch import load_file
 
 from edgefreeze.backbones import load_model
 from edgefreeze.cache.features import LiveFeatures
+from edgefreeze.context import RunContext
 from edgefreeze.data import load_data
 from edgefreeze.freeze import PLANS, PlanKind, Selection, make_plan
 from edgefreeze.freeze.diagnostics import gradient_flow
-from edgefreeze.context import RunContext
 from edgefreeze.progress import Reporter
 from edgefreeze.schema import DataSpec, FreezeSpec, TrainSpec
 from edgefreeze.schema.freeze import ProgressiveSpec, TopKSpec
@@ -44,24 +44,28 @@ def quick(tiny_pipeline, tmp_path):
 
     def pipeline(folder: Path, changes: dict, replace=("freeze",)) -> Path:
         return write_pipeline(folder, changes, base=base, replace=replace)
+
     return pipeline
 
 
 @pytest.fixture
 def build(quick):
     """A quick build through the CLI; its manifest (the build must ship)."""
+
     def built(folder: Path, changes: dict, replace=("freeze",)) -> dict:
-        result = run_cli("build", str(quick(folder, changes, replace)), "--output",
-                         str(folder / "b"), "--json")
+        result = run_cli(
+            "build", str(quick(folder, changes, replace)), "--output", str(folder / "b"), "--json"
+        )
         assert result.exit_code == 0, result.stderr
-        return json.loads((folder / "b" / "manifest.json").read_text()) | {
-            "stderr": result.stderr}
+        return json.loads((folder / "b" / "manifest.json").read_text()) | {"stderr": result.stderr}
+
     return built
 
 
 def test_patterns_train_what_the_globs_name(build, tmp_path):
-    manifest = build(tmp_path, {"freeze": {"plan": "patterns",
-                                           "train": ["*.encoder.layer.5.attention.*"]}})
+    manifest = build(
+        tmp_path, {"freeze": {"plan": "patterns", "train": ["*.encoder.layer.5.attention.*"]}}
+    )
     freeze = manifest["training"]["freeze"]
     assert freeze["trainable_layers"] == [5] and freeze["boundary"] == 5
     assert manifest["cache"]["boundary"] == 5  # cached right below what trains
@@ -74,8 +78,9 @@ def test_patterns_train_what_the_globs_name(build, tmp_path):
 def test_a_glob_that_matches_nothing_is_exit_2(quick, tmp_path):
     pipeline = quick(tmp_path, {"freeze": {"plan": "patterns", "train": ["*.lyaer.*"]}})
     result = run_cli("build", str(pipeline), "--output", str(tmp_path / "b"), "--quiet")
-    assert result.exit_code == 2 and "freeze.train: '*.lyaer.*' matches no parameter" in \
-        result.stderr
+    assert (
+        result.exit_code == 2 and "freeze.train: '*.lyaer.*' matches no parameter" in result.stderr
+    )
 
 
 def test_progressive_unfreezes_one_layer_at_a_time_above_a_fixed_boundary():
@@ -86,16 +91,18 @@ def test_progressive_unfreezes_one_layer_at_a_time_above_a_fixed_boundary():
     trains = {}
     for epoch in range(1, 7):
         plan.begin_epoch(loaded.model, epoch)
-        trains[epoch] = [i for i, layer in enumerate(stack)
-                         if any(p.requires_grad for p in layer.parameters())]
+        trains[epoch] = [
+            i for i, layer in enumerate(stack) if any(p.requires_grad for p in layer.parameters())
+        ]
         assert all(p.requires_grad for p in loaded.model.classifier.parameters())
         assert [layer.training for layer in stack] == [i in trains[epoch] for i in range(6)]
     assert trains == {1: [], 2: [], 3: [5], 4: [5], 5: [4, 5], 6: [4, 5]}
 
 
 def test_progressive_builds_from_one_cache(build, tmp_path):
-    manifest = build(tmp_path, {"freeze": {"plan": "progressive", "floor": 2},
-                                "train": {"epochs": 3}})
+    manifest = build(
+        tmp_path, {"freeze": {"plan": "progressive", "floor": 2}, "train": {"epochs": 3}}
+    )
     cache, splits = manifest["cache"], manifest["data"]["splits"]
     assert cache["boundary"] == 4  # every stage reads the activations cached at the floor
     assert cache["hits"] + cache["misses"] == splits["train"]["rows"] + splits["validation"]["rows"]
@@ -103,16 +110,19 @@ def test_progressive_builds_from_one_cache(build, tmp_path):
     assert {name.split(".")[3] for name in saved if ".encoder.layer." in name} == {"4", "5"}
 
 
-@pytest.mark.parametrize("method, marker, per_layer", [
-    ("lora", "lora_", 2 * (8 * HIDDEN + HIDDEN * 8)),  # rank 8 on query and value
-    ("ia3", "ia3_", HIDDEN + HIDDEN + INTERMEDIATE),  # scales on key, value, output's input
-])
-def test_peft_trains_small_weights_and_exports_them_merged(build, tmp_path, method, marker,
-                                                           per_layer):
+@pytest.mark.parametrize(
+    "method, marker, per_layer",
+    [
+        ("lora", "lora_", 2 * (8 * HIDDEN + HIDDEN * 8)),  # rank 8 on query and value
+        ("ia3", "ia3_", HIDDEN + HIDDEN + INTERMEDIATE),  # scales on key, value, output's input
+    ],
+)
+def test_peft_trains_small_weights_and_exports_them_merged(
+    build, tmp_path, method, marker, per_layer
+):
     """The exported graph has the adapters merged into its weights, and matches the
     unmerged PyTorch model over unseen batch sizes and lengths (the shape check)."""
-    manifest = build(tmp_path, {"peft": {"method": method}, "train": {"lr_top": 1e-3}},
-                     replace=())
+    manifest = build(tmp_path, {"peft": {"method": method}, "train": {"lr_top": 1e-3}}, replace=())
     saved = load_file(str(tmp_path / "b" / "trainable.safetensors"))
     in_layers = [name for name in saved if ".encoder.layer." in name]
     assert in_layers and all(marker in name for name in in_layers)
@@ -127,8 +137,9 @@ def test_peft_trains_small_weights_and_exports_them_merged(build, tmp_path, meth
 
 
 def test_peft_in_every_layer_says_there_is_nothing_to_cache(build, tmp_path):
-    manifest = build(tmp_path, {"freeze": {"trainable_layers": 6}, "peft": {"method": "lora"}},
-                     replace=())
+    manifest = build(
+        tmp_path, {"freeze": {"trainable_layers": 6}, "peft": {"method": "lora"}}, replace=()
+    )
     assert manifest["cache"]["enabled"] is False
     assert "no frozen stem to cache; running live" in manifest["cache"]["live_reason"]
     assert "running live" in manifest["stderr"]
@@ -146,8 +157,10 @@ class OffPath(PlanKind):
 
     def select(self, config, backbone) -> Selection:
         backbone.model.unused = torch.nn.Linear(4, 4)
-        return Selection(boundary=backbone.depth,
-                         parts={"head": [*backbone.head_modules(), backbone.model.unused]})
+        return Selection(
+            boundary=backbone.depth,
+            parts={"head": [*backbone.head_modules(), backbone.model.unused]},
+        )
 
 
 def test_the_gradient_flow_check_catches_a_broken_freeze(quick, tmp_path):
@@ -198,17 +211,29 @@ def test_schedules_after_warmup():
 
 
 def test_early_stopping_keeps_the_best_epoch():
-    data = load_data(DataSpec(source="builtin:rotten-tomatoes", sample_rows=240, max_length=32,
-                              split={"validation": 0.3}), TEXT, Path)
+    data = load_data(
+        DataSpec(
+            source="builtin:rotten-tomatoes",
+            sample_rows=240,
+            max_length=32,
+            split={"validation": 0.3},
+        ),
+        TEXT,
+        Path,
+    )
     loaded = load_model("builtin:all-MiniLM-L6-v2", TEXT, data.label_names, Path, False, 0)
     plan = make_plan(TopKSpec(trainable_layers=1), loaded.backbone)
-    features = {name: LiveFeatures(TEXT.encode(loaded.processor, split.inputs, 32),
-                                   loaded.backbone, plan)
-                for name, split in (("train", data.train), ("validation", data.validation))}
-    spec = TrainSpec(epochs=6, batch_size=16, lr_top=3e-4, lr_head=3e-3, early_stopping=2,
-                     seed=0, device="cpu")
-    splits = Splits(Examples(features["train"], data.train.targets),
-                    Examples(features["validation"], data.validation.targets))
+    features = {
+        name: LiveFeatures(TEXT.encode(loaded.processor, split.inputs, 32), loaded.backbone, plan)
+        for name, split in (("train", data.train), ("validation", data.validation))
+    }
+    spec = TrainSpec(
+        epochs=6, batch_size=16, lr_top=3e-4, lr_head=3e-3, early_stopping=2, seed=0, device="cpu"
+    )
+    splits = Splits(
+        Examples(features["train"], data.train.targets),
+        Examples(features["validation"], data.validation.targets),
+    )
     result = train(loaded.backbone, plan, TEXT, splits, spec, RunContext(Reporter(True)))
     scores = [epoch.validation["accuracy"] for epoch in result.epochs]
     assert result.best_epoch == 1 + scores.index(max(scores))
@@ -216,9 +241,14 @@ def test_early_stopping_keeps_the_best_epoch():
     kept = TEXT.metrics(outputs, data.validation.targets, outputs)["accuracy"]
     assert kept == max(scores)  # the best epoch's weights, not the last's
     with pytest.raises(Exception, match="needs a validation split"):
-        train(loaded.backbone, plan, TEXT, Splits(Examples(features["train"],
-                                                           data.train.targets)),
-              spec, RunContext(Reporter(True)))
+        train(
+            loaded.backbone,
+            plan,
+            TEXT,
+            Splits(Examples(features["train"], data.train.targets)),
+            spec,
+            RunContext(Reporter(True)),
+        )
 
 
 def test_adapters_and_virtual_tokens_export_as_part_of_the_graph(build, tmp_path):
@@ -227,8 +257,11 @@ def test_adapters_and_virtual_tokens_export_as_part_of_the_graph(build, tmp_path
     for method in ("adapter", "prefix"):
         folder = tmp_path / method
         folder.mkdir()
-        manifest = build(folder, {"peft": {"method": method}, "export": {"split": True},
-                                  "train": {"lr_top": 1e-3}}, replace=())
+        manifest = build(
+            folder,
+            {"peft": {"method": method}, "export": {"split": True}, "train": {"lr_top": 1e-3}},
+            replace=(),
+        )
         for form in ("fp32", "split-fp32"):
             assert manifest["shape_check"][form]["max_logit_error"] < 1e-4, (method, form)
         saved = load_file(str(folder / "b" / "trainable.safetensors"))
@@ -267,8 +300,9 @@ def test_cached_features_advance_to_a_higher_boundary_exactly():
     advanced = advance_features(CachedFeatures(arrays), loaded.backbone, low, high, CPU)
     direct = LiveFeatures(encoded, loaded.backbone, high)
     for i in range(len(texts)):
-        torch.testing.assert_close(advanced.batch([i], CPU)[0], direct.batch([i], CPU)[0],
-                                   atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            advanced.batch([i], CPU)[0], direct.batch([i], CPU)[0], atol=1e-5, rtol=1e-5
+        )
     assert high.trainable_layers == (4, 5) and high.moves[0]["boundary"] == 4
     assert not any(p.requires_grad for p in loaded.model.bert.encoder.layer[3].parameters())
 
@@ -276,9 +310,13 @@ def test_cached_features_advance_to_a_higher_boundary_exactly():
 def test_auto_freezes_settled_layers_and_says_why(build, tmp_path):
     """A threshold no layer can stay above: after the second epoch the lowest training
     layer is frozen, and the rest of training reads features from the new boundary."""
-    manifest = build(tmp_path, {"freeze": {"plan": "auto", "trainable_layers": 3,
-                                           "threshold": 9.0},
-                                "train": {"epochs": 3}})
+    manifest = build(
+        tmp_path,
+        {
+            "freeze": {"plan": "auto", "trainable_layers": 3, "threshold": 9.0},
+            "train": {"epochs": 3},
+        },
+    )
     freeze = manifest["training"]["freeze"]
     assert [move["epoch"] for move in freeze["moves"]] == [2]
     assert freeze["boundary"] == 4 and freeze["trainable_layers"] == [4, 5]

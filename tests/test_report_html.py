@@ -14,8 +14,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-CHARTS = ("chart-metric", "chart-size", "chart-latency", "chart-loss", "chart-validation",
-          "confusion-pytorch", "confusion-fp32", "confusion-int8")
+CHARTS = (
+    "chart-metric",
+    "chart-size",
+    "chart-latency",
+    "chart-loss",
+    "chart-validation",
+    "confusion-pytorch",
+    "confusion-fp32",
+    "confusion-int8",
+)
 SERIES_BLUE = (0x32, 0x66, 0xCC)  # the first series' colour (svg.COLOURS[0])
 
 
@@ -28,9 +36,12 @@ def chromium(*args: str) -> subprocess.CompletedProcess:
         if os.environ.get("CI") == "true":
             pytest.fail(missing)
         pytest.skip(missing)
-    return subprocess.run([binary, "--headless", "--no-sandbox", "--disable-gpu",
-                           "--hide-scrollbars", *args], capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [binary, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +67,11 @@ def test_chromium_draws_every_chart_from_the_manifest(page, tmp_path):
         assert f'id="{chart}"' in dom.stdout, chart
     # The loss curve has a point per training step; the confusion matrix counts every row.
     loss = re.search(r'id="chart-loss".*?points="([^"]+)"', dom.stdout, re.S).group(1)
-    assert len(loss.split()) == len(manifest["training"]["step_losses"]) == \
-        manifest["training"]["steps"]
+    assert (
+        len(loss.split())
+        == len(manifest["training"]["step_losses"])
+        == manifest["training"]["steps"]
+    )
     int8 = manifest["confusion"]["int8"]
     assert sum(map(sum, int8)) == manifest["data"]["splits"]["test"]["rows"]
     correct = sum(int8[i][i] for i in range(len(int8))) / sum(map(sum, int8))

@@ -33,17 +33,22 @@ def test_runtime_predicts_without_torch_or_transformers(smoke_build):
         assert not any(m.split(".")[0] in ("torch", "transformers") for m in sys.modules)
         print(json.dumps([p.label for p in predictions]))
     """)
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                            cwd=ROOT, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     # The labels this process, with torch loaded, gets from the same bundle.
     here = Predictor(bundle).predict(["a wonderful film", "a dull mess"])
     assert json.loads(result.stdout) == [p.label for p in here]
 
     cli = BLOCK_TORCH + "from edgefreeze.cli import main\nmain()\n"
-    result = subprocess.run([sys.executable, "-c", cli, "predict", str(bundle), "--json",
-                             "a wonderful film"], capture_output=True, text=True, cwd=ROOT,
-                            timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", cli, "predict", str(bundle), "--json", "a wonderful film"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     shown = json.loads(result.stdout)
     assert shown["label"] == here[0].label
@@ -96,14 +101,20 @@ def test_optimum_loads_the_bundle_and_agrees(smoke_build, file_name):
     bundle, _ = smoke_build
     predictor = Predictor(bundle, "int8" if "int8" in file_name else "fp32")
     options = session_options(config=predictor.bundle.session_config)  # as the manifest says
-    model = ORTModelForSequenceClassification.from_pretrained(bundle, file_name=file_name,
-                                                              session_options=options)
+    model = ORTModelForSequenceClassification.from_pretrained(
+        bundle, file_name=file_name, session_options=options
+    )
     tokenizer = AutoTokenizer.from_pretrained(bundle)
-    texts = ["an absolute joy", "lifeless, boring and far too long", "it was fine, I guess",
-             "the best thing this director has made"]
+    texts = [
+        "an absolute joy",
+        "lifeless, boring and far too long",
+        "it was fine, I guess",
+        "the best thing this director has made",
+    ]
     for text in texts:  # one at a time, as the gate and a device run them
-        encoded = tokenizer([text], return_tensors="np", truncation=True,
-                            max_length=predictor.bundle.max_length)
+        encoded = tokenizer(
+            [text], return_tensors="np", truncation=True, max_length=predictor.bundle.max_length
+        )
         logits = model(**encoded).logits
         np.testing.assert_allclose(np.asarray(logits), predictor.outputs(text), atol=1e-5)
         assert model.config.id2label[int(np.argmax(logits))] == predictor.predict([text])[0].label
@@ -114,25 +125,39 @@ def test_installing_for_a_device_pulls_no_torch():
     from importlib.metadata import requires
 
     requirements = requires("edgefreeze") or []
-    base_or_edge = [r for r in requirements if "extra ==" not in r or "'edge'" in r
-                    or '"edge"' in r]
-    names = {r.split(";")[0].split("[")[0].split("<")[0].split(">")[0].split("=")[0]
-             .split("~")[0].strip().lower() for r in base_or_edge}
+    base_or_edge = [
+        r for r in requirements if "extra ==" not in r or "'edge'" in r or '"edge"' in r
+    ]
+    names = {
+        r.split(";")[0]
+        .split("[")[0]
+        .split("<")[0]
+        .split(">")[0]
+        .split("=")[0]
+        .split("~")[0]
+        .strip()
+        .lower()
+        for r in base_or_edge
+    }
     assert names and not names & {"torch", "transformers", "optimum", "optimum-onnx"}
     assert {"onnxruntime", "tokenizers", "numpy"} <= names
 
 
 def test_bench_reports_every_model(smoke_build):
     bundle, _ = smoke_build
-    result = run_cli("bench", str(bundle), "--runs", "10", "--threads", "1", "--rounds", "2",
-                     "--json")
+    result = run_cli(
+        "bench", str(bundle), "--runs", "10", "--threads", "1", "--rounds", "2", "--json"
+    )
     assert result.exit_code == 0, result.stderr
     payload = result.json()
     assert payload["rounds"] == 2
     manifest = json.loads((bundle / "manifest.json").read_text())
     files = manifest["files"]
-    for name, weights in (("int8", "model.int8.onnx"), ("fp32", "model.onnx"),
-                          ("pytorch", "model.onnx")):
+    for name, weights in (
+        ("int8", "model.int8.onnx"),
+        ("fp32", "model.onnx"),
+        ("pytorch", "model.onnx"),
+    ):
         entry = payload[name]
         assert 0 < entry["p50_ms"] <= entry["p95_ms"] <= entry["p99_ms"]
         # Each model ran in a process of its own that held its weights: its peak memory is
@@ -143,7 +168,8 @@ def test_bench_reports_every_model(smoke_build):
     assert payload["fp32"]["size_bytes"] == files["model.onnx"]["size"]
     assert payload["int8_speedup_p50"] == {
         name: pytest.approx(payload[name]["p50_ms"] / payload["int8"]["p50_ms"], rel=1e-12)
-        for name in ("fp32", "pytorch")}
+        for name in ("fp32", "pytorch")
+    }
 
 
 def test_latency_is_timed_after_a_warm_up_on_every_run():

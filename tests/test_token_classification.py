@@ -25,14 +25,18 @@ from tests.conftest import run_cli, write_pipeline
 from tests.film_titles import film_sentences, to_scheme, write_conll, write_jsonl
 
 TAGS = task_for("token-classification")
-NER = {"task": "token-classification",
-       "data": {"source": "films.conll", "sample_rows": None, "max_length": 64,
-                "split": {"test": 0.25, "validation": 0.1, "seed": 0,
-                          "group_column": None}},
-       "train": {"lr_top": 3.0e-4, "lr_head": 3.0e-3},
-       "export": {"split": True},
-       "gate": {"max_metric_drop": 0.05, "min_agreement": 0.95,
-                "sequence_lengths": [5, 19, 64]}}
+NER = {
+    "task": "token-classification",
+    "data": {
+        "source": "films.conll",
+        "sample_rows": None,
+        "max_length": 64,
+        "split": {"test": 0.25, "validation": 0.1, "seed": 0, "group_column": None},
+    },
+    "train": {"lr_top": 3.0e-4, "lr_head": 3.0e-3},
+    "export": {"split": True},
+    "gate": {"max_metric_drop": 0.05, "min_agreement": 0.95, "sequence_lengths": [5, 19, 64]},
+}
 
 
 def read(tmp_path: Path, source: str, **settings) -> object:
@@ -43,8 +47,12 @@ def test_conll_jsonl_and_csv_give_the_same_sentences(tmp_path):
     sentences = film_sentences(60)
     write_conll(tmp_path / "films.conll", sentences)
     write_jsonl(tmp_path / "films.jsonl", sentences)
-    (tmp_path / "films.csv").write_text("words,labels\n" + "".join(
-        f'"{" ".join(w)}","{" ".join(t)}"\n' for w, t in sentences if '"' not in " ".join(w)))
+    (tmp_path / "films.csv").write_text(
+        "words,labels\n"
+        + "".join(
+            f'"{" ".join(w)}","{" ".join(t)}"\n' for w, t in sentences if '"' not in " ".join(w)
+        )
+    )
     conll = read(tmp_path, "films.conll")
     jsonl = read(tmp_path, "films.jsonl")
     assert conll.fingerprint() == jsonl.fingerprint()  # -DOCSTART- was skipped
@@ -53,30 +61,39 @@ def test_conll_jsonl_and_csv_give_the_same_sentences(tmp_path):
     assert sorted(map(tuple, every)) == sorted(tuple(w) for w, _ in sentences)
     csv = read(tmp_path, "films.csv", text_column="words", label_column="labels")
     assert len(csv.train) + len(csv.validation) + len(csv.test) == sum(
-        '"' not in " ".join(w) for w, _ in sentences)
+        '"' not in " ".join(w) for w, _ in sentences
+    )
 
     # The tag column is a setting: the middle column holds "_" placeholders, not tags.
-    line = run_cli("build", str(write_pipeline(tmp_path, {**NER, "data": {
-        **NER["data"], "tag_column": 1}})), "--output", str(tmp_path / "b"), "--quiet")
+    line = run_cli(
+        "build",
+        str(write_pipeline(tmp_path, {**NER, "data": {**NER["data"], "tag_column": 1}})),
+        "--output",
+        str(tmp_path / "b"),
+        "--quiet",
+    )
     assert line.exit_code == 2 and "tag '_' is neither O nor B-" in line.stderr
     assert "films.conll:3:" in line.stderr and len(line.stderr.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("Paris B-LOC\nis\n", "films.conll:2: a token line needs a token and a tag"),
-    ("Paris B-LOC\nis PER\n", "films.conll:1: tag 'PER' is neither O nor B-"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("Paris B-LOC\nis\n", "films.conll:2: a token line needs a token and a tag"),
+        ("Paris B-LOC\nis PER\n", "films.conll:1: tag 'PER' is neither O nor B-"),
+    ],
+)
 def test_a_malformed_conll_file_is_one_line_and_exit_2(tmp_path, text, message):
     (tmp_path / "films.conll").write_text(text)
-    result = run_cli("build", str(write_pipeline(tmp_path, NER)), "--output",
-                     str(tmp_path / "b"), "--quiet")
+    result = run_cli(
+        "build", str(write_pipeline(tmp_path, NER)), "--output", str(tmp_path / "b"), "--quiet"
+    )
     assert result.exit_code == 2 and message in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "b").exists()
 
 
 def test_each_word_s_label_sits_on_its_first_sub_token_only():
-    loaded = load_model("builtin:all-MiniLM-L6-v2", TAGS, ["B-FILM", "I-FILM", "O"], Path,
-                        False, 0)
+    loaded = load_model("builtin:all-MiniLM-L6-v2", TAGS, ["B-FILM", "I-FILM", "O"], Path, False, 0)
     words = ["The", "tearjerker", "Shrek", "opened"]
     targets = TAGS.encode_targets([["O", "O", "B-FILM", "O"]], {"B-FILM": 0, "I-FILM": 1, "O": 2})
     encoded = TAGS.encode(loaded.processor, [words], 64)
@@ -84,8 +101,9 @@ def test_each_word_s_label_sits_on_its_first_sub_token_only():
     aligned = TAGS.aligned_targets(targets, encoded).tokens[0]
     assert len(tokens) > len(words) + 2  # some word was split into sub-tokens
     kept = [(token, int(label)) for token, label in zip(tokens, aligned) if label != -100]
-    assert kept == [(loaded.processor.tokenize(w)[0], label)
-                    for w, label in zip(words, [2, 2, 0, 2])]
+    assert kept == [
+        (loaded.processor.tokenize(w)[0], label) for w, label in zip(words, [2, 2, 0, 2])
+    ]
     assert aligned[0] == -100 and aligned[-1] == -100  # [CLS] and [SEP]
 
 
@@ -104,10 +122,17 @@ def test_entity_f1_reads_iob1_iob2_and_bioes_alike():
     iob2 = [tags for _, tags in sentences]
     # A partly wrong prediction: every third sentence's entities missed, every other one's
     # last word left out of its entity.
-    guesses = [["O"] * len(tags) if n % 3 == 0 else
-               [tag if n % 2 or i != max(j for j, t in enumerate(tags) if t != "O") else "O"
-                for i, tag in enumerate(tags)] if any(t != "O" for t in tags) else tags
-               for n, tags in enumerate(iob2)]
+    guesses = [
+        ["O"] * len(tags)
+        if n % 3 == 0
+        else [
+            tag if n % 2 or i != max(j for j, t in enumerate(tags) if t != "O") else "O"
+            for i, tag in enumerate(tags)
+        ]
+        if any(t != "O" for t in tags)
+        else tags
+        for n, tags in enumerate(iob2)
+    ]
     scores = {}
     for scheme in ("IOB1", "IOB2", "BIOES"):
         truth = [to_scheme(t, scheme) for t in iob2]
@@ -117,8 +142,7 @@ def test_entity_f1_reads_iob1_iob2_and_bioes_alike():
         # Outputs as a model's: one row per token, the word's tag scored highest; the
         # tokens are the words here (one each, no specials), so alignment is the identity.
         targets = replace(targets, tokens=targets.words)
-        outputs = [np.eye(len(names))[[index[t] for t in to_scheme(g, scheme)]]
-                   for g in guesses]
+        outputs = [np.eye(len(names))[[index[t] for t in to_scheme(g, scheme)]] for g in guesses]
         scores[scheme] = TAGS.metrics(outputs, targets, outputs)["entity_f1"]
         assert TAGS.score(outputs, targets) == scores[scheme]  # the sweep's fast path
     assert 0 < scores["IOB2"] < 1 and len(set(scores.values())) == 1, scores
@@ -129,8 +153,16 @@ def test_a_tagger_builds_ships_and_its_int8_model_reproduces_the_gate(tmp_path):
     write_conll(tmp_path / "films.conll", film_sentences(600))
     pipeline = write_pipeline(tmp_path, NER)
     cache = tmp_path / "cache"
-    result = run_cli("build", str(pipeline), "--output", str(tmp_path / "b"), "--quiet",
-                     "--json", "--cache-dir", str(cache))
+    result = run_cli(
+        "build",
+        str(pipeline),
+        "--output",
+        str(tmp_path / "b"),
+        "--quiet",
+        "--json",
+        "--cache-dir",
+        str(cache),
+    )
     assert result.exit_code == 0, result.stderr
     manifest = Manifest.load(tmp_path / "b" / "manifest.json")
     assert manifest.task.name == "token-classification" and manifest.gate.passed
@@ -142,9 +174,10 @@ def test_a_tagger_builds_ships_and_its_int8_model_reproduces_the_gate(tmp_path):
     test = load_data(loaded.spec.data, TAGS, loaded.resolve).test
     names = manifest.data.label_names
     predictions = Predictor(tmp_path / "b").predict(test.inputs)
-    truth = [[names[i] for i in row[:len(p.tags)]] for row, p in zip(test.targets, predictions)]
+    truth = [[names[i] for i in row[: len(p.tags)]] for row, p in zip(test.targets, predictions)]
     assert f1_score(truth, [p.tags for p in predictions]) == pytest.approx(
-        int8["entity_f1"], abs=1e-12)
+        int8["entity_f1"], abs=1e-12
+    )
     assert manifest.metrics["split-int8"]["entity_f1"] > 0.3  # the delta-update form
 
     # A raw text: split into words on the device, entities given as character offsets.
@@ -155,15 +188,24 @@ def test_a_tagger_builds_ships_and_its_int8_model_reproduces_the_gate(tmp_path):
     # One entity per run of tags, at the characters of its words.
     assert len(tagging["entities"]) == len(entity_runs(tagging["tags"])) >= 1, tagging
     for entity in tagging["entities"]:
-        assert entity["type"] == "FILM" and text[entity["start"]:entity["end"]] == entity["text"]
+        assert entity["type"] == "FILM" and text[entity["start"] : entity["end"]] == entity["text"]
     # A word the tokenizer maps to no token (a soft hyphen) gets O and moves no tag.
-    odd, plain = Predictor(tmp_path / "b").predict([["The", "\xad", "Dark", "Knight", "opened"],
-                                                    ["The", "Dark", "Knight", "opened"]])
+    odd, plain = Predictor(tmp_path / "b").predict(
+        [["The", "\xad", "Dark", "Knight", "opened"], ["The", "Dark", "Knight", "opened"]]
+    )
     assert odd.tags[1] == "O" and odd.tags[:1] + odd.tags[2:] == plain.tags
 
     # verify-target reads the tags as the gate did (this machine's Python as the target).
-    checked = run_cli("verify-target", str(tmp_path / "b"), str(pipeline), "--python",
-                      sys.executable, "--rows", "40", "--json")
+    checked = run_cli(
+        "verify-target",
+        str(tmp_path / "b"),
+        str(pipeline),
+        "--python",
+        sys.executable,
+        "--rows",
+        "40",
+        "--json",
+    )
     assert checked.exit_code == 0, checked.stderr
     target = Manifest.load(tmp_path / "b" / "manifest.json").targets[0]
     assert target.metrics["agreement"] == 1.0 and target.passed

@@ -9,9 +9,9 @@ import torch
 
 from edgefreeze.backbones import load_model
 from edgefreeze.cache.features import LiveFeatures
+from edgefreeze.context import RunContext
 from edgefreeze.data import load_data
 from edgefreeze.freeze import make_plan
-from edgefreeze.context import RunContext
 from edgefreeze.progress import Reporter
 from edgefreeze.runtime import load_tokenizer
 from edgefreeze.schema import DataSpec, TrainSpec
@@ -25,10 +25,10 @@ from tests.sgd_step import sgd_step
 QUIET_CPU = RunContext(Reporter(quiet=True))
 
 
-def short_run(seed: int, epochs: int = 1, checks: int = 0, on_check=None,
-              mid_epoch_checks=None):
-    data = load_data(DataSpec(source="builtin:rotten-tomatoes", sample_rows=80, max_length=32),
-                     TEXT, Path)
+def short_run(seed: int, epochs: int = 1, checks: int = 0, on_check=None, mid_epoch_checks=None):
+    data = load_data(
+        DataSpec(source="builtin:rotten-tomatoes", sample_rows=80, max_length=32), TEXT, Path
+    )
     loaded = load_model("builtin:all-MiniLM-L6-v2", TEXT, data.label_names, Path, False, seed)
     frozen_before = {k: v.clone() for k, v in loaded.model.bert.embeddings.state_dict().items()}
     plan = make_plan(TopKSpec(trainable_layers=1), loaded.backbone)
@@ -36,12 +36,21 @@ def short_run(seed: int, epochs: int = 1, checks: int = 0, on_check=None,
     encoded = encode_texts(loaded.processor, data.train.inputs, 32)
     spec = TrainSpec(epochs=epochs, batch_size=16, seed=seed, device="cpu")
     features = LiveFeatures(encoded, loaded.backbone, plan)
-    validation = LiveFeatures(encode_texts(loaded.processor, data.validation.inputs, 32),
-                              loaded.backbone, plan)
-    splits = Splits(Examples(features, data.train.targets),
-                    Examples(validation, data.validation.targets))
-    result = train(loaded.backbone, plan, TEXT, splits, spec, QUIET_CPU,
-                   Checks(checks, on_check, mid_epoch_checks))
+    validation = LiveFeatures(
+        encode_texts(loaded.processor, data.validation.inputs, 32), loaded.backbone, plan
+    )
+    splits = Splits(
+        Examples(features, data.train.targets), Examples(validation, data.validation.targets)
+    )
+    result = train(
+        loaded.backbone,
+        plan,
+        TEXT,
+        splits,
+        spec,
+        QUIET_CPU,
+        Checks(checks, on_check, mid_epoch_checks),
+    )
     return loaded, result, frozen_before
 
 
@@ -54,8 +63,10 @@ def test_same_seed_same_model_and_losses():
     after = first.model.bert.embeddings.state_dict()
     assert all(torch.equal(frozen[k], after[k]) for k in frozen)
     top_before = load_model("builtin:all-MiniLM-L6-v2", TEXT, ["a", "b"], Path, False, 1).model
-    assert not torch.equal(top_before.bert.encoder.layer[5].output.dense.weight,
-                           first.model.bert.encoder.layer[5].output.dense.weight)
+    assert not torch.equal(
+        top_before.bert.encoder.layer[5].output.dense.weight,
+        first.model.bert.encoder.layer[5].output.dense.weight,
+    )
 
 
 def test_other_seed_other_losses():
@@ -69,12 +80,12 @@ def test_validation_checks_inside_epochs_leave_training_as_it_was():
     must not change what trains (eval mode, no random draws), and where a check falls on
     an epoch's end it is that epoch's own score."""
     checks = []
-    checked, result, _ = short_run(seed=1, epochs=2, checks=4,
-                                   on_check=lambda k, score: checks.append((k, score)))
+    checked, result, _ = short_run(
+        seed=1, epochs=2, checks=4, on_check=lambda k, score: checks.append((k, score))
+    )
     plain, plain_result, _ = short_run(seed=1, epochs=2)
     assert result.step_losses == plain_result.step_losses
-    for (name, a), b in zip(checked.model.state_dict().items(),
-                            plain.model.state_dict().values()):
+    for (name, a), b in zip(checked.model.state_dict().items(), plain.model.state_dict().values()):
         assert torch.equal(a, b), name
     assert result.steps == 8 and [k for k, _ in checks] == [1, 2, 3, 4]
     epoch_scores = [e.validation["accuracy"] for e in result.epochs]
@@ -83,8 +94,13 @@ def test_validation_checks_inside_epochs_leave_training_as_it_was():
     # Only the named checks cost a validation pass inside an epoch (the sweep's pruner
     # rungs); those at an epoch's end are told anyway, the same run otherwise.
     chosen = []
-    _, some, _ = short_run(seed=1, epochs=2, checks=4, mid_epoch_checks={1},
-                           on_check=lambda k, score: chosen.append((k, score)))
+    _, some, _ = short_run(
+        seed=1,
+        epochs=2,
+        checks=4,
+        mid_epoch_checks={1},
+        on_check=lambda k, score: chosen.append((k, score)),
+    )
     assert chosen == [checks[0], checks[1], checks[3]]
     assert some.step_losses == plain_result.step_losses
 
@@ -110,8 +126,9 @@ def test_dropout_zero_makes_the_training_forward_deterministic():
     plan.begin_epoch(loaded.model, 1)
     layer = loaded.model.bert.encoder.layer[5]
     inputs = encode_texts(loaded.processor, ["a moving, funny film"] * 4, 16).batch(range(4))
-    hidden = loaded.backbone.stem({k: torch.from_numpy(v) for k, v in inputs.items()},
-                                  plan.boundary)
+    hidden = loaded.backbone.stem(
+        {k: torch.from_numpy(v) for k, v in inputs.items()}, plan.boundary
+    )
     mask = torch.from_numpy(inputs["attention_mask"])
 
     def twice() -> bool:
@@ -139,6 +156,6 @@ def test_fp16_steps_on_unscaled_gradients_and_skips_an_overflow():
     # divided back would make a step 65536 times too short.
     assert float(torch.linalg.vector_norm(half - exact) / torch.linalg.vector_norm(exact)) < 0.05
     # A scale so large that fp16 gradients overflow: the step is skipped, the scale backs off.
-    huge = torch.amp.GradScaler("cpu", init_scale=2.0 ** 100)
+    huge = torch.amp.GradScaler("cpu", init_scale=2.0**100)
     assert not _moves("fp16", huge).any()
-    assert huge.get_scale() < 2.0 ** 100
+    assert huge.get_scale() < 2.0**100

@@ -28,8 +28,9 @@ def bundle(smoke, tmp_path):
 
 
 def _verify(bundle, pipeline, *options: str):
-    return run_cli("verify-target", str(bundle), str(pipeline), "--python", sys.executable,
-                   "--json", *options)
+    return run_cli(
+        "verify-target", str(bundle), str(pipeline), "--python", sys.executable, "--json", *options
+    )
 
 
 def test_the_check_is_recorded_per_runtime_and_the_bundle_still_verifies(bundle, smoke):
@@ -42,15 +43,19 @@ def test_the_check_is_recorded_per_runtime_and_the_bundle_still_verifies(bundle,
     assert again.exit_code == 0, again.stderr
 
     checks = Manifest.load(bundle / "manifest.json").targets
-    assert [(c.onnxruntime, c.rows) for c in checks] == [("1.20.1", 180),
-                                                         (onnxruntime.__version__, 20)]
+    assert [(c.onnxruntime, c.rows) for c in checks] == [
+        ("1.20.1", 180),
+        (onnxruntime.__version__, 20),
+    ]
     old, new = checks
     assert new.metrics["agreement"] == 1.0 and new.metrics["max_logit_error"] == 0.0
     assert new.machine == "x86_64" and new.emulated_by is None and new.passed
     assert old.passed and old.metrics["agreement"] >= 0.95
     assert old.metrics["max_logit_error"] > 0.0  # really another runtime's kernels
-    assert old.host_metrics["accuracy"] == Manifest.load(
-        smoke.bundle / "manifest.json").metrics["int8"]["accuracy"]
+    assert (
+        old.host_metrics["accuracy"]
+        == Manifest.load(smoke.bundle / "manifest.json").metrics["int8"]["accuracy"]
+    )
     Predictor(bundle).predict(["still a verified bundle"])  # files match the manifest
 
 
@@ -59,8 +64,14 @@ def test_two_checks_at_once_both_land_in_the_manifest(bundle, smoke):
     its probe meanwhile and must then wait for the bundle's lock: without it, it would
     write its check to the manifest the first has read, and the first's rename would
     drop it."""
-    check = ["verify-target", str(bundle), str(smoke.pipeline), "--python", sys.executable,
-             "--json"]
+    check = [
+        "verify-target",
+        str(bundle),
+        str(smoke.pipeline),
+        "--python",
+        sys.executable,
+        "--json",
+    ]
     with held_at("record", *check) as first:
         second = start(*check, "--path", str(OLD_ORT))
         try:
@@ -97,10 +108,16 @@ def test_another_pipeline_is_refused_by_its_held_out_fingerprint(bundle, tmp_pat
 
 
 def test_a_target_that_cannot_run_the_probe_is_one_line(bundle, smoke, tmp_path):
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "bare")],
-                   check=True)
-    result = run_cli("verify-target", str(bundle), str(smoke.pipeline),
-                     "--python", str(tmp_path / "bare" / "bin" / "python"))
+    subprocess.run(
+        [sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "bare")], check=True
+    )
+    result = run_cli(
+        "verify-target",
+        str(bundle),
+        str(smoke.pipeline),
+        "--python",
+        str(tmp_path / "bare" / "bin" / "python"),
+    )
     assert result.exit_code == 3, result.stderr
     assert "the target interpreter failed" in result.stderr and "numpy" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
@@ -109,12 +126,20 @@ def test_a_target_that_cannot_run_the_probe_is_one_line(bundle, smoke, tmp_path)
 def test_emulating_a_program_that_is_not_elf_is_exit_2(bundle, smoke, tmp_path):
     script = tmp_path / "python"
     script.write_text("#!/bin/sh\n")
-    result = run_cli("verify-target", str(bundle), str(smoke.pipeline), "--python",
-                     str(script), "--sysroot", str(tmp_path))
+    result = run_cli(
+        "verify-target",
+        str(bundle),
+        str(smoke.pipeline),
+        "--python",
+        str(script),
+        "--sysroot",
+        str(tmp_path),
+    )
     assert result.exit_code == 2 and "not an ELF executable" in result.stderr
 
 
 def test_a_python_that_does_not_exist_is_exit_2(bundle, smoke, tmp_path):
-    result = run_cli("verify-target", str(bundle), str(smoke.pipeline),
-                     "--python", str(tmp_path / "no-python"))
+    result = run_cli(
+        "verify-target", str(bundle), str(smoke.pipeline), "--python", str(tmp_path / "no-python")
+    )
     assert result.exit_code == 2 and "--python" in result.stderr

@@ -35,8 +35,20 @@ def test_retrain_from_a_bundle_with_fewer_epochs(tiny, tmp_path):
     bundle = tiny.bundle
     new_rows = tmp_path / "new.csv"
     new_rows.write_text("text,category\n" + "fresh and funny,fresh\nstale and dull,rotten\n" * 5)
-    result = run_cli("retrain", str(tiny.pipeline), "--add", str(new_rows), "--from",
-                     str(bundle), "--epochs", "1", "--output", str(tmp_path / "v2"), "--quiet", "--json")
+    result = run_cli(
+        "retrain",
+        str(tiny.pipeline),
+        "--add",
+        str(new_rows),
+        "--from",
+        str(bundle),
+        "--epochs",
+        "1",
+        "--output",
+        str(tmp_path / "v2"),
+        "--quiet",
+        "--json",
+    )
     assert result.exit_code == 0, result.stderr
     manifest = json.loads((tmp_path / "v2" / "manifest.json").read_text())
     assert manifest["training"]["warm_start"]["bundle"] == str(bundle)
@@ -48,8 +60,17 @@ def test_retrain_from_an_incompatible_bundle_is_refused(tiny, tmp_path):
     pipeline = write_pipeline(tmp_path, {"freeze": {"trainable_layers": 1}}, base=tiny.pipeline)
     new_rows = tmp_path / "new.csv"
     new_rows.write_text("text,category\nfresh and funny,fresh\n")
-    result = run_cli("retrain", str(pipeline), "--add", str(new_rows), "--from", str(bundle),
-                     "--output", str(tmp_path / "v2"), "--quiet")
+    result = run_cli(
+        "retrain",
+        str(pipeline),
+        "--add",
+        str(new_rows),
+        "--from",
+        str(bundle),
+        "--output",
+        str(tmp_path / "v2"),
+        "--quiet",
+    )
     assert result.exit_code == 2
     assert "top_k (trainable_layers=2)" in result.stderr, result.stderr
     assert "top_k (trainable_layers=1)" in result.stderr
@@ -60,8 +81,17 @@ def test_retrain_from_an_incompatible_bundle_is_refused(tiny, tmp_path):
 def test_retrain_from_a_folder_that_is_not_a_bundle_names_the_option(tmp_path):
     new_rows = tmp_path / "new.csv"
     new_rows.write_text("text,category\nfresh and funny,fresh\n")
-    result = run_cli("retrain", str(write_pipeline(tmp_path, {})), "--add", str(new_rows),
-                     "--from", str(tmp_path), "--output", str(tmp_path / "v2"), "--quiet")
+    result = run_cli(
+        "retrain",
+        str(write_pipeline(tmp_path, {})),
+        "--add",
+        str(new_rows),
+        "--from",
+        str(tmp_path),
+        "--output",
+        str(tmp_path / "v2"),
+        "--quiet",
+    )
     assert result.exit_code == 2
     assert result.stderr.startswith("edgefreeze: error: --from: ")
     assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "v2").exists()
@@ -77,7 +107,16 @@ def test_retrain_from_a_bundle_of_other_weights_is_refused(tiny, tmp_path):
     (copy / "manifest.json").write_text(json.dumps(manifest))
     new_rows = tmp_path / "new.csv"
     new_rows.write_text("text,category\nfresh and funny,fresh\n")
-    result = run_cli("retrain", str(tiny.pipeline), "--add", str(new_rows), "--from", str(copy),
-                     "--output", str(tmp_path / "v2"), "--quiet")
+    result = run_cli(
+        "retrain",
+        str(tiny.pipeline),
+        "--add",
+        str(new_rows),
+        "--from",
+        str(copy),
+        "--output",
+        str(tmp_path / "v2"),
+        "--quiet",
+    )
     assert result.exit_code == 2 and "another frozen stem" in result.stderr, result.stderr
     assert not (tmp_path / "v2").exists()

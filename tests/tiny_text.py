@@ -17,10 +17,19 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification
 
-SHAPE = {"num_hidden_layers": 6, "hidden_size": 64, "num_attention_heads": 4,
-         "intermediate_size": 128, "initializer_range": 0.3}
-TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json",
-                   "special_tokens_map.json")
+SHAPE = {
+    "num_hidden_layers": 6,
+    "hidden_size": 64,
+    "num_attention_heads": 4,
+    "intermediate_size": 128,
+    "initializer_range": 0.3,
+}
+TOKENIZER_FILES = (
+    "vocab.txt",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+)
 
 
 def minilm_folder() -> Path:
@@ -33,12 +42,16 @@ def tiny_minilm(folder: Path) -> Path:
     """Save the tiny six-layer BERT with MiniLM's tokenizer into `folder`."""
     source = minilm_folder()
     real = AutoConfig.from_pretrained(source)
-    config = AutoConfig.for_model("bert", vocab_size=real.vocab_size,
-                                  max_position_embeddings=real.max_position_embeddings,
-                                  **SHAPE)
+    config = AutoConfig.for_model(
+        "bert",
+        vocab_size=real.vocab_size,
+        max_position_embeddings=real.max_position_embeddings,
+        **SHAPE,
+    )
     torch.manual_seed(0)
     AutoModelForSequenceClassification.from_config(config).save_pretrained(
-        folder, safe_serialization=True)
+        folder, safe_serialization=True
+    )
     for name in TOKENIZER_FILES:
         shutil.copy(source / name, folder / name)
     return folder

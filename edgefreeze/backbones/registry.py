@@ -37,16 +37,20 @@ class Backbone:
     layers: ClassVar[str]
     modality: ClassVar[str] = "text"  # what the model reads: "text" or "image"
     fusion_type: ClassVar[str | None] = "bert"  # ONNX Runtime optimizer's model_type for
-                                                # fusion (None: nothing to fuse)
+    # fusion (None: nothing to fuse)
     int8_ops: ClassVar[tuple[str, ...]] = ("MatMul", "Attention")  # what int8 quantizes
     # Why prefix tuning's virtual tokens cannot join this family's layers (None: they can).
     no_virtual_tokens: ClassVar[str | None] = None
     # The linear modules of a layer by role, as paths inside the layer: what parameter-
     # efficient methods name as targets, whatever a family calls them.
     linears: ClassVar[dict[str, str]] = {
-        "query": "attention.self.query", "key": "attention.self.key",
-        "value": "attention.self.value", "attention_output": "attention.output.dense",
-        "intermediate": "intermediate.dense", "output": "output.dense"}
+        "query": "attention.self.query",
+        "key": "attention.self.key",
+        "value": "attention.self.value",
+        "attention_output": "attention.output.dense",
+        "intermediate": "intermediate.dense",
+        "output": "output.dense",
+    }
 
     def __init__(self, model: nn.Module, head: Head, head_rows: int | None) -> None:
         self.model = model
@@ -88,8 +92,9 @@ class Backbone:
             hidden = self.run_layer(layer, hidden, mask)
         return self.to_rows(hidden)
 
-    def top(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None,
-            boundary: int) -> torch.Tensor:
+    def top(
+        self, hidden: torch.Tensor, attention_mask: torch.Tensor | None, boundary: int
+    ) -> torch.Tensor:
         """The head's outputs from the hidden states at `boundary`.
 
         With boundary == depth only the head runs, and it reads the first `head_rows` rows,
@@ -133,28 +138,37 @@ class Backbone:
             split = self.top(hidden, self.rows_mask(inputs, hidden), boundary)
         error = float((whole - split).abs().max())
         if not error <= tolerance:
-            raise ConfigError(f"model: edgefreeze's {self.model.config.model_type} adapter does "
-                              f"not reproduce this checkpoint's outputs when split at layer "
-                              f"{boundary} (max error {error:.3g}); this variant of the "
-                              "architecture is not supported yet")
+            raise ConfigError(
+                f"model: edgefreeze's {self.model.config.model_type} adapter does "
+                f"not reproduce this checkpoint's outputs when split at layer "
+                f"{boundary} (max error {error:.3g}); this variant of the "
+                "architecture is not supported yet"
+            )
 
     def embed(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.embedding_module()(input_ids=inputs["input_ids"],
-                                       token_type_ids=inputs.get("token_type_ids"))
+        return self.embedding_module()(
+            input_ids=inputs["input_ids"], token_type_ids=inputs.get("token_type_ids")
+        )
 
-    def layer_mask(self, attention_mask: torch.Tensor | None,
-                   dtype: torch.dtype) -> torch.Tensor | None:
+    def layer_mask(
+        self, attention_mask: torch.Tensor | None, dtype: torch.dtype
+    ) -> torch.Tensor | None:
         """The mask the model's own forward would hand its layers."""
         config = self.model.config
-        if (config._attn_implementation == "sdpa"
-                and getattr(config, "position_embedding_type", "absolute") == "absolute"):
-            return _prepare_4d_attention_mask_for_sdpa(attention_mask, dtype,
-                                                       tgt_len=attention_mask.shape[1])
-        return self.model.get_extended_attention_mask(attention_mask, attention_mask.shape,
-                                                      dtype=dtype)
+        if (
+            config._attn_implementation == "sdpa"
+            and getattr(config, "position_embedding_type", "absolute") == "absolute"
+        ):
+            return _prepare_4d_attention_mask_for_sdpa(
+                attention_mask, dtype, tgt_len=attention_mask.shape[1]
+            )
+        return self.model.get_extended_attention_mask(
+            attention_mask, attention_mask.shape, dtype=dtype
+        )
 
-    def run_layer(self, layer: nn.Module, hidden: torch.Tensor,
-                  mask: torch.Tensor | None) -> torch.Tensor:
+    def run_layer(
+        self, layer: nn.Module, hidden: torch.Tensor, mask: torch.Tensor | None
+    ) -> torch.Tensor:
         return layer(hidden, attention_mask=mask)[0]
 
 
@@ -168,21 +182,30 @@ def backbone_for(model: nn.Module, task: Task) -> Backbone:
     supported families."""
     model_type = getattr(model.config, "model_type", None)
     if model_type in SHARED_LAYER_WEIGHTS:
-        raise ConfigError(f"model: {model_type} layers share one set of weights, so its top "
-                          "layers cannot train while the layers below stay frozen and cached; "
-                          f"choose a model of another family ({', '.join(FAMILIES.names())})")
+        raise ConfigError(
+            f"model: {model_type} layers share one set of weights, so its top "
+            "layers cannot train while the layers below stay frozen and cached; "
+            f"choose a model of another family ({', '.join(FAMILIES.names())})"
+        )
     family = FAMILIES.get(model_type)
     if family is None:
-        raise ConfigError(f"model: architecture {model_type!r} is not supported yet "
-                          f"(supported: {', '.join(FAMILIES.names())})")
+        raise ConfigError(
+            f"model: architecture {model_type!r} is not supported yet "
+            f"(supported: {', '.join(FAMILIES.names())})"
+        )
     head = task.heads.get(model_type)
     if head is None:
-        raise ConfigError(f"task: {task.name} has no head for architecture {model_type!r} "
-                          f"(it has: {', '.join(sorted(task.heads))})")
+        raise ConfigError(
+            f"task: {task.name} has no head for architecture {model_type!r} "
+            f"(it has: {', '.join(sorted(task.heads))})"
+        )
     return family(model, head, task.head_rows)
 
 
 def supported_model_types(modality: str | None = None) -> list[str]:
     """The registered families, or those reading `modality` ("text", "image")."""
-    return [name for name in FAMILIES.names()
-            if modality is None or FAMILIES.get(name).modality == modality]
+    return [
+        name
+        for name in FAMILIES.names()
+        if modality is None or FAMILIES.get(name).modality == modality
+    ]

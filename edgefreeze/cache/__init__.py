@@ -15,8 +15,12 @@ from edgefreeze.schema import CacheSpec
 __all__ = ["ActivationStore", "CacheStats", "cache_root", "describe_keyset", "fetch_activations"]
 
 
-def cache_root(option: str | Path | None, settings: CacheSpec | None,
-               resolve: Callable[[str], Path], enabled: bool | None = None) -> Path | None:
+def cache_root(
+    option: str | Path | None,
+    settings: CacheSpec | None,
+    resolve: Callable[[str], Path],
+    enabled: bool | None = None,
+) -> Path | None:
     """Where the cache lives: --cache-dir, else $EDGEFREEZE_CACHE_DIR, else the pipeline's
     cache.dir, else $XDG_CACHE_HOME/edgefreeze (~/.cache/edgefreeze). A setting that
     names a file (or a path under one) is exit 2, naming the setting. None when the cache
@@ -29,8 +33,9 @@ def cache_root(option: str | Path | None, settings: CacheSpec | None,
     if option:
         return _folder(Path(option).expanduser(), "--cache-dir")
     if os.environ.get("EDGEFREEZE_CACHE_DIR"):
-        return _folder(Path(os.environ["EDGEFREEZE_CACHE_DIR"]).expanduser(),
-                       "EDGEFREEZE_CACHE_DIR")
+        return _folder(
+            Path(os.environ["EDGEFREEZE_CACHE_DIR"]).expanduser(), "EDGEFREEZE_CACHE_DIR"
+        )
     if pipeline_dir:
         return _folder(resolve(pipeline_dir), "the pipeline's cache.dir")
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
@@ -43,7 +48,9 @@ def _folder(path: Path, setting: str) -> Path:
         if existing.exists() or existing.is_symlink():
             if not existing.is_dir():
                 what = "is" if existing == path else f"is under {existing}, which is"
-                raise ConfigError(f"{setting}: {path} {what} a file, not a folder; the "
-                                  "activation cache must be a folder")
+                raise ConfigError(
+                    f"{setting}: {path} {what} a file, not a folder; the "
+                    "activation cache must be a folder"
+                )
             break
     return path

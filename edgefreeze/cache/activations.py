@@ -40,9 +40,15 @@ def stem_batch_size(device: torch.device) -> int:
     return 256 if device.type == "cuda" else 64
 
 
-def fetch_activations(store: ActivationStore, keys: list[str], encoded: ModelInputs,
-                      backbone: Backbone, plan: FreezePlan, ctx: RunContext,
-                      desc: str = "cache") -> tuple[list[np.ndarray], CacheStats]:
+def fetch_activations(
+    store: ActivationStore,
+    keys: list[str],
+    encoded: ModelInputs,
+    backbone: Backbone,
+    plan: FreezePlan,
+    ctx: RunContext,
+    desc: str = "cache",
+) -> tuple[list[np.ndarray], CacheStats]:
     """Per example (named by its content key), its (rows, hidden) stem activation at the
     plan's boundary: every token's row, or only the rows the top reads (`kept_rows`).
     What the store lacks (or holds corrupt) is computed, `stem_batch_size` examples per
@@ -86,32 +92,32 @@ class _Fill:
         if bad:
             self.store.forget(bad)
             self.stats.corrupt = len(bad)
-            self.ctx.reporter.info(f"  cache: {len(bad)} corrupt entries dropped, "
-                                   "recomputing them")
+            self.ctx.reporter.info(f"  cache: {len(bad)} corrupt entries dropped, recomputing them")
         self.store.touch(list(loaded))
         return loaded
 
-    def computed(self, keys: list[str], encoded: ModelInputs, todo: list[int],
-                 desc: str) -> dict[str, np.ndarray]:
+    def computed(
+        self, keys: list[str], encoded: ModelInputs, todo: list[int], desc: str
+    ) -> dict[str, np.ndarray]:
         """The stem's activations of the examples at `todo`, shortest first, written to
         the store a shard at a time."""
         lengths, device = encoded.lengths(), self.ctx.device
         todo = sorted(todo, key=lambda i: lengths[i])
         size = stem_batch_size(device)
-        batches = [todo[s:s + size] for s in range(0, len(todo), size)]
+        batches = [todo[s : s + size] for s in range(0, len(todo), size)]
         computed: dict[str, np.ndarray] = {}
         pending: list[tuple[str, np.ndarray]] = []
-        for indices in self.ctx.reporter.progress(batches, total=len(batches), desc=desc) \
-                if batches else ():
-            inputs = {k: torch.from_numpy(v).to(device)
-                      for k, v in encoded.batch(indices).items()}
+        for indices in (
+            self.ctx.reporter.progress(batches, total=len(batches), desc=desc) if batches else ()
+        ):
+            inputs = {k: torch.from_numpy(v).to(device) for k, v in encoded.batch(indices).items()}
             with torch.inference_mode(), evaluating(self.backbone.model), exact_fp32():
                 hidden = self.backbone.stem(inputs, self.plan.boundary)
                 rows = self.backbone.rows_mask(inputs, hidden).sum(dim=1).tolist()
                 values = hidden.float().cpu().numpy()
             kept = self.plan.kept_rows
             for row, index in enumerate(indices):
-                array = values[row, :min(rows[row], kept or rows[row])].astype(self.store.dtype)
+                array = values[row, : min(rows[row], kept or rows[row])].astype(self.store.dtype)
                 computed[keys[index]] = array
                 pending.append((keys[index], array))
             if len(pending) >= SHARD_EXAMPLES:

@@ -37,8 +37,19 @@ from edgefreeze.errors import CacheError, ConfigError
 
 ORPHAN_GRACE_S = 3600  # an unindexed shard younger than this may belong to a running build
 COMPACT_BELOW = 0.5  # rewrite a shard once less than this share of its bytes is live
-UNITS = {"": 1, "b": 1, "k": 1e3, "kb": 1e3, "m": 1e6, "mb": 1e6, "g": 1e9, "gb": 1e9,
-         "kib": 2**10, "mib": 2**20, "gib": 2**30}
+UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1e3,
+    "kb": 1e3,
+    "m": 1e6,
+    "mb": 1e6,
+    "g": 1e9,
+    "gb": 1e9,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+}
 
 
 def parse_size(text: str) -> int:
@@ -69,8 +80,11 @@ def _shards(folder: Path) -> list[Path]:
     """The shard files in a key-set folder: only names the store writes, plain files."""
     if not folder.is_dir() or folder.is_symlink():
         return []
-    return [path for path in folder.iterdir()
-            if SHARD_NAME.fullmatch(path.name) and path.is_file() and not path.is_symlink()]
+    return [
+        path
+        for path in folder.iterdir()
+        if SHARD_NAME.fullmatch(path.name) and path.is_file() and not path.is_symlink()
+    ]
 
 
 def _keyset_folder(root: Path, keyset: str) -> Path | None:
@@ -92,16 +106,25 @@ class _Keyset:
 
 def _keysets(db: sqlite3.Connection) -> dict[str, _Keyset]:
     """Every key set of the index, oldest first."""
-    return {keyset: _Keyset(description, dtype, width * DTYPES[dtype].itemsize)
-            for keyset, description, dtype, width in db.execute(
-                "SELECT keyset, description, dtype, width FROM keysets ORDER BY created")}
+    return {
+        keyset: _Keyset(description, dtype, width * DTYPES[dtype].itemsize)
+        for keyset, description, dtype, width in db.execute(
+            "SELECT keyset, description, dtype, width FROM keysets ORDER BY created"
+        )
+    }
 
 
 def stats(root: Path) -> dict:
     """Entries and bytes per key set, and what each key set stands for. Read-only: works
     on a cache the user cannot write, and creates nothing where there is no cache."""
-    result = {"dir": str(root), "exists": root.is_dir(), "keysets": [], "entries": 0,
-              "bytes": 0, "disk_bytes": 0}
+    result = {
+        "dir": str(root),
+        "exists": root.is_dir(),
+        "keysets": [],
+        "entries": 0,
+        "bytes": 0,
+        "disk_bytes": 0,
+    }
     with _problems(root):
         db = read_index(root)
         if db is None:
@@ -111,19 +134,31 @@ def stats(root: Path) -> dict:
             for keyset, info in _keysets(db).items():
                 entries, rows, last_used = db.execute(
                     "SELECT COUNT(*), COALESCE(SUM(rows), 0), MAX(last_used) FROM entries "
-                    "WHERE keyset = ?", (keyset,)).fetchone()
+                    "WHERE keyset = ?",
+                    (keyset,),
+                ).fetchone()
                 folder = _keyset_folder(root, keyset)
                 disk = sum(p.stat().st_size for p in _shards(folder)) if folder else 0
-                keysets.append({"keyset": keyset, "description": json.loads(info.description),
-                                "dtype": info.dtype, "entries": entries,
-                                "bytes": int(rows) * info.row_bytes,
-                                "disk_bytes": disk, "last_used": last_used})
+                keysets.append(
+                    {
+                        "keyset": keyset,
+                        "description": json.loads(info.description),
+                        "dtype": info.dtype,
+                        "entries": entries,
+                        "bytes": int(rows) * info.row_bytes,
+                        "disk_bytes": disk,
+                        "last_used": last_used,
+                    }
+                )
         finally:
             db.close()
-    return {**result, "keysets": keysets,
-            "entries": sum(k["entries"] for k in keysets),
-            "bytes": sum(k["bytes"] for k in keysets),
-            "disk_bytes": sum(k["disk_bytes"] for k in keysets)}
+    return {
+        **result,
+        "keysets": keysets,
+        "entries": sum(k["entries"] for k in keysets),
+        "bytes": sum(k["bytes"] for k in keysets),
+        "disk_bytes": sum(k["disk_bytes"] for k in keysets),
+    }
 
 
 def verify(root: Path) -> dict:
@@ -138,7 +173,8 @@ def verify(root: Path) -> dict:
             keysets = _keysets(db)
             maps: dict[Path, np.ndarray | None] = {}
             for keyset, key, shard, offset, rows, digest in db.execute(
-                    "SELECT keyset, key, shard, offset, rows, checksum FROM entries").fetchall():
+                "SELECT keyset, key, shard, offset, rows, checksum FROM entries"
+            ).fetchall():
                 checked += 1
                 folder = _keyset_folder(root, keyset)
                 if keyset not in keysets or folder is None or not SHARD_NAME.fullmatch(shard):
@@ -146,12 +182,18 @@ def verify(root: Path) -> dict:
                     continue
                 path = folder / shard
                 if path not in maps:
-                    maps[path] = np.memmap(path, dtype=np.uint8, mode="r") if path.is_file() \
-                        and path.stat().st_size else None
+                    maps[path] = (
+                        np.memmap(path, dtype=np.uint8, mode="r")
+                        if path.is_file() and path.stat().st_size
+                        else None
+                    )
                 data = maps[path]
                 size = rows * keysets[keyset].row_bytes
-                if data is None or offset + size > data.size or \
-                        checksum(data[offset:offset + size]) != digest:
+                if (
+                    data is None
+                    or offset + size > data.size
+                    or checksum(data[offset : offset + size]) != digest
+                ):
                     bad.append((keyset, key))
         finally:
             db.close()
@@ -173,8 +215,12 @@ def prune(root: Path, older_than_days: float | None, max_bytes: int | None) -> d
     before = stats(root)["disk_bytes"]
     with _problems(root):
         removed = _prune(root, older_than_days, max_bytes)
-    return {"dir": str(root), "removed": removed, "disk_bytes_before": before,
-            "disk_bytes_after": stats(root)["disk_bytes"]}
+    return {
+        "dir": str(root),
+        "removed": removed,
+        "disk_bytes_before": before,
+        "disk_bytes_after": stats(root)["disk_bytes"],
+    }
 
 
 def _prune(root: Path, older_than_days: float | None, max_bytes: int | None) -> int:
@@ -185,12 +231,12 @@ def _prune(root: Path, older_than_days: float | None, max_bytes: int | None) -> 
         with db:
             if older_than_days is not None:
                 cutoff = time.time() - older_than_days * 86400
-                removed += db.execute("DELETE FROM entries WHERE last_used < ?",
-                                      (cutoff,)).rowcount
+                removed += db.execute("DELETE FROM entries WHERE last_used < ?", (cutoff,)).rowcount
             if max_bytes is not None:
                 sizes = {k: info.row_bytes for k, info in _keysets(db).items()}
-                entries = db.execute("SELECT keyset, key, rows FROM entries "
-                                     "ORDER BY last_used DESC").fetchall()
+                entries = db.execute(
+                    "SELECT keyset, key, rows FROM entries ORDER BY last_used DESC"
+                ).fetchall()
                 total, doomed = 0, []
                 for keyset, key, rows in entries:
                     total += rows * sizes.get(keyset, 0)
@@ -209,8 +255,13 @@ def clear(root: Path) -> dict:
     (the folders too once empty). Anything else in the folder is left where it is, and
     a folder without an index that holds anything else is refused: it is not a cache.
     Works on a corrupt index, which is how one recovers from one."""
-    result = {"dir": str(root), "exists": root.is_dir(), "freed_bytes": 0, "removed_files": 0,
-              "left": []}
+    result = {
+        "dir": str(root),
+        "exists": root.is_dir(),
+        "freed_bytes": 0,
+        "removed_files": 0,
+        "left": [],
+    }
     if not root.exists() and not root.is_symlink():
         return result
     with _problems(root):
@@ -226,13 +277,17 @@ def clear(root: Path) -> dict:
             else:
                 foreign.append(child)
         if foreign and not (root / INDEX).is_file():
-            raise CacheError(f"{root} does not look like an edgefreeze cache (no {INDEX}, and "
-                             f"{len(foreign)} item(s) of something else, such as "
-                             f"{foreign[0].name!r}); not clearing it")
+            raise CacheError(
+                f"{root} does not look like an edgefreeze cache (no {INDEX}, and "
+                f"{len(foreign)} item(s) of something else, such as "
+                f"{foreign[0].name!r}); not clearing it"
+            )
         for folder in [root, *folders]:  # fail before deleting anything, not half-way
             if not os.access(folder, os.W_OK | os.X_OK):
-                raise CacheError(f"{folder}: cannot delete files in it (permission denied); "
-                                 f"check the permissions of the activation cache {root}")
+                raise CacheError(
+                    f"{folder}: cannot delete files in it (permission denied); "
+                    f"check the permissions of the activation cache {root}"
+                )
         freed = removed = 0
         for folder in folders:
             for shard in _shards(folder):
@@ -250,8 +305,12 @@ def clear(root: Path) -> dict:
             freed += path.stat().st_size
             path.unlink()
             removed += 1
-    return {**result, "freed_bytes": freed, "removed_files": removed,
-            "left": [str(path.relative_to(root)) for path in foreign]}
+    return {
+        **result,
+        "freed_bytes": freed,
+        "removed_files": removed,
+        "left": [str(path.relative_to(root)) for path in foreign],
+    }
 
 
 def _indexed_keysets(root: Path) -> set[str]:
@@ -278,32 +337,40 @@ def _reclaim(root: Path, db, indexed: set[tuple[str, str]]) -> None:
         if folder is None or not folder.is_dir():
             continue
         item = info.row_bytes
-        live = dict(db.execute("SELECT shard, SUM(rows) FROM entries WHERE keyset = ? "
-                               "GROUP BY shard", (keyset,)).fetchall())
+        live = dict(
+            db.execute(
+                "SELECT shard, SUM(rows) FROM entries WHERE keyset = ? GROUP BY shard", (keyset,)
+            ).fetchall()
+        )
         for path in _shards(folder):
             size = path.stat().st_size
             if path.name not in live:
-                if (keyset, path.name) in indexed or size == 0 or \
-                        time.time() - path.stat().st_mtime > ORPHAN_GRACE_S:
+                if (
+                    (keyset, path.name) in indexed
+                    or size == 0
+                    or time.time() - path.stat().st_mtime > ORPHAN_GRACE_S
+                ):
                     path.unlink()
             elif live[path.name] * item < COMPACT_BELOW * size:
                 _compact(db, folder, keyset, path, item)
 
 
 def _compact(db, folder: Path, keyset: str, path: Path, item: int) -> None:
-    rows = db.execute("SELECT key, offset, rows FROM entries WHERE keyset = ? AND shard = ?",
-                      (keyset, path.name)).fetchall()
+    rows = db.execute(
+        "SELECT key, offset, rows FROM entries WHERE keyset = ? AND shard = ?", (keyset, path.name)
+    ).fetchall()
     data = path.read_bytes()
     new_name = f"{uuid.uuid4().hex}.bin"
     updates, offset = [], 0
     with open(folder / new_name, "wb") as handle:
         for key, old_offset, count in rows:
-            handle.write(data[old_offset:old_offset + count * item])
+            handle.write(data[old_offset : old_offset + count * item])
             updates.append((new_name, offset, keyset, key))
             offset += count * item
         handle.flush()
         os.fsync(handle.fileno())
     with db:
-        db.executemany("UPDATE entries SET shard = ?, offset = ? WHERE keyset = ? AND key = ?",
-                       updates)
+        db.executemany(
+            "UPDATE entries SET shard = ?, offset = ? WHERE keyset = ? AND key = ?", updates
+        )
     path.unlink()

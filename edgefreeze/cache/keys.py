@@ -22,10 +22,15 @@ from edgefreeze.freeze import FreezePlan
 FORMAT_VERSION = 2
 
 
-def describe_keyset(frozen_sha256: str, backbone: Backbone,
-                    processor: PreTrainedTokenizerBase | BaseImageProcessor,
-                    task: str, max_length: int, plan: FreezePlan,
-                    dtype: str) -> tuple[str, dict]:
+def describe_keyset(
+    frozen_sha256: str,
+    backbone: Backbone,
+    processor: PreTrainedTokenizerBase | BaseImageProcessor,
+    task: str,
+    max_length: int,
+    plan: FreezePlan,
+    dtype: str,
+) -> tuple[str, dict]:
     """(key set digest, its human-readable description); `frozen_sha256` digests every
     frozen tensor, the stem's among them (`edgefreeze.freeze.frozen_digest`)."""
     description = {
@@ -48,7 +53,11 @@ def describe_keyset(frozen_sha256: str, backbone: Backbone,
 def processor_digest(processor: PreTrainedTokenizerBase | BaseImageProcessor) -> dict[str, str]:
     """The tokenizer's full state, or the image processor's settings, as a digest."""
     if isinstance(processor, PreTrainedTokenizerBase):
-        return {"tokenizer_sha256": hashlib.sha256(
-            processor.backend_tokenizer.to_str().encode()).hexdigest()}
-    return {"image_processor_sha256": hashlib.sha256(
-        processor.to_json_string().encode()).hexdigest()}
+        return {
+            "tokenizer_sha256": hashlib.sha256(
+                processor.backend_tokenizer.to_str().encode()
+            ).hexdigest()
+        }
+    return {
+        "image_processor_sha256": hashlib.sha256(processor.to_json_string().encode()).hexdigest()
+    }

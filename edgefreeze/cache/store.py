@@ -24,6 +24,7 @@ SHARD_NAME; `edgefreeze cache clear` and `prune` never touch anything else.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -92,9 +93,10 @@ class ActivationStore:
         try:
             self.db = open_index(self.root)
             with self.db:
-                self.db.execute("INSERT OR IGNORE INTO keysets VALUES (?, ?, ?, ?, ?)",
-                                (keyset, json.dumps(description, sort_keys=True), dtype, width,
-                                 time.time()))
+                self.db.execute(
+                    "INSERT OR IGNORE INTO keysets VALUES (?, ?, ?, ?, ?)",
+                    (keyset, json.dumps(description, sort_keys=True), dtype, width, time.time()),
+                )
             self.folder.mkdir(exist_ok=True)
         except (sqlite3.Error, OSError) as exc:
             self._give_up(exc)
@@ -112,10 +114,8 @@ class ActivationStore:
         if self.problem is None:
             self.problem = str(cache_problem(self.root, exc))
         if self.db is not None:
-            try:
+            with contextlib.suppress(sqlite3.Error):
                 self.db.close()
-            except sqlite3.Error:
-                pass
             self.db = None
 
     def lookup(self, keys: Iterable[str]) -> dict[str, Entry]:
@@ -125,11 +125,13 @@ class ActivationStore:
         unique = list(dict.fromkeys(keys))
         try:
             for start in range(0, len(unique), 900):  # SQLite's bound-parameter limit
-                chunk = unique[start:start + 900]
+                chunk = unique[start : start + 900]
                 marks = ",".join("?" * len(chunk))
                 rows = self.db.execute(
                     f"SELECT key, shard, offset, rows, checksum FROM entries "
-                    f"WHERE keyset = ? AND key IN ({marks})", (self.keyset, *chunk))
+                    f"WHERE keyset = ? AND key IN ({marks})",
+                    (self.keyset, *chunk),
+                )
                 found.update({row[0]: Entry(*row) for row in rows})
         except sqlite3.Error as exc:
             self._give_up(exc)
@@ -142,7 +144,7 @@ class ActivationStore:
         start = entry.offset // self.dtype.itemsize
         if shard is None or entry.offset % self.dtype.itemsize or start + count > shard.size:
             return None
-        array = shard[start:start + count]
+        array = shard[start : start + count]
         if checksum(array) != entry.checksum:
             return None
         return array.reshape(entry.rows, self.width)
@@ -152,8 +154,10 @@ class ActivationStore:
             return
         try:
             with self.db:
-                self.db.executemany("DELETE FROM entries WHERE keyset = ? AND key = ?",
-                                    [(self.keyset, key) for key in keys])
+                self.db.executemany(
+                    "DELETE FROM entries WHERE keyset = ? AND key = ?",
+                    [(self.keyset, key) for key in keys],
+                )
         except sqlite3.Error as exc:
             self._give_up(exc)
 
@@ -165,7 +169,8 @@ class ActivationStore:
             with self.db:
                 self.db.executemany(
                     "UPDATE entries SET last_used = ? WHERE keyset = ? AND key = ?",
-                    [(now, self.keyset, key) for key in keys])
+                    [(now, self.keyset, key) for key in keys],
+                )
         except sqlite3.Error as exc:
             self._give_up(exc)
 
@@ -181,8 +186,10 @@ class ActivationStore:
         for key, array in items:
             data = np.ascontiguousarray(array, dtype=self.dtype)
             if data.ndim != 2 or data.shape[1] != self.width:
-                raise ValueError(f"activation {key}: shape {data.shape}, but this key set "
-                                 f"stores (rows, {self.width}) arrays")
+                raise ValueError(
+                    f"activation {key}: shape {data.shape}, but this key set "
+                    f"stores (rows, {self.width}) arrays"
+                )
             arrays.append(data)
             rows.append((self.keyset, key, shard, offset, data.shape[0], checksum(data), now, now))
             offset += data.nbytes
@@ -194,12 +201,11 @@ class ActivationStore:
                 os.fsync(handle.fileno())
             with self.db:
                 self.db.executemany(
-                    "INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                    "INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows
+                )
         except (sqlite3.Error, OSError) as exc:
-            try:  # unindexed bytes would only be reclaimed by a later prune
+            with contextlib.suppress(OSError):  # unindexed bytes: reclaimed by a later prune
                 (self.folder / shard).unlink(missing_ok=True)
-            except OSError:
-                pass
             self._give_up(exc)
             return 0
         return offset
@@ -273,23 +279,30 @@ def cache_problem(root: Path, exc: BaseException) -> CacheError:
     if isinstance(exc, sqlite3.Error):
         code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
         if code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
-            return CacheError(f"{index}: the activation cache's index is corrupt ({exc}); "
-                              f"run `edgefreeze cache clear --cache-dir {where}` to reset it")
+            return CacheError(
+                f"{index}: the activation cache's index is corrupt ({exc}); "
+                f"run `edgefreeze cache clear --cache-dir {where}` to reset it"
+            )
         if code in (sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_PERM):
-            return CacheError(f"{index}: cannot open or write the activation cache's index "
-                              f"({exc}); check that {root} is a folder you may write to")
+            return CacheError(
+                f"{index}: cannot open or write the activation cache's index "
+                f"({exc}); check that {root} is a folder you may write to"
+            )
         if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
-            return CacheError(f"{index}: the activation cache is locked by another process "
-                              f"({exc}); try again when it has finished", exit_code=3)
+            return CacheError(
+                f"{index}: the activation cache is locked by another process "
+                f"({exc}); try again when it has finished",
+                exit_code=3,
+            )
         return CacheError(f"{index}: {type(exc).__name__}: {exc}", exit_code=3)
     if isinstance(exc, OSError):
         path = exc.filename or root
         reason = exc.strerror or str(exc)
         if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-            return CacheError(f"{path}: {reason}; check the permissions of the activation "
-                              f"cache {root}")
+            return CacheError(
+                f"{path}: {reason}; check the permissions of the activation cache {root}"
+            )
         if exc.errno in (errno.ENOTDIR, errno.EEXIST):
             return CacheError(f"{path}: {reason}; the activation cache {root} must be a folder")
         return CacheError(f"{path}: {reason}", exit_code=3)
     return CacheError(f"{root}: {type(exc).__name__}: {exc}", exit_code=3)
-

@@ -20,9 +20,9 @@ from edgefreeze.progress import Reporter
 @dataclass(frozen=True)
 class RunContext:
     """Args:
-        reporter: progress and messages (quiet on every process but the leader).
-        device: where the model trains and PyTorch's reference outputs are computed.
-        world: this process among those torchrun started (a world of one otherwise).
+    reporter: progress and messages (quiet on every process but the leader).
+    device: where the model trains and PyTorch's reference outputs are computed.
+    world: this process among those torchrun started (a world of one otherwise).
     """
 
     reporter: Reporter
@@ -34,8 +34,9 @@ class RunContext:
         """Resolve the device and join the process world; followers report nothing."""
         device = resolve_device(requested_device)
         world = join_world(device)
-        return cls(reporter=reporter if world.leader else Reporter(quiet=True),
-                   device=device, world=world)
+        return cls(
+            reporter=reporter if world.leader else Reporter(quiet=True), device=device, world=world
+        )
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
@@ -48,8 +49,9 @@ class RunContext:
                 yield
             except ValidationError as exc:
                 problems = "; ".join(
-                    f"{'.'.join(str(part) for part in (exc.title, *error['loc']))}: "
-                    f"{error['msg']}" for error in exc.errors())
+                    f"{'.'.join(str(part) for part in (exc.title, *error['loc']))}: {error['msg']}"
+                    for error in exc.errors()
+                )
                 raise EdgefreezeError(
                     f"the {name} stage's record does not fit the manifest's schema: "
                     f"{problems} (a bug in edgefreeze or in a registered task or plan)"

@@ -36,7 +36,7 @@ class World:
 
     def share(self, items: Sequence) -> list:
         """This process's share of `items`: every size-th one, from its rank."""
-        return list(items[self.rank::self.size])
+        return list(items[self.rank :: self.size])
 
     def wait(self) -> None:
         """Until every process has got here (the cache is filled, say)."""

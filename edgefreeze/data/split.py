@@ -11,8 +11,9 @@ from collections.abc import Sequence
 import numpy as np
 
 
-def split_indices(n_rows: int, fractions: Sequence[float], seed: int,
-                  groups: Sequence[object] | None = None) -> list[list[int]]:
+def split_indices(
+    n_rows: int, fractions: Sequence[float], seed: int, groups: Sequence[object] | None = None
+) -> list[list[int]]:
     """Split row indices into len(fractions) + 1 parts; the last part takes the rest.
 
     Whole groups are dealt out in a seeded random order until each part holds at least its

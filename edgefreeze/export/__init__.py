@@ -39,10 +39,15 @@ def _example(loaded: LoadedModel, encoded: ModelInputs) -> dict[str, torch.Tenso
     model takes (real token lengths could be too short for the sequence axis); for
     images, two real images' pixels."""
     if encoded.sequential:
-        return {name: torch.ones(2, 16, dtype=torch.long) for name in TOKEN_INPUTS
-                if name in loaded.processor.model_input_names}
-    return {name: torch.from_numpy(values)
-            for name, values in encoded.batch([0, min(1, len(encoded) - 1)]).items()}
+        return {
+            name: torch.ones(2, 16, dtype=torch.long)
+            for name in TOKEN_INPUTS
+            if name in loaded.processor.model_input_names
+        }
+    return {
+        name: torch.from_numpy(values)
+        for name, values in encoded.batch([0, min(1, len(encoded) - 1)]).items()
+    }
 
 
 def write_model_files(loaded: LoadedModel, label_names: list[str], folder: Path) -> None:
@@ -52,8 +57,7 @@ def write_model_files(loaded: LoadedModel, label_names: list[str], folder: Path)
     config = copy.deepcopy(loaded.model.config)
     config.architectures = [type(loaded.model).__name__]
     config.save_pretrained(folder)
-    (folder / LABELS).write_text(
-        json.dumps({"id2label": dict(enumerate(label_names))}, indent=2))
+    (folder / LABELS).write_text(json.dumps({"id2label": dict(enumerate(label_names))}, indent=2))
 
 
 @dataclass(frozen=True)
@@ -66,8 +70,15 @@ class Exported:
     records: dict[str, ExportRecord]  # per exported form: the manifest's `export`
 
 
-def export_models(loaded: LoadedModel, plan: FreezePlan, task: Task, forms: list[ModelForm],
-                  folder: Path, opset: int, encoded: ModelInputs) -> Exported:
+def export_models(
+    loaded: LoadedModel,
+    plan: FreezePlan,
+    task: Task,
+    forms: list[ModelForm],
+    folder: Path,
+    opset: int,
+    encoded: ModelInputs,
+) -> Exported:
     """Write the exported (fp32) ones of `forms` into `folder`: the whole model with
     Optimum's exporter, the stem + top pair with torch's (traced on `encoded`'s inputs).
     A parameter-efficient method's weights are merged first, into a copy: the trained
@@ -77,10 +88,11 @@ def export_models(loaded: LoadedModel, plan: FreezePlan, task: Task, forms: list
     for form in (form for form in forms if form.source is None):
         paths = files[form.name] = [folder / name for name in form.files]
         if form.split:
-            records[form.name] = export_split(loaded.backbone, plan,
-                                              _example(loaded, encoded), encoded.sequential,
-                                              *paths, opset)
+            records[form.name] = export_split(
+                loaded.backbone, plan, _example(loaded, encoded), encoded.sequential, *paths, opset
+            )
         else:
-            records[form.name] = export_onnx(loaded.model, paths[0], opset, task.export_task,
-                                             encoded.sequential)
+            records[form.name] = export_onnx(
+                loaded.model, paths[0], opset, task.export_task, encoded.sequential
+            )
     return Exported(folder=folder, forms=forms, files=files, records=records)

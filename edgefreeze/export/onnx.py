@@ -22,8 +22,9 @@ from edgefreeze.freeze import FreezePlan
 from edgefreeze.runtime.manifest import ExportRecord
 
 
-def export_onnx(model: torch.nn.Module, destination: Path, opset: int, task: str,
-                sequential: bool) -> ExportRecord:
+def export_onnx(
+    model: torch.nn.Module, destination: Path, opset: int, task: str, sequential: bool
+) -> ExportRecord:
     """Write `model` as a single fp32 ONNX file at `destination`; `task` is Optimum's name
     for what the model's head does (it picks the inputs, outputs and dynamic axes:
     batch, and sequence for `sequential` inputs such as tokens; images have none)."""
@@ -34,12 +35,15 @@ def export_onnx(model: torch.nn.Module, destination: Path, opset: int, task: str
         logging.getLogger(name).setLevel(logging.ERROR)
     with tempfile.TemporaryDirectory(dir=destination.parent) as scratch, warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        onnx_export_from_model(model, output=Path(scratch), task=task, opset=opset,
-                               do_validation=False)
+        onnx_export_from_model(
+            model, output=Path(scratch), task=task, opset=opset, do_validation=False
+        )
         shutil.move(str(Path(scratch) / "model.onnx"), destination)
-    return ExportRecord(exporter="optimum.exporters.onnx", opset=opset,
-                        dynamic_axes=["batch_size", "sequence_length"] if sequential
-                        else ["batch_size"])
+    return ExportRecord(
+        exporter="optimum.exporters.onnx",
+        opset=opset,
+        dynamic_axes=["batch_size", "sequence_length"] if sequential else ["batch_size"],
+    )
 
 
 class _Stem(torch.nn.Module):
@@ -51,14 +55,20 @@ class _Stem(torch.nn.Module):
         self.model = backbone.model  # registered, so export sees its weights
         self.run_stem = lambda inputs: backbone.stem(inputs, boundary)
 
-    def forward(self, input_ids: torch.Tensor | None = None,
-                attention_mask: torch.Tensor | None = None,
-                token_type_ids: torch.Tensor | None = None,
-                pixel_values: torch.Tensor | None = None) -> torch.Tensor:
-        inputs = {"input_ids": input_ids, "attention_mask": attention_mask,
-                  "token_type_ids": token_type_ids, "pixel_values": pixel_values}
-        return self.run_stem({name: value for name, value in inputs.items()
-                              if value is not None})
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        inputs = {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "token_type_ids": token_type_ids,
+            "pixel_values": pixel_values,
+        }
+        return self.run_stem({name: value for name, value in inputs.items() if value is not None})
 
 
 class _Top(torch.nn.Module):
@@ -70,14 +80,21 @@ class _Top(torch.nn.Module):
         self.model = backbone.model
         self.run_top = lambda hidden, mask: backbone.top(hidden, mask, boundary)
 
-    def forward(self, hidden: torch.Tensor,
-                attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, hidden: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         return self.run_top(hidden, attention_mask)
 
 
-def export_split(backbone: Backbone, plan: FreezePlan, example: dict[str, torch.Tensor],
-                 sequential: bool, stem_path: Path, top_path: Path,
-                 opset: int) -> ExportRecord:
+def export_split(
+    backbone: Backbone,
+    plan: FreezePlan,
+    example: dict[str, torch.Tensor],
+    sequential: bool,
+    stem_path: Path,
+    top_path: Path,
+    opset: int,
+) -> ExportRecord:
     """Write the frozen stem and the trainable top as two ONNX graphs, for delta updates:
     retraining never changes the stem's weights, so its file stays byte-identical and a
     device that has it downloads only the top.
@@ -98,19 +115,35 @@ def export_split(backbone: Backbone, plan: FreezePlan, example: dict[str, torch.
     top_names = ["hidden", "attention_mask"] if sequential else ["hidden"]
     with warnings.catch_warnings(), _quiet_torch_onnx():
         warnings.simplefilter("ignore")
-        torch.onnx.export(_Stem(backbone, boundary), (), str(stem_path), kwargs=example,
-                          input_names=names, output_names=["hidden"],
-                          dynamic_shapes={name: axes for name in names},
-                          opset_version=opset, dynamo=True, external_data=False,
-                          verbose=False)
-        torch.onnx.export(_Top(backbone, boundary), top_args, str(top_path),
-                          input_names=top_names, output_names=["logits"],
-                          dynamic_shapes=tuple(axes for _ in top_args),
-                          opset_version=opset, dynamo=True, external_data=False,
-                          verbose=False)
+        torch.onnx.export(
+            _Stem(backbone, boundary),
+            (),
+            str(stem_path),
+            kwargs=example,
+            input_names=names,
+            output_names=["hidden"],
+            dynamic_shapes={name: axes for name in names},
+            opset_version=opset,
+            dynamo=True,
+            external_data=False,
+            verbose=False,
+        )
+        torch.onnx.export(
+            _Top(backbone, boundary),
+            top_args,
+            str(top_path),
+            input_names=top_names,
+            output_names=["logits"],
+            dynamic_shapes=tuple(axes for _ in top_args),
+            opset_version=opset,
+            dynamo=True,
+            external_data=False,
+            verbose=False,
+        )
     model.eval()
-    return ExportRecord(exporter="torch.onnx.export(dynamo=True)", opset=opset,
-                        boundary=boundary, stem_inputs=names)
+    return ExportRecord(
+        exporter="torch.onnx.export(dynamo=True)", opset=opset, boundary=boundary, stem_inputs=names
+    )
 
 
 @contextmanager

@@ -21,11 +21,15 @@ class Auto(PlanKind):
     def select(self, config: AutoSpec, backbone: Backbone) -> Selection:
         depth = backbone.depth
         if not config.floor <= config.trainable_layers <= depth:
-            raise ConfigError(f"freeze: auto needs floor ({config.floor}) <= trainable_layers "
-                              f"({config.trainable_layers}) <= the model's {depth} layers")
+            raise ConfigError(
+                f"freeze: auto needs floor ({config.floor}) <= trainable_layers "
+                f"({config.trainable_layers}) <= the model's {depth} layers"
+            )
         boundary = depth - config.trainable_layers
-        return Selection(boundary=boundary, parts={"top": list(backbone.layer_stack()[boundary:]),
-                                                   "head": backbone.head_modules()})
+        return Selection(
+            boundary=boundary,
+            parts={"top": list(backbone.layer_stack()[boundary:]), "head": backbone.head_modules()},
+        )
 
     def advance(self, plan: FreezePlan, norms: list[dict[int, float]]) -> tuple[int, str] | None:
         config = plan.config
@@ -38,5 +42,7 @@ class Auto(PlanKind):
         change = abs(now - before) / max(before, 1e-12)
         if change >= config.threshold:
             return None
-        return lowest + 1, (f"layer {lowest}'s gradient norm changed {change:.1%} between "
-                            f"epochs (under {config.threshold:.0%})")
+        return lowest + 1, (
+            f"layer {lowest}'s gradient norm changed {change:.1%} between "
+            f"epochs (under {config.threshold:.0%})"
+        )

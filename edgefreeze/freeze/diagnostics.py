@@ -18,29 +18,53 @@ def layer_rows(plan: FreezePlan, backbone: Backbone, train: TrainSpec) -> list[d
     method = plan.peft.method if plan.peft else None
     trains = {id(p) for p in plan.parameters()}
     first_epoch = {pid: first for first, ids in reversed(plan.stages) for pid in ids}
-    parts = [("embeddings", backbone.embedding_module(), None),
-             *[(f"layer {i}", layer, i) for i, layer in enumerate(backbone.layer_stack())],
-             *[(f"head: {path}", module, None)
-               for path, module in zip(backbone.head.modules, backbone.head_modules())]]
+    parts = [
+        ("embeddings", backbone.embedding_module(), None),
+        *[(f"layer {i}", layer, i) for i, layer in enumerate(backbone.layer_stack())],
+        *[
+            (f"head: {path}", module, None)
+            for path, module in zip(backbone.head.modules, backbone.head_modules())
+        ],
+    ]
     rows = []
     for name, module, layer in parts:
         params = list(module.parameters())
         trainable = [p for p in params if id(p) in trains]
         head = name.startswith("head")
-        state = ("frozen" if not trainable
-                 else method if method and not head
-                 else "trainable" if len(trainable) == len(params) else "partly trainable")
+        state = (
+            "frozen"
+            if not trainable
+            else method
+            if method and not head
+            else "trainable"
+            if len(trainable) == len(params)
+            else "partly trainable"
+        )
         rate = None
         if trainable:
-            rate = train.lr_head if head else \
-                train.lr_top * train.layer_decay ** (plan.depth - 1 - (layer or 0))
+            rate = (
+                train.lr_head
+                if head
+                else train.lr_top * train.layer_decay ** (plan.depth - 1 - (layer or 0))
+            )
         starts = sorted({first_epoch[id(p)] for p in trainable if id(p) in first_epoch})
-        rows.append({"part": name, "parameters": sum(p.numel() for p in params),
-                     "trainable": sum(p.numel() for p in trainable), "state": state,
-                     "from_epoch": starts[0] if starts else (1 if trainable else None),
-                     "stem": plan.cacheable and (layer is None and name == "embeddings"
-                                                 or layer is not None and layer < plan.boundary),
-                     "learning_rate": rate})
+        rows.append(
+            {
+                "part": name,
+                "parameters": sum(p.numel() for p in params),
+                "trainable": sum(p.numel() for p in trainable),
+                "state": state,
+                "from_epoch": starts[0] if starts else (1 if trainable else None),
+                "stem": plan.cacheable
+                and (
+                    layer is None
+                    and name == "embeddings"
+                    or layer is not None
+                    and layer < plan.boundary
+                ),
+                "learning_rate": rate,
+            }
+        )
     return rows
 
 

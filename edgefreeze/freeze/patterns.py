@@ -27,22 +27,39 @@ class Patterns(PlanKind):
             for glob in globs:
                 if not any(fnmatchcase(name, glob) for name in named):
                     example = next(iter(named))
-                    raise ConfigError(f"freeze.{key}: {glob!r} matches no parameter of this "
-                                      f"model (names look like {example!r})")
+                    raise ConfigError(
+                        f"freeze.{key}: {glob!r} matches no parameter of this "
+                        f"model (names look like {example!r})"
+                    )
         head = {id(p) for module in backbone.head_modules() for p in module.parameters()}
-        chosen = [(name, p) for name, p in named.items()
-                  if (any(fnmatchcase(name, glob) for glob in config.train)
-                      or (config.head and id(p) in head))
-                  and not any(fnmatchcase(name, glob) for glob in config.freeze)]
+        chosen = [
+            (name, p)
+            for name, p in named.items()
+            if (
+                any(fnmatchcase(name, glob) for glob in config.train)
+                or (config.head and id(p) in head)
+            )
+            and not any(fnmatchcase(name, glob) for glob in config.freeze)
+        ]
         if not chosen:
-            raise ConfigError("freeze: plan patterns trains nothing; name parameters in "
-                              "freeze.train or keep freeze.head: true")
+            raise ConfigError(
+                "freeze: plan patterns trains nothing; name parameters in "
+                "freeze.train or keep freeze.head: true"
+            )
         embeddings = {id(p) for p in backbone.embedding_module().parameters()}
-        layer_of = {id(p): i for i, layer in enumerate(backbone.layer_stack())
-                    for p in layer.parameters()}
+        layer_of = {
+            id(p): i for i, layer in enumerate(backbone.layer_stack()) for p in layer.parameters()
+        }
         layers = [layer_of[id(p)] for _, p in chosen if id(p) in layer_of]
-        boundary = 0 if any(id(p) in embeddings for _, p in chosen) else \
-            min(layers, default=backbone.depth)
-        return Selection(boundary=boundary,
-                         parts={"top": [p for _, p in chosen if id(p) not in head],
-                                "head": [p for _, p in chosen if id(p) in head]})
+        boundary = (
+            0
+            if any(id(p) in embeddings for _, p in chosen)
+            else min(layers, default=backbone.depth)
+        )
+        return Selection(
+            boundary=boundary,
+            parts={
+                "top": [p for _, p in chosen if id(p) not in head],
+                "head": [p for _, p in chosen if id(p) in head],
+            },
+        )

@@ -130,8 +130,13 @@ class FreezePlan:
             if any(p.requires_grad for p in module.parameters()):
                 module.train()
 
-    def parameter_groups(self, model: nn.Module, rates: dict[str, float],
-                         weight_decay: float, layer_decay: float = 1.0) -> list[dict]:
+    def parameter_groups(
+        self,
+        model: nn.Module,
+        rates: dict[str, float],
+        weight_decay: float,
+        layer_decay: float = 1.0,
+    ) -> list[dict]:
         """Optimizer groups over what trains: a learning rate per role (`rates`, keyed like
         LEARNING_RATES), scaled by `layer_decay` per layer below the top (discriminative
         rates; 1.0: one rate per role), and no weight decay on biases and norms."""
@@ -149,26 +154,36 @@ class FreezePlan:
                 for decay in (True, False):
                     chosen = [p for p in members if names[id(p)].endswith(NO_DECAY) != decay]
                     if chosen:
-                        groups.append({"params": chosen, "lr": rates[role] * scale,
-                                       "name": name,
-                                       "weight_decay": weight_decay if decay else 0.0})
+                        groups.append(
+                            {
+                                "params": chosen,
+                                "lr": rates[role] * scale,
+                                "name": name,
+                                "weight_decay": weight_decay if decay else 0.0,
+                            }
+                        )
         return groups
 
     def frozen_below(self, boundary: int, epoch: int, why: str) -> FreezePlan:
         """This plan with the layers under `boundary` frozen too (an adaptive plan's move
         after `epoch`): they stop training and become part of the stem."""
-        frozen = self.layers[self.boundary:boundary]
+        frozen = self.layers[self.boundary : boundary]
         for layer in frozen:
             layer.requires_grad_(False)
         dropped = {id(p) for layer in frozen for p in layer.parameters()}
-        parts = {role: tuple(p for p in params if id(p) not in dropped)
-                 for role, params in self.parts.items()}
+        parts = {
+            role: tuple(p for p in params if id(p) not in dropped)
+            for role, params in self.parts.items()
+        }
         return replace(
-            self, boundary=boundary, parts=parts,
+            self,
+            boundary=boundary,
+            parts=parts,
             top=tuple(m for m in self.top if all(m is not layer for layer in frozen)),
             trainable_parameters=sum(p.numel() for params in parts.values() for p in params),
             trainable_layers=tuple(i for i in self.trainable_layers if i >= boundary),
-            moves=(*self.moves, {"epoch": epoch, "boundary": boundary, "why": why}))
+            moves=(*self.moves, {"epoch": epoch, "boundary": boundary, "why": why}),
+        )
 
     def cache_key(self) -> dict[str, Any]:
         """What of the plan decides the cached activations."""
@@ -183,20 +198,30 @@ class FreezePlan:
         return describe_plan(self.settings())
 
     def summary(self) -> str:
-        stem = (f"cached stem: layers below {self.boundary}" if self.cacheable
-                else "no frozen stem to cache")
-        return (f"trainable parameters: {self.trainable_parameters:,} of "
-                f"{self.total_parameters:,} ({100 * self.trainable_share:.1f} %), "
-                f"layers {list(self.trainable_layers)} of {self.depth} + head; plan "
-                f"{self.describe()}, {stem}")
+        stem = (
+            f"cached stem: layers below {self.boundary}"
+            if self.cacheable
+            else "no frozen stem to cache"
+        )
+        return (
+            f"trainable parameters: {self.trainable_parameters:,} of "
+            f"{self.total_parameters:,} ({100 * self.trainable_share:.1f} %), "
+            f"layers {list(self.trainable_layers)} of {self.depth} + head; plan "
+            f"{self.describe()}, {stem}"
+        )
 
     def record(self) -> FreezeRecord:
         """The manifest's `training.freeze`."""
-        return FreezeRecord(plan=self.config.plan, settings=self.settings(),
-                            boundary=self.boundary, cacheable=self.cacheable,
-                            trainable_layers=list(self.trainable_layers),
-                            trainable_parameters=self.trainable_parameters,
-                            total_parameters=self.total_parameters, moves=list(self.moves))
+        return FreezeRecord(
+            plan=self.config.plan,
+            settings=self.settings(),
+            boundary=self.boundary,
+            cacheable=self.cacheable,
+            trainable_layers=list(self.trainable_layers),
+            trainable_parameters=self.trainable_parameters,
+            total_parameters=self.total_parameters,
+            moves=list(self.moves),
+        )
 
 
 def describe_plan(settings: dict[str, Any]) -> str:
@@ -227,42 +252,65 @@ def make_plan(config: FreezeSpec, backbone: Backbone, peft: PeftSpec | None = No
         selection = _with_peft(selection, peft, backbone)
     unknown = sorted(set(selection.parts) - set(LEARNING_RATES))
     if unknown:
-        raise ConfigError(f"freeze.plan: plan {config.plan!r} groups what trains under "
-                          f"{unknown}; the roles with a learning rate are "
-                          f"{sorted(LEARNING_RATES)}")
+        raise ConfigError(
+            f"freeze.plan: plan {config.plan!r} groups what trains under "
+            f"{unknown}; the roles with a learning rate are "
+            f"{sorted(LEARNING_RATES)}"
+        )
     model, stack = backbone.model, backbone.layer_stack()
-    parts = {role: _unique(p for item in items for p in _parameters(item))
-             for role, items in selection.parts.items()}
+    parts = {
+        role: _unique(p for item in items for p in _parameters(item))
+        for role, items in selection.parts.items()
+    }
     model.requires_grad_(False)
     for params in parts.values():
         for p in params:
             p.requires_grad_(True)
-    below = [p for layer in stack[:selection.boundary] for p in layer.parameters()]
+    below = [p for layer in stack[: selection.boundary] for p in layer.parameters()]
     if any(p.requires_grad for p in below):
-        raise ConfigError(f"freeze: plan {config.plan!r} trains parameters below its cache "
-                          f"boundary (layer {selection.boundary}); the stem must be frozen")
+        raise ConfigError(
+            f"freeze: plan {config.plan!r} trains parameters below its cache "
+            f"boundary (layer {selection.boundary}); the stem must be frozen"
+        )
     stem_trains = any(p.requires_grad for p in backbone.embedding_module().parameters())
     if stem_trains and selection.boundary != 0:
-        raise ConfigError(f"freeze: plan {config.plan!r} trains the embeddings but puts its "
-                          f"boundary at layer {selection.boundary}; it must be 0")
+        raise ConfigError(
+            f"freeze: plan {config.plan!r} trains the embeddings but puts its "
+            f"boundary at layer {selection.boundary}; it must be 0"
+        )
     everything = {id(p) for params in parts.values() for p in params}
-    stages = tuple((first, frozenset(id(p) for item in items for p in _parameters(item)))
-                   for first, items in selection.stages)
+    stages = tuple(
+        (first, frozenset(id(p) for item in items for p in _parameters(item)))
+        for first, items in selection.stages
+    )
     if stages and (stages[0][0] != 1 or any(not ids <= everything for _, ids in stages)):
-        raise ConfigError(f"freeze: plan {config.plan!r} has stages that do not start at "
-                          "epoch 1 or train what its parts do not name")
+        raise ConfigError(
+            f"freeze: plan {config.plan!r} has stages that do not start at "
+            "epoch 1 or train what its parts do not name"
+        )
     parameters = list(model.parameters())
     return FreezePlan(
-        config=config, peft=peft, boundary=selection.boundary,
-        cacheable=selection.boundary > 0 and not stem_trains, depth=backbone.depth,
-        layers=tuple(stack), parts={role: tuple(params) for role, params in parts.items()},
-        stages=stages, top=(*([backbone.embedding_module()] if stem_trains else []),
-                            *stack[selection.boundary:], *backbone.head_modules()),
+        config=config,
+        peft=peft,
+        boundary=selection.boundary,
+        cacheable=selection.boundary > 0 and not stem_trains,
+        depth=backbone.depth,
+        layers=tuple(stack),
+        parts={role: tuple(params) for role, params in parts.items()},
+        stages=stages,
+        top=(
+            *([backbone.embedding_module()] if stem_trains else []),
+            *stack[selection.boundary :],
+            *backbone.head_modules(),
+        ),
         kept_rows=backbone.head_rows if selection.boundary == backbone.depth else None,
         trainable_parameters=sum(p.numel() for p in parameters if p.requires_grad),
         total_parameters=sum(p.numel() for p in parameters),
-        trainable_layers=tuple(i for i, layer in enumerate(stack)
-                               if any(p.requires_grad for p in layer.parameters())), kind=kind)
+        trainable_layers=tuple(
+            i for i, layer in enumerate(stack) if any(p.requires_grad for p in layer.parameters())
+        ),
+        kind=kind,
+    )
 
 
 def _with_peft(selection: Selection, peft: PeftSpec, backbone: Backbone) -> Selection:
@@ -273,13 +321,15 @@ def _with_peft(selection: Selection, peft: PeftSpec, backbone: Backbone) -> Sele
     method = METHODS.get(peft.method)
     if method is None:
         raise ConfigError(f"peft.method: {METHODS.unknown(peft.method)}")
-    layer_of = {id(p): i for i, layer in enumerate(backbone.layer_stack())
-                for p in layer.parameters()}
+    layer_of = {
+        id(p): i for i, layer in enumerate(backbone.layer_stack()) for p in layer.parameters()
+    }
     chosen = [p for item in selection.parts.get("top", []) for p in _parameters(item)]
     layers = sorted({layer_of[id(p)] for p in chosen if id(p) in layer_of})
     if not layers:
-        raise ConfigError(f"peft: the freezing plan trains no encoder layer to add "
-                          f"{peft.method} weights to")
+        raise ConfigError(
+            f"peft: the freezing plan trains no encoder layer to add {peft.method} weights to"
+        )
     added = method().attach(peft, backbone, layers)
     head = [p for item in selection.parts.get("head", []) for p in _parameters(item)]
     allowed = {id(p) for p in [*added, *head]}
@@ -287,8 +337,11 @@ def _with_peft(selection: Selection, peft: PeftSpec, backbone: Backbone) -> Sele
     def keep(items: list[Trainable]) -> list[nn.Parameter]:
         return [p for item in items for p in _parameters(item) if id(p) in allowed]
 
-    return Selection(boundary=selection.boundary, parts={"top": added, "head": head},
-                     stages=[(first, keep(items)) for first, items in selection.stages])
+    return Selection(
+        boundary=selection.boundary,
+        parts={"top": added, "head": head},
+        stages=[(first, keep(items)) for first, items in selection.stages],
+    )
 
 
 def _parameters(item: Trainable) -> list[nn.Parameter]:
@@ -331,8 +384,9 @@ class PlannedModel:
     frozen_sha256: str
 
     @classmethod
-    def of(cls, loaded: LoadedModel, freeze: FreezeSpec, peft: PeftSpec | None,
-           seed: int) -> PlannedModel:
+    def of(
+        cls, loaded: LoadedModel, freeze: FreezeSpec, peft: PeftSpec | None, seed: int
+    ) -> PlannedModel:
         """Apply the plan (PEFT weights drawn from `seed`, the same in a build and in each
         sweep trial) and digest what stays frozen."""
         torch.manual_seed(seed)
@@ -345,6 +399,9 @@ class PlannedModel:
 
     def record(self) -> ModelRecord:
         """The manifest's `model`."""
-        return ModelRecord(**self.loaded.source, frozen_sha256=self.frozen_sha256,
-                           model_type=self.loaded.model.config.model_type,
-                           layers=self.loaded.backbone.depth)
+        return ModelRecord(
+            **self.loaded.source,
+            frozen_sha256=self.frozen_sha256,
+            model_type=self.loaded.model.config.model_type,
+            layers=self.loaded.backbone.depth,
+        )

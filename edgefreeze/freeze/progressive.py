@@ -20,11 +20,13 @@ class Progressive(PlanKind):
     def select(self, config: ProgressiveSpec, backbone: Backbone) -> Selection:
         depth = backbone.depth
         if config.floor > depth:
-            raise ConfigError(f"freeze.floor: {config.floor} exceeds the model's {depth} "
-                              "layers")
+            raise ConfigError(f"freeze.floor: {config.floor} exceeds the model's {depth} layers")
         stack, head = backbone.layer_stack(), backbone.head_modules()
         boundary = depth - config.floor
-        stages = [(1 + step * config.every, [*stack[depth - step:], *head])
-                  for step in range(config.floor + 1)]
-        return Selection(boundary=boundary,
-                         parts={"top": list(stack[boundary:]), "head": head}, stages=stages)
+        stages = [
+            (1 + step * config.every, [*stack[depth - step :], *head])
+            for step in range(config.floor + 1)
+        ]
+        return Selection(
+            boundary=boundary, parts={"top": list(stack[boundary:]), "head": head}, stages=stages
+        )

@@ -15,9 +15,12 @@ class TopK(PlanKind):
     def select(self, config: TopKSpec, backbone: Backbone) -> Selection:
         depth = backbone.depth
         if config.trainable_layers > depth:
-            raise ConfigError(f"freeze.trainable_layers: {config.trainable_layers} exceeds "
-                              f"the model's {depth} layers")
+            raise ConfigError(
+                f"freeze.trainable_layers: {config.trainable_layers} exceeds "
+                f"the model's {depth} layers"
+            )
         boundary = depth - config.trainable_layers
-        return Selection(boundary=boundary,
-                         parts={"top": list(backbone.layer_stack()[boundary:]),
-                                "head": backbone.head_modules()})
+        return Selection(
+            boundary=boundary,
+            parts={"top": list(backbone.layer_stack()[boundary:]), "head": backbone.head_modules()},
+        )

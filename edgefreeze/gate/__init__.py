@@ -4,5 +4,15 @@ from edgefreeze.gate.evaluate import Evaluation, ShapeGrid, evaluate, held_out_o
 from edgefreeze.gate.held_out import HeldOut, reference_outputs
 from edgefreeze.gate.rules import Rule, Verdict, judge, tolerance_rules
 
-__all__ = ["Evaluation", "HeldOut", "Rule", "ShapeGrid", "Verdict", "evaluate",
-           "held_out_outputs", "judge", "reference_outputs", "tolerance_rules"]
+__all__ = [
+    "Evaluation",
+    "HeldOut",
+    "Rule",
+    "ShapeGrid",
+    "Verdict",
+    "evaluate",
+    "held_out_outputs",
+    "judge",
+    "reference_outputs",
+    "tolerance_rules",
+]

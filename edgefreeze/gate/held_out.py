@@ -32,8 +32,13 @@ class HeldOut:
 
 
 @torch.no_grad()
-def reference_outputs(model: torch.nn.Module, task: Task, encoded: ModelInputs,
-                      device: torch.device, batch_size: int = 64) -> Outputs:
+def reference_outputs(
+    model: torch.nn.Module,
+    task: Task,
+    encoded: ModelInputs,
+    device: torch.device,
+    batch_size: int = 64,
+) -> Outputs:
     """PyTorch's held-out outputs, fp32, in example order: what every ONNX model is
     compared with. Batches sorted by length (less padding)."""
     lengths = encoded.lengths()

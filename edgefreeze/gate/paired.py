@@ -40,14 +40,26 @@ class Comparison:
         return self.ahead >= self.confidence
 
     def record(self) -> PairedComparison:
-        return PairedComparison(method="paired bootstrap", resamples=self.resamples,
-                                confidence=self.confidence, challenger=self.challenger,
-                                default=self.default, ahead=self.ahead, better=self.better)
+        return PairedComparison(
+            method="paired bootstrap",
+            resamples=self.resamples,
+            confidence=self.confidence,
+            challenger=self.challenger,
+            default=self.default,
+            ahead=self.ahead,
+            better=self.better,
+        )
 
 
-def compare(task: Task, challenger: Outputs, default: Outputs, targets: Any,
-            resamples: int = RESAMPLES, confidence: float = CONFIDENCE,
-            seed: int = 0) -> Comparison:
+def compare(
+    task: Task,
+    challenger: Outputs,
+    default: Outputs,
+    targets: Any,
+    resamples: int = RESAMPLES,
+    confidence: float = CONFIDENCE,
+    seed: int = 0,
+) -> Comparison:
     """The paired bootstrap of `challenger` against `default` (outputs on the same rows,
     in the same order) under the task's gate metric."""
     rows = len(challenger)
@@ -56,8 +68,13 @@ def compare(task: Task, challenger: Outputs, default: Outputs, targets: Any,
     for _ in range(resamples):
         picked = rng.integers(0, rows, rows)
         truth = task.select(targets, picked)
-        ahead += task.score([challenger[i] for i in picked], truth) > \
-            task.score([default[i] for i in picked], truth)
-    return Comparison(challenger=task.score(challenger, targets),
-                      default=task.score(default, targets), ahead=ahead / resamples,
-                      resamples=resamples, confidence=confidence)
+        ahead += task.score([challenger[i] for i in picked], truth) > task.score(
+            [default[i] for i in picked], truth
+        )
+    return Comparison(
+        challenger=task.score(challenger, targets),
+        default=task.score(default, targets),
+        ahead=ahead / resamples,
+        resamples=resamples,
+        confidence=confidence,
+    )

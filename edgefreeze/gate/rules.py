@@ -50,13 +50,19 @@ class Verdict:
         """The manifest's `gate`."""
         return GateRecord(
             passed=self.passed,
-            rules={r.name: RuleRecord(kind=r.kind, limit=r.limit, measured=r.measured,
-                                      passed=r.passed, what=r.what) for r in self.rules},
-            failures=[r.describe() for r in self.failures])
+            rules={
+                r.name: RuleRecord(
+                    kind=r.kind, limit=r.limit, measured=r.measured, passed=r.passed, what=r.what
+                )
+                for r in self.rules
+            },
+            failures=[r.describe() for r in self.failures],
+        )
 
 
-def judge(evaluation: Evaluation, gate_metric: str, gate: GateSpec,
-          sizes: dict[str, int]) -> Verdict:
+def judge(
+    evaluation: Evaluation, gate_metric: str, gate: GateSpec, sizes: dict[str, int]
+) -> Verdict:
     """Apply the pipeline's gate to every form evaluated: exact forms on logit error
     (held-out and shape grid), the others on the drop of `gate_metric` and agreement, and
     int8 forms on their size against their fp32 form's (`sizes`: bytes per form)."""
@@ -67,10 +73,15 @@ def judge(evaluation: Evaluation, gate_metric: str, gate: GateSpec,
         form = FORMS[name]
         if form.exact:
             shapes = evaluation.shape_check[name].max_logit_error
-            rules.append(Rule(f"{name}.max_logit_error",
-                              max(measured["max_logit_error"], shapes), gate.max_logit_error,
-                              "max", f"{name} max |logit error| against PyTorch "
-                              "(held-out and shape grid)"))
+            rules.append(
+                Rule(
+                    f"{name}.max_logit_error",
+                    max(measured["max_logit_error"], shapes),
+                    gate.max_logit_error,
+                    "max",
+                    f"{name} max |logit error| against PyTorch (held-out and shape grid)",
+                )
+            )
         else:
             rules += tolerance_rules(form, measured, metrics[REFERENCE], gate_metric, gate)
         if form.precision == "int8":
@@ -80,16 +91,39 @@ def judge(evaluation: Evaluation, gate_metric: str, gate: GateSpec,
 
 def size_rule(form: ModelForm, share: float, gate: GateSpec) -> Rule:
     """An int8 form must be mostly int8: its files at most this share of its fp32 form's."""
-    return Rule(f"{form.name}.max_size_share", share, gate.max_int8_size_share, "max",
-                f"{form.name} size as a share of {form.source}'s")
+    return Rule(
+        f"{form.name}.max_size_share",
+        share,
+        gate.max_int8_size_share,
+        "max",
+        f"{form.name} size as a share of {form.source}'s",
+    )
 
 
-def tolerance_rules(form: ModelForm, metrics: dict[str, float], reference: dict[str, float],
-                    gate_metric: str, gate: GateSpec, against: str = "PyTorch") -> list[Rule]:
+def tolerance_rules(
+    form: ModelForm,
+    metrics: dict[str, float],
+    reference: dict[str, float],
+    gate_metric: str,
+    gate: GateSpec,
+    against: str = "PyTorch",
+) -> list[Rule]:
     """What a reduced-precision form must meet against its reference (PyTorch; for a
     target check, the same form on this machine): the drop of the task's gate metric, and
     agreement."""
-    return [Rule(f"{form.name}.max_metric_drop", reference[gate_metric] - metrics[gate_metric],
-                 gate.max_metric_drop, "max", f"{form.name} {gate_metric} drop against {against}"),
-            Rule(f"{form.name}.min_agreement", metrics["agreement"], gate.min_agreement, "min",
-                 f"{form.name} prediction agreement with {against}")]
+    return [
+        Rule(
+            f"{form.name}.max_metric_drop",
+            reference[gate_metric] - metrics[gate_metric],
+            gate.max_metric_drop,
+            "max",
+            f"{form.name} {gate_metric} drop against {against}",
+        ),
+        Rule(
+            f"{form.name}.min_agreement",
+            metrics["agreement"],
+            gate.min_agreement,
+            "min",
+            f"{form.name} prediction agreement with {against}",
+        ),
+    ]

@@ -31,8 +31,9 @@ class Adapter(PeftMethod):
     config = AdapterSpec
     size = "bottleneck"
 
-    def attach(self, config: AdapterSpec, backbone: Backbone,
-               layers: list[int]) -> list[nn.Parameter]:
+    def attach(
+        self, config: AdapterSpec, backbone: Backbone, layers: list[int]
+    ) -> list[nn.Parameter]:
         model, added = backbone.model, []
         for name in matching_linears(backbone, layers, config.targets, "peft.targets"):
             parent, _, attribute = name.rpartition(".")

@@ -16,16 +16,16 @@ from edgefreeze.schema.peft import IA3Spec
 class IA3(PeftMethod):
     config = IA3Spec
 
-    def attach(self, config: IA3Spec, backbone: Backbone,
-               layers: list[int]) -> list[nn.Parameter]:
+    def attach(self, config: IA3Spec, backbone: Backbone, layers: list[int]) -> list[nn.Parameter]:
         from peft import IA3Config, inject_adapter_in_model
 
         names = matching_linears(backbone, layers, config.targets, "peft.targets")
         feedforward = matching_linears(backbone, layers, config.feedforward, "peft.feedforward")
         if not set(feedforward) <= set(names):
             raise ConfigError("peft.feedforward: must be among peft.targets")
-        inject_adapter_in_model(IA3Config(target_modules=names,
-                                          feedforward_modules=feedforward), backbone.model)
+        inject_adapter_in_model(
+            IA3Config(target_modules=names, feedforward_modules=feedforward), backbone.model
+        )
         return [p for name, p in backbone.model.named_parameters() if ".ia3_" in name]
 
     def merge(self, model: nn.Module) -> None:

@@ -16,14 +16,19 @@ class Lora(PeftMethod):
     config = LoraSpec
     size = "r"
 
-    def attach(self, config: LoraSpec, backbone: Backbone,
-               layers: list[int]) -> list[nn.Parameter]:
+    def attach(self, config: LoraSpec, backbone: Backbone, layers: list[int]) -> list[nn.Parameter]:
         from peft import LoraConfig, inject_adapter_in_model
 
         names = matching_linears(backbone, layers, config.targets, "peft.targets")
-        inject_adapter_in_model(LoraConfig(r=config.r, lora_alpha=config.alpha,
-                                           lora_dropout=config.dropout, target_modules=names),
-                                backbone.model)
+        inject_adapter_in_model(
+            LoraConfig(
+                r=config.r,
+                lora_alpha=config.alpha,
+                lora_dropout=config.dropout,
+                target_modules=names,
+            ),
+            backbone.model,
+        )
         return [p for name, p in backbone.model.named_parameters() if ".lora_" in name]
 
     def merge(self, model: nn.Module) -> None:

@@ -21,22 +21,21 @@ class PeftMethod(ABC):
     size: ClassVar[str | None] = None  # the setting that sizes the added weights (a sweep's rank)
 
     @abstractmethod
-    def attach(self, config: PeftSpec, backbone: Backbone,
-               layers: list[int]) -> list[nn.Parameter]:
+    def attach(self, config: PeftSpec, backbone: Backbone, layers: list[int]) -> list[nn.Parameter]:
         """Add the method's weights to these layers of `backbone.model`, in place; return
         them (what trains in those layers from now on)."""
 
-    def merge(self, model: nn.Module) -> None:
+    def merge(self, model: nn.Module) -> None:  # noqa: B027 - a default, not a stub
         """Fold the added weights into the model's own before export (default: they stay,
         and export as part of the graph)."""
 
 
-METHODS: KindRegistry[type[PeftMethod]] = KindRegistry("parameter-efficient method",
-                                                        PEFT_SETTINGS)
+METHODS: KindRegistry[type[PeftMethod]] = KindRegistry("parameter-efficient method", PEFT_SETTINGS)
 
 
-def matching_linears(backbone: Backbone, layers: list[int], targets: list[str],
-                     key: str) -> list[str]:
+def matching_linears(
+    backbone: Backbone, layers: list[int], targets: list[str], key: str
+) -> list[str]:
     """Full names of the linear modules in `layers` that `targets` name: a role the family
     maps (`query`, `value`, `output`: see Backbone.linears), or a name suffix within the
     layer (`self.query`). A target that names nothing is one line saying what there is."""
@@ -49,16 +48,21 @@ def matching_linears(backbone: Backbone, layers: list[int], targets: list[str],
                 if not isinstance(module, nn.Linear):
                     continue
                 seen.add(relative)
-                if relative == role or (role is None and (relative == target or
-                                                          relative.endswith(f".{target}"))):
+                if relative == role or (
+                    role is None and (relative == target or relative.endswith(f".{target}"))
+                ):
                     found.append(f"{backbone.layers}.{index}.{relative}")
                     matched = True
         if not seen:
-            raise ConfigError(f"{key}: the trainable layers of {backbone.model.config.model_type} "
-                              "have no linear modules to attach to (convolutions only); train "
-                              "them whole (no peft) instead")
+            raise ConfigError(
+                f"{key}: the trainable layers of {backbone.model.config.model_type} "
+                "have no linear modules to attach to (convolutions only); train "
+                "them whole (no peft) instead"
+            )
         if not matched:
-            raise ConfigError(f"{key}: {target!r} names no linear module of the trainable "
-                              f"layers (roles: {', '.join(backbone.linears)}; modules: "
-                              f"{', '.join(sorted(seen))})")
+            raise ConfigError(
+                f"{key}: {target!r} names no linear module of the trainable "
+                f"layers (roles: {', '.join(backbone.linears)}; modules: "
+                f"{', '.join(sorted(seen))})"
+            )
     return list(dict.fromkeys(found))

@@ -27,8 +27,14 @@ class VirtualTokens(nn.Module):
     (batch, heads, sequence, sequence) tensor after the mask) gets zeros for the tokens,
     which have no position."""
 
-    def __init__(self, layer: nn.Module, tokens: nn.Parameter | None, appends: bool,
-                 removes: bool, count: int) -> None:
+    def __init__(
+        self,
+        layer: nn.Module,
+        tokens: nn.Parameter | None,
+        appends: bool,
+        removes: bool,
+        count: int,
+    ) -> None:
         super().__init__()
         self.layer, self.tokens = layer, tokens
         self.appends, self.removes, self.count = appends, removes, count
@@ -48,8 +54,12 @@ class VirtualTokens(nn.Module):
         if not self.removes:
             return outputs
         length = hidden.shape[1] - self.count
-        return tuple(o[:, :length] if torch.is_tensor(o) and o.dim() == 3
-                     and o.shape[1] == hidden.shape[1] else o for o in outputs)
+        return tuple(
+            o[:, :length]
+            if torch.is_tensor(o) and o.dim() == 3 and o.shape[1] == hidden.shape[1]
+            else o
+            for o in outputs
+        )
 
     def _pad(self, mask: torch.Tensor | None) -> torch.Tensor | None:
         if mask is None or not torch.is_tensor(mask):
@@ -74,17 +84,24 @@ class Prefix(PeftMethod):
     config = PrefixSpec
     size = "tokens"
 
-    def attach(self, config: PrefixSpec, backbone: Backbone,
-               layers: list[int]) -> list[nn.Parameter]:
+    def attach(
+        self, config: PrefixSpec, backbone: Backbone, layers: list[int]
+    ) -> list[nn.Parameter]:
         if backbone.no_virtual_tokens:
-            raise ConfigError(f"peft.method: prefix does not fit "
-                              f"{backbone.model.config.model_type}: "
-                              f"{backbone.no_virtual_tokens}; use lora, ia3 or adapter")
+            raise ConfigError(
+                f"peft.method: prefix does not fit "
+                f"{backbone.model.config.model_type}: "
+                f"{backbone.no_virtual_tokens}; use lora, ia3 or adapter"
+            )
         stack = backbone.layer_stack()
         first, last = layers[0], layers[-1]
         tokens = nn.Parameter(torch.randn(config.tokens, backbone.hidden_size) * 0.02)
         for index in range(first, last + 1):
-            stack[index] = VirtualTokens(stack[index], tokens if index == first else None,
-                                         appends=index == first, removes=index == last,
-                                         count=config.tokens)
+            stack[index] = VirtualTokens(
+                stack[index],
+                tokens if index == first else None,
+                appends=index == first,
+                removes=index == last,
+                count=config.tokens,
+            )
         return [tokens]

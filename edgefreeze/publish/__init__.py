@@ -18,8 +18,15 @@ from edgefreeze.publish.staging import (
 )
 from edgefreeze.runtime.manifest import GateRefused, Manifest
 
-__all__ = ["DestinationClaim", "StageRecords", "Staging", "check_destination", "destination_for", "manifest_for",
-           "publish_or_refuse"]
+__all__ = [
+    "DestinationClaim",
+    "StageRecords",
+    "Staging",
+    "check_destination",
+    "destination_for",
+    "manifest_for",
+    "publish_or_refuse",
+]
 
 
 def publish_or_refuse(staging: Staging, manifest: Manifest) -> Path:
@@ -28,6 +35,11 @@ def publish_or_refuse(staging: Staging, manifest: Manifest) -> Path:
     reports = {REPORT: render_report(manifest), HTML_REPORT: render_html(manifest)}
     if not manifest.gate.passed:
         rejected = staging.reject(manifest, reports)
-        raise GateRefused("gate refused the build: " + "; ".join(manifest.gate.failures)
-                          + f" (report: {rejected / REPORT})", manifest, rejected)
+        raise GateRefused(
+            "gate refused the build: "
+            + "; ".join(manifest.gate.failures)
+            + f" (report: {rejected / REPORT})",
+            manifest,
+            rejected,
+        )
     return staging.publish(manifest, reports)

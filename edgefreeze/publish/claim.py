@@ -29,15 +29,17 @@ class DestinationClaim:
         try:
             destination.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise ConfigError(f"output: cannot create {destination.parent} "
-                              f"({exc.strerror})") from None
+            raise ConfigError(
+                f"output: cannot create {destination.parent} ({exc.strerror})"
+            ) from None
         self._fd: int | None = _lock(self.path, destination, wait=False)
         try:
             self.removed = remove_leftovers(destination)
         except OSError as exc:
             self.release()
-            raise ConfigError(f"output: cannot list {destination.parent} "
-                              f"({exc.strerror})") from None
+            raise ConfigError(
+                f"output: cannot list {destination.parent} ({exc.strerror})"
+            ) from None
 
     def release(self) -> None:
         """Give the claim up (its lock file goes with it)."""
@@ -86,8 +88,10 @@ def _lock(path: Path, destination: Path, wait: bool) -> int:
         except BlockingIOError:
             holder = os.read(fd, 64).decode(errors="replace").strip() or "?"
             os.close(fd)
-            raise ConfigError(f"output: another build (pid {holder}) is writing {destination}; "
-                              "wait for it or choose another --output") from None
+            raise ConfigError(
+                f"output: another build (pid {holder}) is writing {destination}; "
+                "wait for it or choose another --output"
+            ) from None
         try:
             same = os.fstat(fd).st_ino == os.stat(path).st_ino
         except FileNotFoundError:

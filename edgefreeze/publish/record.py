@@ -13,15 +13,34 @@ from pydantic import ValidationError
 from edgefreeze import __version__
 from edgefreeze.errors import EdgefreezeError
 from edgefreeze.gate import Evaluation, Verdict
-from edgefreeze.runtime.manifest import (BaselineRecord, CacheRecord, DataRecord, ExportRecord,
-                                         Manifest, ModelRecord, PipelineRecord, QuantizeRecord,
-                                         RuntimeRecord, SweepRecord, TaskRecord,
-                                         TrainingRecord)
+from edgefreeze.runtime.manifest import (
+    BaselineRecord,
+    CacheRecord,
+    DataRecord,
+    ExportRecord,
+    Manifest,
+    ModelRecord,
+    PipelineRecord,
+    QuantizeRecord,
+    RuntimeRecord,
+    SweepRecord,
+    TaskRecord,
+    TrainingRecord,
+)
 from edgefreeze.runtime.session import SESSION_CONFIG
 from edgefreeze.schema import Pipeline
 
-LIBRARIES = ("torch", "transformers", "optimum", "optimum-onnx", "onnx", "onnxruntime",
-             "tokenizers", "numpy", "pillow")
+LIBRARIES = (
+    "torch",
+    "transformers",
+    "optimum",
+    "optimum-onnx",
+    "onnx",
+    "onnxruntime",
+    "tokenizers",
+    "numpy",
+    "pillow",
+)
 
 
 @dataclass(frozen=True)
@@ -39,39 +58,59 @@ class StageRecords:
     baseline: BaselineRecord | None = None  # set when gated against a release
 
 
-def manifest_for(pipeline: Pipeline, records: StageRecords, evaluation: Evaluation,
-                 verdict: Verdict, sizes: dict[str, int],
-                 timings_s: dict[str, float]) -> Manifest:
+def manifest_for(
+    pipeline: Pipeline,
+    records: StageRecords,
+    evaluation: Evaluation,
+    verdict: Verdict,
+    sizes: dict[str, int],
+    timings_s: dict[str, float],
+) -> Manifest:
     """Everything about the bundle being built (its `files` are sealed at publish)."""
     spec = pipeline.spec
     try:
         return Manifest(
             edgefreeze_version=__version__,
-            created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            pipeline=PipelineRecord(name=spec.name, path=str(pipeline.path),
-                                    sha256=pipeline.sha256),
-            settings=spec.model_dump(mode="json"), task=records.task, model=records.model,
-            data=records.data, training=records.training, cache=records.cache,
-            export=records.export, quantize=records.quantize, metrics=evaluation.metrics,
+            created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            pipeline=PipelineRecord(
+                name=spec.name, path=str(pipeline.path), sha256=pipeline.sha256
+            ),
+            settings=spec.model_dump(mode="json"),
+            task=records.task,
+            model=records.model,
+            data=records.data,
+            training=records.training,
+            cache=records.cache,
+            export=records.export,
+            quantize=records.quantize,
+            metrics=evaluation.metrics,
             sizes=sizes,
             latency_ms={name: round(ms, 4) for name, ms in evaluation.latency_ms.items()},
-            confusion=evaluation.confusion, shape_check=evaluation.shape_check,
+            confusion=evaluation.confusion,
+            shape_check=evaluation.shape_check,
             gate=verdict.record(),
-            runtime=RuntimeRecord(session_config=SESSION_CONFIG,
-                                  providers=evaluation.providers),
-            versions=versions(), timings_s=timings_s, sweep=records.sweep,
-            baseline=records.baseline)
+            runtime=RuntimeRecord(session_config=SESSION_CONFIG, providers=evaluation.providers),
+            versions=versions(),
+            timings_s=timings_s,
+            sweep=records.sweep,
+            baseline=records.baseline,
+        )
     except ValidationError as exc:  # the evaluation's or the gate's values
         error = exc.errors()[0]
         key = ".".join(str(part) for part in error["loc"])
-        raise EdgefreezeError(f"the build's manifest does not fit its schema at '{key}': "
-                              f"{error['msg']} (a bug in edgefreeze or in a registered "
-                              "task or plan)") from None
+        raise EdgefreezeError(
+            f"the build's manifest does not fit its schema at '{key}': "
+            f"{error['msg']} (a bug in edgefreeze or in a registered "
+            "task or plan)"
+        ) from None
 
 
 def versions() -> dict[str, str]:
-    found = {"python": platform.python_version(), "platform": platform.platform(),
-             "edgefreeze": __version__}
+    found = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "edgefreeze": __version__,
+    }
     for name in LIBRARIES:
         try:
             found[name] = metadata.version(name)

@@ -37,22 +37,27 @@ def destination_for(pipeline: Pipeline, output: Path | None, models_dir: Path) -
 
 def default_destination(models_dir: Path, name: str) -> Path:
     """models/NAME/vN with N one past the highest version already there."""
-    versions = [int(m.group(1)) for p in (models_dir / name).glob("v*")
-                if (m := re.fullmatch(r"v(\d+)", p.name))]
+    versions = [
+        int(m.group(1))
+        for p in (models_dir / name).glob("v*")
+        if (m := re.fullmatch(r"v(\d+)", p.name))
+    ]
     return models_dir / name / f"v{max(versions, default=0) + 1}"
 
 
 def check_destination(destination: Path) -> None:
     """Fail before any training if the bundle could never be published there."""
     if destination.exists():
-        raise ConfigError(f"output: {destination} already exists; remove it or choose another "
-                          "--output")
+        raise ConfigError(
+            f"output: {destination} already exists; remove it or choose another --output"
+        )
     ancestor = destination.parent
     while not ancestor.exists() and ancestor != ancestor.parent:
         ancestor = ancestor.parent
     if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
-        raise ConfigError(f"output: cannot create {destination}: {ancestor} is not a writable "
-                          "folder")
+        raise ConfigError(
+            f"output: cannot create {destination}: {ancestor} is not a writable folder"
+        )
 
 
 class Staging:
@@ -63,27 +68,36 @@ class Staging:
         self.destination = destination
         try:
             destination.parent.mkdir(parents=True, exist_ok=True)
-            self.path = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", suffix=".partial",
-                                              dir=destination.parent))
+            self.path = Path(
+                tempfile.mkdtemp(
+                    prefix=f".{destination.name}.", suffix=".partial", dir=destination.parent
+                )
+            )
         except OSError as exc:
             if exc.errno in FULL:
-                raise EdgefreezeError(f"output: no space left beside {destination}; nothing "
-                                      "was published") from None
-            raise ConfigError(f"output: cannot write beside {destination} "
-                              f"({exc.strerror})") from None
+                raise EdgefreezeError(
+                    f"output: no space left beside {destination}; nothing was published"
+                ) from None
+            raise ConfigError(
+                f"output: cannot write beside {destination} ({exc.strerror})"
+            ) from None
 
     def __enter__(self) -> Staging:
         return self
 
     def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: object) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
-        elsewhere = (isinstance(exc, OSError) and exc.filename is not None
-                     and not Path(exc.filename).is_relative_to(self.destination.parent))
+        elsewhere = (
+            isinstance(exc, OSError)
+            and exc.filename is not None
+            and not Path(exc.filename).is_relative_to(self.destination.parent)
+        )
         if isinstance(exc, OSError) and exc.errno in FULL and not elsewhere:
             raise EdgefreezeError(
                 f"output: no space left for the bundle beside {self.destination} "
                 f"({shutil.disk_usage(self.destination.parent).free / 1e6:.0f} MB free once "
-                "its staging folder was removed); nothing was published") from None
+                "its staging folder was removed); nothing was published"
+            ) from None
 
     def publish(self, manifest: Manifest, reports: dict[str, str]) -> Path:
         """Seal the staged bundle (file digests into `manifest.files`, the manifest, the
@@ -97,8 +111,9 @@ class Staging:
         try:
             os.rename(self.path, self.destination)
         except OSError as exc:
-            raise EdgefreezeError(f"cannot publish the bundle at {self.destination}: "
-                                  f"{exc.strerror}") from None
+            raise EdgefreezeError(
+                f"cannot publish the bundle at {self.destination}: {exc.strerror}"
+            ) from None
         _sync(self.destination.parent)
         shutil.rmtree(rejected_path(self.destination), ignore_errors=True)
         return self.destination
@@ -126,8 +141,11 @@ def rejected_path(destination: Path) -> Path:
 
 def file_table(folder: Path) -> dict[str, FileRecord]:
     """sha256 and size of every file in the bundle except the manifest itself."""
-    return {str(p.relative_to(folder)): FileRecord(sha256=file_sha256(p), size=p.stat().st_size)
-            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != MANIFEST}
+    return {
+        str(p.relative_to(folder)): FileRecord(sha256=file_sha256(p), size=p.stat().st_size)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != MANIFEST
+    }
 
 
 def _read_umask() -> int:

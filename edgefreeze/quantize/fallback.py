@@ -52,23 +52,32 @@ class GatedQuantizer:
     probe: list[dict[str, np.ndarray]]
     calibration: list[dict[str, np.ndarray]] | None = None
 
-    def quantize(self, form: ModelForm, fp32_paths: list[Path],
-                 int8_paths: list[Path]) -> tuple[QuantizeRecord, Outputs]:
+    def quantize(
+        self, form: ModelForm, fp32_paths: list[Path], int8_paths: list[Path]
+    ) -> tuple[QuantizeRecord, Outputs]:
         """Write `int8_paths` (one per fp32 graph; only the last graph, the one nearest
         the output, ever keeps parts in fp32). Returns the manifest's record of the
         attempts and the final model's held-out outputs (so the gate need not run it
         again)."""
         *fixed, (last_fp32, last_int8) = list(zip(fp32_paths, int8_paths))
-        graphs = {target.name: quantize_int8(source, target, self.settings, self.architecture)
-                  for source, target in fixed}
+        graphs = {
+            target.name: quantize_int8(source, target, self.settings, self.architecture)
+            for source, target in fixed
+        }
         fp32_bytes = sum(p.stat().st_size for p in fp32_paths)
         attempts: list[AttemptRecord] = []
         keep: list[str] = []
         order: list[str] | None = None
         sensitivity: dict[str, float] = {}
         while True:
-            result = quantize_int8(last_fp32, last_int8, self.settings, self.architecture,
-                                   keep_fp32=keep, calibration=self.calibration)
+            result = quantize_int8(
+                last_fp32,
+                last_int8,
+                self.settings,
+                self.architecture,
+                keep_fp32=keep,
+                calibration=self.calibration,
+            )
             attempt, outputs, failed = self._attempt(form, int8_paths, keep, fp32_bytes)
             attempts.append(attempt)
             if attempt.passed or attempt.size_share > self.gate.max_int8_size_share:
@@ -79,49 +88,77 @@ class GatedQuantizer:
             if not remaining:
                 break
             keep.append(remaining[0])
-            self.ctx.reporter.info(f"  {form.name} failed the gate ({failed}); keeping "
-                                   f"{remaining[0]} in fp32")
+            self.ctx.reporter.info(
+                f"  {form.name} failed the gate ({failed}); keeping {remaining[0]} in fp32"
+            )
         graphs[last_int8.name] = result
         return QuantizeRecord(
-            mode=self.settings.mode, graphs=graphs, attempts=attempts,
+            mode=self.settings.mode,
+            graphs=graphs,
+            attempts=attempts,
             fallback_order=self.settings.fallback_order if order is not None else None,
-            sensitivity=sensitivity), outputs
+            sensitivity=sensitivity,
+        ), outputs
 
-    def _attempt(self, form: ModelForm, int8_paths: list[Path], keep: list[str],
-                 fp32_bytes: int) -> tuple[AttemptRecord, Outputs, str]:
+    def _attempt(
+        self, form: ModelForm, int8_paths: list[Path], keep: list[str], fp32_bytes: int
+    ) -> tuple[AttemptRecord, Outputs, str]:
         """The int8 model as written, measured on the held-out split against the gate's
         rules: its record, its outputs, and the rules it failed (described)."""
         held_out, task = self.held_out, self.task
         model = OnnxModel(int8_paths)
-        outputs = held_out_outputs(model, held_out.encoder, held_out.examples,
-                                   self.ctx.reporter, f"{form.name} try {len(keep) + 1}")
+        outputs = held_out_outputs(
+            model,
+            held_out.encoder,
+            held_out.examples,
+            self.ctx.reporter,
+            f"{form.name} try {len(keep) + 1}",
+        )
         metrics = task.metrics(outputs, held_out.targets, held_out.reference)
-        reference_metrics = task.metrics(held_out.reference, held_out.targets,
-                                         held_out.reference)
+        reference_metrics = task.metrics(held_out.reference, held_out.targets, held_out.reference)
         size = sum(p.stat().st_size for p in int8_paths)
-        rules = [*tolerance_rules(form, metrics, reference_metrics, task.gate_metric, self.gate),
-                 size_rule(form, size / fp32_bytes, self.gate)]
-        attempt = AttemptRecord(fp32_segments=list(keep), metrics=metrics,
-                                passed=all(r.passed for r in rules), size_bytes=size,
-                                size_share=size / fp32_bytes,
-                                p50_ms=batch1_latency_ms(model.run, held_out.feed(0)))
+        rules = [
+            *tolerance_rules(form, metrics, reference_metrics, task.gate_metric, self.gate),
+            size_rule(form, size / fp32_bytes, self.gate),
+        ]
+        attempt = AttemptRecord(
+            fp32_segments=list(keep),
+            metrics=metrics,
+            passed=all(r.passed for r in rules),
+            size_bytes=size,
+            size_share=size / fp32_bytes,
+            p50_ms=batch1_latency_ms(model.run, held_out.feed(0)),
+        )
         return attempt, outputs, "; ".join(r.describe() for r in rules if not r.passed)
 
-    def _order(self, fp32_paths: list[Path], int8_paths: list[Path],
-               segments: list[str]) -> tuple[dict[str, float], list[str]]:
+    def _order(
+        self, fp32_paths: list[Path], int8_paths: list[Path], segments: list[str]
+    ) -> tuple[dict[str, float], list[str]]:
         """Which segments to keep in fp32 first, and each one's measured sensitivity
         (none measured for the fixed order from the output down)."""
         if self.settings.fallback_order != "sensitivity":
             return {}, segments
-        sensitivity = rank_segments(fp32_paths, int8_paths, self.settings, self.architecture,
-                                    segments, self.probe, self.calibration)
+        sensitivity = rank_segments(
+            fp32_paths,
+            int8_paths,
+            self.settings,
+            self.architecture,
+            segments,
+            self.probe,
+            self.calibration,
+        )
         return sensitivity, sorted(sensitivity, key=sensitivity.__getitem__, reverse=True)
 
 
-def rank_segments(fp32_paths: list[Path], int8_paths: list[Path], settings: QuantizeSpec,
-                  architecture: Architecture, names: list[str],
-                  feeds: list[dict[str, np.ndarray]],
-                  calibration: list[dict[str, np.ndarray]] | None = None) -> dict[str, float]:
+def rank_segments(
+    fp32_paths: list[Path],
+    int8_paths: list[Path],
+    settings: QuantizeSpec,
+    architecture: Architecture,
+    names: list[str],
+    feeds: list[dict[str, np.ndarray]],
+    calibration: list[dict[str, np.ndarray]] | None = None,
+) -> dict[str, float]:
     """Each segment's mean absolute output error against fp32 on `feeds` when it alone is
     int8 (the other segments of the last graph fp32): higher is more sensitive.
     `calibration`: static mode's feeds, as for the attempts themselves."""
@@ -129,10 +166,16 @@ def rank_segments(fp32_paths: list[Path], int8_paths: list[Path], settings: Quan
     expected = [exact.run(feed) for feed in feeds]
     errors = {}
     for name in names:
-        quantize_int8(fp32_paths[-1], int8_paths[-1], settings, architecture,
-                      keep_fp32=[other for other in names if other != name],
-                      calibration=calibration)
+        quantize_int8(
+            fp32_paths[-1],
+            int8_paths[-1],
+            settings,
+            architecture,
+            keep_fp32=[other for other in names if other != name],
+            calibration=calibration,
+        )
         model = OnnxModel(int8_paths)
-        errors[name] = float(np.mean([np.abs(model.run(feed) - want).mean()
-                                      for feed, want in zip(feeds, expected)]))
+        errors[name] = float(
+            np.mean([np.abs(model.run(feed) - want).mean() for feed, want in zip(feeds, expected)])
+        )
     return errors

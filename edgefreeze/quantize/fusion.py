@@ -10,8 +10,15 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-FUSED_OPS = {"EmbedLayerNormalization", "Attention", "SkipLayerNormalization", "BiasGelu",
-             "FastGelu", "Gelu", "LayerNormalization"}
+FUSED_OPS = {
+    "EmbedLayerNormalization",
+    "Attention",
+    "SkipLayerNormalization",
+    "BiasGelu",
+    "FastGelu",
+    "Gelu",
+    "LayerNormalization",
+}
 
 
 @dataclass(frozen=True)
@@ -38,10 +45,14 @@ def fuse(source: Path, destination: Path, architecture: Architecture) -> dict[st
     # projection's bias Add then folds into the int8 MatMul at load time instead.
     options.enable_skip_layer_norm = False
     options.enable_bias_skip_layer_norm = False
-    model = optimize_model(str(source), model_type=architecture.fusion_type,
-                           num_heads=architecture.num_heads,
-                           hidden_size=architecture.hidden_size, opt_level=0,
-                           optimization_options=options)
+    model = optimize_model(
+        str(source),
+        model_type=architecture.fusion_type,
+        num_heads=architecture.num_heads,
+        hidden_size=architecture.hidden_size,
+        opt_level=0,
+        optimization_options=options,
+    )
     model.save_model_to_file(str(destination))
     counts = Counter(node.op_type for node in model.model.graph.node)
     return {op: n for op, n in sorted(counts.items()) if op in FUSED_OPS}

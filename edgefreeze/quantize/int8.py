@@ -34,13 +34,23 @@ from edgefreeze.schema import QuantizeSpec
 from edgefreeze.schema.targets import TARGETS
 
 WEIGHT_TYPES = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}
-NORM_OPS = {"LayerNormalization", "SkipLayerNormalization", "EmbedLayerNormalization",
-            "SimplifiedLayerNormalization", "SkipSimplifiedLayerNormalization"}
+NORM_OPS = {
+    "LayerNormalization",
+    "SkipLayerNormalization",
+    "EmbedLayerNormalization",
+    "SimplifiedLayerNormalization",
+    "SkipSimplifiedLayerNormalization",
+}
 
 
-def quantize_int8(fp32_path: Path, destination: Path, settings: QuantizeSpec,
-                  architecture: Architecture, keep_fp32: Collection[str] = (),
-                  calibration: list[dict[str, np.ndarray]] | None = None) -> dict:
+def quantize_int8(
+    fp32_path: Path,
+    destination: Path,
+    settings: QuantizeSpec,
+    architecture: Architecture,
+    keep_fp32: Collection[str] = (),
+    calibration: list[dict[str, np.ndarray]] | None = None,
+) -> dict:
     """Write the int8 model; return the settings actually applied (for the manifest),
     with the graph's segment names (`segments`, from the output down).
 
@@ -62,28 +72,43 @@ def quantize_int8(fp32_path: Path, destination: Path, settings: QuantizeSpec,
         graph = onnx.load(str(source), load_external_data=False)
         parts = segments(graph)
         kept = [(name, dict(parts)[name]) for name in keep_fp32]  # in the order asked
-        common = {"op_types_to_quantize": op_types, "per_channel": settings.per_channel,
-                  "reduce_range": target.reduce_range,
-                  "weight_type": WEIGHT_TYPES[target.weight_type],
-                  "nodes_to_exclude": [node for _, nodes in kept for node in nodes]
-                  + small_tables(graph),
-                  "extra_options": {"MatMulConstBOnly": True,
-                                    "DefaultTensorType": onnx.TensorProto.FLOAT}}
+        common = {
+            "op_types_to_quantize": op_types,
+            "per_channel": settings.per_channel,
+            "reduce_range": target.reduce_range,
+            "weight_type": WEIGHT_TYPES[target.weight_type],
+            "nodes_to_exclude": [node for _, nodes in kept for node in nodes] + small_tables(graph),
+            "extra_options": {
+                "MatMulConstBOnly": True,
+                "DefaultTensorType": onnx.TensorProto.FLOAT,
+            },
+        }
         if static:
             inputs = {i.name for i in graph.graph.input}
-            quantize_static(source, destination, _Feeds(calibration or [], inputs),
-                            quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
-                            **common)
+            quantize_static(
+                source,
+                destination,
+                _Feeds(calibration or [], inputs),
+                quant_format=QuantFormat.QDQ,
+                activation_type=QuantType.QUInt8,
+                **common,
+            )
         else:
             quantize_dynamic(source, destination, **common)
     # ONNX Runtime's quantizer leaves copies of the model in reference cycles, which only
     # a full collection frees: without this, the fallback's attempts on the 90 MB default
     # model held 280 MB more each (3 GB over a ranking and six attempts).
     gc.collect()
-    return {"mode": settings.mode, "target": settings.target, **asdict(target),
-            "per_channel": settings.per_channel, "op_types": op_types,
-            "fused_operators": fused, "fp32_segments": [name for name, _ in kept],
-            "segments": [name for name, _ in parts]}
+    return {
+        "mode": settings.mode,
+        "target": settings.target,
+        **asdict(target),
+        "per_channel": settings.per_channel,
+        "op_types": op_types,
+        "fused_operators": fused,
+        "fp32_segments": [name for name, _ in kept],
+        "segments": [name for name, _ in parts],
+    }
 
 
 def small_tables(model: onnx.ModelProto) -> list[str]:
@@ -92,8 +117,11 @@ def small_tables(model: onnx.ModelProto) -> list[str]:
     are tiny and quantizing them cost accuracy (measured: 80.43 % against 79.66 % with all
     tables int8 on the default model, sizes 23.6 and 23.0 MB)."""
     constants = {init.name: int(np.prod(init.dims)) for init in model.graph.initializer}
-    tables = {n.name: constants[n.input[0]] for n in model.graph.node
-              if n.op_type == "Gather" and n.input[0] in constants}
+    tables = {
+        n.name: constants[n.input[0]]
+        for n in model.graph.node
+        if n.op_type == "Gather" and n.input[0] in constants
+    }
     largest = max(tables, key=tables.get, default=None)
     return [name for name in tables if name != largest]
 
@@ -106,12 +134,13 @@ def segments(model: onnx.ModelProto) -> list[tuple[str, list[str]]]:
     norms = [i for i, node in enumerate(nodes) if node.op_type in NORM_OPS]
     if not norms:
         return [("head", [n.name for n in nodes])]
-    parts = [("head", [n.name for n in nodes[norms[-1] + 1:]])]
+    parts = [("head", [n.name for n in nodes[norms[-1] + 1 :]])]
     end, layer = norms[-1] + 1, 1
     while len(norms) >= 2 * layer:
         start = norms[-2 * layer - 1] + 1 if len(norms) > 2 * layer else 0
-        parts.append(("last layer" if layer == 1 else f"layer -{layer}",
-                      [n.name for n in nodes[start:end]]))
+        parts.append(
+            ("last layer" if layer == 1 else f"layer -{layer}", [n.name for n in nodes[start:end]])
+        )
         end, layer = start, layer + 1
     return parts
 

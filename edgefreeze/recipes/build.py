@@ -22,14 +22,28 @@ from edgefreeze.freeze import PlannedModel
 from edgefreeze.gate import HeldOut, ShapeGrid, Verdict, evaluate, judge, reference_outputs
 from edgefreeze.gate.baseline import compare_with_baseline, open_baseline
 from edgefreeze.progress import Reporter
-from edgefreeze.publish import (DestinationClaim, StageRecords, Staging, check_destination,
-                                destination_for, manifest_for, publish_or_refuse)
+from edgefreeze.publish import (
+    DestinationClaim,
+    StageRecords,
+    Staging,
+    check_destination,
+    destination_for,
+    manifest_for,
+    publish_or_refuse,
+)
 from edgefreeze.quantize import quantize_models
 from edgefreeze.runtime.bundle import Bundle
 from edgefreeze.runtime.forms import INT8, requested
 from edgefreeze.runtime.inputs import input_kind
-from edgefreeze.runtime.manifest import (CacheRecord, DataRecord, Manifest, SweepRecord,
-                                         TaskRecord, TrainingRecord, WarmStartRecord)
+from edgefreeze.runtime.manifest import (
+    CacheRecord,
+    DataRecord,
+    Manifest,
+    SweepRecord,
+    TaskRecord,
+    TrainingRecord,
+    WarmStartRecord,
+)
 from edgefreeze.schema import Pipeline
 from edgefreeze.tasks import Task, task_for
 from edgefreeze.tasks.encoding import ModelInputs
@@ -97,9 +111,12 @@ class Prepared:
         else the prepared ones)."""
         features = features or self.features
         validation = self.data.validation
-        return Splits(Examples(features["train"], self.data.train.targets),
-                      Examples(features["validation"], validation.targets)
-                      if validation is not None else None)
+        return Splits(
+            Examples(features["train"], self.data.train.targets),
+            Examples(features["validation"], validation.targets)
+            if validation is not None
+            else None,
+        )
 
     def release(self) -> None:
         """Let the next build have the destination (this one published, refused or died)."""
@@ -107,8 +124,9 @@ class Prepared:
             self.claim.release()
 
 
-def build(pipeline: Pipeline, options: BuildOptions = BuildOptions(),
-          reporter: Reporter | None = None) -> BuildResult | None:
+def build(
+    pipeline: Pipeline, options: BuildOptions = BuildOptions(), reporter: Reporter | None = None
+) -> BuildResult | None:
     """Build, gate and publish a bundle; raises `GateRefused` after keeping the report.
     Launched by torchrun, every process trains and process 0 alone goes on from there
     (the others return None)."""
@@ -116,10 +134,15 @@ def build(pipeline: Pipeline, options: BuildOptions = BuildOptions(),
     ctx, model = prepared.ctx, prepared.model
     try:
         with ctx.stage("train"):
-            trained = train(model.backbone, model.plan, prepared.task, prepared.splits(),
-                            pipeline.spec.train.with_epochs(options.epochs), ctx)
-            training = trained.record((trained.plan or model.plan).record(),
-                                      prepared.warm_start)
+            trained = train(
+                model.backbone,
+                model.plan,
+                prepared.task,
+                prepared.splits(),
+                pipeline.spec.train.with_epochs(options.epochs),
+                ctx,
+            )
+            training = trained.record((trained.plan or model.plan).record(), prepared.warm_start)
         if not ctx.world.leader:
             return None
         return ship(prepared, model, training)
@@ -140,8 +163,9 @@ def prepare(pipeline: Pipeline, options: BuildOptions, reporter: Reporter) -> Pr
         if claim is not None:
             check_destination(destination)  # published by a build that held it just before
             if claim.removed:
-                ctx.reporter.info("  removed what a build that died left: "
-                                  + ", ".join(claim.removed))
+                ctx.reporter.info(
+                    "  removed what a build that died left: " + ", ".join(claim.removed)
+                )
         return _prepare(pipeline, task, destination, claim, options, ctx)
     except BaseException:
         if claim is not None:
@@ -149,9 +173,14 @@ def prepare(pipeline: Pipeline, options: BuildOptions, reporter: Reporter) -> Pr
         raise
 
 
-def _prepare(pipeline: Pipeline, task: Task, destination: Path,
-             claim: DestinationClaim | None, options: BuildOptions,
-             ctx: RunContext) -> Prepared:
+def _prepare(
+    pipeline: Pipeline,
+    task: Task,
+    destination: Path,
+    claim: DestinationClaim | None,
+    options: BuildOptions,
+    ctx: RunContext,
+) -> Prepared:
     """`prepare`'s stages, run while the destination is claimed."""
     spec = pipeline.spec
     max_length = spec.data.max_length
@@ -161,42 +190,77 @@ def _prepare(pipeline: Pipeline, task: Task, destination: Path,
         ctx.reporter.info(f"  {data.describe()}")
         if (overlap := data.overlap_warning()) is not None:
             ctx.reporter.warn(overlap)
-        baseline_path = options.baseline or (pipeline.resolve(spec.gate.baseline.bundle)
-                                             if spec.gate.baseline.bundle else None)
-        baseline = (open_baseline(baseline_path, task, data.label_names)
-                    if baseline_path and ctx.world.leader else None)
+        baseline_path = options.baseline or (
+            pipeline.resolve(spec.gate.baseline.bundle) if spec.gate.baseline.bundle else None
+        )
+        baseline = (
+            open_baseline(baseline_path, task, data.label_names)
+            if baseline_path and ctx.world.leader
+            else None
+        )
         failpoint("data")
     with ctx.stage("model"):
-        loaded = load_model(spec.model, task, data.label_names, pipeline.resolve,
-                            spec.trust_remote_code, spec.train.seed, max_length)
+        loaded = load_model(
+            spec.model,
+            task,
+            data.label_names,
+            pipeline.resolve,
+            spec.trust_remote_code,
+            spec.train.seed,
+            max_length,
+        )
         model = PlannedModel.of(loaded, spec.freeze, spec.peft, spec.train.seed)
         model.record()  # checked here, written when the bundle ships
-        warm_start = (load_trainable(model, task.name, options.warm_start, data.label_names)
-                      if options.warm_start else None)
+        warm_start = (
+            load_trainable(model, task.name, options.warm_start, data.label_names)
+            if options.warm_start
+            else None
+        )
         ctx.reporter.info(f"  {model.plan.summary()}")
     with ctx.stage("encode"):
-        encoded = {name: task.encode(loaded.processor, split.inputs, max_length)
-                   for name, split in data.named_splits().items()}
+        encoded = {
+            name: task.encode(loaded.processor, split.inputs, max_length)
+            for name, split in data.named_splits().items()
+        }
         loaded.backbone.check_split(encoded["train"], model.plan.boundary)
         data = data.aligned(task, encoded)
         cut = {name: e.truncated for name, e in encoded.items() if e.truncated}
         if cut:
-            ctx.reporter.info(f"  cut to {max_length} tokens: "
-                              + ", ".join(f"{n} {name} rows" for name, n in cut.items()))
+            ctx.reporter.info(
+                f"  cut to {max_length} tokens: "
+                + ", ".join(f"{n} {name} rows" for name, n in cut.items())
+            )
         data_record = data.record(max_length, cut)
     loaded.model.to(ctx.device)
     with ctx.stage("cache"):
         root = cache_root(options.cache_dir, spec.cache, pipeline.resolve, options.use_cache)
         features, cache_record = stem_features(
-            model, task, data, encoded, CacheSettings(root, spec.cache.dtype, max_length), ctx)
-    return Prepared(pipeline=pipeline, task=task, destination=destination, ctx=ctx, data=data,
-                    model=model, warm_start=warm_start, encoded=encoded, features=features,
-                    task_record=task_record, data_record=data_record,
-                    cache_record=cache_record, claim=claim, baseline=baseline)
+            model, task, data, encoded, CacheSettings(root, spec.cache.dtype, max_length), ctx
+        )
+    return Prepared(
+        pipeline=pipeline,
+        task=task,
+        destination=destination,
+        ctx=ctx,
+        data=data,
+        model=model,
+        warm_start=warm_start,
+        encoded=encoded,
+        features=features,
+        task_record=task_record,
+        data_record=data_record,
+        cache_record=cache_record,
+        claim=claim,
+        baseline=baseline,
+    )
 
 
-def ship(prepared: Prepared, model: PlannedModel, training: TrainingRecord,
-         sweep: SweepRecord | None = None) -> BuildResult:
+def ship(
+    prepared: Prepared,
+    model: PlannedModel,
+    training: TrainingRecord,
+    sweep: SweepRecord | None = None,
+) -> BuildResult:
     """The stages after training of `model` (the prepared one, or a sweep's chosen
     trial's): export, quantize, evaluate, gate, publish. `sweep` is the record of the
     search that chose the settings, when one did."""
@@ -208,37 +272,55 @@ def ship(prepared: Prepared, model: PlannedModel, training: TrainingRecord,
             # records where it ended.
             write_model_files(model.loaded, prepared.data.label_names, staging.path)
             save_trainable(model.loaded.model, model.plan, staging.path)
-            exported = export_models(model.loaded, model.plan, task,
-                                     requested(spec.model_dump()), staging.path,
-                                     spec.export.opset, prepared.encoded["test"])
+            exported = export_models(
+                model.loaded,
+                model.plan,
+                task,
+                requested(spec.model_dump()),
+                staging.path,
+                spec.export.opset,
+                prepared.encoded["test"],
+            )
             failpoint("export")
         held_out = _held_out(prepared, model, staging.path)
         with ctx.stage("quantize"):
             reduced, quantized, computed = quantize_models(
-                exported, spec, model.backbone, task, held_out,
-                prepared.data.train.inputs, ctx)
+                exported, spec, model.backbone, task, held_out, prepared.data.train.inputs, ctx
+            )
             failpoint("quantize")
         forms = {**exported.files, **reduced}
         with ctx.stage("evaluate"):
-            grid = ShapeGrid(spec.gate.batch_sizes, spec.shape_check_lengths()
-                             if held_out.encoded.sequential else [])
+            grid = ShapeGrid(
+                spec.gate.batch_sizes,
+                spec.shape_check_lengths() if held_out.encoded.sequential else [],
+            )
             evaluation = evaluate(model.loaded.model, task, held_out, forms, grid, ctx, computed)
-            compared = (compare_with_baseline(prepared.baseline, task, held_out,
-                                              evaluation.outputs[INT8.name], ctx)
-                        if prepared.baseline else None)
-        sizes = {name: sum(path.stat().st_size for path in paths)
-                 for name, paths in forms.items()}
+            compared = (
+                compare_with_baseline(
+                    prepared.baseline, task, held_out, evaluation.outputs[INT8.name], ctx
+                )
+                if prepared.baseline
+                else None
+            )
+        sizes = {name: sum(path.stat().st_size for path in paths) for name, paths in forms.items()}
         verdict = judge(evaluation, task.gate_metric, spec.gate, sizes)
         if compared is not None:
             verdict = Verdict(verdict.rules + compared.rules(spec.gate.baseline))
         failpoint("gate")
         records = StageRecords(
-            task=prepared.task_record, model=model.record(), data=prepared.data_record,
-            cache=prepared.cache_record, training=training, export=exported.records,
-            quantize=quantized, sweep=sweep,
-            baseline=compared.record() if compared else None)
-        manifest = manifest_for(prepared.pipeline, records, evaluation, verdict, sizes,
-                                ctx.reporter.timings)
+            task=prepared.task_record,
+            model=model.record(),
+            data=prepared.data_record,
+            cache=prepared.cache_record,
+            training=training,
+            export=exported.records,
+            quantize=quantized,
+            sweep=sweep,
+            baseline=compared.record() if compared else None,
+        )
+        manifest = manifest_for(
+            prepared.pipeline, records, evaluation, verdict, sizes, ctx.reporter.timings
+        )
         return BuildResult(path=publish_or_refuse(staging, manifest), manifest=manifest)
 
 
@@ -248,7 +330,11 @@ def _held_out(prepared: Prepared, model: PlannedModel, folder: Path) -> HeldOut:
     test, encoded = prepared.data.test, prepared.encoded["test"]
     torch_model = model.loaded.model.to(prepared.ctx.device)
     return HeldOut(
-        examples=test.inputs, targets=test.targets, encoded=encoded,
+        examples=test.inputs,
+        targets=test.targets,
+        encoded=encoded,
         reference=reference_outputs(torch_model, prepared.task, encoded, prepared.ctx.device),
         encoder=input_kind(prepared.task.inputs)(folder, prepared.pipeline.spec.data.max_length),
-        fingerprint=test.fingerprint(), label_names=prepared.data.label_names)
+        fingerprint=test.fingerprint(),
+        label_names=prepared.data.label_names,
+    )

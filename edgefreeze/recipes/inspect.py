@@ -22,18 +22,29 @@ def inspect_pipeline(pipeline: Pipeline) -> dict[str, Any]:
     spec = pipeline.spec
     task = task_for(spec.task)
     data = load_data(spec.data, task, pipeline.resolve)
-    loaded = load_model(spec.model, task, data.label_names, pipeline.resolve,
-                        spec.trust_remote_code, spec.train.seed, spec.data.max_length)
+    loaded = load_model(
+        spec.model,
+        task,
+        data.label_names,
+        pipeline.resolve,
+        spec.trust_remote_code,
+        spec.train.seed,
+        spec.data.max_length,
+    )
     plan = make_plan(spec.freeze, loaded.backbone, spec.peft)
-    encoded = task.encode(loaded.processor, data.train.inputs[:spec.train.batch_size],
-                          spec.data.max_length)
+    encoded = task.encode(
+        loaded.processor, data.train.inputs[: spec.train.batch_size], spec.data.max_length
+    )
     plan.begin_epoch(loaded.model, max((first for first, _ in plan.stages), default=1))
     indices = list(range(len(encoded)))
     hidden, mask = LiveFeatures(encoded, loaded.backbone, plan).batch(indices, torch.device("cpu"))
     outputs = loaded.backbone.top(hidden, mask, plan.boundary)
-    targets = task.aligned_targets(data.train.targets[:len(encoded)], encoded)
+    targets = task.aligned_targets(data.train.targets[: len(encoded)], encoded)
     task.loss(outputs, task.batch_targets(targets, indices)).backward()
-    return {"pipeline": str(pipeline.path), **plan.record().model_dump(mode="json"),
-            "description": plan.describe(),
-            "rows": layer_rows(plan, loaded.backbone, spec.train),
-            "gradient_flow": gradient_flow(loaded.model, plan.parameters())}
+    return {
+        "pipeline": str(pipeline.path),
+        **plan.record().model_dump(mode="json"),
+        "description": plan.describe(),
+        "rows": layer_rows(plan, loaded.backbone, spec.train),
+        "gradient_flow": gradient_flow(loaded.model, plan.parameters()),
+    }

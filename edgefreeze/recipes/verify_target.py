@@ -49,16 +49,20 @@ class Interpreter:
     paths: tuple[Path, ...] = ()  # where its packages are (unpacked wheels), if not its own
 
     def command(self, arguments: list[str]) -> tuple[list[str], dict[str, str]]:
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-            [*map(str, self.paths), str(PACKAGE_ROOT)])}
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([*map(str, self.paths), str(PACKAGE_ROOT)]),
+        }
         command = [str(self.python), "-m", "edgefreeze.runtime.probe", *arguments]
         if self.sysroot is None:
             return command, env
         arch = elf_machine(self.python)
         qemu = shutil.which(f"qemu-{arch}-static") or shutil.which(f"qemu-{arch}")
         if qemu is None:
-            raise ConfigError(f"--sysroot: {self.python} is an {arch} program and no "
-                              f"qemu-{arch}-static is installed (Debian: qemu-user-static)")
+            raise ConfigError(
+                f"--sysroot: {self.python} is an {arch} program and no "
+                f"qemu-{arch}-static is installed (Debian: qemu-user-static)"
+            )
         env.update(QEMU_LD_PREFIX=str(self.sysroot), PYTHONHOME=str(self.sysroot / "usr"))
         return [qemu, *command], env
 
@@ -73,13 +77,19 @@ def elf_machine(path: Path) -> str:
         raise ConfigError(f"--python: {path} is not an ELF executable")
     code = int.from_bytes(header[18:20], "little")
     if code not in ELF_MACHINES:
-        raise ConfigError(f"--python: {path} is for ELF machine {code:#x}, which this "
-                          "command does not know")
+        raise ConfigError(
+            f"--python: {path} is for ELF machine {code:#x}, which this command does not know"
+        )
     return ELF_MACHINES[code]
 
 
-def verify_target(bundle: Path, pipeline: Pipeline, interpreter: Interpreter,
-                  form: str = "int8", rows: int | None = None) -> TargetCheck:
+def verify_target(
+    bundle: Path,
+    pipeline: Pipeline,
+    interpreter: Interpreter,
+    form: str = "int8",
+    rows: int | None = None,
+) -> TargetCheck:
     """Run `form` of the bundle on the pipeline's held-out split (its first `rows`) with
     `interpreter`; record the check in the bundle's manifest. Raises `CheckFailed` (exit 1)
     when the target's results break the gate's rules for reduced-precision forms against
@@ -89,49 +99,69 @@ def verify_target(bundle: Path, pipeline: Pipeline, interpreter: Interpreter,
     task = task_for(manifest.task.name)
     data = load_data(pipeline.spec.data, task, pipeline.resolve)
     if data.test.fingerprint() != manifest.data.splits["test"].fingerprint:
-        raise ConfigError(f"{pipeline.path}: its held-out split is not the one {bundle} was "
-                          "gated on (fingerprints differ); give the pipeline it was built with")
+        raise ConfigError(
+            f"{pipeline.path}: its held-out split is not the one {bundle} was "
+            "gated on (fingerprints differ); give the pipeline it was built with"
+        )
     examples = list(data.test.inputs[:rows])
     feeds = [host.encoder.encode(example) for example in examples]
-    targets = task.aligned_targets(data.test.targets[:len(examples)], _encoded(feeds))
+    targets = task.aligned_targets(data.test.targets[: len(examples)], _encoded(feeds))
     versions, there = _run_probe(bundle, form, examples, interpreter)
     here = [host.model.run(feed)[0] for feed in feeds]
     measured, own = task.metrics(there, targets, here), task.metrics(here, targets, here)
-    rules = tolerance_rules(FORMS[form], measured, own, task.gate_metric, pipeline.spec.gate,
-                            against="this machine")
+    rules = tolerance_rules(
+        FORMS[form], measured, own, task.gate_metric, pipeline.spec.gate, against="this machine"
+    )
     failures = [rule.describe() for rule in rules if not rule.passed]
     check = TargetCheck(
-        machine=versions["machine"], emulated_by=_emulator(interpreter),
-        python=versions["python"], onnxruntime=versions["onnxruntime"],
-        numpy=versions["numpy"], form=form, rows=len(examples),
-        metrics=measured, host_metrics=own, passed=not failures, failures=failures,
-        checked=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+        machine=versions["machine"],
+        emulated_by=_emulator(interpreter),
+        python=versions["python"],
+        onnxruntime=versions["onnxruntime"],
+        numpy=versions["numpy"],
+        form=form,
+        rows=len(examples),
+        metrics=measured,
+        host_metrics=own,
+        passed=not failures,
+        failures=failures,
+        checked=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    )
     update_manifest(bundle, partial(_with_check, check=check))
     if failures:
-        raise CheckFailed(f"{bundle}: on {check.machine} with onnxruntime "
-                          f"{check.onnxruntime}: {'; '.join(failures)}")
+        raise CheckFailed(
+            f"{bundle}: on {check.machine} with onnxruntime "
+            f"{check.onnxruntime}: {'; '.join(failures)}"
+        )
     return check
 
 
-def _run_probe(bundle: Path, form: str, examples: list, interpreter: Interpreter,
-               timeout_s: float = 3600) -> tuple[dict[str, str], list[np.ndarray]]:
+def _run_probe(
+    bundle: Path, form: str, examples: list, interpreter: Interpreter, timeout_s: float = 3600
+) -> tuple[dict[str, str], list[np.ndarray]]:
     """The target's versions and its outputs on `examples` (the probe, run by
     `interpreter`, reads them from a file and writes its outputs to another)."""
     with tempfile.TemporaryDirectory(prefix="edgefreeze-target-") as scratch:
         inputs, outputs = Path(scratch) / "inputs.json", Path(scratch) / "outputs.npz"
-        inputs.write_text(json.dumps([os.fspath(example) if isinstance(example, os.PathLike)
-                                      else example for example in examples]),
-                          encoding="utf-8")
+        inputs.write_text(
+            json.dumps(
+                [
+                    os.fspath(example) if isinstance(example, os.PathLike) else example
+                    for example in examples
+                ]
+            ),
+            encoding="utf-8",
+        )
         command, env = interpreter.command([str(bundle), form, str(inputs), str(outputs)])
         try:
-            done = subprocess.run(command, env=env, capture_output=True, text=True,
-                                  timeout=timeout_s, check=False)
+            done = subprocess.run(
+                command, env=env, capture_output=True, text=True, timeout=timeout_s, check=False
+            )
         except subprocess.TimeoutExpired:
             raise EdgefreezeError(f"the target interpreter ran past {timeout_s:.0f} s") from None
         if done.returncode != 0:
             last = (done.stderr.strip().splitlines() or ["(no message)"])[-1]
-            raise EdgefreezeError(f"the target interpreter failed (exit {done.returncode}): "
-                                  f"{last}")
+            raise EdgefreezeError(f"the target interpreter failed (exit {done.returncode}): {last}")
         versions = json.loads(done.stdout.strip().splitlines()[-1])
         with np.load(outputs) as arrays:
             return versions, [arrays[str(i)][0] for i in range(len(examples))]
@@ -142,9 +172,13 @@ def _encoded(feeds: list[dict[str, np.ndarray]]) -> ModelInputs:
     go on the tokens where its words start)."""
     if feeds and "input_ids" not in feeds[0]:  # images: nothing to align
         return EncodedImages({name: [feed[name][0] for feed in feeds] for name in feeds[0]})
-    return Encoded({"input_ids": [feed["input_ids"][0] for feed in feeds]}, pad_token_id=0,
-                   word_starts=[feed["word_starts"][0] for feed in feeds]
-                   if feeds and "word_starts" in feeds[0] else None)
+    return Encoded(
+        {"input_ids": [feed["input_ids"][0] for feed in feeds]},
+        pad_token_id=0,
+        word_starts=[feed["word_starts"][0] for feed in feeds]
+        if feeds and "word_starts" in feeds[0]
+        else None,
+    )
 
 
 def _emulator(interpreter: Interpreter) -> str | None:
@@ -158,7 +192,9 @@ def _emulator(interpreter: Interpreter) -> str | None:
 def _with_check(manifest: Manifest, check: TargetCheck) -> Manifest:
     """The manifest with `check` added, replacing an earlier one of the same machine, form
     and ONNX Runtime."""
-    kept = [c for c in manifest.targets
-            if (c.machine, c.form, c.onnxruntime) != (check.machine, check.form,
-                                                       check.onnxruntime)]
+    kept = [
+        c
+        for c in manifest.targets
+        if (c.machine, c.form, c.onnxruntime) != (check.machine, check.form, check.onnxruntime)
+    ]
     return manifest.model_copy(update={"targets": [*kept, check]})

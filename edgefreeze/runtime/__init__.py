@@ -14,6 +14,19 @@ from edgefreeze.runtime.manifest import Manifest
 from edgefreeze.runtime.outputs import Prediction, output_kind
 from edgefreeze.runtime.session import SESSION_CONFIG, OnnxModel, session_options
 
-__all__ = ["FORMS", "SESSION_CONFIG", "Bundle", "BundleError", "Manifest", "ModelForm",
-           "OnnxModel", "Prediction", "Predictor", "TextInputs", "input_kind", "load_tokenizer",
-           "output_kind", "session_options"]
+__all__ = [
+    "FORMS",
+    "SESSION_CONFIG",
+    "Bundle",
+    "BundleError",
+    "Manifest",
+    "ModelForm",
+    "OnnxModel",
+    "Prediction",
+    "Predictor",
+    "TextInputs",
+    "input_kind",
+    "load_tokenizer",
+    "output_kind",
+    "session_options",
+]

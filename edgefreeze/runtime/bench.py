@@ -27,9 +27,11 @@ from edgefreeze.runtime.inputs import input_kind, load_tokenizer
 from edgefreeze.runtime.session import OnnxModel
 
 SPEEDUP = f"{INT8.name}_speedup_p50"  # how much faster int8 is than each other model
-SAMPLE = ("An absorbing, often funny and finally moving film about people who keep missing "
-          "each other, with two fine performances at its centre and a score that knows when "
-          "to stay quiet. ") * 32  # over 1,000 tokens: enough for any max_length up to 1,024
+SAMPLE = (
+    "An absorbing, often funny and finally moving film about people who keep missing "
+    "each other, with two fine performances at its centre and a score that knows when "
+    "to stay quiet. "
+) * 32  # over 1,000 tokens: enough for any max_length up to 1,024
 
 
 def inputs(bundle: Bundle, batch: int, length: int) -> dict[str, np.ndarray]:
@@ -40,15 +42,22 @@ def inputs(bundle: Bundle, batch: int, length: int) -> dict[str, np.ndarray]:
     if kind.modality == "image":
         return _image_inputs(bundle, batch)
     if kind.modality != "text":
-        raise ConfigError(f"bench: measures text and image models; {bundle.path} takes "
-                          f"{bundle.manifest.task.inputs} inputs")
+        raise ConfigError(
+            f"bench: measures text and image models; {bundle.path} takes "
+            f"{bundle.manifest.task.inputs} inputs"
+        )
     encoding = load_tokenizer(bundle.verified("tokenizer.json"), length).encode(SAMPLE)
     if len(encoding.ids) != length:
-        raise ConfigError(f"bench: the sample text gives {len(encoding.ids)} tokens, not "
-                          f"{length}; choose a shorter --sequence-length")
+        raise ConfigError(
+            f"bench: the sample text gives {len(encoding.ids)} tokens, not "
+            f"{length}; choose a shorter --sequence-length"
+        )
     ids = np.array([encoding.ids], dtype=np.int64).repeat(batch, axis=0)
-    return {"input_ids": ids, "attention_mask": np.ones_like(ids),
-            "token_type_ids": np.zeros_like(ids)}
+    return {
+        "input_ids": ids,
+        "attention_mask": np.ones_like(ids),
+        "token_type_ids": np.zeros_like(ids),
+    }
 
 
 def _image_inputs(bundle: Bundle, batch: int) -> dict[str, np.ndarray]:
@@ -89,13 +98,23 @@ def _measure(run, batch1: dict, batch32: dict, runs: int) -> dict[str, float]:
     for _ in range(throughput_runs):
         run(batch32)
     seconds = time.perf_counter() - start
-    return {"p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95)),
-            "p99_ms": float(np.percentile(ms, 99)),
-            "throughput_per_s": len(next(iter(batch32.values()))) * throughput_runs / seconds}
+    return {
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p95_ms": float(np.percentile(ms, 95)),
+        "p99_ms": float(np.percentile(ms, 99)),
+        "throughput_per_s": len(next(iter(batch32.values()))) * throughput_runs / seconds,
+    }
 
 
-def _worker(bundle_path: str, form: str, files: list[str] | None, threads: int, length: int,
-            runs: int, queue) -> None:
+def _worker(
+    bundle_path: str,
+    form: str,
+    files: list[str] | None,
+    threads: int,
+    length: int,
+    runs: int,
+    queue,
+) -> None:
     """Measure one model in this (fresh) process; put its figures, or {"error": ...}."""
     try:
         queue.put(_measure_model(Bundle(bundle_path), form, files, threads, length, runs))
@@ -103,8 +122,9 @@ def _worker(bundle_path: str, form: str, files: list[str] | None, threads: int, 
         queue.put({"error": f"{type(exc).__name__}: {exc}"})
 
 
-def _measure_model(bundle: Bundle, form: str, files: list[str] | None, threads: int,
-                   length: int, runs: int) -> dict:
+def _measure_model(
+    bundle: Bundle, form: str, files: list[str] | None, threads: int, length: int, runs: int
+) -> dict:
     batch1, batch32 = inputs(bundle, 1, length), inputs(bundle, 32, length)
     if form == REFERENCE:
         import torch
@@ -136,9 +156,15 @@ def _measure_model(bundle: Bundle, form: str, files: list[str] | None, threads: 
     return result
 
 
-def bench(bundle_path: Path, threads: int = 0, length: int = 32, runs: int = 200,
-          forms: tuple[str, ...] = (INT8.name, FP32.name, REFERENCE),
-          others: dict[str, list[Path]] | None = None, rounds: int = 1) -> dict:
+def bench(
+    bundle_path: Path,
+    threads: int = 0,
+    length: int = 32,
+    runs: int = 200,
+    forms: tuple[str, ...] = (INT8.name, FP32.name, REFERENCE),
+    others: dict[str, list[Path]] | None = None,
+    rounds: int = 1,
+) -> dict:
     """Measure the bundle's `forms` (and PyTorch) and any `others` (name -> ONNX files)
     alike.
 
@@ -149,26 +175,31 @@ def bench(bundle_path: Path, threads: int = 0, length: int = 32, runs: int = 200
     bundle = Bundle(bundle_path)  # check everything here, before spawning anything
     sequential = input_kind(bundle.manifest.task.inputs).sequential
     if sequential and length > bundle.max_length:
-        raise ConfigError(f"bench: sequence length {length} is over the bundle's max_length "
-                          f"{bundle.max_length} (the runtime never feeds longer inputs)")
+        raise ConfigError(
+            f"bench: sequence length {length} is over the bundle's max_length "
+            f"{bundle.max_length} (the runtime never feeds longer inputs)"
+        )
     inputs(bundle, 1, length)
     for form in forms:
         if form != REFERENCE:
             bundle.model_files(form)  # present and verified
     context = multiprocessing.get_context("spawn")
-    results: dict = {"bundle": str(bundle_path), "threads": threads,
-                     "sequence_length": length if sequential else None,
-                     "rounds": rounds}
-    jobs = [(f, None) for f in forms] + [(n, [str(f) for f in fs])
-                                         for n, fs in (others or {}).items()]
+    results: dict = {
+        "bundle": str(bundle_path),
+        "threads": threads,
+        "sequence_length": length if sequential else None,
+        "rounds": rounds,
+    }
+    jobs = [(f, None) for f in forms] + [
+        (n, [str(f) for f in fs]) for n, fs in (others or {}).items()
+    ]
     if REFERENCE in forms and not _torch_available():
         results[REFERENCE] = None
         jobs = [job for job in jobs if job[0] != REFERENCE]
     measured: dict[str, list[dict]] = {name: [] for name, _ in jobs}
     for _ in range(rounds):
         for form, files in list(jobs):
-            result = _in_process(context, (str(bundle_path), form, files, threads, length,
-                                           runs))
+            result = _in_process(context, (str(bundle_path), form, files, threads, length, runs))
             if "error" not in result:
                 measured[form].append(result)
             elif form == REFERENCE:  # a comparison only: report why it is missing
@@ -178,12 +209,15 @@ def bench(bundle_path: Path, threads: int = 0, length: int = 32, runs: int = 200
             else:
                 raise EdgefreezeError(f"bench: measuring {form} failed: {result['error']}")
     for name, samples in measured.items():
-        results[name] = {key: (max if key == "peak_rss_bytes" else _median)(
-            [sample[key] for sample in samples]) for key in samples[0]}
+        results[name] = {
+            key: (max if key == "peak_rss_bytes" else _median)([sample[key] for sample in samples])
+            for key in samples[0]
+        }
     if INT8.name in measured:  # the comparison people read the bench for
         int8 = results[INT8.name]["p50_ms"]
-        results[SPEEDUP] = {name: results[name]["p50_ms"] / int8
-                                       for name in measured if name != INT8.name}
+        results[SPEEDUP] = {
+            name: results[name]["p50_ms"] / int8 for name in measured if name != INT8.name
+        }
     return results
 
 
@@ -197,7 +231,7 @@ def _in_process(context, args: tuple, limit_s: float = 1800) -> dict:
     result = None
     while result is None and time.monotonic() < deadline:
         alive = process.is_alive()  # read before the queue: a result put just before exit
-        try:                        # is still collected below
+        try:  # is still collected below
             result = queue.get(timeout=1)
         except Empty:
             if not alive:
@@ -216,5 +250,7 @@ def _median(values: list[float]) -> float:
 def _torch_available() -> bool:
     import importlib.util
 
-    return importlib.util.find_spec("torch") is not None and \
-        importlib.util.find_spec("transformers") is not None
+    return (
+        importlib.util.find_spec("torch") is not None
+        and importlib.util.find_spec("transformers") is not None
+    )

@@ -44,8 +44,9 @@ class Bundle:
             id2label = json.loads(path.read_text())["id2label"]
             labels = [id2label[str(i)] for i in range(len(id2label))]
         except (OSError, ValueError, KeyError, TypeError):
-            raise BundleError(f"{path}: expected {{'id2label': {{'0': NAME, '1': NAME, ...}}}}"
-                              ) from None
+            raise BundleError(
+                f"{path}: expected {{'id2label': {{'0': NAME, '1': NAME, ...}}}}"
+            ) from None
         if len(labels) < 2 or not all(isinstance(label, str) for label in labels):
             raise BundleError(f"{path}: expected two or more label names")
         return labels
@@ -59,28 +60,40 @@ class Bundle:
         if not path.is_file():
             raise BundleError(f"{path}: missing")
         if not path.resolve().is_relative_to(self.path.resolve()):
-            raise BundleError(f"{path}: leads out of the bundle (a link to "
-                              f"{path.resolve()}); refusing it")
+            raise BundleError(
+                f"{path}: leads out of the bundle (a link to {path.resolve()}); refusing it"
+            )
         if file_sha256(path) != entry.sha256:
-            raise BundleError(f"{path}: sha256 does not match the manifest; the file was "
-                              "altered, refusing to load it")
+            raise BundleError(
+                f"{path}: sha256 does not match the manifest; the file was "
+                "altered, refusing to load it"
+            )
         return path
 
     def forms(self) -> list[ModelForm]:
         """The model forms this bundle carries."""
-        return [form for form in FORMS.values()
-                if all(name in self.manifest.files for name in form.files)]
+        return [
+            form
+            for form in FORMS.values()
+            if all(name in self.manifest.files for name in form.files)
+        ]
 
     def model_files(self, form: str) -> list[Path]:
         """The verified files of one model form, or one line saying which forms exist."""
         if form not in {f.name for f in self.forms()}:
-            raise BundleError(f"{self.path}: no {form!r} model in this bundle (it has "
-                              f"{', '.join(f.name for f in self.forms()) or 'none'})")
+            raise BundleError(
+                f"{self.path}: no {form!r} model in this bundle (it has "
+                f"{', '.join(f.name for f in self.forms()) or 'none'})"
+            )
         return [self.verified(name) for name in FORMS[form].files]
 
     def model(self, form: str = INT8.name, threads: int = 0) -> OnnxModel:
-        model = OnnxModel(self.model_files(form), threads, self.session_config,
-                          providers_for(FORMS[form].precision))
+        model = OnnxModel(
+            self.model_files(form),
+            threads,
+            self.session_config,
+            providers_for(FORMS[form].precision),
+        )
         problem = self.decoder().check(model.output_width, self.labels)
         if problem:
             raise BundleError(f"{self.path}: {LABELS} {problem} ({form})")
@@ -103,15 +116,18 @@ class Bundle:
         try:
             return lookup(name)
         except ValueError as exc:
-            raise BundleError(f"{self.path}: {exc}; this edgefreeze cannot run the bundle's "
-                              f"task {self.manifest.task.name!r}") from None
+            raise BundleError(
+                f"{self.path}: {exc}; this edgefreeze cannot run the bundle's "
+                f"task {self.manifest.task.name!r}"
+            ) from None
 
 
 class Predictor:
     """Predictions per input, from a verified bundle: what a device calls."""
 
-    def __init__(self, bundle: str | Path | Bundle, form: str = INT8.name,
-                 threads: int = 0) -> None:
+    def __init__(
+        self, bundle: str | Path | Bundle, form: str = INT8.name, threads: int = 0
+    ) -> None:
         self.bundle = bundle if isinstance(bundle, Bundle) else Bundle(bundle)
         self.model = self.bundle.model(form, threads)
         self.encoder = self.bundle.encoder()
@@ -127,6 +143,7 @@ class Predictor:
         predictions = []
         for example in examples:
             feed = self.encoder.encode(example)
-            predictions.append(self.decoder.decode(self.model.run(feed), self.bundle.labels,
-                                                   feed, example))
+            predictions.append(
+                self.decoder.decode(self.model.run(feed), self.bundle.labels, feed, example)
+            )
         return predictions

@@ -26,28 +26,52 @@ def diff(old_path: Path, new_path: Path) -> dict:
     files = {}
     for name in sorted(set(old_files) | set(new_files)):
         before, after = old_files.get(name), new_files.get(name)
-        status = ("added" if before is None else "removed" if after is None
-                  else "unchanged" if before.sha256 == after.sha256 else "changed")
-        files[name] = {"status": status, "old_size": before and before.size,
-                       "new_size": after and after.size}
+        status = (
+            "added"
+            if before is None
+            else "removed"
+            if after is None
+            else "unchanged"
+            if before.sha256 == after.sha256
+            else "changed"
+        )
+        files[name] = {
+            "status": status,
+            "old_size": before and before.size,
+            "new_size": after and after.size,
+        }
     manifests = [b.path / MANIFEST for b in (old, new)]
     files[MANIFEST] = {
-        "status": "unchanged" if file_sha256(manifests[0]) == file_sha256(manifests[1])
-        else "changed", "old_size": manifests[0].stat().st_size,
-        "new_size": manifests[1].stat().st_size}
+        "status": "unchanged"
+        if file_sha256(manifests[0]) == file_sha256(manifests[1])
+        else "changed",
+        "old_size": manifests[0].stat().st_size,
+        "new_size": manifests[1].stat().st_size,
+    }
     old_forms = {form.name for form in old.forms()}
     device_files = (MANIFEST, LABELS, *new.input_files())  # what the runtime reads
     forms = {}
     for form in new.forms():
         needed = [*form.files, *device_files]
         full = sum(files[name]["new_size"] for name in needed)
-        payload = sum(files[name]["new_size"] for name in needed
-                      if files[name]["status"] in ("changed", "added")
-                      or form.name not in old_forms)
-        forms[form.name] = {"files": needed, "payload_bytes": payload, "full_bytes": full,
-                            "payload_share": payload / full}
-    return {"old": str(old_path), "new": str(new_path), "files": files, "forms": forms,
-            "warnings": _warnings(old, new)}
+        payload = sum(
+            files[name]["new_size"]
+            for name in needed
+            if files[name]["status"] in ("changed", "added") or form.name not in old_forms
+        )
+        forms[form.name] = {
+            "files": needed,
+            "payload_bytes": payload,
+            "full_bytes": full,
+            "payload_share": payload / full,
+        }
+    return {
+        "old": str(old_path),
+        "new": str(new_path),
+        "files": files,
+        "forms": forms,
+        "warnings": _warnings(old, new),
+    }
 
 
 def _warnings(old: Bundle, new: Bundle) -> list[str]:
@@ -57,8 +81,9 @@ def _warnings(old: Bundle, new: Bundle) -> list[str]:
     if old_name != new_name:
         warnings.append(f"different pipelines: {old_name!r} -> {new_name!r}")
     if old.manifest.task.name != new.manifest.task.name:
-        warnings.append(f"different tasks: {old.manifest.task.name!r} -> "
-                        f"{new.manifest.task.name!r}")
+        warnings.append(
+            f"different tasks: {old.manifest.task.name!r} -> {new.manifest.task.name!r}"
+        )
     if old.labels != new.labels:
         warnings.append(f"labels changed: {old.labels} -> {new.labels}")
     if old.max_length != new.max_length:

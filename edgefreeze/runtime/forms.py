@@ -50,16 +50,25 @@ class ModelForm:
 
 FP32 = ModelForm("fp32", ("model.onnx",), "fp32", None, None, "ONNX fp32")
 INT8 = ModelForm("int8", ("model.int8.onnx",), "int8", "fp32", None, "ONNX int8")
-FP16 = ModelForm("fp16", ("model.fp16.onnx",), "fp16", "fp32", "quantize.fp16",
-                 "ONNX fp16 (GPU targets)")
-SPLIT_FP32 = ModelForm("split-fp32", ("stem.onnx", "top.onnx"), "fp32", None, "export.split",
-                       "ONNX stem + top fp32")
-SPLIT_INT8 = ModelForm("split-int8", ("stem.int8.onnx", "top.int8.onnx"), "int8", "split-fp32",
-                       "export.split", "ONNX stem + top int8")
+FP16 = ModelForm(
+    "fp16", ("model.fp16.onnx",), "fp16", "fp32", "quantize.fp16", "ONNX fp16 (GPU targets)"
+)
+SPLIT_FP32 = ModelForm(
+    "split-fp32", ("stem.onnx", "top.onnx"), "fp32", None, "export.split", "ONNX stem + top fp32"
+)
+SPLIT_INT8 = ModelForm(
+    "split-int8",
+    ("stem.int8.onnx", "top.int8.onnx"),
+    "int8",
+    "split-fp32",
+    "export.split",
+    "ONNX stem + top int8",
+)
 
 # In the order people read them; a build makes each form's `source` before the form.
-FORMS: dict[str, ModelForm] = {form.name: form for form in
-                               (INT8, FP32, SPLIT_INT8, SPLIT_FP32, FP16)}
+FORMS: dict[str, ModelForm] = {
+    form.name: form for form in (INT8, FP32, SPLIT_INT8, SPLIT_FP32, FP16)
+}
 
 
 def requested(settings: Mapping[str, Any]) -> list[ModelForm]:

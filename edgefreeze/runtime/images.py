@@ -62,22 +62,26 @@ def read_image(source: str | os.PathLike) -> Any:
         with opened as image:
             width, height = image.size  # from the header: nothing is decoded yet
             if width * height > MAX_PIXELS:
-                raise ValueError(f"image {path} is {width} x {height} pixels, over "
-                                 f"{MAX_PIXELS // 1_000_000} megapixels; scale it down first")
+                raise ValueError(
+                    f"image {path} is {width} x {height} pixels, over "
+                    f"{MAX_PIXELS // 1_000_000} megapixels; scale it down first"
+                )
             image = ImageOps.exif_transpose(image)
             if image.mode.startswith("I;16"):
                 grey = (np.asarray(image, dtype=np.uint16) >> 8).astype(np.uint8)
                 image = Image.fromarray(grey, mode="L")
             elif image.mode in ("I", "F"):
                 kind = "float" if image.mode == "F" else "integer"
-                raise ValueError(f"image {path} has 32-bit {kind} pixels; convert it to 8 or "
-                                 "16 bits")
+                raise ValueError(
+                    f"image {path} has 32-bit {kind} pixels; convert it to 8 or 16 bits"
+                )
             return image.convert("RGB")
     except FileNotFoundError:
         raise ValueError(f"no image file {path}") from None
     except Image.DecompressionBombError:
-        raise ValueError(f"image {path} is over {MAX_PIXELS // 1_000_000} megapixels; scale "
-                         "it down first") from None
+        raise ValueError(
+            f"image {path} is over {MAX_PIXELS // 1_000_000} megapixels; scale it down first"
+        ) from None
     except (UnidentifiedImageError, OSError) as exc:
         raise ValueError(f"cannot read image {path}: {exc}") from None
 
@@ -99,23 +103,35 @@ class Preprocessing:
         size = settings.get("size") if settings.get("do_resize", True) else None
         if isinstance(size, int):
             size = {"height": size, "width": size}
-        if size is not None and (not ({"height", "width"} <= set(size) or "shortest_edge" in size)
-                                 or "longest_edge" in size):
-            raise ValueError(f"image processor size {size} is not supported on the device "
-                             "(height and width, or shortest_edge alone)")
+        if size is not None and (
+            not ({"height", "width"} <= set(size) or "shortest_edge" in size)
+            or "longest_edge" in size
+        ):
+            raise ValueError(
+                f"image processor size {size} is not supported on the device "
+                "(height and width, or shortest_edge alone)"
+            )
         crop = None
         if settings.get("do_center_crop") and settings.get("crop_size"):
             crop_size = settings["crop_size"]
-            crop = ((crop_size, crop_size) if isinstance(crop_size, int)
-                    else (crop_size["height"], crop_size["width"]))
+            crop = (
+                (crop_size, crop_size)
+                if isinstance(crop_size, int)
+                else (crop_size["height"], crop_size["width"])
+            )
         crop_pct = settings.get("crop_pct") if size and "shortest_edge" in size else None
         normalize = settings.get("do_normalize", True)
-        return cls(size=size, resample=int(settings.get("resample", 2)), crop=crop,
-                   crop_pct=crop_pct,
-                   scale=settings.get("rescale_factor", 1 / 255)
-                   if settings.get("do_rescale", True) else None,
-                   mean=np.array(settings["image_mean"], dtype=np.float32) if normalize else None,
-                   std=np.array(settings["image_std"], dtype=np.float32) if normalize else None)
+        return cls(
+            size=size,
+            resample=int(settings.get("resample", 2)),
+            crop=crop,
+            crop_pct=crop_pct,
+            scale=settings.get("rescale_factor", 1 / 255)
+            if settings.get("do_rescale", True)
+            else None,
+            mean=np.array(settings["image_mean"], dtype=np.float32) if normalize else None,
+            std=np.array(settings["image_std"], dtype=np.float32) if normalize else None,
+        )
 
     @classmethod
     def from_folder(cls, folder: Path) -> Preprocessing:
@@ -158,8 +174,13 @@ def _centre_crop(image: Any, height: int, width: int) -> Any:
         from PIL import Image
 
         canvas = Image.new(image.mode, (max(width, image.width), max(height, image.height)))
-        canvas.paste(image, (math.ceil((canvas.width - image.width) / 2),
-                             math.ceil((canvas.height - image.height) / 2)))
+        canvas.paste(
+            image,
+            (
+                math.ceil((canvas.width - image.width) / 2),
+                math.ceil((canvas.height - image.height) / 2),
+            ),
+        )
         image = canvas
     top, left = (image.height - height) // 2, (image.width - width) // 2
     return image.crop((left, top, left + width, top + height))

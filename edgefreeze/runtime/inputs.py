@@ -57,9 +57,11 @@ class TextInputs:
         if not isinstance(example, str):
             raise TypeError(f"a text model takes text, not {type(example).__name__}")
         e = self.tokenizer.encode(example)
-        return {"input_ids": np.array([e.ids], dtype=np.int64),
-                "attention_mask": np.array([e.attention_mask], dtype=np.int64),
-                "token_type_ids": np.array([e.type_ids], dtype=np.int64)}
+        return {
+            "input_ids": np.array([e.ids], dtype=np.int64),
+            "attention_mask": np.array([e.attention_mask], dtype=np.int64),
+            "token_type_ids": np.array([e.type_ids], dtype=np.int64),
+        }
 
 
 # A word or a punctuation mark: how a text is split into words on the device, the way
@@ -84,11 +86,13 @@ class WordInputs:
     def encode(self, example: object) -> dict[str, np.ndarray]:
         words, spans = split_words(example)
         e = self.tokenizer.encode(words, is_pretokenized=True)
-        return {"input_ids": np.array([e.ids], dtype=np.int64),
-                "attention_mask": np.array([e.attention_mask], dtype=np.int64),
-                "token_type_ids": np.array([e.type_ids], dtype=np.int64),
-                "word_starts": word_starts(e.word_ids)[None],
-                "word_spans": np.array(spans, dtype=np.int64).reshape(1, -1, 2)}
+        return {
+            "input_ids": np.array([e.ids], dtype=np.int64),
+            "attention_mask": np.array([e.attention_mask], dtype=np.int64),
+            "token_type_ids": np.array([e.type_ids], dtype=np.int64),
+            "word_starts": word_starts(e.word_ids)[None],
+            "word_spans": np.array(spans, dtype=np.int64).reshape(1, -1, 2),
+        }
 
 
 @INPUTS.register("image")
@@ -124,8 +128,9 @@ def split_words(example: object) -> tuple[list[str], list[tuple[int, int]]]:
             spans.append((at, at + len(word)))
             at += len(word) + 1
         return list(example), spans
-    raise TypeError(f"a word-labelling model takes a text or a list of words, not "
-                    f"{type(example).__name__}")
+    raise TypeError(
+        f"a word-labelling model takes a text or a list of words, not {type(example).__name__}"
+    )
 
 
 def word_starts(word_ids: Sequence[int | None]) -> np.ndarray:

@@ -204,7 +204,7 @@ class BaselineRecord(Record):
     flips: int
     flip_share: float
     same_held_out: bool  # False: the baseline was gated on other rows (it may have trained
-                         # on some of these)
+    # on some of these)
     flipped: list[FlipRecord]  # the first 100
 
 
@@ -336,25 +336,40 @@ class Manifest(Record):
         if version == 1:
             document = upgrade_v1(document)
         elif version != SCHEMA_VERSION:
-            raise BundleError(f"{path}: schema_version {version!r} is not one this edgefreeze "
-                              f"reads (it reads 1 and {SCHEMA_VERSION}); upgrade edgefreeze")
+            raise BundleError(
+                f"{path}: schema_version {version!r} is not one this edgefreeze "
+                f"reads (it reads 1 and {SCHEMA_VERSION}); upgrade edgefreeze"
+            )
         try:
             return cls.model_validate(document)
         except ValidationError as exc:
             error = exc.errors()[0]
             key = ".".join(str(part) for part in error["loc"])
-            rebuild = ("; it predates schema_version: rebuild the bundle with `edgefreeze "
-                       "build`" if version == 1 else "")
-            raise BundleError(f"{path}: missing or invalid '{key}' ({error['msg']}){rebuild}"
-                              ) from None
+            rebuild = (
+                "; it predates schema_version: rebuild the bundle with `edgefreeze build`"
+                if version == 1
+                else ""
+            )
+            raise BundleError(
+                f"{path}: missing or invalid '{key}' ({error['msg']}){rebuild}"
+            ) from None
 
 
 # Version 1 (edgefreeze 0.1) named forms after their ONNX precision and had one task.
-_V1_FORMS = {"pytorch": "pytorch", "onnx_fp32": "fp32", "onnx_int8": "int8",
-             "onnx_fp16": "fp16", "onnx_split_fp32": "split-fp32",
-             "onnx_split_int8": "split-int8"}
-_V1_TASK = {"name": "text-classification", "inputs": "text", "outputs": "label",
-            "gate_metric": "accuracy"}
+_V1_FORMS = {
+    "pytorch": "pytorch",
+    "onnx_fp32": "fp32",
+    "onnx_int8": "int8",
+    "onnx_fp16": "fp16",
+    "onnx_split_fp32": "split-fp32",
+    "onnx_split_int8": "split-int8",
+}
+_V1_TASK = {
+    "name": "text-classification",
+    "inputs": "text",
+    "outputs": "label",
+    "gate_metric": "accuracy",
+}
 
 
 def upgrade_v1(old: dict) -> dict:
@@ -384,8 +399,11 @@ def upgrade_v1(old: dict) -> dict:
         new["training"] = _v1_training(training, old)
     export = old.get("export")
     if isinstance(export, dict):
-        new["export"] = ({"fp32": export["composed"], "split-fp32": export.get("split", {})}
-                         if "composed" in export else {"fp32": export})
+        new["export"] = (
+            {"fp32": export["composed"], "split-fp32": export.get("split", {})}
+            if "composed" in export
+            else {"fp32": export}
+        )
     return new
 
 
@@ -395,10 +413,17 @@ def _v1_quantize(record: object) -> object:
     if "attempts" not in record:  # fp16: {"mode": "fp16", "keep_io_types": true}
         settings = {k: v for k, v in record.items() if k != "mode"}
         return {"mode": record.get("mode"), "graphs": {"model.fp16.onnx": settings}}
-    attempts = [{"fp32_segments": a.get("fp32_segments"), "passed": a.get("passed"),
-                 "size_bytes": a.get("size_bytes"), "p50_ms": a.get("p50_ms"),
-                 "metrics": {k: a[k] for k in ("accuracy", "agreement") if k in a}}
-                for a in record["attempts"] if isinstance(a, dict)]
+    attempts = [
+        {
+            "fp32_segments": a.get("fp32_segments"),
+            "passed": a.get("passed"),
+            "size_bytes": a.get("size_bytes"),
+            "p50_ms": a.get("p50_ms"),
+            "metrics": {k: a[k] for k in ("accuracy", "agreement") if k in a},
+        }
+        for a in record["attempts"]
+        if isinstance(a, dict)
+    ]
     graphs = record.get("graphs", {})
     mode = next((g.get("mode") for g in graphs.values() if isinstance(g, dict)), "dynamic")
     return {"mode": mode, "graphs": graphs, "attempts": attempts}
@@ -407,19 +432,31 @@ def _v1_quantize(record: object) -> object:
 def _v1_training(training: dict, old: dict) -> dict:
     layers = training.get("trainable_layers")
     depth = old.get("model", {}).get("layers") if isinstance(old.get("model"), dict) else None
-    freeze = {"plan": "top_k", "trainable_layers": layers,
-              "settings": {"plan": "top_k",
-                           "trainable_layers": len(layers) if isinstance(layers, list) else None},
-              "boundary": depth - len(layers) if isinstance(layers, list) and
-              isinstance(depth, int) else None,
-              "trainable_parameters": training.get("trainable_parameters"),
-              "total_parameters": training.get("total_parameters")}
-    epochs = [{"epoch": e.get("epoch"), "loss": e.get("loss"), "seconds": e.get("seconds"),
-               "validation": {"accuracy": e["val_accuracy"]} if "val_accuracy" in e else {}}
-              for e in training.get("epochs", []) if isinstance(e, dict)]
+    freeze = {
+        "plan": "top_k",
+        "trainable_layers": layers,
+        "settings": {
+            "plan": "top_k",
+            "trainable_layers": len(layers) if isinstance(layers, list) else None,
+        },
+        "boundary": depth - len(layers)
+        if isinstance(layers, list) and isinstance(depth, int)
+        else None,
+        "trainable_parameters": training.get("trainable_parameters"),
+        "total_parameters": training.get("total_parameters"),
+    }
+    epochs = [
+        {
+            "epoch": e.get("epoch"),
+            "loss": e.get("loss"),
+            "seconds": e.get("seconds"),
+            "validation": {"accuracy": e["val_accuracy"]} if "val_accuracy" in e else {},
+        }
+        for e in training.get("epochs", [])
+        if isinstance(e, dict)
+    ]
     kept = ("device", "precision", "warm_start", "steps")
-    return {**{k: training[k] for k in kept if k in training}, "epochs": epochs,
-            "freeze": freeze}
+    return {**{k: training[k] for k in kept if k in training}, "epochs": epochs, "freeze": freeze}
 
 
 class GateRefused(CheckFailed):

@@ -16,8 +16,9 @@ class OutputDecoder(Protocol):
     """What one input's model outputs mean, given the label names, the feed the input
     encoder made and the input itself."""
 
-    def decode(self, outputs: np.ndarray, labels: list[str], feed: dict[str, np.ndarray],
-               example: object) -> object: ...
+    def decode(
+        self, outputs: np.ndarray, labels: list[str], feed: dict[str, np.ndarray], example: object
+    ) -> object: ...
 
     def summary(self, prediction: object) -> str:
         """A prediction as one tab-separated line for people (`predict` without --json)."""
@@ -39,11 +40,14 @@ class Prediction:
 class LabelOutputs:
     """One score per label for the whole input: softmax, then the best label."""
 
-    def decode(self, outputs: np.ndarray, labels: list[str], feed: dict[str, np.ndarray],
-               example: object) -> Prediction:
+    def decode(
+        self, outputs: np.ndarray, labels: list[str], feed: dict[str, np.ndarray], example: object
+    ) -> Prediction:
         probabilities = _softmax(outputs.reshape(-1))
-        return Prediction(labels[int(probabilities.argmax())],
-                          {label: float(p) for label, p in zip(labels, probabilities)})
+        return Prediction(
+            labels[int(probabilities.argmax())],
+            {label: float(p) for label, p in zip(labels, probabilities)},
+        )
 
     def summary(self, prediction: Prediction) -> str:
         return f"{prediction.label}\t{prediction.probabilities[prediction.label]:.3f}"
@@ -66,7 +70,7 @@ class Entity:
 @dataclass(frozen=True)
 class Tagging:
     tags: list[str]  # one per word up to the last the model read (a word the tokenizer
-                     # maps to no token, a stray control character, is O)
+    # maps to no token, a stray control character, is O)
     entities: list[Entity]
     words_unread: int  # words past max_length: they get no tag
 
@@ -76,8 +80,9 @@ class TagOutputs:
     """One score per label for each token: each word's tag is read at its first token,
     and runs of tags become entities by conlleval's rules (IOB1, IOB2 and BIOES alike)."""
 
-    def decode(self, outputs: np.ndarray, labels: list[str], feed: dict[str, np.ndarray],
-               example: object) -> Tagging:
+    def decode(
+        self, outputs: np.ndarray, labels: list[str], feed: dict[str, np.ndarray], example: object
+    ) -> Tagging:
         scores = outputs.reshape(-1, outputs.shape[-1])
         starts = feed["word_starts"].reshape(-1)
         spans = feed["word_spans"].reshape(-1, 2)
@@ -87,13 +92,15 @@ class TagOutputs:
         for position in positions:  # each word's tag, from the token where it starts
             probabilities = _softmax(scores[position])
             best = int(probabilities.argmax())
-            tags[starts[position]], confidence[starts[position]] = labels[best], float(
-                probabilities[best])
+            tags[starts[position]], confidence[starts[position]] = (
+                labels[best],
+                float(probabilities[best]),
+            )
         text = example if isinstance(example, str) else " ".join(example)
         entities = []
         for kind, first, last in entity_runs(tags):
             start, end = int(spans[first][0]), int(spans[last][1])
-            score = float(np.mean(confidence[first:last + 1]))
+            score = float(np.mean(confidence[first : last + 1]))
             entities.append(Entity(kind, text[start:end], start, end, round(score, 6)))
         return Tagging(tags, entities, len(spans) - read)
 
@@ -114,11 +121,17 @@ def entity_runs(tags: list[str]) -> list[tuple[str, int, int]]:
     previous, previous_type, begin = "O", "", 0
     for i, tag in enumerate([*tags, "O"]):
         prefix, kind = (tag[0], tag[2:]) if tag != "O" else ("O", "")
-        if previous in "ES" or (previous in "BI" and prefix in "BSO") or (
-                previous != "O" and previous_type != kind):
+        if (
+            previous in "ES"
+            or (previous in "BI" and prefix in "BSO")
+            or (previous != "O" and previous_type != kind)
+        ):
             runs.append((previous_type, begin, i - 1))
-        if prefix in "BS" or (previous in "ESO" and prefix in "EI") or (
-                prefix != "O" and previous_type != kind):
+        if (
+            prefix in "BS"
+            or (previous in "ESO" and prefix in "EI")
+            or (prefix != "O" and previous_type != kind)
+        ):
             begin = i
         previous, previous_type = prefix, kind
     return runs

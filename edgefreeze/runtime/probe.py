@@ -26,8 +26,16 @@ def main(bundle: str, form: str, inputs: str, outputs: str) -> None:
     partial = Path(outputs).with_suffix(".partial.npz")
     np.savez(partial, **results)
     partial.replace(outputs)
-    print(json.dumps({"machine": platform.machine(), "python": platform.python_version(),
-                      "onnxruntime": onnxruntime.__version__, "numpy": np.__version__}))
+    print(
+        json.dumps(
+            {
+                "machine": platform.machine(),
+                "python": platform.python_version(),
+                "onnxruntime": onnxruntime.__version__,
+                "numpy": np.__version__,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -9,8 +9,12 @@ import numpy as np
 import onnxruntime as ort
 
 # ONNX Runtime's names of the input types a model takes.
-_NUMPY_TYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32,
-                "tensor(float)": np.float32, "tensor(float16)": np.float16}
+_NUMPY_TYPES = {
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+}
 
 # ONNX Runtime session config entries the gate runs every model with, recorded in each
 # bundle's manifest so any ONNX Runtime API reproduces the gated numbers. Dynamic int8
@@ -18,8 +22,9 @@ _NUMPY_TYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32,
 # ONNX Runtime's CPU SkipLayerNormalization kernel is about 4x slower than the Add and
 # LayerNormalization it replaces (onnxruntime 1.32; benchmarks/skip_layer_norm.py): with
 # the fusion off the default int8 model runs 1.2x (2 threads) to 1.4x (1 thread) faster.
-SESSION_CONFIG: dict[str, str] = {"optimization.disable_specified_optimizers":
-                                  "SkipLayerNormFusion"}
+SESSION_CONFIG: dict[str, str] = {
+    "optimization.disable_specified_optimizers": "SkipLayerNormFusion"
+}
 
 
 CPU_PROVIDERS = ("CPUExecutionProvider",)
@@ -35,22 +40,25 @@ def providers_for(precision: str) -> tuple[str, ...]:
     return CPU_PROVIDERS
 
 
-def _session(path: str | Path, options: ort.SessionOptions,
-             providers: Sequence[str]) -> ort.InferenceSession:
+def _session(
+    path: str | Path, options: ort.SessionOptions, providers: Sequence[str]
+) -> ort.InferenceSession:
     """A session on `providers`; if one of them fails to start (onnxruntime-gpu with no
     usable GPU, a driver mismatch), on the CPU. ONNX Runtime's own fallback would print
     its notice to stdout, which `--json` keeps for the one JSON document."""
     try:
-        return ort.InferenceSession(str(path), options, providers=list(providers),
-                                    enable_fallback=0)
+        return ort.InferenceSession(
+            str(path), options, providers=list(providers), enable_fallback=0
+        )
     except Exception:  # noqa: BLE001 - ONNX Runtime's errors share no narrower base
         if tuple(providers) == CPU_PROVIDERS:
             raise
         return ort.InferenceSession(str(path), options, providers=list(CPU_PROVIDERS))
 
 
-def session_options(threads: int = 0, config: Mapping[str, str] | None = None
-                    ) -> ort.SessionOptions:
+def session_options(
+    threads: int = 0, config: Mapping[str, str] | None = None
+) -> ort.SessionOptions:
     """SessionOptions with `threads` intra-op threads (0: ONNX Runtime's choice) and the
     given config entries (SESSION_CONFIG when None)."""
     options = ort.SessionOptions()
@@ -73,9 +81,13 @@ class OnnxModel:
         providers: ONNX Runtime execution providers, in order of preference.
     """
 
-    def __init__(self, model_paths: str | Path | Sequence[str | Path], threads: int = 0,
-                 session_config: Mapping[str, str] | None = None,
-                 providers: Sequence[str] = CPU_PROVIDERS) -> None:
+    def __init__(
+        self,
+        model_paths: str | Path | Sequence[str | Path],
+        threads: int = 0,
+        session_config: Mapping[str, str] | None = None,
+        providers: Sequence[str] = CPU_PROVIDERS,
+    ) -> None:
         paths = [model_paths] if isinstance(model_paths, (str, Path)) else list(model_paths)
         options = session_options(threads, session_config)
         self.sessions = [_session(path, options, providers) for path in paths]
@@ -83,8 +95,9 @@ class OnnxModel:
         self.provider = self.sessions[0].get_providers()[0]
         self.input_types = {i.name: _NUMPY_TYPES[i.type] for i in self.sessions[0].get_inputs()}
         self.input_names = list(self.input_types)
-        self.top_inputs = ([i.name for i in self.sessions[1].get_inputs()]
-                           if len(self.sessions) == 2 else [])
+        self.top_inputs = (
+            [i.name for i in self.sessions[1].get_inputs()] if len(self.sessions) == 2 else []
+        )
         width = self.sessions[-1].get_outputs()[0].shape[-1]
         self.output_width: int | None = width if isinstance(width, int) else None  # dynamic: None
 
@@ -95,6 +108,7 @@ class OnnxModel:
         feed = {name: inputs[name].astype(kind) for name, kind in self.input_types.items()}
         output = self.sessions[0].run(None, feed)[0]
         if len(self.sessions) == 2:
-            output = self.sessions[1].run(None, {name: output if name == "hidden" else feed[name]
-                                                 for name in self.top_inputs})[0]
+            output = self.sessions[1].run(
+                None, {name: output if name == "hidden" else feed[name] for name in self.top_inputs}
+            )[0]
         return output

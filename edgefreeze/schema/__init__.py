@@ -11,7 +11,24 @@ from edgefreeze.schema.quantize import ExportSpec, QuantizeSpec
 from edgefreeze.schema.section import Fraction, KindSettings, Section
 from edgefreeze.schema.train import SweepSpec, TrainSpec
 
-__all__ = ["PEFT_SETTINGS", "PLAN_SETTINGS", "BaselineSpec", "CacheSpec", "DataSpec",
-           "ExportSpec", "Fraction", "FreezeSpec", "GateSpec", "KindSettings", "PeftSpec",
-           "Pipeline", "PipelineSpec", "QuantizeSpec", "Section", "SplitSpec", "SweepSpec",
-           "TrainSpec", "load_pipeline"]
+__all__ = [
+    "PEFT_SETTINGS",
+    "PLAN_SETTINGS",
+    "BaselineSpec",
+    "CacheSpec",
+    "DataSpec",
+    "ExportSpec",
+    "Fraction",
+    "FreezeSpec",
+    "GateSpec",
+    "KindSettings",
+    "PeftSpec",
+    "Pipeline",
+    "PipelineSpec",
+    "QuantizeSpec",
+    "Section",
+    "SplitSpec",
+    "SweepSpec",
+    "TrainSpec",
+    "load_pipeline",
+]

@@ -36,23 +36,36 @@ class DataSpec(Section):
     validation: str | None = Field(
         None, description="separate validation file; replaces split.validation"
     )
-    text_column: str | None = Field(None, description="column with the input (default: text; "
-                                    "token-classification: tokens)")
-    label_column: str | None = Field(None, description="column with the target (default: "
-                                     "label; token-classification: tags)")
+    text_column: str | None = Field(
+        None, description="column with the input (default: text; token-classification: tokens)"
+    )
+    label_column: str | None = Field(
+        None, description="column with the target (default: label; token-classification: tags)"
+    )
     labels: list[str] | None = Field(
         None, min_length=2, description="label names in id order; default: sorted labels seen"
     )
     max_length: int = Field(128, ge=4, le=8192, description="tokens kept per example")
-    encoding: str = Field("utf-8", description="text encoding of the data files (a Python "
-                          "codec name: utf-8, latin-1, cp1252, utf-16, ...)")
+    encoding: str = Field(
+        "utf-8",
+        description="text encoding of the data files (a Python "
+        "codec name: utf-8, latin-1, cp1252, utf-16, ...)",
+    )
     format: Literal["auto", "csv", "jsonl", "conll"] = Field(
-        "auto", description="format of every data file (source, test, validation, --add); "
-        "auto: from each file's suffix (.csv, .jsonl or .json lines, .conll)")
-    tag_column: int = Field(-1, description="CoNLL files: the white-space-separated column "
-                            "holding the tag (0 is the token; default: the last)")
-    drop_empty: bool = Field(False, description="skip rows with an empty text or label "
-                             "(counted in the manifest) instead of failing")
+        "auto",
+        description="format of every data file (source, test, validation, --add); "
+        "auto: from each file's suffix (.csv, .jsonl or .json lines, .conll)",
+    )
+    tag_column: int = Field(
+        -1,
+        description="CoNLL files: the white-space-separated column "
+        "holding the tag (0 is the token; default: the last)",
+    )
+    drop_empty: bool = Field(
+        False,
+        description="skip rows with an empty text or label "
+        "(counted in the manifest) instead of failing",
+    )
     sample_rows: int | None = Field(
         None, ge=20, description="use a seeded random sample of this many rows (smoke tests)"
     )

@@ -25,15 +25,19 @@ def load_pipeline(path: str | Path) -> Pipeline:
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read pipeline file ({exc.strerror})") from None
     if len(raw_bytes) > MAX_PIPELINE_BYTES:
-        raise ConfigError(f"{path}: {len(raw_bytes):,} bytes is not a pipeline file (at most "
-                          f"{MAX_PIPELINE_BYTES:,})")
+        raise ConfigError(
+            f"{path}: {len(raw_bytes):,} bytes is not a pipeline file (at most "
+            f"{MAX_PIPELINE_BYTES:,})"
+        )
     text = raw_bytes.decode("utf-8", errors="replace")
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         values = _expanded_size(root, {})
         if values > MAX_PIPELINE_VALUES:
-            raise ConfigError(f"{path}: expands to {values:,} values through YAML aliases "
-                              f"(at most {MAX_PIPELINE_VALUES:,}); refusing it")
+            raise ConfigError(
+                f"{path}: expands to {values:,} values through YAML aliases "
+                f"(at most {MAX_PIPELINE_VALUES:,}); refusing it"
+            )
         document = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
@@ -41,14 +45,16 @@ def load_pipeline(path: str | Path) -> Pipeline:
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(f"{where}: malformed YAML: {problem}") from None
     if not isinstance(document, dict):
-        raise ConfigError(f"{path}: a pipeline file must be a mapping of keys, got "
-                          f"{type(document).__name__}")
+        raise ConfigError(
+            f"{path}: a pipeline file must be a mapping of keys, got {type(document).__name__}"
+        )
     try:
         spec = PipelineSpec.model_validate(document)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, path, _key_lines(root))) from None
-    pipeline = Pipeline(spec=spec, path=path.resolve(),
-                        sha256=hashlib.sha256(raw_bytes).hexdigest())
+    pipeline = Pipeline(
+        spec=spec, path=path.resolve(), sha256=hashlib.sha256(raw_bytes).hexdigest()
+    )
     pipeline.check_paths()
     return pipeline
 
@@ -87,7 +93,7 @@ def _describe(exc: ValidationError, path: Path, lines: dict[str, int]) -> str:
         elif error["type"] == "missing":
             message = "required key is missing"
         elif message.startswith("Value error, "):
-            message = message[len("Value error, "):]
+            message = message[len("Value error, ") :]
         parts.append(f"{where}: {key or 'pipeline'}: {message}")
     return "; ".join(parts)
 

@@ -16,8 +16,9 @@ class PeftSpec(Section):
     method: str = Field(description="the method (edgefreeze.peft.METHODS): lora, ia3, ...")
 
 
-PEFT_SETTINGS: KindSettings[PeftSpec] = KindSettings("parameter-efficient method", PeftSpec,
-                                                     "method")
+PEFT_SETTINGS: KindSettings[PeftSpec] = KindSettings(
+    "parameter-efficient method", PeftSpec, "method"
+)
 
 
 @PEFT_SETTINGS.register("lora")
@@ -25,27 +26,39 @@ class LoraSpec(PeftSpec):
     r: int = Field(8, ge=1, le=1024, description="rank of the update")
     alpha: float = Field(16.0, gt=0.0, description="scale: the update is alpha / r times BA")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout on the LoRA branch's input")
-    targets: list[str] = Field(["query", "value"], min_length=1, description="linear modules "
-                               "of each trainable layer that get an update: roles (query, key, "
-                               "value, attention_output, intermediate, output) or name "
-                               "suffixes")
+    targets: list[str] = Field(
+        ["query", "value"],
+        min_length=1,
+        description="linear modules "
+        "of each trainable layer that get an update: roles (query, key, "
+        "value, attention_output, intermediate, output) or name "
+        "suffixes",
+    )
 
 
 @PEFT_SETTINGS.register("ia3")
 class IA3Spec(PeftSpec):
-    targets: list[str] = Field(["key", "value", "output"], min_length=1,
-                               description="linear modules rescaled: roles or name suffixes")
-    feedforward: list[str] = Field(["output"], description="those among the targets whose "
-                                   "input, not output, is rescaled (feed-forward)")
+    targets: list[str] = Field(
+        ["key", "value", "output"],
+        min_length=1,
+        description="linear modules rescaled: roles or name suffixes",
+    )
+    feedforward: list[str] = Field(
+        ["output"],
+        description="those among the targets whose input, not output, is rescaled (feed-forward)",
+    )
 
 
 @PEFT_SETTINGS.register("adapter")
 class AdapterSpec(PeftSpec):
     bottleneck: int = Field(64, ge=1, le=4096, description="width of the adapter's middle")
-    targets: list[str] = Field(["attention_output", "output"], min_length=1,
-                               description="linear modules followed by an adapter: roles "
-                               "(after attention, after the feed-forward block) or name "
-                               "suffixes")
+    targets: list[str] = Field(
+        ["attention_output", "output"],
+        min_length=1,
+        description="linear modules followed by an adapter: roles "
+        "(after attention, after the feed-forward block) or name "
+        "suffixes",
+    )
 
 
 @PEFT_SETTINGS.register("prefix")

@@ -31,11 +31,14 @@ _plan_settings = PLAN_SETTINGS.validator(default={})
 
 
 class CacheSpec(Section):
-    enabled: bool = Field(True, description="reuse frozen-stem activations across epochs and "
-                          "builds")
+    enabled: bool = Field(
+        True, description="reuse frozen-stem activations across epochs and builds"
+    )
     dir: str | None = Field(
-        None, description="cache folder (relative to the pipeline file); --cache-dir and "
-        "EDGEFREEZE_CACHE_DIR override it; default ~/.cache/edgefreeze")
+        None,
+        description="cache folder (relative to the pipeline file); --cache-dir and "
+        "EDGEFREEZE_CACHE_DIR override it; default ~/.cache/edgefreeze",
+    )
     dtype: Literal["fp16", "fp32"] = Field("fp16", description="storage precision")
 
 
@@ -48,11 +51,15 @@ class PipelineSpec(Section):
     task: str = Field(DEFAULT_TASK, description="what is predicted (edgefreeze.tasks)")
     data: DataSpec
     freeze: Annotated[SerializeAsAny[FreezeSpec], WrapValidator(_plan_settings)] = Field(
-        default_factory=lambda: _plan_settings({}, None))
-    peft: Annotated[SerializeAsAny[PeftSpec] | None,
-                    WrapValidator(PEFT_SETTINGS.validator())] = Field(
-        None, description="train small added weights in the trainable layers instead of the "
-        "layers themselves (LoRA, IA3)")
+        default_factory=lambda: _plan_settings({}, None)
+    )
+    peft: Annotated[SerializeAsAny[PeftSpec] | None, WrapValidator(PEFT_SETTINGS.validator())] = (
+        Field(
+            None,
+            description="train small added weights in the trainable layers instead of the "
+            "layers themselves (LoRA, IA3)",
+        )
+    )
     train: TrainSpec = TrainSpec()
     cache: CacheSpec = CacheSpec()
     export: ExportSpec = ExportSpec()
@@ -79,8 +86,9 @@ class PipelineSpec(Section):
         """Sequence lengths of the fp32 shape check; the default includes unseen ones."""
         if self.gate.sequence_lengths:
             return list(self.gate.sequence_lengths)
-        return sorted({min(5, self.data.max_length), min(23, self.data.max_length),
-                       self.data.max_length})
+        return sorted(
+            {min(5, self.data.max_length), min(23, self.data.max_length), self.data.max_length}
+        )
 
 
 class Pipeline(BaseModel):
@@ -107,19 +115,26 @@ class Pipeline(BaseModel):
         folder = self.path.parent
         inside = Path(os.path.normpath(folder / candidate))
         if not inside.is_relative_to(folder):
-            raise ConfigError(f"{self.path}: {key}: {relative!r} leads out of the pipeline's "
-                              f"folder {folder}; move it beside the pipeline or give its "
-                              "absolute path")
+            raise ConfigError(
+                f"{self.path}: {key}: {relative!r} leads out of the pipeline's "
+                f"folder {folder}; move it beside the pipeline or give its "
+                "absolute path"
+            )
         return inside
 
     def check_paths(self) -> None:
         """Refuse, at load, any path setting that climbs out of the pipeline's folder
         (before anything runs, and whichever of them a build ends up reading)."""
         spec = self.spec
-        paths = {"data.source": spec.data.source, "data.test": spec.data.test,
-                 "data.validation": spec.data.validation, "model": spec.model,
-                 "output": spec.output, "cache.dir": spec.cache.dir,
-                 "gate.baseline.bundle": spec.gate.baseline.bundle}
+        paths = {
+            "data.source": spec.data.source,
+            "data.test": spec.data.test,
+            "data.validation": spec.data.validation,
+            "model": spec.model,
+            "output": spec.output,
+            "cache.dir": spec.cache.dir,
+            "gate.baseline.bundle": spec.gate.baseline.bundle,
+        }
         for key, value in paths.items():
             if value is not None and not value.startswith("builtin:"):
                 self._resolve(value, key)

@@ -50,8 +50,9 @@ class KindSettings(Registry[type[S]], Generic[S]):
                 return handler(value)  # pydantic's own "should be a valid dictionary"
             field = self.base.model_fields[self.field]
             if self.field not in value and field.is_required():
-                raise ValueError(f"{self.field}: required key is missing (known: "
-                                 f"{', '.join(self.names())})")
+                raise ValueError(
+                    f"{self.field}: required key is missing (known: {', '.join(self.names())})"
+                )
             name = value.get(self.field, field.default)
             settings = self.get(name) if isinstance(name, str) else None
             if settings is None:

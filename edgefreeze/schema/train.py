@@ -12,31 +12,54 @@ from edgefreeze.schema.section import Section
 class TrainSpec(Section):
     epochs: int = Field(3, ge=1, le=1000)
     batch_size: int = Field(32, ge=1, le=65536)
-    lr_top: float = Field(3e-4, gt=0.0, lt=1.0, description="learning rate of the trainable "
-                          "layers (for the top few; full fine-tuning wants 1e-4 or less)")
-    lr_head: float = Field(1e-3, gt=0.0, lt=1.0, description="learning rate of the task's head "
-                           "(pooler and classifier, or the token or image head)")
+    lr_top: float = Field(
+        3e-4,
+        gt=0.0,
+        lt=1.0,
+        description="learning rate of the trainable "
+        "layers (for the top few; full fine-tuning wants 1e-4 or less)",
+    )
+    lr_head: float = Field(
+        1e-3,
+        gt=0.0,
+        lt=1.0,
+        description="learning rate of the task's head "
+        "(pooler and classifier, or the token or image head)",
+    )
     weight_decay: float = Field(0.01, ge=0.0, lt=1.0)
     warmup: float = Field(0.1, ge=0.0, lt=1.0, description="share of steps with linear warmup")
     schedule: Literal["linear", "cosine", "constant"] = Field(
-        "linear", description="the learning rate after warmup: linear or cosine decay to 0, "
-        "or constant")
+        "linear",
+        description="the learning rate after warmup: linear or cosine decay to 0, or constant",
+    )
     layer_decay: float = Field(
-        1.0, gt=0.0, le=1.0, description="discriminative rates: each trainable layer learns "
-        "at this times the rate of the layer above it (the top one at lr_top); 1: all alike")
+        1.0,
+        gt=0.0,
+        le=1.0,
+        description="discriminative rates: each trainable layer learns "
+        "at this times the rate of the layer above it (the top one at lr_top); 1: all alike",
+    )
     early_stopping: int | None = Field(
-        None, ge=1, description="stop after this many epochs without a better validation "
-        "score, and keep the best epoch's weights (needs a validation split)")
+        None,
+        ge=1,
+        description="stop after this many epochs without a better validation "
+        "score, and keep the best epoch's weights (needs a validation split)",
+    )
     max_grad_norm: float = Field(1.0, gt=0.0)
     dropout: float | None = Field(
-        None, ge=0.0, lt=1.0, description="dropout probability in what trains (null: the "
-        "model's own)")
+        None,
+        ge=0.0,
+        lt=1.0,
+        description="dropout probability in what trains (null: the model's own)",
+    )
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
-        "auto", description="compute of the trainable top; auto = bf16 autocast where the "
+        "auto",
+        description="compute of the trainable top; auto = bf16 autocast where the "
         "device has fast bf16 (CUDA, CPUs with AMX or AVX512-BF16), fp16 with a gradient "
-        "scaler on CUDA without bf16, else fp32. The frozen stem and the weights stay fp32")
+        "scaler on CUDA without bf16, else fp32. The frozen stem and the weights stay fp32",
+    )
 
     def with_epochs(self, epochs: int | None) -> TrainSpec:
         """These settings with another number of epochs (None: unchanged)."""
@@ -48,25 +71,38 @@ class SweepSpec(Section):
     a range left out gets the default below."""
 
     trials: int = Field(20, ge=1, le=100_000)
-    timeout_s: float | None = Field(None, gt=0.0, description="start no trial after this "
-                                    "many seconds")
+    timeout_s: float | None = Field(
+        None, gt=0.0, description="start no trial after this many seconds"
+    )
     seed: int = Field(0, description="the sampler's seed")
-    prune: bool = Field(True, description="successive halving: stop a trial at a sixth "
-                        "or at half of its schedule unless its validation score is among "
-                        "the best third of the trials scored there")
-    confidence: float = Field(0.95, ge=0.0, le=1.0, description="the best trial replaces "
-                              "the pipeline's own settings (the first trial) only if it "
-                              "scores higher in this share of paired bootstrap resamples of "
-                              "the validation rows; 0 ships the best by validation score")
+    prune: bool = Field(
+        True,
+        description="successive halving: stop a trial at a sixth "
+        "or at half of its schedule unless its validation score is among "
+        "the best third of the trials scored there",
+    )
+    confidence: float = Field(
+        0.95,
+        ge=0.0,
+        le=1.0,
+        description="the best trial replaces "
+        "the pipeline's own settings (the first trial) only if it "
+        "scores higher in this share of paired bootstrap resamples of "
+        "the validation rows; 0 ships the best by validation score",
+    )
     lr_top: tuple[float, float] = Field((1e-5, 1e-3), description="log-uniform")
     lr_head: tuple[float, float] = Field((1e-4, 1e-2), description="log-uniform")
     epochs: tuple[int, int] | None = Field(None, description="default: 1 to train.epochs")
     trainable_layers: tuple[int, int] | None = Field(
-        None, description="top_k plans: default 0 to freeze.trainable_layers, the cache's "
-        "boundary, which no trial goes below")
+        None,
+        description="top_k plans: default 0 to freeze.trainable_layers, the cache's "
+        "boundary, which no trial goes below",
+    )
     rank: tuple[int, int] | None = Field(
-        None, description="the PEFT method's size (LoRA r, adapter bottleneck, prefix "
-        "tokens), powers of two in the range; default: the pipeline's value")
+        None,
+        description="the PEFT method's size (LoRA r, adapter bottleneck, prefix "
+        "tokens), powers of two in the range; default: the pipeline's value",
+    )
 
     @model_validator(mode="after")
     def _ranges_ordered(self) -> SweepSpec:
@@ -74,6 +110,7 @@ class SweepSpec(Section):
             bounds, least = getattr(self, name), 0 if name == "trainable_layers" else 1e-12
             if bounds is not None and not least <= bounds[0] <= bounds[1]:
                 floor = "0" if name == "trainable_layers" else "0 <"
-                raise ValueError(f"sweep.{name}: [low, high] with {floor} low <= high, "
-                                 f"not {list(bounds)}")
+                raise ValueError(
+                    f"sweep.{name}: [low, high] with {floor} low <= high, not {list(bounds)}"
+                )
         return self

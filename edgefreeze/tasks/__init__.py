@@ -28,5 +28,13 @@ def task_for(name: str) -> Task:
     return kind()
 
 
-__all__ = ["DEFAULT_TASK", "TASKS", "Head", "MissingValue", "Outputs", "Task", "register_task",
-           "task_for"]
+__all__ = [
+    "DEFAULT_TASK",
+    "TASKS",
+    "Head",
+    "MissingValue",
+    "Outputs",
+    "Task",
+    "register_task",
+    "task_for",
+]

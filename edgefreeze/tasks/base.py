@@ -56,18 +56,21 @@ class Task(ABC):
     outputs: ClassVar[str]  # the device's output kind
     gate_metric: ClassVar[str]  # the metric gate.max_metric_drop watches (higher is better)
     # How reports name the metrics `metrics` returns (a name not here is shown as it is).
-    metric_labels: ClassVar[dict[str, str]] = {"agreement": "agreement with PyTorch",
-                                               "max_logit_error": "max abs logit error"}
+    metric_labels: ClassVar[dict[str, str]] = {
+        "agreement": "agreement with PyTorch",
+        "max_logit_error": "max abs logit error",
+    }
     columns: ClassVar[tuple[str, str]] = ("text", "label")  # a file's input and target
-                                                           # columns unless the data says
+    # columns unless the data says
     heads: ClassVar[dict[str, Head]]  # per config.model_type
     head_rows: ClassVar[int | None]  # leading rows of the hidden states the head reads
-                                     # (None: all): what head-only caching keeps
+    # (None: all): what head-only caching keeps
 
     # --- data -------------------------------------------------------------------------
     @abstractmethod
-    def example(self, row: dict[str, Any], input_column: str, target_column: str
-                ) -> tuple[Any, Any]:
+    def example(
+        self, row: dict[str, Any], input_column: str, target_column: str
+    ) -> tuple[Any, Any]:
         """(input, target with label names) of one row; raises MissingValue for an empty
         value and ValueError (one line) for a malformed one."""
 
@@ -158,5 +161,6 @@ class Task(ABC):
 
     def record(self) -> TaskRecord:
         """What the manifest says of the task (the device reads inputs and outputs)."""
-        return TaskRecord(name=self.name, inputs=self.inputs, outputs=self.outputs,
-                          gate_metric=self.gate_metric)
+        return TaskRecord(
+            name=self.name, inputs=self.inputs, outputs=self.outputs, gate_metric=self.gate_metric
+        )

@@ -41,11 +41,12 @@ class Encoded:
 
     def subset(self, indices: Sequence[int]) -> Encoded:
         """These examples only, in this order."""
-        return Encoded({name: [rows[i] for i in indices] for name, rows in self.inputs.items()},
-                       self.pad_token_id,
-                       self.cut[list(indices)] if self.cut is not None else None,
-                       [self.word_starts[i] for i in indices]
-                       if self.word_starts is not None else None)
+        return Encoded(
+            {name: [rows[i] for i in indices] for name, rows in self.inputs.items()},
+            self.pad_token_id,
+            self.cut[list(indices)] if self.cut is not None else None,
+            [self.word_starts[i] for i in indices] if self.word_starts is not None else None,
+        )
 
     def lengths(self) -> np.ndarray:
         return np.array([len(ids) for ids in self.inputs["input_ids"]])
@@ -60,15 +61,16 @@ class Encoded:
             array = np.full((len(indices), width), fill, dtype=np.int64)
             for row, index in enumerate(indices):
                 values = rows[index][:width]
-                array[row, :len(values)] = values
+                array[row, : len(values)] = values
             out[name] = array
         return out
 
-    def batches(self, batch_size: int, order: Sequence[int] | None = None
-                ) -> Iterator[tuple[list[int], dict[str, np.ndarray]]]:
+    def batches(
+        self, batch_size: int, order: Sequence[int] | None = None
+    ) -> Iterator[tuple[list[int], dict[str, np.ndarray]]]:
         order = list(range(len(self))) if order is None else list(order)
         for start in range(0, len(order), batch_size):
-            indices = order[start:start + batch_size]
+            indices = order[start : start + batch_size]
             yield indices, self.batch(indices)
 
 
@@ -87,8 +89,9 @@ class EncodedImages:
         return len(self.inputs["pixel_values"])
 
     def subset(self, indices: Sequence[int]) -> EncodedImages:
-        return EncodedImages({name: [rows[i] for i in indices]
-                              for name, rows in self.inputs.items()})
+        return EncodedImages(
+            {name: [rows[i] for i in indices] for name, rows in self.inputs.items()}
+        )
 
     def lengths(self) -> np.ndarray:
         """One each: every image yields the same rows."""
@@ -104,28 +107,37 @@ class EncodedImages:
 ModelInputs = Encoded | EncodedImages  # what `Task.encode` returns
 
 
-def encode_texts(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str],
-                 max_length: int) -> Encoded:
+def encode_texts(
+    tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_length: int
+) -> Encoded:
     """Token ids of each text, truncated to `max_length`, unpadded; a text of megabytes
     is tokenized whole (a cut by characters could split a word the tokenizer would map
     whole) and then cut."""
     tokens = tokenizer(list(texts), truncation=True, max_length=max_length)
     names = [n for n in TOKEN_INPUTS if n in tokens]
     inputs = {n: [np.asarray(row, dtype=np.int64) for row in tokens[n]] for n in names}
-    return Encoded(inputs=inputs, pad_token_id=tokenizer.pad_token_id or 0,
-                   cut=_cut(tokens))
+    return Encoded(inputs=inputs, pad_token_id=tokenizer.pad_token_id or 0, cut=_cut(tokens))
 
 
-def encode_words(tokenizer: PreTrainedTokenizerBase, sentences: Sequence[Sequence[str]],
-                 max_length: int) -> Encoded:
+def encode_words(
+    tokenizer: PreTrainedTokenizerBase, sentences: Sequence[Sequence[str]], max_length: int
+) -> Encoded:
     """Token ids of each pre-split sentence (a list of words), truncated to `max_length`,
     with the token where each word starts: the one that carries the word's label."""
-    tokens = tokenizer([list(words) for words in sentences], is_split_into_words=True,
-                       truncation=True, max_length=max_length)
+    tokens = tokenizer(
+        [list(words) for words in sentences],
+        is_split_into_words=True,
+        truncation=True,
+        max_length=max_length,
+    )
     names = [n for n in TOKEN_INPUTS if n in tokens]
     inputs = {n: [np.asarray(row, dtype=np.int64) for row in tokens[n]] for n in names}
-    return Encoded(inputs=inputs, pad_token_id=tokenizer.pad_token_id or 0, cut=_cut(tokens),
-                   word_starts=[word_starts(tokens.word_ids(i)) for i in range(len(sentences))])
+    return Encoded(
+        inputs=inputs,
+        pad_token_id=tokenizer.pad_token_id or 0,
+        cut=_cut(tokens),
+        word_starts=[word_starts(tokens.word_ids(i)) for i in range(len(sentences))],
+    )
 
 
 def _cut(tokens: BatchEncoding) -> np.ndarray:

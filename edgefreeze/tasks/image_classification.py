@@ -47,11 +47,14 @@ class ImageClassification(TextClassification):
     inputs = "image"
     columns = ("path", "label")
     head_rows = 1
-    heads = {"vit": Head(("vit.layernorm", "classifier"), _vit_head),
-             "resnet": Head(("resnet.pooler", "classifier"), _pooled_cnn_head)}
+    heads = {
+        "vit": Head(("vit.layernorm", "classifier"), _vit_head),
+        "resnet": Head(("resnet.pooler", "classifier"), _pooled_cnn_head),
+    }
 
-    def example(self, row: dict[str, Any], input_column: str, target_column: str
-                ) -> tuple[str, str]:
+    def example(
+        self, row: dict[str, Any], input_column: str, target_column: str
+    ) -> tuple[str, str]:
         path, label = row.get(input_column), row.get(target_column)
         if path is not None and not isinstance(path, (str, os.PathLike)):
             raise ValueError(f"{input_column!r} is {type(path).__name__} {path!r}, not a path")
@@ -75,29 +78,33 @@ class ImageClassification(TextClassification):
     def example_key(self, example: ImageFile) -> str:
         return example.sha256
 
-    def encode(self, processor: Any, inputs: Sequence[ImageFile],
-               max_length: int) -> EncodedImages:
+    def encode(self, processor: Any, inputs: Sequence[ImageFile], max_length: int) -> EncodedImages:
         """Pixels of each image from the model's image processor (max_length does not
         apply), a chunk of images decoded at a time; then the device's preparation is
         checked against the processor's on the images most likely to tell them apart."""
         pixels: list[np.ndarray] = []
         sizes: list[tuple[int, int]] = []
         for start in range(0, len(inputs), ENCODE_CHUNK):
-            images = [_read(example) for example in inputs[start:start + ENCODE_CHUNK]]
+            images = [_read(example) for example in inputs[start : start + ENCODE_CHUNK]]
             sizes += [image.size for image in images]
             try:
                 batch = processor(images=images, return_tensors="np")["pixel_values"]
             except ValueError as exc:  # ragged outputs cannot stack
-                raise ConfigError(f"model: {type(processor).__name__} gives images of "
-                                  f"different sizes ({exc}); the model needs one size") from None
+                raise ConfigError(
+                    f"model: {type(processor).__name__} gives images of "
+                    f"different sizes ({exc}); the model needs one size"
+                ) from None
             pixels += [np.asarray(p, dtype=np.float32) for p in batch]
         if len({p.shape for p in pixels}) > 1:
-            raise ConfigError(f"model: {type(processor).__name__} gives images of different "
-                              f"sizes {sorted({p.shape for p in pixels})[:3]}; the model "
-                              "needs one size")
+            raise ConfigError(
+                f"model: {type(processor).__name__} gives images of different "
+                f"sizes {sorted({p.shape for p in pixels})[:3]}; the model "
+                "needs one size"
+            )
         chosen = _telling(sizes)
-        check_device_pixels(processor, [_read(inputs[i]) for i in chosen],
-                            [pixels[i] for i in chosen])
+        check_device_pixels(
+            processor, [_read(inputs[i]) for i in chosen], [pixels[i] for i in chosen]
+        )
         return EncodedImages({"pixel_values": pixels})
 
 
@@ -114,9 +121,14 @@ def _telling(sizes: list[tuple[int, int]]) -> list[int]:
     if not sizes:
         return []
     indices = range(len(sizes))
-    return sorted({0, min(indices, key=lambda i: sizes[i][0] * sizes[i][1]),
-                   max(indices, key=lambda i: sizes[i][1] / sizes[i][0]),
-                   max(indices, key=lambda i: sizes[i][0] / sizes[i][1])})
+    return sorted(
+        {
+            0,
+            min(indices, key=lambda i: sizes[i][0] * sizes[i][1]),
+            max(indices, key=lambda i: sizes[i][1] / sizes[i][0]),
+            max(indices, key=lambda i: sizes[i][0] / sizes[i][1]),
+        }
+    )
 
 
 def check_device_pixels(processor: Any, images: list[Any], expected: list[np.ndarray]) -> None:
@@ -126,11 +138,19 @@ def check_device_pixels(processor: Any, images: list[Any], expected: list[np.nda
     name = type(processor).__name__
     try:
         device = Preprocessing.from_settings(processor.to_dict())
-        error = max((float(np.max(np.abs(device.pixels(image) - want)))
-                     for image, want in zip(images, expected)), default=0.0)
+        error = max(
+            (
+                float(np.max(np.abs(device.pixels(image) - want)))
+                for image, want in zip(images, expected)
+            ),
+            default=0.0,
+        )
     except (ValueError, KeyError) as exc:
-        raise ConfigError(f"model: the device cannot prepare images as {name} does ({exc})"
-                          ) from None
+        raise ConfigError(
+            f"model: the device cannot prepare images as {name} does ({exc})"
+        ) from None
     if not error <= PIXEL_TOLERANCE:
-        raise ConfigError(f"model: the device's preparation of images differs from {name}'s "
-                          f"by up to {error:.3g}; this image processor is not supported yet")
+        raise ConfigError(
+            f"model: the device's preparation of images differs from {name}'s "
+            f"by up to {error:.3g}; this image processor is not supported yet"
+        )

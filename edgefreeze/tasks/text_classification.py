@@ -71,12 +71,14 @@ class TextClassification(Task):
         "distilbert": Head(("pre_classifier", "classifier"), _first_token_head),
         "deberta-v2": Head(("pooler", "classifier"), _context_pooled_head),
         "modernbert": Head(("model.final_norm", "head", "classifier"), _modernbert_head),
-        **dict.fromkeys(("roberta", "xlm-roberta", "camembert", "electra", "mpnet"),
-                        _SEQUENCE_HEAD),
+        **dict.fromkeys(
+            ("roberta", "xlm-roberta", "camembert", "electra", "mpnet"), _SEQUENCE_HEAD
+        ),
     }
 
-    def example(self, row: dict[str, Any], input_column: str, target_column: str
-                ) -> tuple[str, str]:
+    def example(
+        self, row: dict[str, Any], input_column: str, target_column: str
+    ) -> tuple[str, str]:
         text, label = row.get(input_column), row.get(target_column)
         if text is not None and not isinstance(text, str):
             raise ValueError(f"{input_column!r} is {type(text).__name__} {text!r}, not text")
@@ -92,8 +94,9 @@ class TextClassification(Task):
     def encode_targets(self, targets: Sequence[str], index: dict[str, int]) -> np.ndarray:
         return np.array([index[label] for label in targets], dtype=np.int64)
 
-    def encode(self, tokenizer: PreTrainedTokenizerBase, inputs: Sequence[str],
-               max_length: int) -> Encoded:
+    def encode(
+        self, tokenizer: PreTrainedTokenizerBase, inputs: Sequence[str], max_length: int
+    ) -> Encoded:
         return encode_texts(tokenizer, inputs, max_length)
 
     def batch_targets(self, targets: np.ndarray, indices: Sequence[int]) -> torch.Tensor:
@@ -117,8 +120,9 @@ class TextClassification(Task):
             return float(np.mean(predictions == targets))
         return macro_f1(predictions, targets, logits.shape[1])
 
-    def metrics(self, outputs: Outputs, targets: np.ndarray, reference: Outputs
-                ) -> dict[str, float]:
+    def metrics(
+        self, outputs: Outputs, targets: np.ndarray, reference: Outputs
+    ) -> dict[str, float]:
         logits = np.stack(outputs)
         predictions = logits.argmax(axis=1)
         return {

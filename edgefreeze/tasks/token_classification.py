@@ -50,8 +50,9 @@ class TagTargets:
 
     def __getitem__(self, row: int | slice) -> np.ndarray | TagTargets:
         if isinstance(row, slice):
-            return TagTargets(self.words[row], self.names,
-                              self.tokens[row] if self.tokens is not None else None)
+            return TagTargets(
+                self.words[row], self.names, self.tokens[row] if self.tokens is not None else None
+            )
         return self.words[row]
 
     def aligned(self, encoded: Encoded) -> TagTargets:
@@ -87,19 +88,35 @@ class TokenClassification(Task):
     inputs = "words"
     outputs = "tags"
     gate_metric = "entity_f1"
-    metric_labels = {**Task.metric_labels, "entity_f1": "entity F1",
-                     "entity_precision": "entity precision", "entity_recall": "entity recall",
-                     "token_accuracy": "token accuracy"}
+    metric_labels = {
+        **Task.metric_labels,
+        "entity_f1": "entity F1",
+        "entity_precision": "entity precision",
+        "entity_recall": "entity recall",
+        "token_accuracy": "token accuracy",
+    }
     columns = ("tokens", "tags")
     head_rows = None
-    heads = {**dict.fromkeys(("bert", "distilbert", "roberta", "xlm-roberta", "camembert",
-                              "electra", "mpnet", "deberta-v2"),
-                             Head(("classifier",), _tagging_head)),
-             "modernbert": Head(("model.final_norm", "head", "classifier"),
-                                _modernbert_tagging_head)}
+    heads = {
+        **dict.fromkeys(
+            (
+                "bert",
+                "distilbert",
+                "roberta",
+                "xlm-roberta",
+                "camembert",
+                "electra",
+                "mpnet",
+                "deberta-v2",
+            ),
+            Head(("classifier",), _tagging_head),
+        ),
+        "modernbert": Head(("model.final_norm", "head", "classifier"), _modernbert_tagging_head),
+    }
 
-    def example(self, row: dict[str, Any], input_column: str, target_column: str
-                ) -> tuple[list[str], list[str]]:
+    def example(
+        self, row: dict[str, Any], input_column: str, target_column: str
+    ) -> tuple[list[str], list[str]]:
         words = _sequence(row.get(input_column), input_column)
         tags = _sequence(row.get(target_column), target_column)
         if not words:
@@ -108,34 +125,40 @@ class TokenClassification(Task):
             raise ValueError(f"{len(words)} words but {len(tags)} tags")
         bad = next((tag for tag in tags if not TAG.fullmatch(tag)), None)
         if bad is not None:
-            raise ValueError(f"tag {bad!r} is neither O nor B-, I-, E- or S- and an entity "
-                             "type (IOB1, IOB2, BIOES)")
+            raise ValueError(
+                f"tag {bad!r} is neither O nor B-, I-, E- or S- and an entity "
+                "type (IOB1, IOB2, BIOES)"
+            )
         return words, tags
 
     def target_labels(self, target: list[str]) -> Iterable[str]:
         return target
 
     def encode_targets(self, targets: Sequence[list[str]], index: dict[str, int]) -> TagTargets:
-        return TagTargets([np.array([index[tag] for tag in tags], dtype=np.int64)
-                           for tags in targets], tuple(index))
+        return TagTargets(
+            [np.array([index[tag] for tag in tags], dtype=np.int64) for tags in targets],
+            tuple(index),
+        )
 
     def aligned_targets(self, targets: TagTargets, encoded: Encoded) -> TagTargets:
         return targets.aligned(encoded)
 
-    def encode(self, tokenizer: PreTrainedTokenizerBase, inputs: Sequence[list[str]],
-               max_length: int) -> Encoded:
+    def encode(
+        self, tokenizer: PreTrainedTokenizerBase, inputs: Sequence[list[str]], max_length: int
+    ) -> Encoded:
         return encode_words(tokenizer, inputs, max_length)
 
     def batch_targets(self, targets: TagTargets, indices: Sequence[int]) -> torch.Tensor:
         rows = [targets.tokens[i] for i in indices]
         batch = np.full((len(rows), max(len(r) for r in rows)), IGNORED, dtype=np.int64)
         for i, row in enumerate(rows):
-            batch[i, :len(row)] = row
+            batch[i, : len(row)] = row
         return torch.from_numpy(batch)
 
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.cross_entropy(outputs.float().flatten(0, 1),
-                                                 targets.flatten(), ignore_index=IGNORED)
+        return torch.nn.functional.cross_entropy(
+            outputs.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORED
+        )
 
     def loss_weight(self, targets: TagTargets, indices: Sequence[int]) -> float:
         return float(sum(len(targets.scored(i)) for i in indices))  # the scored tokens
@@ -153,15 +176,19 @@ class TokenClassification(Task):
         for row, output in enumerate(outputs):
             positions = targets.scored(row)
             truth.append([names[i] for i in targets.tokens[row][positions]])
-            guess.append([names[i] for i in
-                          output.reshape(-1, output.shape[-1])[positions].argmax(-1)])
+            guess.append(
+                [names[i] for i in output.reshape(-1, output.shape[-1])[positions].argmax(-1)]
+            )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return float(f1_score(truth, guess, zero_division=0))
 
     def select(self, targets: TagTargets, rows: Sequence[int]) -> TagTargets:
-        return TagTargets([targets.words[i] for i in rows], targets.names,
-                          None if targets.tokens is None else [targets.tokens[i] for i in rows])
+        return TagTargets(
+            [targets.words[i] for i in rows],
+            targets.names,
+            None if targets.tokens is None else [targets.tokens[i] for i in rows],
+        )
 
     def predicted(self, output: np.ndarray, targets: TagTargets, row: int) -> list[int]:
         return output.reshape(-1, output.shape[-1])[targets.scored(row)].argmax(-1).tolist()
@@ -169,8 +196,9 @@ class TokenClassification(Task):
     def target_at(self, targets: TagTargets, row: int) -> list[int]:
         return targets.tokens[row][targets.scored(row)].tolist()
 
-    def metrics(self, outputs: Outputs, targets: TagTargets, reference: Outputs
-                ) -> dict[str, float]:
+    def metrics(
+        self, outputs: Outputs, targets: TagTargets, reference: Outputs
+    ) -> dict[str, float]:
         from seqeval.metrics import f1_score, precision_score, recall_score
 
         names = targets.names
@@ -188,13 +216,17 @@ class TokenClassification(Task):
             scored += len(positions)
         with warnings.catch_warnings():  # no entity predicted yet: seqeval warns, scores 0
             warnings.simplefilter("ignore")
-            entity = {"entity_f1": f1_score(truth, guess, zero_division=0),
-                      "entity_precision": precision_score(truth, guess, zero_division=0),
-                      "entity_recall": recall_score(truth, guess, zero_division=0)}
-        return {**{k: float(v) for k, v in entity.items()},
-                "token_accuracy": correct / max(scored, 1),
-                "agreement": agreed / max(scored, 1),
-                "max_logit_error": self.max_error(outputs, reference)}
+            entity = {
+                "entity_f1": f1_score(truth, guess, zero_division=0),
+                "entity_precision": precision_score(truth, guess, zero_division=0),
+                "entity_recall": recall_score(truth, guess, zero_division=0),
+            }
+        return {
+            **{k: float(v) for k, v in entity.items()},
+            "token_accuracy": correct / max(scored, 1),
+            "agreement": agreed / max(scored, 1),
+            "max_logit_error": self.max_error(outputs, reference),
+        }
 
 
 def _sequence(value: Any, column: str) -> list[str]:
@@ -205,5 +237,7 @@ def _sequence(value: Any, column: str) -> list[str]:
         return value.split()
     if isinstance(value, list) and all(isinstance(item, str) for item in value):
         return list(value)
-    raise ValueError(f"{column!r} must be a list of strings or a white-space-separated "
-                     f"string, not {type(value).__name__}")
+    raise ValueError(
+        f"{column!r} must be a list of strings or a white-space-separated "
+        f"string, not {type(value).__name__}"
+    )

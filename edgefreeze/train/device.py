@@ -25,8 +25,11 @@ AUTOCAST_TYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def autocast(device: torch.device, precision: str) -> torch.autocast:
-    return torch.autocast(device.type, dtype=AUTOCAST_TYPES.get(precision, torch.bfloat16),
-                          enabled=precision in AUTOCAST_TYPES)
+    return torch.autocast(
+        device.type,
+        dtype=AUTOCAST_TYPES.get(precision, torch.bfloat16),
+        enabled=precision in AUTOCAST_TYPES,
+    )
 
 
 def gradient_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler:

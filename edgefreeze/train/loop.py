@@ -76,14 +76,27 @@ class TrainResult:
 
     def record(self, freeze: FreezeRecord, warm_start: WarmStartRecord | None) -> TrainingRecord:
         """The manifest's `training`; `freeze`: the plan's record where training left it."""
-        return TrainingRecord(device=self.device, precision=self.precision,
-                              warm_start=warm_start, steps=self.steps, epochs=self.epochs,
-                              step_losses=[round(loss, 5) for loss in self.step_losses],
-                              best_epoch=self.best_epoch, freeze=freeze)
+        return TrainingRecord(
+            device=self.device,
+            precision=self.precision,
+            warm_start=warm_start,
+            steps=self.steps,
+            epochs=self.epochs,
+            step_losses=[round(loss, 5) for loss in self.step_losses],
+            best_epoch=self.best_epoch,
+            freeze=freeze,
+        )
 
 
-def train(backbone: Backbone, plan: FreezePlan, task: Task, splits: Splits,
-          settings: TrainSpec, ctx: RunContext, checks: Checks = Checks()) -> TrainResult:
+def train(
+    backbone: Backbone,
+    plan: FreezePlan,
+    task: Task,
+    splits: Splits,
+    settings: TrainSpec,
+    ctx: RunContext,
+    checks: Checks = Checks(),
+) -> TrainResult:
     """Fine-tune what `plan` trains of `backbone.model`, in place.
 
     The input is the stem's output at the plan's boundary, live or cached: only the top
@@ -94,8 +107,10 @@ def train(backbone: Backbone, plan: FreezePlan, task: Task, splits: Splits,
     (`ctx.world`), each trains on its share of every batch and all take the same steps.
     """
     if settings.early_stopping and splits.validation is None:
-        raise ConfigError("train.early_stopping: needs a validation split "
-                          "(data.split.validation or data.validation)")
+        raise ConfigError(
+            "train.early_stopping: needs a validation split "
+            "(data.split.validation or data.validation)"
+        )
     run = _Run(backbone, plan, task, splits, settings, ctx, checks)
     for epoch in range(1, settings.epochs + 1):
         score = run.epoch(epoch)
@@ -131,18 +146,28 @@ class _Run:
         torch.manual_seed(settings.seed)
         precision = resolve_precision(settings.precision, device)
         rates = {role: getattr(settings, name) for role, name in LEARNING_RATES.items()}
-        optimizer = torch.optim.AdamW(self.plan.parameter_groups(
-            model, rates, settings.weight_decay, settings.layer_decay))
-        self.step = TopStep(self.backbone, self.task, optimizer, precision,
-                            settings.max_grad_norm, self.ctx.world,
-                            gradient_scaler(device, precision))
+        optimizer = torch.optim.AdamW(
+            self.plan.parameter_groups(model, rates, settings.weight_decay, settings.layer_decay)
+        )
+        self.step = TopStep(
+            self.backbone,
+            self.task,
+            optimizer,
+            precision,
+            settings.max_grad_norm,
+            self.ctx.world,
+            gradient_scaler(device, precision),
+        )
         self.result = TrainResult(device=str(device), precision=precision)
         self.generator = np.random.default_rng(settings.seed)
-        total = math.ceil(len(self.splits.train.features.lengths()) / settings.batch_size) \
+        total = (
+            math.ceil(len(self.splits.train.features.lengths()) / settings.batch_size)
             * settings.epochs
+        )
         warmup = int(settings.warmup * total)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: _lr_factor(step, warmup, total, settings.schedule))
+            optimizer, lambda step: _lr_factor(step, warmup, total, settings.schedule)
+        )
         self.check_at = _check_steps(total, self.checks.count if self.splits.validation else 0)
         self.norms, self.best = [], None
 
@@ -153,18 +178,24 @@ class _Run:
         layer_norms: dict[int, list[float]] | None = {} if self.plan.kind.adaptive else None
         losses = self._batches(epoch, layer_norms)
         score = self._score() if self.splits.validation is not None else None
-        record = EpochRecord(epoch=epoch, loss=float(np.mean(losses)),
-                             seconds=round(time.perf_counter() - start, 3),
-                             validation={} if score is None else {self.task.gate_metric: score})
+        record = EpochRecord(
+            epoch=epoch,
+            loss=float(np.mean(losses)),
+            seconds=round(time.perf_counter() - start, 3),
+            validation={} if score is None else {self.task.gate_metric: score},
+        )
         if score is not None:
             self._tell(self.check_at.get(self.result.steps, ()), score)
         self.result.epochs.append(record)
         failpoint("train")
         self.result.step_losses.extend(losses)
-        self.ctx.reporter.info(f"  epoch {epoch}: loss {record.loss:.4f}"
-                               + "".join(f", validation {name} {value:.4f}"
-                                         for name, value in record.validation.items())
-                               + f" ({record.seconds:.1f} s)")
+        self.ctx.reporter.info(
+            f"  epoch {epoch}: loss {record.loss:.4f}"
+            + "".join(
+                f", validation {name} {value:.4f}" for name, value in record.validation.items()
+            )
+            + f" ({record.seconds:.1f} s)"
+        )
         if layer_norms is not None:
             self._adapt(epoch, layer_norms)
         return score
@@ -172,22 +203,40 @@ class _Run:
     def _batches(self, epoch: int, layer_norms: dict[int, list[float]] | None) -> list[float]:
         """One pass over the training split; each step's loss."""
         train_set, world = self.splits.train, self.ctx.world
-        batches = bucketed_batches(train_set.features.lengths(), self.settings.batch_size,
-                                   self.generator)
+        batches = bucketed_batches(
+            train_set.features.lengths(), self.settings.batch_size, self.generator
+        )
         losses = []
-        for step, indices in enumerate(self.ctx.reporter.progress(
-                batches, total=len(batches), desc=f"epoch {epoch}/{self.settings.epochs}")):
+        for step, indices in enumerate(
+            self.ctx.reporter.progress(
+                batches, total=len(batches), desc=f"epoch {epoch}/{self.settings.epochs}"
+            )
+        ):
             mine = world.share(indices)
-            batch = (*train_set.features.batch(mine, self.ctx.device),
-                     self.task.batch_targets(train_set.targets, mine).to(self.ctx.device)
-                     ) if mine else None
-            losses.append(self.step(self.plan, batch, _share(self.task, train_set.targets,
-                                                             mine, indices),
-                                    check=step == 0, norms=layer_norms))
+            batch = (
+                (
+                    *train_set.features.batch(mine, self.ctx.device),
+                    self.task.batch_targets(train_set.targets, mine).to(self.ctx.device),
+                )
+                if mine
+                else None
+            )
+            losses.append(
+                self.step(
+                    self.plan,
+                    batch,
+                    _share(self.task, train_set.targets, mine, indices),
+                    check=step == 0,
+                    norms=layer_norms,
+                )
+            )
             self.scheduler.step()
             self.result.steps += 1
-            wanted = [k for k in self.check_at.get(self.result.steps, ())
-                      if self.checks.mid_epoch is None or k in self.checks.mid_epoch]
+            wanted = [
+                k
+                for k in self.check_at.get(self.result.steps, ())
+                if self.checks.mid_epoch is None or k in self.checks.mid_epoch
+            ]
             if wanted and step + 1 < len(batches) and self.checks.on_check is not None:
                 self._tell(wanted, self._score())
         return losses
@@ -195,8 +244,14 @@ class _Run:
     def _score(self) -> float:
         validation = self.splits.validation
         assert validation is not None
-        outputs = top_outputs(self.backbone, self.plan, self.task, validation.features,
-                              self.settings.batch_size, self.ctx.device)
+        outputs = top_outputs(
+            self.backbone,
+            self.plan,
+            self.task,
+            validation.features,
+            self.settings.batch_size,
+            self.ctx.device,
+        )
         return self.task.metrics(outputs, validation.targets, outputs)[self.task.gate_metric]
 
     def _tell(self, checks: Collection[int], score: float) -> None:
@@ -216,14 +271,18 @@ class _Run:
         self.plan = old.frozen_below(boundary, epoch, why)
 
         def moved_up(split: Examples) -> Examples:
-            return replace(split, features=advance_features(split.features, self.backbone,
-                                                            old, self.plan, self.ctx.device))
+            return replace(
+                split,
+                features=advance_features(
+                    split.features, self.backbone, old, self.plan, self.ctx.device
+                ),
+            )
 
         validation = self.splits.validation
-        self.splits = Splits(moved_up(self.splits.train),
-                             moved_up(validation) if validation is not None else None)
-        self.ctx.reporter.info(f"  {self.plan.config.plan}: froze layers below {boundary} "
-                               f"({why})")
+        self.splits = Splits(
+            moved_up(self.splits.train), moved_up(validation) if validation is not None else None
+        )
+        self.ctx.reporter.info(f"  {self.plan.config.plan}: froze layers below {boundary} ({why})")
 
     def stops_early(self, epoch: int, score: float | None) -> bool:
         """With early stopping: keep the best epoch's weights; True once none has beaten
@@ -236,16 +295,20 @@ class _Run:
             return False
         if epoch - (self.result.best_epoch or 0) < patience:
             return False
-        self.ctx.reporter.info(f"  early stopping: no better validation "
-                               f"{self.task.gate_metric} for {patience} epoch(s)")
+        self.ctx.reporter.info(
+            f"  early stopping: no better validation "
+            f"{self.task.gate_metric} for {patience} epoch(s)"
+        )
         return True
 
     def finish(self) -> TrainResult:
         self.result.plan = self.plan
         if self.best is not None:
             _restore(self.best[1])
-            self.ctx.reporter.info(f"  kept epoch {self.result.best_epoch}'s weights "
-                                   f"(validation {self.task.gate_metric} {self.best[0]:.4f})")
+            self.ctx.reporter.info(
+                f"  kept epoch {self.result.best_epoch}'s weights "
+                f"(validation {self.task.gate_metric} {self.best[0]:.4f})"
+            )
         self.backbone.model.eval()
         return self.result
 
@@ -289,8 +352,14 @@ class TopStep:
     world: World = World()
     scaler: torch.amp.GradScaler = NO_SCALING
 
-    def __call__(self, plan: FreezePlan, batch: Batch | None, share: float = 1.0,
-                 check: bool = False, norms: dict[int, list[float]] | None = None) -> float:
+    def __call__(
+        self,
+        plan: FreezePlan,
+        batch: Batch | None,
+        share: float = 1.0,
+        check: bool = False,
+        norms: dict[int, list[float]] | None = None,
+    ) -> float:
         """Returns the batch's loss. With several processes, `batch` is this one's part of
         it (None: nothing), worth `share` of the whole: gradients are weighted by it and
         summed over the processes, so each takes the step one process would take on the
@@ -327,8 +396,9 @@ def _append_norms(plan: FreezePlan, norms: dict[int, list[float]]) -> None:
     """Each trainable layer's gradient norm, appended to its entry when finite."""
     for index in plan.trainable_layers:
         grads = [p.grad for p in plan.layers[index].parameters() if p.grad is not None]
-        norm = float(torch.linalg.vector_norm(
-            torch.stack([torch.linalg.vector_norm(g) for g in grads])))
+        norm = float(
+            torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+        )
         if math.isfinite(norm):
             norms.setdefault(index, []).append(norm)
 
@@ -339,12 +409,16 @@ def check_gradients(model: torch.nn.Module, trainable: Sequence[torch.nn.Paramet
     that still learns) and training would silently skip or change it."""
     flow = gradient_flow(model, list(trainable))
     if flow["missing"]:
-        raise ConfigError(f"freeze: {len(flow['missing'])} parameter tensors the plan trains "
-                          f"received no gradient (such as {flow['missing'][0]}); they are not "
-                          "on the loss path")
+        raise ConfigError(
+            f"freeze: {len(flow['missing'])} parameter tensors the plan trains "
+            f"received no gradient (such as {flow['missing'][0]}); they are not "
+            "on the loss path"
+        )
     if flow["stray"]:
-        raise ConfigError(f"freeze: {len(flow['stray'])} frozen parameter tensors received a "
-                          f"gradient (such as {flow['stray'][0]}); the freezing plan leaks")
+        raise ConfigError(
+            f"freeze: {len(flow['stray'])} frozen parameter tensors received a "
+            f"gradient (such as {flow['stray'][0]}); the freezing plan leaks"
+        )
 
 
 Snapshot = list[tuple[torch.nn.Parameter, torch.Tensor]]
@@ -363,18 +437,25 @@ def _restore(snapshot: Snapshot) -> None:
 
 
 @torch.no_grad()
-def top_outputs(backbone: Backbone, plan: FreezePlan, task: Task, features: StemActivations,
-                batch_size: int, device: torch.device) -> Outputs:
+def top_outputs(
+    backbone: Backbone,
+    plan: FreezePlan,
+    task: Task,
+    features: StemActivations,
+    batch_size: int,
+    device: torch.device,
+) -> Outputs:
     """The top's outputs from stem activations, in example order, in eval mode."""
     lengths = features.lengths()
     order = np.argsort(lengths, kind="stable")
     out: Outputs = [np.empty(0)] * len(order)
     with evaluating(backbone.model):
         for start in range(0, len(order), batch_size):
-            indices = order[start:start + batch_size].tolist()
+            indices = order[start : start + batch_size].tolist()
             logits = backbone.top(*features.batch(indices, device), plan.boundary)
-            for index, output in zip(indices, task.unbatch(logits.float().cpu().numpy(),
-                                                           lengths[indices])):
+            for index, output in zip(
+                indices, task.unbatch(logits.float().cpu().numpy(), lengths[indices])
+            ):
                 out[index] = output
     return out
 

@@ -24,8 +24,7 @@ WEIGHTS = "trainable.safetensors"
 
 def save_trainable(model: torch.nn.Module, plan: FreezePlan, folder: Path) -> Path:
     """What the plan trains (every stage), by parameter name."""
-    tensors = {name: p.detach().to("cpu").contiguous()
-               for name, p in _trained(model, plan).items()}
+    tensors = {name: p.detach().to("cpu").contiguous() for name, p in _trained(model, plan).items()}
     save_file(tensors, str(folder / WEIGHTS))
     return folder / WEIGHTS
 
@@ -35,8 +34,9 @@ def _trained(model: torch.nn.Module, plan: FreezePlan) -> dict[str, torch.nn.Par
     return {name: p for name, p in model.named_parameters() if id(p) in mine}
 
 
-def load_trainable(planned: PlannedModel, task: str, bundle_path: Path,
-                   label_names: list[str]) -> WarmStartRecord:
+def load_trainable(
+    planned: PlannedModel, task: str, bundle_path: Path, label_names: list[str]
+) -> WarmStartRecord:
     """Copy the bundle's trained parameters into the planned model; they must fit exactly.
     Returns the manifest's `training.warm_start`."""
     model, plan = planned.loaded.model, planned.plan
@@ -47,26 +47,32 @@ def load_trainable(planned: PlannedModel, task: str, bundle_path: Path,
     manifest = bundle.manifest
     where = f"--from {bundle_path}"
     if manifest.task.name != task:
-        raise ConfigError(f"{where}: trained for {manifest.task.name}, this pipeline's task is "
-                          f"{task}")
+        raise ConfigError(
+            f"{where}: trained for {manifest.task.name}, this pipeline's task is {task}"
+        )
     if manifest.data.label_names != label_names:
-        raise ConfigError(f"{where}: labels {manifest.data.label_names} differ from the "
-                          f"data's {label_names}")
+        raise ConfigError(
+            f"{where}: labels {manifest.data.label_names} differ from the data's {label_names}"
+        )
     trained = manifest.training.freeze
     if trained.settings != plan.settings():
-        raise ConfigError(f"{where}: trained with freezing plan "
-                          f"{describe_plan(trained.settings)}, this pipeline's is "
-                          f"{plan.describe()}")
+        raise ConfigError(
+            f"{where}: trained with freezing plan "
+            f"{describe_plan(trained.settings)}, this pipeline's is "
+            f"{plan.describe()}"
+        )
     if manifest.model.frozen_sha256 is None:
-        raise ConfigError(f"{where}: built by edgefreeze {manifest.edgefreeze_version}, which "
-                          "did not record its frozen weights' digest; build without --from once")
+        raise ConfigError(
+            f"{where}: built by edgefreeze {manifest.edgefreeze_version}, which "
+            "did not record its frozen weights' digest; build without --from once"
+        )
     if manifest.model.frozen_sha256 != planned.frozen_sha256:
-        raise ConfigError(f"{where}: built on another frozen stem (other pretrained weights "
-                          "or revision) than this pipeline's model")
+        raise ConfigError(
+            f"{where}: built on another frozen stem (other pretrained weights "
+            "or revision) than this pipeline's model"
+        )
     tensors = load_file(str(bundle.verified(WEIGHTS)))
     if set(tensors) != set(_trained(model, plan)):
-        raise ConfigError(f"{where}: {WEIGHTS} does not hold this model's trainable "
-                          "parameters")
+        raise ConfigError(f"{where}: {WEIGHTS} does not hold this model's trainable parameters")
     model.load_state_dict(tensors, strict=False)
     return WarmStartRecord(bundle=str(bundle_path), sha256=manifest.files[WEIGHTS].sha256)
-
