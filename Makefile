@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # pytest-xdist workers: one a core on the 2-core build machines (each takes 1-3 GB).
 TEST_WORKERS ?= 2
 
-.PHONY: install demo test test-shuffled test-quick coverage clean chromium
+.PHONY: install demo test test-shuffled test-quick coverage lint format clean chromium
 
 install: $(VENV)/.installed
 
@@ -52,6 +52,19 @@ test-shuffled: install chromium
 # The inner loop: the tests that build no bundle (under 2 minutes).
 test-quick: install
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) -p no:randomly -m "not build" --durations=5
+
+# What CI checks before the tests: ruff's lint and format, the size rules (no function
+# over 60 lines, no parameter list over 7: .flake8), and types (mypy, strict on runtime/).
+lint: install
+	$(BIN)/ruff check edgefreeze tests benchmarks
+	$(BIN)/ruff format --check edgefreeze tests benchmarks
+	$(BIN)/flake8 edgefreeze
+	$(BIN)/mypy edgefreeze
+
+# Rewrites the code as `make lint` wants it (imports sorted, formatted).
+format: install
+	$(BIN)/ruff check --fix edgefreeze tests benchmarks
+	$(BIN)/ruff format edgefreeze tests benchmarks
 
 # Line coverage of edgefreeze/, child processes (the CLI, torchrun ranks) included.
 coverage: install chromium

@@ -87,13 +87,7 @@ def load_model(
     position table."""
     location, local = _locate(model_id, resolve)
     weights_sha = _weights_sha256(location) if local else "hub"
-    if model_id.startswith(BUILTIN_PREFIX):
-        expected = BUILTIN_MODELS[model_id[len(BUILTIN_PREFIX) :]].safetensors_sha256
-        if weights_sha != expected:
-            raise ConfigError(
-                f"model: {model_id} weights sha256 {weights_sha[:12]}… does not match "
-                f"the expected {expected[:12]}…; reinstall its package"
-            )
+    _check_builtin(model_id, weights_sha)
     id2label = dict(enumerate(label_names))
     hf_logging.set_verbosity_error()  # "newly initialized classifier" is expected here
     logging.getLogger("transformers").setLevel(logging.ERROR)
@@ -122,12 +116,7 @@ def load_model(
         elsewhere = "" if local else f" (there is no folder {resolve(model_id)} either)"
         raise ConfigError(f"model: cannot load {model_id!r}{elsewhere}: {first_line}") from None
     if isinstance(processor, PreTrainedTokenizerBase):
-        if not getattr(processor, "is_fast", False):
-            raise ConfigError(
-                f"model: {model_id!r} has no fast tokenizer (tokenizer.json); the "
-                "device runtime needs one"
-            )
-        _keep_model_inputs(processor, model)
+        _check_tokenizer(processor, model, model_id)
     # A hub model's weights file is not on disk to digest: record the commit it came from.
     revision = None if local else getattr(model.config, "_commit_hash", None)
     backbone = backbone_for(model, task)
@@ -151,6 +140,30 @@ def load_model(
             "revision": revision,
         },
     )
+
+
+def _check_builtin(model_id: str, weights_sha: str) -> None:
+    """A built-in model's weights are the ones its package shipped."""
+    if model_id.startswith(BUILTIN_PREFIX):
+        expected = BUILTIN_MODELS[model_id[len(BUILTIN_PREFIX) :]].safetensors_sha256
+        if weights_sha != expected:
+            raise ConfigError(
+                f"model: {model_id} weights sha256 {weights_sha[:12]}… does not match "
+                f"the expected {expected[:12]}…; reinstall its package"
+            )
+
+
+def _check_tokenizer(
+    tokenizer: PreTrainedTokenizerBase, model: torch.nn.Module, model_id: str
+) -> None:
+    """The device needs a fast tokenizer (tokenizer.json), giving only the inputs the model
+    takes."""
+    if not getattr(tokenizer, "is_fast", False):
+        raise ConfigError(
+            f"model: {model_id!r} has no fast tokenizer (tokenizer.json); the "
+            "device runtime needs one"
+        )
+    _keep_model_inputs(tokenizer, model)
 
 
 def _check_modality(config, model_id: str, task: Task) -> None:

@@ -139,12 +139,7 @@ def load_data(
     main = read_source(settings.source, resolve, options)
     rows = _extract(main, settings, task, "data.source", use_groups=True)
     dropped = rows.dropped
-    if settings.sample_rows is not None and settings.sample_rows < len(rows.inputs):
-        rng = np.random.default_rng(settings.split.seed)
-        rows = _take(
-            rows, sorted(rng.choice(len(rows.inputs), settings.sample_rows, replace=False))
-        )
-
+    rows = _sampled(rows, settings)
     separate = {
         key: read_source(value, resolve, options)
         for key, value in (("test", settings.test), ("validation", settings.validation))
@@ -168,13 +163,9 @@ def load_data(
         _extract(t, settings, task, "--add", use_groups=False, like=main) for t in new_tables
     ]
     label_names = _label_names(settings, main, _labels_in(task, rows.targets))
-    for table, part in [*zip(separate.values(), extra.values()), *zip(new_tables, new_rows)]:
-        unknown = sorted(_labels_in(task, part.targets) - set(label_names))
-        if unknown:
-            raise ConfigError(
-                f"{table.origin}: labels {unknown[:5]} are not among the data's "
-                f"labels {label_names}"
-            )
+    _check_labels(
+        task, label_names, [*zip(separate.values(), extra.values()), *zip(new_tables, new_rows)]
+    )
     train_rows = _concat([_take(rows, train_idx), *new_rows])
     parts = {
         "train": train_rows,
@@ -188,14 +179,9 @@ def load_data(
         for key, part in parts.items()
     }
     _check_splits(parts, task, settings, separate)
-    sources = {"source": {"origin": main.origin, "sha256": main.sha256}}
-    sources.update({key: {"origin": t.origin, "sha256": t.sha256} for key, t in separate.items()})
-    sources.update(
-        {
-            f"added_{i}": {"origin": t.origin, "sha256": t.sha256}
-            for i, t in enumerate(new_tables, start=1)
-        }
-    )
+    named = {"source": main, **separate}
+    named.update({f"added_{i}": t for i, t in enumerate(new_tables, start=1)})
+    sources = {key: {"origin": t.origin, "sha256": t.sha256} for key, t in named.items()}
     return LabelledData(
         dropped_rows=dropped
         + sum(p.dropped for p in extra.values())
@@ -207,6 +193,25 @@ def load_data(
         label_names=label_names,
         sources=sources,
     )
+
+
+def _sampled(rows: _Rows, settings: DataSpec) -> _Rows:
+    """A seeded sample of `sample_rows` rows (all of them when unset or more)."""
+    if settings.sample_rows is None or settings.sample_rows >= len(rows.inputs):
+        return rows
+    rng = np.random.default_rng(settings.split.seed)
+    return _take(rows, sorted(rng.choice(len(rows.inputs), settings.sample_rows, replace=False)))
+
+
+def _check_labels(task: Task, label_names: list[str], parts: list[tuple[Table, _Rows]]) -> None:
+    """Separate and added files may only use the main data's labels."""
+    for table, part in parts:
+        unknown = sorted(_labels_in(task, part.targets) - set(label_names))
+        if unknown:
+            raise ConfigError(
+                f"{table.origin}: labels {unknown[:5]} are not among the data's "
+                f"labels {label_names}"
+            )
 
 
 def _check_kind(table: Table, task: Task) -> None:

@@ -224,6 +224,26 @@ class FreezePlan:
         )
 
 
+def _check_stem(plan: str, selection: Selection, backbone: Backbone) -> bool:
+    """Nothing below the boundary trains, and the embeddings only with a boundary of 0;
+    whether they train."""
+    below = [
+        p for layer in backbone.layer_stack()[: selection.boundary] for p in layer.parameters()
+    ]
+    if any(p.requires_grad for p in below):
+        raise ConfigError(
+            f"freeze: plan {plan!r} trains parameters below its cache "
+            f"boundary (layer {selection.boundary}); the stem must be frozen"
+        )
+    stem_trains = any(p.requires_grad for p in backbone.embedding_module().parameters())
+    if stem_trains and selection.boundary != 0:
+        raise ConfigError(
+            f"freeze: plan {plan!r} trains the embeddings but puts its "
+            f"boundary at layer {selection.boundary}; it must be 0"
+        )
+    return stem_trains
+
+
 def describe_plan(settings: dict[str, Any]) -> str:
     """A plan's settings in one line: `top_k (trainable_layers=2) + lora (r=8, ...)`."""
 
@@ -266,18 +286,7 @@ def make_plan(config: FreezeSpec, backbone: Backbone, peft: PeftSpec | None = No
     for params in parts.values():
         for p in params:
             p.requires_grad_(True)
-    below = [p for layer in stack[: selection.boundary] for p in layer.parameters()]
-    if any(p.requires_grad for p in below):
-        raise ConfigError(
-            f"freeze: plan {config.plan!r} trains parameters below its cache "
-            f"boundary (layer {selection.boundary}); the stem must be frozen"
-        )
-    stem_trains = any(p.requires_grad for p in backbone.embedding_module().parameters())
-    if stem_trains and selection.boundary != 0:
-        raise ConfigError(
-            f"freeze: plan {config.plan!r} trains the embeddings but puts its "
-            f"boundary at layer {selection.boundary}; it must be 0"
-        )
+    stem_trains = _check_stem(config.plan, selection, backbone)
     everything = {id(p) for params in parts.values() for p in params}
     stages = tuple(
         (first, frozenset(id(p) for item in items for p in _parameters(item)))

@@ -190,14 +190,7 @@ def _prepare(
         ctx.reporter.info(f"  {data.describe()}")
         if (overlap := data.overlap_warning()) is not None:
             ctx.reporter.warn(overlap)
-        baseline_path = options.baseline or (
-            pipeline.resolve(spec.gate.baseline.bundle) if spec.gate.baseline.bundle else None
-        )
-        baseline = (
-            open_baseline(baseline_path, task, data.label_names)
-            if baseline_path and ctx.world.leader
-            else None
-        )
+        baseline = _baseline(pipeline, options, task, data, ctx)
         failpoint("data")
     with ctx.stage("model"):
         loaded = load_model(
@@ -218,19 +211,7 @@ def _prepare(
         )
         ctx.reporter.info(f"  {model.plan.summary()}")
     with ctx.stage("encode"):
-        encoded = {
-            name: task.encode(loaded.processor, split.inputs, max_length)
-            for name, split in data.named_splits().items()
-        }
-        loaded.backbone.check_split(encoded["train"], model.plan.boundary)
-        data = data.aligned(task, encoded)
-        cut = {name: e.truncated for name, e in encoded.items() if e.truncated}
-        if cut:
-            ctx.reporter.info(
-                f"  cut to {max_length} tokens: "
-                + ", ".join(f"{n} {name} rows" for name, n in cut.items())
-            )
-        data_record = data.record(max_length, cut)
+        encoded, data, data_record = _encode(task, model, data, max_length, ctx)
     loaded.model.to(ctx.device)
     with ctx.stage("cache"):
         root = cache_root(options.cache_dir, spec.cache, pipeline.resolve, options.use_cache)
@@ -253,6 +234,38 @@ def _prepare(
         claim=claim,
         baseline=baseline,
     )
+
+
+def _baseline(
+    pipeline: Pipeline, options: BuildOptions, task: Task, data: LabelledData, ctx: RunContext
+) -> Bundle | None:
+    """The release in the field to gate against (--baseline, else gate.baseline.bundle),
+    opened by the leader before training, so a wrong path fails in seconds."""
+    configured = pipeline.spec.gate.baseline.bundle
+    path = options.baseline or (pipeline.resolve(configured) if configured else None)
+    if path is None or not ctx.world.leader:
+        return None
+    return open_baseline(path, task, data.label_names)
+
+
+def _encode(
+    task: Task, model: PlannedModel, data: LabelledData, max_length: int, ctx: RunContext
+) -> tuple[dict[str, ModelInputs], LabelledData, DataRecord]:
+    """Every split as the model's inputs; the data with targets aligned to them (a
+    tagger's labels go where its words start), and the manifest's data record."""
+    encoded = {
+        name: task.encode(model.loaded.processor, split.inputs, max_length)
+        for name, split in data.named_splits().items()
+    }
+    model.backbone.check_split(encoded["train"], model.plan.boundary)
+    data = data.aligned(task, encoded)
+    cut = {name: e.truncated for name, e in encoded.items() if e.truncated}
+    if cut:
+        ctx.reporter.info(
+            f"  cut to {max_length} tokens: "
+            + ", ".join(f"{n} {name} rows" for name, n in cut.items())
+        )
+    return encoded, data, data.record(max_length, cut)
 
 
 def ship(
