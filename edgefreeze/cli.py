@@ -11,10 +11,10 @@ import math
 import os
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, NoReturn
 
 import click
 
@@ -37,7 +37,7 @@ BUILD_MODULES = {
 }
 
 
-def _summary(manifest) -> dict:
+def _summary(manifest: Manifest) -> dict[str, Any]:
     """What --json says of a build (a `Manifest`)."""
     record = manifest.model_dump(mode="json")
     return {
@@ -46,7 +46,7 @@ def _summary(manifest) -> dict:
     }
 
 
-def _run(as_json: bool, action: Callable[[], dict | None]) -> None:
+def _run(as_json: bool, action: Callable[[], dict[str, Any] | None]) -> None:
     """Run a command body; turn every outcome into one exit code and, with --json, one
     JSON object on stdout (none on success when the body printed its own JSON lines).
     Tracebacks only when EDGEFREEZE_TRACEBACK=1. SIGTERM unwinds like Ctrl-C, so that
@@ -95,7 +95,14 @@ class _Commands(click.Group):
     """Click's group, with usage errors kept to the contract: one line on stderr, exit 2,
     and with --json one JSON object on stdout (Click prints a usage block and no JSON)."""
 
-    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> NoReturn:
         argv = list(sys.argv[1:] if args is None else args)
         try:
             code = super().main(argv, prog_name, complete_var, standalone_mode=False, **extra)
@@ -125,7 +132,7 @@ def main() -> None:
     int8, and ship it only if it passes the gate."""
 
 
-def build_options(command: Callable) -> Callable:
+def build_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """The options `build` and `retrain` share."""
     options = [
         click.argument("pipeline_file", metavar="PIPELINE", type=click.Path(dir_okay=False)),
@@ -181,7 +188,7 @@ class BuildCommand:
 def _build(command: BuildCommand, sweep: dict[str, Any] | None = None) -> None:
     """`build`, `retrain` and (with `sweep`: its --trials and --timeout) `sweep`."""
 
-    def action() -> dict:
+    def action() -> dict[str, Any]:
         from edgefreeze.schema import load_pipeline
 
         pipeline = load_pipeline(command.pipeline_file)  # refused before torch loads
@@ -242,7 +249,7 @@ def _say_shipped(path: Path, manifest: Manifest) -> None:
 
 @main.command(short_help="Train, export, quantize, gate and publish a bundle.")
 @build_options
-def build(**options) -> None:
+def build(**options: Any) -> None:
     """Train, export, quantize, gate and publish the bundle a PIPELINE file describes."""
     _build(BuildCommand(**options))
 
@@ -266,7 +273,7 @@ def build(**options) -> None:
 @click.option(
     "--epochs", type=click.IntRange(min=1), help="Epochs of this retrain (default: the pipeline's)."
 )
-def retrain(**options) -> None:
+def retrain(**options: Any) -> None:
     """Retrain the top on the PIPELINE's data plus new rows, then export, quantize, gate
     and publish like `build`. With the cache, only the new rows pass the frozen stem."""
     _build(BuildCommand(**options))
@@ -285,7 +292,7 @@ def retrain(**options) -> None:
     type=click.FloatRange(min=0, min_open=True),
     help="Start no trial after this many seconds (default: sweep.timeout_s).",
 )
-def sweep(trials: int | None, timeout_s: float | None, **options) -> None:
+def sweep(trials: int | None, timeout_s: float | None, **options: Any) -> None:
     """Train many settings of the PIPELINE's trainable part (learning rates, epochs,
     trainable layers, PEFT rank: its `sweep:` section) from one activation cache, choose
     the best by validation score, then export, quantize, gate and publish it like `build`."""
@@ -332,7 +339,7 @@ def verify_target(
     with this machine by the gate's rules, and record the check in the manifest. Exit 1
     when the target breaks the rules."""
 
-    def action() -> dict:
+    def action() -> dict[str, Any]:
         from edgefreeze.recipes.verify_target import Interpreter
         from edgefreeze.recipes.verify_target import verify_target as run_check
         from edgefreeze.schema import load_pipeline
@@ -361,7 +368,7 @@ def inspect(pipeline_file: str, as_json: bool) -> None:
     every parameter the plan trains gets a gradient and no other does (exit 1 if not).
     Nothing is trained."""
 
-    def action() -> dict:
+    def action() -> dict[str, Any]:
         from edgefreeze.errors import CheckFailed
         from edgefreeze.recipes.inspect import inspect_pipeline
         from edgefreeze.schema import load_pipeline
@@ -407,7 +414,7 @@ def cache() -> None:
     """Inspect and look after the activation cache."""
 
 
-def cache_options(command: Callable) -> Callable:
+def cache_options(command: Callable[..., Any]) -> Callable[..., Any]:
     command = click.option("--json", "as_json", is_flag=True, help="Print one JSON result.")(
         command
     )
@@ -422,7 +429,9 @@ def cache_options(command: Callable) -> Callable:
 def _cache_root(option: Path | None) -> Path:
     from edgefreeze.cache import cache_root
 
-    return cache_root(option, None, Path)  # the cache commands read no pipeline
+    root = cache_root(option, None, Path)  # the cache commands read no pipeline
+    assert root is not None  # with no pipeline to turn it off, the cache is on
+    return root
 
 
 @cache.command()
@@ -431,7 +440,7 @@ def stats(cache_dir: Path | None, as_json: bool) -> None:
     """Entries and bytes per key set (model, tokenizer, settings)."""
     from edgefreeze.cache import admin
 
-    def action() -> dict:
+    def action() -> dict[str, Any]:
         result = admin.stats(_cache_root(cache_dir))
         if not as_json and not result["exists"]:
             click.echo(f"{result['dir']}: 0 entries (the folder does not exist)")
@@ -461,7 +470,7 @@ def verify(cache_dir: Path | None, as_json: bool) -> None:
     from edgefreeze.cache import admin
     from edgefreeze.errors import CheckFailed
 
-    def action() -> dict:
+    def action() -> dict[str, Any]:
         result = admin.verify(_cache_root(cache_dir))
         click.echo(f"checked {result['checked']} entries, {result['corrupt']} corrupt", err=True)
         if result["corrupt"]:
@@ -493,7 +502,7 @@ def prune(
 
     from edgefreeze.cache import admin
 
-    def action() -> dict:
+    def action() -> dict[str, Any]:
         if older_than is None and max_size is None:
             raise ConfigError("cache prune: give --older-than DAYS and/or --max-size SIZE")
         if older_than is not None and not math.isfinite(older_than):
@@ -520,7 +529,7 @@ def clear(cache_dir: Path | None, as_json: bool) -> None:
     reset a corrupt cache."""
     from edgefreeze.cache import admin
 
-    def action() -> dict:
+    def action() -> dict[str, Any]:
         result = admin.clear(_cache_root(cache_dir))
         if not result["exists"]:
             click.echo(f"{result['dir']}: nothing to clear (the folder does not exist)", err=True)
@@ -573,7 +582,12 @@ def clear(cache_dir: Path | None, as_json: bool) -> None:
     help="One JSON object per text (JSON lines); one error object on failure.",
 )
 def predict(
-    bundle: Path, texts: tuple[str, ...], text_file, form: str, threads: int, as_json: bool
+    bundle: Path,
+    texts: tuple[str, ...],
+    text_file: BinaryIO | None,
+    form: str,
+    threads: int,
+    as_json: bool,
 ) -> None:
     """Predict with a bundle, using ONNX Runtime only (no torch needed). TEXTS are texts,
     or image paths for an image model."""
@@ -604,7 +618,7 @@ def predict(
     _run(as_json, action)
 
 
-def _lines(handle) -> list[str]:
+def _lines(handle: BinaryIO) -> list[str]:
     """The non-blank lines of a UTF-8 text file, or one line saying where it is not UTF-8."""
     data = handle.read()
     try:
@@ -652,7 +666,7 @@ def bench_command(
     bundle's int8 and fp32 models and, where torch is installed, PyTorch eager."""
     from edgefreeze.runtime.bench import SPEEDUP, bench
 
-    def action() -> dict:
+    def action() -> dict[str, Any]:
         result = bench(bundle, threads, sequence_length, runs, rounds=rounds)
         if not as_json:
             shape = (
@@ -690,7 +704,7 @@ def diff_command(old: Path, new: Path, as_json: bool) -> None:
     """Which files changed between two bundles, and the update payload per model form."""
     from edgefreeze.runtime.diff import diff
 
-    def action() -> dict:
+    def action() -> dict[str, Any]:
         result = diff(old, new)
         for warning in result["warnings"]:
             click.echo(f"edgefreeze: warning: {warning}", err=True)

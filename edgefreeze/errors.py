@@ -13,9 +13,9 @@ class EdgefreezeError(Exception):
 
     exit_code = 3
 
-    def __init__(self, message: str = "", details: dict | None = None) -> None:
+    def __init__(self, message: str = "", details: dict[str, object] | None = None) -> None:
         super().__init__(message)
-        self.details = details or {}
+        self.details: dict[str, object] = details or {}
 
 
 class ConfigError(EdgefreezeError):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 
@@ -22,7 +22,7 @@ class Terminated(BaseException):
 _pending: list[type[BaseException]] = []
 
 
-def _stop(kind: type[BaseException]):
+def _stop(kind: type[BaseException]) -> Callable[[int, object], None]:
     def handler(signum: int, frame: object) -> None:
         _pending.append(kind)
         raise kind()

@@ -6,6 +6,7 @@ it. CONTRIBUTING.md's layout table lists the same tiers."""
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -162,3 +163,15 @@ def test_the_checks_find_a_circle_and_an_upward_import():
 @pytest.mark.parametrize("unit", sorted(TIER_OF))
 def test_every_tier_names_a_real_part_of_the_package(unit):
     assert (PACKAGE / unit).is_dir() or (PACKAGE / f"{unit}.py").is_file()
+
+
+def test_contributings_layout_table_lists_the_tiers():
+    """The table people read is the tiers the test enforces: every part, in its tier."""
+    text = (PACKAGE.parent / "CONTRIBUTING.md").read_text(encoding="utf-8")
+    listed: dict[str, int] = {}
+    for line in text.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and cells[0].isdigit():
+            for part in re.findall(r"`([^`]+)`", cells[1]):
+                listed[part.removesuffix("/").removesuffix(".py")] = int(cells[0])
+    assert listed == TIER_OF

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any, ClassVar, cast
+
 import torch
+from torch import nn
+from transformers import PreTrainedModel
 from transformers.modeling_attn_mask_utils import _prepare_4d_attention_mask_for_sdpa
 
-from edgefreeze.backbones.registry import FAMILIES, Backbone
+from edgefreeze.backbones.registry import FAMILIES, Backbone, LayerMask, hf_config
 from edgefreeze.errors import ConfigError
+from edgefreeze.tasks import Head
 
 
 @FAMILIES.register("bert")
@@ -23,7 +28,8 @@ class RobertaBackbone(Backbone):
     @property
     def max_tokens(self) -> int:
         # Positions count from padding_idx + 1: roberta-base's 514 rows serve 512 tokens.
-        return self.model.config.max_position_embeddings - self.model.config.pad_token_id - 1
+        config = hf_config(self.model)
+        return cast(int, config.max_position_embeddings - config.pad_token_id - 1)
 
 
 @FAMILIES.register("mpnet")
@@ -44,20 +50,23 @@ class MPNetBackbone(RobertaBackbone):
     }
 
     def embed(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.embedding_module()(input_ids=inputs["input_ids"])
+        return cast(torch.Tensor, self.embedding_module()(input_ids=inputs["input_ids"]))
 
-    def layer_mask(self, attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor | None:
+    def layer_mask(self, attention_mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
         # MPNet's attention always adds the extended (additive) mask, whatever the config's
         # attention implementation says.
-        return self.model.get_extended_attention_mask(
+        assert attention_mask is not None  # a text model's inputs always carry one
+        return cast(PreTrainedModel, self.model).get_extended_attention_mask(
             attention_mask, attention_mask.shape, dtype=dtype
         )
 
-    def run_layer(self, layer, hidden, mask):
+    def run_layer(self, layer: nn.Module, hidden: torch.Tensor, mask: LayerMask) -> torch.Tensor:
+        assert isinstance(mask, torch.Tensor)  # what this family's layer_mask makes
         # From the mask's length, not the hidden states': prefix tuning's virtual tokens
         # ride along in `hidden` between its layers and get no position (peft/prefix.py).
-        bias = self.model.mpnet.encoder.compute_position_bias(hidden[:, : mask.shape[-1]])
-        return layer(hidden, attention_mask=mask, position_bias=bias)[0]
+        model: Any = self.model
+        bias = model.mpnet.encoder.compute_position_bias(hidden[:, : mask.shape[-1]])
+        return cast(torch.Tensor, layer(hidden, attention_mask=mask, position_bias=bias)[0])
 
 
 @FAMILIES.register("deberta-v2")
@@ -84,18 +93,24 @@ class DebertaV2Backbone(Backbone):
     }
 
     def embed(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.embedding_module()(
-            input_ids=inputs["input_ids"],
-            token_type_ids=inputs.get("token_type_ids"),
-            mask=inputs["attention_mask"],
+        return cast(
+            torch.Tensor,
+            self.embedding_module()(
+                input_ids=inputs["input_ids"],
+                token_type_ids=inputs.get("token_type_ids"),
+                mask=inputs["attention_mask"],
+            ),
         )
 
-    def layer_mask(self, attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor | None:
-        return self.model.deberta.encoder.get_attention_mask(attention_mask)
+    def layer_mask(self, attention_mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
+        model: Any = self.model
+        return cast(torch.Tensor, model.deberta.encoder.get_attention_mask(attention_mask))
 
-    def run_layer(self, layer, hidden, mask):
-        encoder = self.model.deberta.encoder
-        out = layer(
+    def run_layer(self, layer: nn.Module, hidden: torch.Tensor, mask: LayerMask) -> torch.Tensor:
+        assert isinstance(mask, torch.Tensor)  # what this family's layer_mask makes
+        model: Any = self.model
+        encoder = model.deberta.encoder
+        out: torch.Tensor = layer(
             hidden,
             mask,
             relative_pos=encoder.get_rel_pos(hidden),
@@ -127,28 +142,36 @@ class ModernBertBackbone(Backbone):
         "rotary embeddings give every token a position, and virtual tokens have none"
     )
 
-    def __init__(self, model, head, head_rows):
+    def __init__(self, model: nn.Module, head: Head, head_rows: int | None) -> None:
         mean = getattr(model.config, "classifier_pooling", "cls") == "mean"
         super().__init__(model, head, None if mean else head_rows)
 
     def embed(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.embedding_module()(input_ids=inputs["input_ids"])
+        return cast(torch.Tensor, self.embedding_module()(input_ids=inputs["input_ids"]))
 
-    def layer_mask(self, attention_mask: torch.Tensor, dtype: torch.dtype):
-        global_mask, window_mask = self.model.model._update_attention_mask(
+    def layer_mask(
+        self, attention_mask: torch.Tensor | None, dtype: torch.dtype
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        assert attention_mask is not None  # a text model's inputs always carry one
+        model: Any = self.model
+        global_mask, window_mask = model.model._update_attention_mask(
             attention_mask, output_attentions=False
         )
         positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
         return global_mask, window_mask, positions.unsqueeze(0)
 
-    def run_layer(self, layer, hidden, mask):
+    def run_layer(self, layer: nn.Module, hidden: torch.Tensor, mask: LayerMask) -> torch.Tensor:
+        assert isinstance(mask, tuple)  # what this family's layer_mask makes
         global_mask, window_mask, positions = mask
-        return layer(
-            hidden,
-            attention_mask=global_mask,
-            sliding_window_mask=window_mask,
-            position_ids=positions,
-        )[0]
+        return cast(
+            torch.Tensor,
+            layer(
+                hidden,
+                attention_mask=global_mask,
+                sliding_window_mask=window_mask,
+                position_ids=positions,
+            )[0],
+        )
 
 
 @FAMILIES.register("electra")
@@ -176,17 +199,23 @@ class DistilBertBackbone(Backbone):
     }
 
     def embed(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.embedding_module()(inputs["input_ids"])
+        return cast(torch.Tensor, self.embedding_module()(inputs["input_ids"]))
 
-    def layer_mask(self, attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor | None:
-        if self.model.config._attn_implementation == "sdpa":
-            return _prepare_4d_attention_mask_for_sdpa(
-                attention_mask, dtype, tgt_len=attention_mask.shape[1]
+    def layer_mask(
+        self, attention_mask: torch.Tensor | None, dtype: torch.dtype
+    ) -> torch.Tensor | None:
+        if hf_config(self.model)._attn_implementation == "sdpa":
+            assert attention_mask is not None  # a text model's inputs always carry one
+            return cast(
+                torch.Tensor | None,
+                _prepare_4d_attention_mask_for_sdpa(
+                    attention_mask, dtype, tgt_len=attention_mask.shape[1]
+                ),
             )
         return attention_mask
 
-    def run_layer(self, layer, hidden, mask):
-        return layer(hidden, attn_mask=mask)[-1]
+    def run_layer(self, layer: nn.Module, hidden: torch.Tensor, mask: LayerMask) -> torch.Tensor:
+        return cast(torch.Tensor, layer(hidden, attn_mask=mask)[-1])
 
 
 class _ImageBackbone(Backbone):
@@ -201,17 +230,17 @@ class _ImageBackbone(Backbone):
         return None
 
     def embed(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.embedding_module()(inputs["pixel_values"])
+        return cast(torch.Tensor, self.embedding_module()(inputs["pixel_values"]))
 
-    def layer_mask(self, attention_mask, dtype):
+    def layer_mask(self, attention_mask: torch.Tensor | None, dtype: torch.dtype) -> None:
         return None
 
     def rows_mask(self, inputs: dict[str, torch.Tensor], hidden: torch.Tensor) -> torch.Tensor:
         return torch.ones(hidden.shape[:2], dtype=torch.int64, device=hidden.device)
 
-    def run_layer(self, layer, hidden, mask):
-        out = layer(hidden)
-        return out[0] if isinstance(out, tuple) else out  # a tuple before transformers 4.54
+    def run_layer(self, layer: nn.Module, hidden: torch.Tensor, mask: LayerMask) -> torch.Tensor:
+        out = layer(hidden)  # a tuple before transformers 4.54
+        return cast(torch.Tensor, out[0] if isinstance(out, tuple) else out)
 
 
 @FAMILIES.register("vit")
@@ -244,18 +273,18 @@ class ResNetBackbone(_ImageBackbone):
     layers = "resnet.encoder.stages"
     fusion_type = None
     int8_ops = ("Conv", "MatMul")
-    linears: dict[str, str] = {}
+    linears: ClassVar[dict[str, str]] = {}
 
-    def __init__(self, model, head, head_rows):
+    def __init__(self, model: nn.Module, head: Head, head_rows: int | None) -> None:
         super().__init__(model, head, None)
 
     @property
     def hidden_size(self) -> int:
-        return self.model.config.hidden_sizes[-1]
+        return cast(int, hf_config(self.model).hidden_sizes[-1])
 
     def width(self, boundary: int) -> int:
-        config = self.model.config
-        return config.hidden_sizes[boundary - 1] if boundary else config.embedding_size
+        config = hf_config(self.model)
+        return cast(int, config.hidden_sizes[boundary - 1] if boundary else config.embedding_size)
 
     def to_rows(self, hidden: torch.Tensor) -> torch.Tensor:
         return hidden.flatten(2).transpose(1, 2)

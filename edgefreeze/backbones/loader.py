@@ -13,8 +13,10 @@ import inspect
 import json
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import torch
 from transformers import (
@@ -22,6 +24,7 @@ from transformers import (
     AutoImageProcessor,
     AutoTokenizer,
     BaseImageProcessor,
+    PretrainedConfig,
     PreTrainedTokenizerBase,
 )
 from transformers import logging as hf_logging
@@ -77,7 +80,7 @@ def load_model(
     model_id: str,
     task: Task,
     label_names: list[str],
-    resolve,
+    resolve: Callable[[str], Path],
     trust_remote_code: bool,
     seed: int,
     max_length: int | None = None,
@@ -86,10 +89,11 @@ def load_model(
     head is initialised under `seed`. `max_length` (data.max_length) must fit the model's
     position table."""
     location, local = _locate(model_id, resolve)
-    weights_sha = _weights_sha256(location) if local else "hub"
+    weights_sha = _weights_sha256(cast(Path, location)) if local else "hub"  # local: a Path
     _check_builtin(model_id, weights_sha)
     id2label = dict(enumerate(label_names))
-    hf_logging.set_verbosity_error()  # "newly initialized classifier" is expected here
+    # "newly initialized classifier" is expected here
+    hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
     logging.getLogger("transformers").setLevel(logging.ERROR)
     logging.getLogger("huggingface_hub").setLevel(logging.ERROR)  # retries: one line at the end
     torch.manual_seed(seed)
@@ -102,7 +106,7 @@ def load_model(
             task,
         )
         processor = _processor(location, local, task, trust_remote_code)
-        model = task.model_class.from_pretrained(
+        model = task.model_class.from_pretrained(  # type: ignore[attr-defined]  # an auto class
             location,
             num_labels=len(label_names),
             id2label=id2label,
@@ -166,10 +170,11 @@ def _check_tokenizer(
     _keep_model_inputs(tokenizer, model)
 
 
-def _check_modality(config, model_id: str, task: Task) -> None:
+def _check_modality(config: PretrainedConfig, model_id: str, task: Task) -> None:
     """A text task on an image model (or the reverse) is one line naming both, not a
     missing-tokenizer error; an image model must take RGB."""
-    family = FAMILIES.get(getattr(config, "model_type", None))
+    model_type = getattr(config, "model_type", None)
+    family = FAMILIES.get(model_type) if model_type is not None else None
     wanted = input_kind(task.inputs).modality
     if family is not None and family.modality != wanted:
         raise ConfigError(
@@ -192,10 +197,13 @@ def _processor(
     whose steps the device reproduces (the fast one needs torchvision)."""
     kind = input_kind(task.inputs)
     if kind.modality == "image":
-        return AutoImageProcessor.from_pretrained(
+        processor: BaseImageProcessor
+        processor = AutoImageProcessor.from_pretrained(  # type: ignore[no-untyped-call]
             location, local_files_only=local, trust_remote_code=trust_remote_code, use_fast=False
         )
-    tokenizer = AutoTokenizer.from_pretrained(
+        return processor
+    tokenizer: PreTrainedTokenizerBase
+    tokenizer = AutoTokenizer.from_pretrained(  # type: ignore[no-untyped-call]
         location, local_files_only=local, trust_remote_code=trust_remote_code
     )
     if (
@@ -206,7 +214,7 @@ def _processor(
         # Pre-split words must each start as a word does mid-sentence: a byte-level BPE
         # (RoBERTa's) marks that with a leading space. Saved into the bundle's
         # tokenizer.json, so the device splits alike.
-        tokenizer = AutoTokenizer.from_pretrained(
+        tokenizer = AutoTokenizer.from_pretrained(  # type: ignore[no-untyped-call]
             location,
             local_files_only=local,
             trust_remote_code=trust_remote_code,
@@ -238,7 +246,7 @@ def _keep_model_inputs(tokenizer: PreTrainedTokenizerBase, model: torch.nn.Modul
     ]
 
 
-def _locate(model_id: str, resolve) -> tuple[str | Path, bool]:
+def _locate(model_id: str, resolve: Callable[[str], Path]) -> tuple[str | Path, bool]:
     """Return (where to load from, whether it is local)."""
     if model_id.startswith(BUILTIN_PREFIX):
         name = model_id[len(BUILTIN_PREFIX) :]

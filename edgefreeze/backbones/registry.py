@@ -10,10 +10,11 @@ decides what the last hidden states become.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar, cast
 
 import torch
 from torch import nn
+from transformers import PreTrainedModel
 from transformers.modeling_attn_mask_utils import _prepare_4d_attention_mask_for_sdpa
 
 from edgefreeze.errors import ConfigError
@@ -23,6 +24,16 @@ from edgefreeze.tasks import Head, Task
 from edgefreeze.tasks.encoding import ModelInputs
 
 FAMILIES: Registry[type[Backbone]] = Registry("architecture")
+
+# What a family's `layer_mask` builds and its `run_layer` hands the layers: a mask tensor
+# (None: nothing to mask), or ModernBERT's (global mask, sliding-window mask, positions).
+LayerMask = torch.Tensor | tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None
+
+
+def hf_config(model: nn.Module) -> Any:
+    """A Hugging Face model's config. Its fields depend on the family, so the type checker
+    sees Any (nn.Module types every attribute it does not declare as Tensor | Module)."""
+    return model.config
 
 
 class Backbone:
@@ -65,7 +76,7 @@ class Backbone:
         return self.model.get_submodule(self.embeddings)
 
     def layer_stack(self) -> nn.ModuleList:
-        return self.model.get_submodule(self.layers)
+        return cast(nn.ModuleList, self.model.get_submodule(self.layers))
 
     def head_modules(self) -> list[nn.Module]:
         return [self.model.get_submodule(path) for path in self.head.modules]
@@ -76,13 +87,13 @@ class Backbone:
 
     @property
     def hidden_size(self) -> int:
-        return self.model.config.hidden_size
+        return cast(int, hf_config(self.model).hidden_size)
 
     @property
     def max_tokens(self) -> int | None:
         """The longest input the position table serves (tokens, specials included; None:
         the inputs are not tokens)."""
-        return self.model.config.max_position_embeddings
+        return cast(int | None, hf_config(self.model).max_position_embeddings)
 
     def stem(self, inputs: dict[str, torch.Tensor], boundary: int) -> torch.Tensor:
         """Hidden states (batch, rows, width) after the bottom `boundary` layers."""
@@ -139,37 +150,40 @@ class Backbone:
         error = float((whole - split).abs().max())
         if not error <= tolerance:
             raise ConfigError(
-                f"model: edgefreeze's {self.model.config.model_type} adapter does "
+                f"model: edgefreeze's {hf_config(self.model).model_type} adapter does "
                 f"not reproduce this checkpoint's outputs when split at layer "
                 f"{boundary} (max error {error:.3g}); this variant of the "
                 "architecture is not supported yet"
             )
 
     def embed(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.embedding_module()(
-            input_ids=inputs["input_ids"], token_type_ids=inputs.get("token_type_ids")
+        return cast(
+            torch.Tensor,
+            self.embedding_module()(
+                input_ids=inputs["input_ids"], token_type_ids=inputs.get("token_type_ids")
+            ),
         )
 
-    def layer_mask(
-        self, attention_mask: torch.Tensor | None, dtype: torch.dtype
-    ) -> torch.Tensor | None:
+    def layer_mask(self, attention_mask: torch.Tensor | None, dtype: torch.dtype) -> LayerMask:
         """The mask the model's own forward would hand its layers."""
-        config = self.model.config
+        assert attention_mask is not None  # a text model's inputs always carry one
+        config = hf_config(self.model)
         if (
             config._attn_implementation == "sdpa"
             and getattr(config, "position_embedding_type", "absolute") == "absolute"
         ):
-            return _prepare_4d_attention_mask_for_sdpa(
-                attention_mask, dtype, tgt_len=attention_mask.shape[1]
+            return cast(
+                torch.Tensor | None,
+                _prepare_4d_attention_mask_for_sdpa(
+                    attention_mask, dtype, tgt_len=attention_mask.shape[1]
+                ),
             )
-        return self.model.get_extended_attention_mask(
+        return cast(PreTrainedModel, self.model).get_extended_attention_mask(
             attention_mask, attention_mask.shape, dtype=dtype
         )
 
-    def run_layer(
-        self, layer: nn.Module, hidden: torch.Tensor, mask: torch.Tensor | None
-    ) -> torch.Tensor:
-        return layer(hidden, attention_mask=mask)[0]
+    def run_layer(self, layer: nn.Module, hidden: torch.Tensor, mask: LayerMask) -> torch.Tensor:
+        return cast(torch.Tensor, layer(hidden, attention_mask=mask)[0])
 
 
 # Families whose layers all run one shared set of weights: training "the top layers" would
@@ -187,8 +201,8 @@ def backbone_for(model: nn.Module, task: Task) -> Backbone:
             "layers cannot train while the layers below stay frozen and cached; "
             f"choose a model of another family ({', '.join(FAMILIES.names())})"
         )
-    family = FAMILIES.get(model_type)
-    if family is None:
+    family = FAMILIES.get(model_type) if model_type is not None else None
+    if model_type is None or family is None:
         raise ConfigError(
             f"model: architecture {model_type!r} is not supported yet "
             f"(supported: {', '.join(FAMILIES.names())})"
@@ -204,8 +218,9 @@ def backbone_for(model: nn.Module, task: Task) -> Backbone:
 
 def supported_model_types(modality: str | None = None) -> list[str]:
     """The registered families, or those reading `modality` ("text", "image")."""
+    # (a registered name always has its family)
     return [
         name
         for name in FAMILIES.names()
-        if modality is None or FAMILIES.get(name).modality == modality
+        if modality is None or cast(type[Backbone], FAMILIES.get(name)).modality == modality
     ]

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -114,7 +115,7 @@ def _keysets(db: sqlite3.Connection) -> dict[str, _Keyset]:
     }
 
 
-def stats(root: Path) -> dict:
+def stats(root: Path) -> dict[str, Any]:
     """Entries and bytes per key set, and what each key set stands for. Read-only: works
     on a cache the user cannot write, and creates nothing where there is no cache."""
     result = {
@@ -161,7 +162,7 @@ def stats(root: Path) -> dict:
     }
 
 
-def verify(root: Path) -> dict:
+def verify(root: Path) -> dict[str, Any]:
     """Check every entry's checksum; drop the bad ones so the next build recomputes them.
     Writes to the index only when there is something to drop."""
     checked, bad = 0, []
@@ -207,7 +208,7 @@ def verify(root: Path) -> dict:
     return {"dir": str(root), "checked": checked, "corrupt": len(bad)}
 
 
-def prune(root: Path, older_than_days: float | None, max_bytes: int | None) -> dict:
+def prune(root: Path, older_than_days: float | None, max_bytes: int | None) -> dict[str, Any]:
     """Drop entries unused for `older_than_days`, then the least recently used until the
     cache holds at most `max_bytes`; then reclaim the disk space of dropped entries."""
     if not (root / INDEX).is_file():
@@ -250,7 +251,7 @@ def _prune(root: Path, older_than_days: float | None, max_bytes: int | None) -> 
     return removed
 
 
-def clear(root: Path) -> dict:
+def clear(root: Path) -> dict[str, Any]:
     """Remove what the cache owns: its index files and the shards of its key-set folders
     (the folders too once empty). Anything else in the folder is left where it is, and
     a folder without an index that holds anything else is refused: it is not a cache.
@@ -327,7 +328,7 @@ def _indexed_keysets(root: Path) -> set[str]:
         return set()
 
 
-def _reclaim(root: Path, db, indexed: set[tuple[str, str]]) -> None:
+def _reclaim(root: Path, db: sqlite3.Connection, indexed: set[tuple[str, str]]) -> None:
     """Delete shards nobody references; rewrite mostly-dead ones with their live entries.
 
     A shard that was never `indexed` and is younger than ORPHAN_GRACE_S may be a running
@@ -355,7 +356,7 @@ def _reclaim(root: Path, db, indexed: set[tuple[str, str]]) -> None:
                 _compact(db, folder, keyset, path, item)
 
 
-def _compact(db, folder: Path, keyset: str, path: Path, item: int) -> None:
+def _compact(db: sqlite3.Connection, folder: Path, keyset: str, path: Path, item: int) -> None:
     rows = db.execute(
         "SELECT key, offset, rows FROM entries WHERE keyset = ? AND shard = ?", (keyset, path.name)
     ).fetchall()

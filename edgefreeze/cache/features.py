@@ -80,12 +80,12 @@ class CachedFeatures:
                 (len(indices), 1), dtype=torch.int64, device=device
             )
         lengths = self._lengths[list(indices)]
-        hidden = np.zeros((len(indices), lengths.max(), self.width), dtype=np.float32)
+        padded = np.zeros((len(indices), lengths.max(), self.width), dtype=np.float32)
         mask = np.zeros((len(indices), lengths.max()), dtype=np.int64)
         for row, index in enumerate(indices):
-            hidden[row, : lengths[row]] = self.arrays[index]
+            padded[row, : lengths[row]] = self.arrays[index]
             mask[row, : lengths[row]] = 1
-        return torch.from_numpy(hidden).to(device), torch.from_numpy(mask).to(device)
+        return torch.from_numpy(padded).to(device), torch.from_numpy(mask).to(device)
 
 
 StemActivations = LiveFeatures | CachedFeatures
@@ -203,7 +203,8 @@ def _cached(
     """Each split's activations from `store`; with several processes, each fills its
     share of what the store lacks first."""
     backbone, plan, world = model.backbone, model.plan, ctx.world
-    shares, stats, features = CacheStats(), CacheStats(), {}
+    shares, stats = CacheStats(), CacheStats()
+    features: dict[str, StemActivations] = {}
     if world.size > 1:
         for name in keys:
             mine = world.share(range(len(keys[name])))

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from typing import Any
 
 import torch
 from transformers import BaseImageProcessor, PreTrainedTokenizerBase
 
-from edgefreeze.backbones import Backbone
+from edgefreeze.backbones import Backbone, hf_config
 from edgefreeze.freeze import FreezePlan
 
 FORMAT_VERSION = 2
@@ -30,13 +31,13 @@ def describe_keyset(
     max_length: int,
     plan: FreezePlan,
     dtype: str,
-) -> tuple[str, dict]:
+) -> tuple[str, dict[str, Any]]:
     """(key set digest, its human-readable description); `frozen_sha256` digests every
     frozen tensor, the stem's among them (`edgefreeze.freeze.frozen_digest`)."""
     description = {
         "format": FORMAT_VERSION,
-        "model_type": backbone.model.config.model_type,
-        "attention": backbone.model.config._attn_implementation,
+        "model_type": hf_config(backbone.model).model_type,
+        "attention": hf_config(backbone.model)._attn_implementation,
         "frozen_sha256": frozen_sha256,
         **processor_digest(processor),
         "task": task,  # how examples become model inputs (text, word lists, images)

@@ -37,6 +37,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -46,7 +47,7 @@ INDEX = "index.sqlite"
 INDEX_FILES = (INDEX, f"{INDEX}-wal", f"{INDEX}-shm", f"{INDEX}-journal")
 SHARD_NAME = re.compile(r"[0-9a-f]{32}\.bin")  # uuid4().hex, see ActivationStore.write
 KEYSET_NAME = re.compile(r"[0-9a-f]{24}")  # describe_keyset's digest
-DTYPES = {"fp16": np.dtype("<f2"), "fp32": np.dtype("<f4")}
+DTYPES: dict[str, np.dtype[np.floating[Any]]] = {"fp16": np.dtype("<f2"), "fp32": np.dtype("<f4")}
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS keysets (
     keyset TEXT PRIMARY KEY, description TEXT NOT NULL, dtype TEXT NOT NULL,
@@ -60,7 +61,9 @@ CREATE INDEX IF NOT EXISTS entries_by_shard ON entries (keyset, shard);
 
 
 def checksum(data: bytes | memoryview | np.ndarray) -> str:
-    return hashlib.blake2b(memoryview(data).cast("B"), digest_size=8).hexdigest()
+    # numpy's stubs declare an array a buffer only for Python 3.12 and later
+    view = memoryview(data)  # type: ignore[arg-type]
+    return hashlib.blake2b(view.cast("B"), digest_size=8).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -83,7 +86,9 @@ class ActivationStore:
         width: the hidden size; every entry is a (rows, width) array.
     """
 
-    def __init__(self, root: Path, keyset: str, description: dict, dtype: str, width: int) -> None:
+    def __init__(
+        self, root: Path, keyset: str, description: dict[str, Any], dtype: str, width: int
+    ) -> None:
         self.root, self.keyset, self.width = Path(root), keyset, width
         self.dtype = DTYPES[dtype]
         self.folder = self.root / keyset

@@ -17,9 +17,12 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
+
+Item = TypeVar("Item")
 
 
 @dataclass(frozen=True)
@@ -34,7 +37,7 @@ class World:
         """The process that exports, gates and publishes (and reports progress)."""
         return self.rank == 0
 
-    def share(self, items: Sequence) -> list:
+    def share(self, items: Sequence[Item]) -> list[Item]:
         """This process's share of `items`: every size-th one, from its rank."""
         return list(items[self.rank :: self.size])
 

@@ -24,7 +24,7 @@ from edgefreeze.runtime.inputs import input_kind
 from edgefreeze.runtime.manifest import DataRecord, SourceRecord, SplitRecord
 from edgefreeze.schema import DataSpec
 from edgefreeze.tasks import MissingValue, Task
-from edgefreeze.tasks.encoding import Encoded
+from edgefreeze.tasks.encoding import ModelInputs
 
 
 @dataclass(frozen=True)
@@ -62,16 +62,14 @@ class LabelledData:
             digest.update(f"{name}:{split.fingerprint()};".encode())
         return digest.hexdigest()
 
-    def aligned(self, task: Task, encoded: dict[str, Encoded]) -> LabelledData:
+    def aligned(self, task: Task, encoded: dict[str, ModelInputs]) -> LabelledData:
         """The splits with targets as the task reads them against their tokens
         (`Task.aligned_targets`); fingerprints stay those of the rows as read."""
-        return replace(
-            self,
-            **{
-                name: Split(split.inputs, task.aligned_targets(split.targets, encoded[name]))
-                for name, split in self.named_splits().items()
-            },
-        )
+        splits: dict[str, Any] = {
+            name: Split(split.inputs, task.aligned_targets(split.targets, encoded[name]))
+            for name, split in self.named_splits().items()
+        }
+        return replace(self, **splits)
 
     def named_splits(self) -> dict[str, Split]:
         splits = {"train": self.train, "validation": self.validation, "test": self.test}

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from edgefreeze.errors import ConfigError
 
@@ -76,7 +76,7 @@ def read_file(path: Path, options: ReadOptions = ReadOptions()) -> Table:
     stream = _decompress(raw, path, options.encoding)
     if kind == "conll":
         records = list(_conll_rows(stream, path, options.tag_column))
-        columns = {"text_column": "tokens", "label_column": "tags"}
+        columns: dict[str, Any] = {"text_column": "tokens", "label_column": "tags"}
     else:
         records = list(READERS[kind](stream, path))
         columns = {}

@@ -10,8 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from transformers import PreTrainedTokenizerBase
 
-from edgefreeze.backbones import LoadedModel
+from edgefreeze.backbones import LoadedModel, hf_config
 from edgefreeze.export.onnx import export_onnx, export_split
 from edgefreeze.freeze import FreezePlan
 from edgefreeze.runtime.bundle import LABELS
@@ -30,7 +31,9 @@ def merged(loaded: LoadedModel, plan: FreezePlan) -> LoadedModel:
     from edgefreeze.peft import METHODS
 
     model = copy.deepcopy(loaded.model)
-    METHODS.get(plan.peft.method)().merge(model)
+    method = METHODS.get(plan.peft.method)
+    assert method is not None  # the plan attached it: a registered method
+    method().merge(model)
     return dataclasses.replace(loaded, model=model, backbone=loaded.backbone.on(model))
 
 
@@ -39,6 +42,7 @@ def _example(loaded: LoadedModel, encoded: ModelInputs) -> dict[str, torch.Tenso
     model takes (real token lengths could be too short for the sequence axis); for
     images, two real images' pixels."""
     if encoded.sequential:
+        assert isinstance(loaded.processor, PreTrainedTokenizerBase)  # tokens: a tokenizer
         return {
             name: torch.ones(2, 16, dtype=torch.long)
             for name in TOKEN_INPUTS
@@ -54,7 +58,7 @@ def write_model_files(loaded: LoadedModel, label_names: list[str], folder: Path)
     """The tokenizer or image processor, the Hugging Face config (naming the trained
     architecture, as `save_pretrained` of a model does) and the label map."""
     loaded.processor.save_pretrained(folder)
-    config = copy.deepcopy(loaded.model.config)
+    config = copy.deepcopy(hf_config(loaded.model))
     config.architectures = [type(loaded.model).__name__]
     config.save_pretrained(folder)
     (folder / LABELS).write_text(json.dumps({"id2label": dict(enumerate(label_names))}, indent=2))
@@ -88,8 +92,15 @@ def export_models(
     for form in (form for form in forms if form.source is None):
         paths = files[form.name] = [folder / name for name in form.files]
         if form.split:
+            stem_path, top_path = paths  # a split form's two files
             records[form.name] = export_split(
-                loaded.backbone, plan, _example(loaded, encoded), encoded.sequential, *paths, opset
+                loaded.backbone,
+                plan,
+                _example(loaded, encoded),
+                encoded.sequential,
+                stem_path,
+                top_path,
+                opset,
             )
         else:
             records[form.name] = export_onnx(

@@ -53,7 +53,7 @@ class _Stem(torch.nn.Module):
     def __init__(self, backbone: Backbone, boundary: int) -> None:
         super().__init__()
         self.model = backbone.model  # registered, so export sees its weights
-        self.run_stem = lambda inputs: backbone.stem(inputs, boundary)
+        self.run_stem: _StemRun = lambda inputs: backbone.stem(inputs, boundary)
 
     def forward(
         self,
@@ -78,12 +78,21 @@ class _Top(torch.nn.Module):
     def __init__(self, backbone: Backbone, boundary: int) -> None:
         super().__init__()
         self.model = backbone.model
-        self.run_top = lambda hidden, mask: backbone.top(hidden, mask, boundary)
+        self.run_top: _TopRun = lambda hidden, mask: backbone.top(hidden, mask, boundary)
 
     def forward(
         self, hidden: torch.Tensor, attention_mask: torch.Tensor | None = None
     ) -> torch.Tensor:
         return self.run_top(hidden, attention_mask)
+
+
+# Typing names, imported and defined below the modules that use them rather than at the top:
+# the split graphs' node metadata records the source lines of the forward methods above, so
+# a line added before them would change the exported files' bytes.
+from collections.abc import Callable, Iterator  # noqa: E402
+
+_StemRun = Callable[[dict[str, torch.Tensor]], torch.Tensor]  # Backbone.stem at a boundary
+_TopRun = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]  # Backbone.top at one
 
 
 def export_split(
@@ -147,7 +156,7 @@ def export_split(
 
 
 @contextmanager
-def _quiet_torch_onnx():
+def _quiet_torch_onnx() -> Iterator[None]:
     """torch.onnx's dynamo exporter prints its progress and logs warnings about optional
     packages; a --quiet build must not."""
     logger = logging.getLogger("torch.onnx")

@@ -14,7 +14,7 @@ from edgefreeze.schema.freeze import AutoSpec
 
 
 @PLANS.register("auto")
-class Auto(PlanKind):
+class Auto(PlanKind[AutoSpec]):
     config = AutoSpec
     adaptive = True
 
@@ -33,6 +33,7 @@ class Auto(PlanKind):
 
     def advance(self, plan: FreezePlan, norms: list[dict[int, float]]) -> tuple[int, str] | None:
         config = plan.config
+        assert isinstance(config, AutoSpec)  # this kind made the plan from its own settings
         if len(norms) < 2 or plan.depth - plan.boundary <= config.floor:
             return None
         lowest = plan.boundary

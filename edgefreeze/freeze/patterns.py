@@ -18,7 +18,7 @@ from edgefreeze.schema.freeze import PatternsSpec
 
 
 @PLANS.register("patterns")
-class Patterns(PlanKind):
+class Patterns(PlanKind[PatternsSpec]):
     config = PatternsSpec
 
     def select(self, config: PatternsSpec, backbone: Backbone) -> Selection:

@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import torch
 from torch import nn
 
-from edgefreeze.backbones import Backbone, LoadedModel
+from edgefreeze.backbones import Backbone, LoadedModel, hf_config
 from edgefreeze.errors import ConfigError
 from edgefreeze.runtime.manifest import FreezeRecord, ModelRecord
 from edgefreeze.schema import PLAN_SETTINGS, FreezeSpec, PeftSpec
@@ -32,6 +32,7 @@ LEARNING_RATES = {"top": "lr_top", "head": "lr_head"}
 
 
 Trainable = nn.Module | nn.Parameter  # a module trains all its parameters
+Spec = TypeVar("Spec", bound=FreezeSpec)  # a plan kind's own settings class
 
 
 @dataclass(frozen=True)
@@ -45,18 +46,18 @@ class Selection:
     1; empty means everything in `parts` trains from the start."""
 
     boundary: int
-    parts: dict[str, list[Trainable]]
-    stages: list[tuple[int, list[Trainable]]] = field(default_factory=list)
+    parts: Mapping[str, Sequence[Trainable]]
+    stages: Sequence[tuple[int, Sequence[Trainable]]] = field(default_factory=list)
 
 
-class PlanKind(ABC):
-    """A registered way of choosing what trains (see `PLANS`)."""
+class PlanKind(ABC, Generic[Spec]):
+    """A registered way of choosing what trains (see `PLANS`), generic in its settings."""
 
     config: ClassVar[type[FreezeSpec]]  # the plan's settings under `freeze:`
     adaptive: ClassVar[bool] = False  # moves its boundary during training (see `advance`)
 
     @abstractmethod
-    def select(self, config: FreezeSpec, backbone: Backbone) -> Selection:
+    def select(self, config: Spec, backbone: Backbone) -> Selection:
         """Choose; raise ConfigError naming the `freeze.` key when the model cannot take it."""
 
     def advance(self, plan: FreezePlan, norms: list[dict[int, float]]) -> tuple[int, str] | None:
@@ -66,7 +67,7 @@ class PlanKind(ABC):
         return None
 
 
-PLANS: KindRegistry[type[PlanKind]] = KindRegistry("freezing plan", PLAN_SETTINGS)
+PLANS: KindRegistry[type[PlanKind[Any]]] = KindRegistry("freezing plan", PLAN_SETTINGS)
 
 
 @dataclass(frozen=True)
@@ -107,7 +108,7 @@ class FreezePlan:
     trainable_parameters: int
     total_parameters: int
     trainable_layers: tuple[int, ...]
-    kind: PlanKind
+    kind: PlanKind[Any]
     moves: tuple[dict[str, Any], ...] = ()
 
     @property
@@ -136,7 +137,7 @@ class FreezePlan:
         rates: dict[str, float],
         weight_decay: float,
         layer_decay: float = 1.0,
-    ) -> list[dict]:
+    ) -> list[dict[str, Any]]:
         """Optimizer groups over what trains: a learning rate per role (`rates`, keyed like
         LEARNING_RATES), scaled by `layer_decay` per layer below the top (discriminative
         rates; 1.0: one rate per role), and no weight decay on biases and norms."""
@@ -263,10 +264,10 @@ def make_plan(config: FreezeSpec, backbone: Backbone, peft: PeftSpec | None = No
     """Apply the configured plan to `backbone.model` (requires_grad) and return it; with
     `peft`, the method's weights are added to the layers the plan trains and train instead
     of them."""
-    kind = PLANS.get(config.plan)
-    if kind is None:
+    kind_class = PLANS.get(config.plan)
+    if kind_class is None:
         raise ConfigError(f"freeze.plan: {PLANS.unknown(config.plan)}")
-    kind = kind()
+    kind = kind_class()
     selection = kind.select(config, backbone)
     if peft is not None:
         selection = _with_peft(selection, peft, backbone)
@@ -343,7 +344,7 @@ def _with_peft(selection: Selection, peft: PeftSpec, backbone: Backbone) -> Sele
     head = [p for item in selection.parts.get("head", []) for p in _parameters(item)]
     allowed = {id(p) for p in [*added, *head]}
 
-    def keep(items: list[Trainable]) -> list[nn.Parameter]:
+    def keep(items: Sequence[Trainable]) -> list[nn.Parameter]:
         return [p for item in items for p in _parameters(item) if id(p) in allowed]
 
     return Selection(
@@ -411,6 +412,6 @@ class PlannedModel:
         return ModelRecord(
             **self.loaded.source,
             frozen_sha256=self.frozen_sha256,
-            model_type=self.loaded.model.config.model_type,
+            model_type=hf_config(self.loaded.model).model_type,
             layers=self.loaded.backbone.depth,
         )

@@ -14,7 +14,7 @@ from edgefreeze.schema.freeze import ProgressiveSpec
 
 
 @PLANS.register("progressive")
-class Progressive(PlanKind):
+class Progressive(PlanKind[ProgressiveSpec]):
     config = ProgressiveSpec
 
     def select(self, config: ProgressiveSpec, backbone: Backbone) -> Selection:

@@ -9,7 +9,7 @@ from edgefreeze.schema.freeze import TopKSpec
 
 
 @PLANS.register("top_k")
-class TopK(PlanKind):
+class TopK(PlanKind[TopKSpec]):
     config = TopKSpec
 
     def select(self, config: TopKSpec, backbone: Backbone) -> Selection:

@@ -9,6 +9,7 @@ batches at batch sizes and sequence lengths the exporter never saw.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -138,10 +139,11 @@ def _shape_check(
     """PyTorch against the session on padded batches of every size and length."""
     model.eval()
     cells = []
+    lengths: Sequence[int | None] = grid.sequence_lengths or [None]  # none: no sequence axis
     with exact_fp32():
         for batch_size in grid.batch_sizes:
             indices = [i % len(encoded) for i in range(batch_size)]
-            for length in grid.sequence_lengths or [None]:  # none: no sequence axis
+            for length in lengths:
                 batch = encoded.batch(indices, length=length)
                 expected = model(**{k: torch.from_numpy(v).to(device) for k, v in batch.items()})
                 error = np.abs(session.run(batch) - expected.logits.float().cpu().numpy()).max()

@@ -85,6 +85,7 @@ def judge(
         else:
             rules += tolerance_rules(form, measured, metrics[REFERENCE], gate_metric, gate)
         if form.precision == "int8":
+            assert form.source is not None  # an int8 form is made from its fp32 form
             rules.append(size_rule(form, sizes[name] / sizes[form.source], gate))
     return Verdict(rules=rules)
 

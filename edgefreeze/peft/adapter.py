@@ -5,7 +5,7 @@ export (a few small matmuls per layer)."""
 
 from __future__ import annotations
 
-from torch import nn
+from torch import Tensor, nn
 
 from edgefreeze.backbones import Backbone
 from edgefreeze.peft.method import METHODS, PeftMethod, matching_linears
@@ -22,12 +22,12 @@ class Bottleneck(nn.Module):
         nn.init.zeros_(self.up.weight)
         nn.init.zeros_(self.up.bias)
 
-    def forward(self, x):
+    def forward(self, x: Tensor) -> object:  # a Tensor (calling an nn.Linear gives Any)
         return x + self.up(nn.functional.gelu(self.down(x)))
 
 
 @METHODS.register("adapter")
-class Adapter(PeftMethod):
+class Adapter(PeftMethod[AdapterSpec]):
     config = AdapterSpec
     size = "bottleneck"
 
@@ -38,6 +38,7 @@ class Adapter(PeftMethod):
         for name in matching_linears(backbone, layers, config.targets, "peft.targets"):
             parent, _, attribute = name.rpartition(".")
             linear = model.get_submodule(name)
+            assert isinstance(linear, nn.Linear)  # matching_linears names Linear modules only
             adapter = Bottleneck(linear.out_features, config.bottleneck)
             setattr(model.get_submodule(parent), attribute, nn.Sequential(linear, adapter))
             added += list(adapter.parameters())

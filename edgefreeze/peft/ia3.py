@@ -13,7 +13,7 @@ from edgefreeze.schema.peft import IA3Spec
 
 
 @METHODS.register("ia3")
-class IA3(PeftMethod):
+class IA3(PeftMethod[IA3Spec]):
     config = IA3Spec
 
     def attach(self, config: IA3Spec, backbone: Backbone, layers: list[int]) -> list[nn.Parameter]:

@@ -12,7 +12,7 @@ from edgefreeze.schema.peft import LoraSpec
 
 
 @METHODS.register("lora")
-class Lora(PeftMethod):
+class Lora(PeftMethod[LoraSpec]):
     config = LoraSpec
     size = "r"
 
@@ -23,7 +23,7 @@ class Lora(PeftMethod):
         inject_adapter_in_model(
             LoraConfig(
                 r=config.r,
-                lora_alpha=config.alpha,
+                lora_alpha=config.alpha,  # type: ignore[arg-type]  # peft says int; floats work
                 lora_dropout=config.dropout,
                 target_modules=names,
             ),

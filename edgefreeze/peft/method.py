@@ -4,24 +4,26 @@ trains, which then train instead of those layers' own weights."""
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from torch import nn
 
-from edgefreeze.backbones import Backbone
+from edgefreeze.backbones import Backbone, hf_config
 from edgefreeze.errors import ConfigError
 from edgefreeze.schema import PEFT_SETTINGS, PeftSpec
 from edgefreeze.schema.section import KindRegistry
 
+Spec = TypeVar("Spec", bound=PeftSpec)  # a method's own settings class
 
-class PeftMethod(ABC):
-    """A registered method (see `METHODS`)."""
+
+class PeftMethod(ABC, Generic[Spec]):
+    """A registered method (see `METHODS`), generic in its settings."""
 
     config: ClassVar[type[PeftSpec]]  # its settings under `peft:`
     size: ClassVar[str | None] = None  # the setting that sizes the added weights (a sweep's rank)
 
     @abstractmethod
-    def attach(self, config: PeftSpec, backbone: Backbone, layers: list[int]) -> list[nn.Parameter]:
+    def attach(self, config: Spec, backbone: Backbone, layers: list[int]) -> list[nn.Parameter]:
         """Add the method's weights to these layers of `backbone.model`, in place; return
         them (what trains in those layers from now on)."""
 
@@ -30,7 +32,9 @@ class PeftMethod(ABC):
         and export as part of the graph)."""
 
 
-METHODS: KindRegistry[type[PeftMethod]] = KindRegistry("parameter-efficient method", PEFT_SETTINGS)
+METHODS: KindRegistry[type[PeftMethod[Any]]] = KindRegistry(
+    "parameter-efficient method", PEFT_SETTINGS
+)
 
 
 def matching_linears(
@@ -55,7 +59,7 @@ def matching_linears(
                     matched = True
         if not seen:
             raise ConfigError(
-                f"{key}: the trainable layers of {backbone.model.config.model_type} "
+                f"{key}: the trainable layers of {hf_config(backbone.model).model_type} "
                 "have no linear modules to attach to (convolutions only); train "
                 "them whole (no peft) instead"
             )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from edgefreeze.backbones import Backbone
+from edgefreeze.backbones import Backbone, hf_config
 from edgefreeze.errors import ConfigError
 from edgefreeze.peft.method import METHODS, PeftMethod
 from edgefreeze.schema.peft import PrefixSpec
@@ -39,8 +39,8 @@ class VirtualTokens(nn.Module):
         self.layer, self.tokens = layer, tokens
         self.appends, self.removes, self.count = appends, removes, count
 
-    def forward(self, hidden: torch.Tensor, *args, **kwargs):
-        if self.appends:
+    def forward(self, hidden: torch.Tensor, *args: object, **kwargs: object) -> object:
+        if self.appends and self.tokens is not None:  # the appending layer holds the tokens
             prompt = self.tokens.to(hidden.dtype).unsqueeze(0).expand(hidden.shape[0], -1, -1)
             hidden = torch.cat([hidden, prompt], dim=1)
         if args:
@@ -61,7 +61,7 @@ class VirtualTokens(nn.Module):
             for o in outputs
         )
 
-    def _pad(self, mask: torch.Tensor | None) -> torch.Tensor | None:
+    def _pad(self, mask: object) -> object:
         if mask is None or not torch.is_tensor(mask):
             return mask
         keep = 1 if mask.dim() == 2 else 0  # 0/1 keep-mask, or additive (0 keeps)
@@ -80,7 +80,7 @@ class VirtualTokens(nn.Module):
 
 
 @METHODS.register("prefix")
-class Prefix(PeftMethod):
+class Prefix(PeftMethod[PrefixSpec]):
     config = PrefixSpec
     size = "tokens"
 
@@ -90,7 +90,7 @@ class Prefix(PeftMethod):
         if backbone.no_virtual_tokens:
             raise ConfigError(
                 f"peft.method: prefix does not fit "
-                f"{backbone.model.config.model_type}: "
+                f"{hf_config(backbone.model).model_type}: "
                 f"{backbone.no_virtual_tokens}; use lora, ia3 or adapter"
             )
         stack = backbone.layer_stack()

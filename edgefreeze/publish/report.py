@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from edgefreeze.runtime.forms import FORMS, REFERENCE
 from edgefreeze.runtime.manifest import Manifest
 from edgefreeze.tasks import TASKS, Task
@@ -44,7 +46,7 @@ def data_summary(manifest: Manifest) -> str:
 SHOWN_FLIPS = 20
 
 
-def baseline_rows(manifest: Manifest) -> tuple[str, list[tuple]] | None:
+def baseline_rows(manifest: Manifest) -> tuple[str, list[tuple[int, Any, Any, Any, Any]]] | None:
     """The comparison with the release in the field: a summary sentence and the first
     flipped predictions as (row, input, label, baseline, new); None without a baseline."""
     baseline = manifest.baseline

@@ -49,6 +49,7 @@ def quantize_models(
     )
     models, records, outputs = {}, {}, {}
     for form in (form for form in exported.forms if form.source is not None):
+        assert form.source is not None  # the filter above (mypy does not carry it over)
         sources = exported.files[form.source]
         paths = models[form.name] = [exported.folder / name for name in form.files]
         if form.precision == FP16.precision:

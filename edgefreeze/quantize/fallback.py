@@ -80,6 +80,7 @@ class GatedQuantizer:
             )
             attempt, outputs, failed = self._attempt(form, int8_paths, keep, fp32_bytes)
             attempts.append(attempt)
+            assert attempt.size_share is not None  # _attempt always measures it
             if attempt.passed or attempt.size_share > self.gate.max_int8_size_share:
                 break  # passed, or already too much fp32: keeping more only grows the file
             if order is None:

@@ -14,10 +14,11 @@ from __future__ import annotations
 import gc
 import logging
 import tempfile
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -50,7 +51,7 @@ def quantize_int8(
     architecture: Architecture,
     keep_fp32: Collection[str] = (),
     calibration: list[dict[str, np.ndarray]] | None = None,
-) -> dict:
+) -> dict[str, Any]:
     """Write the int8 model; return the settings actually applied (for the manifest),
     with the graph's segment names (`segments`, from the output down).
 
@@ -122,7 +123,7 @@ def small_tables(model: onnx.ModelProto) -> list[str]:
         for n in model.graph.node
         if n.op_type == "Gather" and n.input[0] in constants
     }
-    largest = max(tables, key=tables.get, default=None)
+    largest = max(tables, key=tables.__getitem__, default=None)
     return [name for name in tables if name != largest]
 
 
@@ -145,7 +146,7 @@ def segments(model: onnx.ModelProto) -> list[tuple[str, list[str]]]:
     return parts
 
 
-class _Feeds(CalibrationDataReader):
+class _Feeds(CalibrationDataReader):  # type: ignore[misc]  # onnxruntime ships no stubs
     """Calibration examples for ONNX Runtime's static quantizer, one feed at a time."""
 
     def __init__(self, feeds: list[dict[str, np.ndarray]], inputs: set[str]) -> None:
@@ -156,7 +157,7 @@ class _Feeds(CalibrationDataReader):
 
 
 @contextmanager
-def _quiet_root_logger():
+def _quiet_root_logger() -> Iterator[None]:
     """ONNX Runtime's quantizer logs advice on the root logger; keep --quiet quiet."""
     root = logging.getLogger()
     level = root.level

@@ -40,7 +40,8 @@ def inspect_pipeline(pipeline: Pipeline) -> dict[str, Any]:
     hidden, mask = LiveFeatures(encoded, loaded.backbone, plan).batch(indices, torch.device("cpu"))
     outputs = loaded.backbone.top(hidden, mask, plan.boundary)
     targets = task.aligned_targets(data.train.targets[: len(encoded)], encoded)
-    task.loss(outputs, task.batch_targets(targets, indices)).backward()
+    loss = task.loss(outputs, task.batch_targets(targets, indices))
+    loss.backward()  # type: ignore[no-untyped-call]
     return {
         "pipeline": str(pipeline.path),
         **plan.record().model_dump(mode="json"),

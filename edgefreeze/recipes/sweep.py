@@ -29,7 +29,7 @@ import os
 import time
 import warnings
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, cast
 
 import optuna
 
@@ -37,11 +37,12 @@ from edgefreeze.cache.features import LiveFeatures, StemActivations, advance_fea
 from edgefreeze.errors import ConfigError
 from edgefreeze.freeze import PlannedModel
 from edgefreeze.gate.paired import compare
-from edgefreeze.peft import METHODS
+from edgefreeze.peft import METHODS, PeftMethod
 from edgefreeze.progress import Reporter
 from edgefreeze.recipes.build import BuildOptions, BuildResult, Prepared, prepare, ship
 from edgefreeze.runtime.manifest import SweepRecord, TrialRecord
 from edgefreeze.schema import Pipeline, PipelineSpec, SweepSpec
+from edgefreeze.schema.freeze import TopKSpec
 from edgefreeze.tasks import Outputs, Task
 from edgefreeze.train.loop import Checks, TrainResult, top_outputs, train
 
@@ -68,6 +69,7 @@ class SearchSpace:
         sweep = spec.sweep
         layers = sweep.trainable_layers
         if spec.freeze.plan == "top_k":
+            assert isinstance(spec.freeze, TopKSpec)  # top_k's settings validated it
             cached = spec.freeze.trainable_layers
             least = 1 if spec.peft else 0  # PEFT weights need a trainable layer to sit in
             layers = layers or (least, cached)
@@ -86,7 +88,10 @@ class SearchSpace:
             raise ConfigError(
                 f"sweep.trainable_layers: only for freeze.plan top_k, not {spec.freeze.plan!r}"
             )
-        size = METHODS.get(spec.peft.method).size if spec.peft else None
+        # (the pipeline's method was validated as a registered one)
+        size = (
+            cast(type[PeftMethod[Any]], METHODS.get(spec.peft.method)).size if spec.peft else None
+        )
         ranks = None
         if sweep.rank is not None:
             if size is None:
@@ -118,8 +123,10 @@ class SearchSpace:
             "epochs": spec.train.epochs,
         }
         if self.trainable_layers is not None:
+            assert isinstance(spec.freeze, TopKSpec)  # only top_k's layers are swept
             params["trainable_layers"] = spec.freeze.trainable_layers
         if self.ranks is not None and spec.peft is not None:
+            assert self.size_setting is not None  # ranks come with the setting they vary
             params["rank"] = getattr(spec.peft, self.size_setting)
         return params
 
@@ -150,6 +157,7 @@ class SearchSpace:
                 update={"trainable_layers": params["trainable_layers"]}
             )
         if "rank" in params and spec.peft is not None:
+            assert self.size_setting is not None  # ranks come with the setting they vary
             update["peft"] = spec.peft.model_copy(update={self.size_setting: params["rank"]})
         return spec.model_copy(update=update)
 
@@ -268,7 +276,8 @@ class _Search:
         prepared = self.prepared
         if any(isinstance(f, LiveFeatures) for f in prepared.features.values()):
             return {
-                name: LiveFeatures(f.encoded, model.backbone, model.plan)
+                # without a cache every split's features are live
+                name: LiveFeatures(cast(LiveFeatures, f).encoded, model.backbone, model.plan)
                 for name, f in prepared.features.items()
             }
         plan = model.plan

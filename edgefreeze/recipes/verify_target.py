@@ -20,6 +20,7 @@ import tempfile
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -137,7 +138,7 @@ def verify_target(
 
 
 def _run_probe(
-    bundle: Path, form: str, examples: list, interpreter: Interpreter, timeout_s: float = 3600
+    bundle: Path, form: str, examples: list[Any], interpreter: Interpreter, timeout_s: float = 3600
 ) -> tuple[dict[str, str], list[np.ndarray]]:
     """The target's versions and its outputs on `examples` (the probe, run by
     `interpreter`, reads them from a file and writes its outputs to another)."""

@@ -91,7 +91,13 @@ def batch1_latency_ms(run: Callable[[Any], Any], inputs: Any, runs: int = 50) ->
     return float(np.median(timed_ms(run, inputs, runs)))
 
 
-def _measure(run, batch1: dict, batch32: dict, runs: int) -> dict[str, float]:
+Feed = dict[str, np.ndarray]
+Figures = dict[str, Any]  # one model's measurements
+
+
+def _measure(
+    run: Callable[[Feed], object], batch1: Feed, batch32: Feed, runs: int
+) -> dict[str, float]:
     ms = timed_ms(run, batch1, runs)
     throughput_runs = max(3, runs // 20)
     start = time.perf_counter()
@@ -113,7 +119,7 @@ def _worker(
     threads: int,
     length: int,
     runs: int,
-    queue,
+    queue: multiprocessing.Queue[Figures],
 ) -> None:
     """Measure one model in this (fresh) process; put its figures, or {"error": ...}."""
     try:
@@ -124,8 +130,9 @@ def _worker(
 
 def _measure_model(
     bundle: Bundle, form: str, files: list[str] | None, threads: int, length: int, runs: int
-) -> dict:
+) -> Figures:
     batch1, batch32 = inputs(bundle, 1, length), inputs(bundle, 32, length)
+    run: Callable[[Feed], object]
     if form == REFERENCE:
         import torch
         import transformers
@@ -136,14 +143,17 @@ def _measure_model(
         # weights' values do not change the compute.
         config = transformers.AutoConfig.from_pretrained(bundle.verified("config.json").parent)
         named = getattr(transformers, (config.architectures or [""])[0], None)
-        model = (named(config) if named else transformers.AutoModel.from_config(config)).eval()
+        from_config = transformers.AutoModel.from_config
+        model = (named(config) if named else from_config(config)).eval()  # type: ignore[no-untyped-call]
         size = sum(p.numel() * p.element_size() for p in model.parameters())
 
         accepted = inspect.signature(model.forward).parameters  # DistilBERT: no token types
 
-        def run(batch):
+        def run_torch(batch: Feed) -> object:
             with torch.inference_mode():
-                model(**{k: torch.from_numpy(v) for k, v in batch.items() if k in accepted})
+                return model(**{k: torch.from_numpy(v) for k, v in batch.items() if k in accepted})
+
+        run = run_torch
     elif files:  # a model from elsewhere, measured on the bundle's inputs for comparison
         run = OnnxModel(files, threads).run
         size = sum(Path(f).stat().st_size for f in files)
@@ -164,7 +174,7 @@ def bench(
     forms: tuple[str, ...] = (INT8.name, FP32.name, REFERENCE),
     others: dict[str, list[Path]] | None = None,
     rounds: int = 1,
-) -> dict:
+) -> Figures:
     """Measure the bundle's `forms` (and PyTorch) and any `others` (name -> ONNX files)
     alike.
 
@@ -184,19 +194,18 @@ def bench(
         if form != REFERENCE:
             bundle.model_files(form)  # present and verified
     context = multiprocessing.get_context("spawn")
-    results: dict = {
+    results: Figures = {
         "bundle": str(bundle_path),
         "threads": threads,
         "sequence_length": length if sequential else None,
         "rounds": rounds,
     }
-    jobs = [(f, None) for f in forms] + [
-        (n, [str(f) for f in fs]) for n, fs in (others or {}).items()
-    ]
+    jobs: list[tuple[str, list[str] | None]] = [(f, None) for f in forms]
+    jobs += [(n, [str(f) for f in fs]) for n, fs in (others or {}).items()]
     if REFERENCE in forms and not _torch_available():
         results[REFERENCE] = None
         jobs = [job for job in jobs if job[0] != REFERENCE]
-    measured: dict[str, list[dict]] = {name: [] for name, _ in jobs}
+    measured: dict[str, list[Figures]] = {name: [] for name, _ in jobs}
     for _ in range(rounds):
         for form, files in list(jobs):
             result = _in_process(context, (str(bundle_path), form, files, threads, length, runs))
@@ -221,7 +230,11 @@ def bench(
     return results
 
 
-def _in_process(context, args: tuple, limit_s: float = 1800) -> dict:
+def _in_process(
+    context: multiprocessing.context.SpawnContext,
+    args: tuple[str, str, list[str] | None, int, int, int],
+    limit_s: float = 1800,
+) -> Figures:
     """Run _worker(*args) in a fresh process; its result, or why it gave none (it died,
     or ran past `limit_s`)."""
     queue = context.Queue()

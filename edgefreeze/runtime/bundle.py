@@ -8,8 +8,11 @@ altered in transit or never accepted.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
 
 from edgefreeze.errors import BundleError
 from edgefreeze.hashing import file_sha256
@@ -18,6 +21,8 @@ from edgefreeze.runtime.inputs import InputEncoder, input_kind
 from edgefreeze.runtime.manifest import Manifest
 from edgefreeze.runtime.outputs import OutputDecoder, output_kind
 from edgefreeze.runtime.session import OnnxModel, providers_for
+
+K = TypeVar("K")
 
 MANIFEST = "manifest.json"
 LABELS = "labels.json"
@@ -112,7 +117,7 @@ class Bundle:
     def decoder(self) -> OutputDecoder:
         return self._kind(output_kind, self.manifest.task.outputs)()
 
-    def _kind(self, lookup, name: str):
+    def _kind(self, lookup: Callable[[str], K], name: str) -> K:
         try:
             return lookup(name)
         except ValueError as exc:
@@ -133,11 +138,11 @@ class Predictor:
         self.encoder = self.bundle.encoder()
         self.decoder = self.bundle.decoder()
 
-    def outputs(self, example: object):
+    def outputs(self, example: object) -> np.ndarray:
         """The model's raw outputs for one input, exactly as the gate computed them."""
         return self.model.run(self.encoder.encode(example))
 
-    def predict(self, examples: Sequence[object]) -> list:
+    def predict(self, examples: Sequence[object]) -> list[Any]:
         """One prediction per input (for text classification: label and probabilities),
         each run alone, as the gate ran it."""
         predictions = []

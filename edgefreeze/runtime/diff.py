@@ -9,12 +9,13 @@ the top.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from edgefreeze.hashing import file_sha256
 from edgefreeze.runtime.bundle import LABELS, MANIFEST, Bundle
 
 
-def diff(old_path: Path, new_path: Path) -> dict:
+def diff(old_path: Path, new_path: Path) -> dict[str, Any]:
     """Per-file status and, per model form of the new bundle, the bytes a device that has
     the old one must download. Both bundles' files are checked against their manifests
     first: a payload computed from a tampered bundle would be a wrong answer."""
@@ -23,7 +24,7 @@ def diff(old_path: Path, new_path: Path) -> dict:
     for bundle in (old, new):
         for name in bundle.manifest.files:
             bundle.verified(name)
-    files = {}
+    files: dict[str, dict[str, Any]] = {}
     for name in sorted(set(old_files) | set(new_files)):
         before, after = old_files.get(name), new_files.get(name)
         status = (
@@ -37,8 +38,8 @@ def diff(old_path: Path, new_path: Path) -> dict:
         )
         files[name] = {
             "status": status,
-            "old_size": before and before.size,
-            "new_size": after and after.size,
+            "old_size": before.size if before else None,
+            "new_size": after.size if after else None,
         }
     manifests = [b.path / MANIFEST for b in (old, new)]
     files[MANIFEST] = {

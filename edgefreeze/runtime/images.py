@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 PREPROCESSOR = "preprocessor_config.json"
 
@@ -34,7 +35,7 @@ class ImageFile:
     sha256: str
 
     @classmethod
-    def at(cls, path: str | os.PathLike) -> ImageFile:
+    def at(cls, path: str | os.PathLike[str]) -> ImageFile:
         return cls(str(path), hashlib.sha256(Path(path).read_bytes()).hexdigest())
 
     def __fspath__(self) -> str:
@@ -47,7 +48,7 @@ class ImageFile:
 MAX_PIXELS = 64_000_000
 
 
-def read_image(source: str | os.PathLike) -> Any:
+def read_image(source: str | os.PathLike[str]) -> Any:
     """The image at `source` as 8-bit RGB (a PIL image), turned upright as its EXIF
     orientation says (a phone's photo as people see it); 16-bit grey scaled to 8 bits
     (Pillow's own conversion would clip it to white). One-line errors for a missing, an
@@ -59,14 +60,14 @@ def read_image(source: str | os.PathLike) -> Any:
         with warnings.catch_warnings():  # Pillow's own bomb warning: ours is the bound
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             opened = Image.open(path)
-        with opened as image:
-            width, height = image.size  # from the header: nothing is decoded yet
+        with opened:
+            width, height = opened.size  # from the header: nothing is decoded yet
             if width * height > MAX_PIXELS:
                 raise ValueError(
                     f"image {path} is {width} x {height} pixels, over "
                     f"{MAX_PIXELS // 1_000_000} megapixels; scale it down first"
                 )
-            image = ImageOps.exif_transpose(image)
+            image = ImageOps.exif_transpose(opened)
             if image.mode.startswith("I;16"):
                 grey = (np.asarray(image, dtype=np.uint16) >> 8).astype(np.uint8)
                 image = Image.fromarray(grey, mode="L")
@@ -142,7 +143,9 @@ class Preprocessing:
         image = self._resized(image)
         if self.crop is not None:
             image = _centre_crop(image, *self.crop)
-        values = np.asarray(image, dtype=np.float32 if self.scale is None else np.float64)
+        values: npt.NDArray[np.floating[Any]] = np.asarray(
+            image, dtype=np.float32 if self.scale is None else np.float64
+        )
         if self.scale is not None:
             values = (values * self.scale).astype(np.float32)
         if self.mean is not None:

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from edgefreeze.errors import BundleError, CheckFailed
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION: Final = 2
 
 
 class Record(BaseModel):
@@ -372,7 +372,7 @@ _V1_TASK = {
 }
 
 
-def upgrade_v1(old: dict) -> dict:
+def upgrade_v1(old: dict[str, Any]) -> dict[str, Any]:
     """A version-1 manifest in today's schema. Keys it does not have stay missing, so a
     truncated old manifest still fails validation with the key's name."""
 
@@ -429,7 +429,7 @@ def _v1_quantize(record: object) -> object:
     return {"mode": mode, "graphs": graphs, "attempts": attempts}
 
 
-def _v1_training(training: dict, old: dict) -> dict:
+def _v1_training(training: dict[str, Any], old: dict[str, Any]) -> dict[str, Any]:
     layers = training.get("trainable_layers")
     depth = old.get("model", {}).get("layers") if isinstance(old.get("model"), dict) else None
     freeze = {

@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, cast
 
 import numpy as np
 
@@ -96,7 +96,7 @@ class TagOutputs:
                 labels[best],
                 float(probabilities[best]),
             )
-        text = example if isinstance(example, str) else " ".join(example)
+        text = example if isinstance(example, str) else " ".join(cast("list[str]", example))
         entities = []
         for kind, first, last in entity_runs(tags):
             start, end = int(spans[first][0]), int(spans[last][1])
@@ -139,7 +139,7 @@ def entity_runs(tags: list[str]) -> list[tuple[str, int, int]]:
 
 def _softmax(scores: np.ndarray) -> np.ndarray:
     shifted = np.exp(scores - scores.max())
-    return shifted / shifted.sum()
+    return np.asarray(shifted / shifted.sum())
 
 
 def output_kind(kind: str) -> type[OutputDecoder]:

@@ -24,7 +24,8 @@ def main(bundle: str, form: str, inputs: str, outputs: str) -> None:
     predictor = Predictor(bundle, form)
     results = {str(i): predictor.outputs(example) for i, example in enumerate(examples)}
     partial = Path(outputs).with_suffix(".partial.npz")
-    np.savez(partial, **results)
+    # numpy's stubs read ** of a dict as its `allow_pickle` flag; the names are the keys.
+    np.savez(partial, **results)  # type: ignore[arg-type]
     partial.replace(outputs)
     print(
         json.dumps(

@@ -111,4 +111,4 @@ class OnnxModel:
             output = self.sessions[1].run(
                 None, {name: output if name == "hidden" else feed[name] for name in self.top_inputs}
             )[0]
-        return output
+        return np.asarray(output)

@@ -25,6 +25,7 @@ from edgefreeze.runtime.manifest import TaskRecord
 from edgefreeze.tasks.encoding import ModelInputs
 
 Outputs = list[np.ndarray]  # one array per example, in example order
+Ints = Sequence[int] | np.ndarray  # example rows or lengths: a list, or a numpy int array
 
 
 class MissingValue(ValueError):
@@ -39,11 +40,11 @@ class MissingValue(ValueError):
 class Head:
     """A task's head on one model family: its modules (dotted paths into the Hugging Face
     model; they train with the head's learning rate) and how they turn the last hidden
-    states (batch, sequence, hidden) and the attention mask (batch, sequence) into
-    outputs."""
+    states (batch, sequence, hidden) and the attention mask (batch, sequence; None for an
+    image model's exported top, which takes no mask) into outputs."""
 
     modules: tuple[str, ...]
-    run: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+    run: Callable[[nn.Module, torch.Tensor, torch.Tensor | None], torch.Tensor]
 
 
 class Task(ABC):
@@ -136,7 +137,7 @@ class Task(ABC):
         return float(len(indices))
 
     @abstractmethod
-    def unbatch(self, outputs: np.ndarray, lengths: Sequence[int]) -> Outputs:
+    def unbatch(self, outputs: np.ndarray, lengths: Ints) -> Outputs:
         """A padded batch's outputs as one array per example (`lengths`: its tokens)."""
 
     # --- evaluation -------------------------------------------------------------------
@@ -150,7 +151,7 @@ class Task(ABC):
         """The gate metric alone (a sweep's paired bootstrap computes it a thousand times)."""
         return self.metrics(outputs, targets, outputs)[self.gate_metric]
 
-    def select(self, targets: Any, rows: Sequence[int]) -> Any:
+    def select(self, targets: Any, rows: Ints) -> Any:
         """The targets of `rows`, in that order (rows may repeat)."""
         return np.asarray(targets)[np.asarray(rows)]
 

@@ -7,7 +7,7 @@ are all one size once processed: their batches simply stack (`EncodedImages`).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -66,7 +66,7 @@ class Encoded:
         return out
 
     def batches(
-        self, batch_size: int, order: Sequence[int] | None = None
+        self: ModelInputs, batch_size: int, order: Iterable[int] | None = None
     ) -> Iterator[tuple[list[int], dict[str, np.ndarray]]]:
         order = list(range(len(self))) if order is None else list(order)
         for start in range(0, len(order), batch_size):
@@ -143,4 +143,5 @@ def encode_words(
 def _cut(tokens: BatchEncoding) -> np.ndarray:
     """Which texts lost tokens to truncation: the fast tokenizer (the only kind a model
     loads with, see backbones/loader.py) keeps what it cut off as `overflowing`."""
+    assert tokens.encodings is not None  # only a slow tokenizer leaves them out
     return np.array([bool(e.overflowing) for e in tokens.encodings], dtype=bool)

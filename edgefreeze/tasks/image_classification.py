@@ -13,9 +13,10 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
+import torch
 from transformers import AutoModelForImageClassification
 
 from edgefreeze.errors import ConfigError
@@ -29,14 +30,14 @@ PIXEL_TOLERANCE = 1e-5  # device pixels against the processor's
 ENCODE_CHUNK = 256  # images decoded at once
 
 
-def _vit_head(model, hidden, mask):
+def _vit_head(model: Any, hidden: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """ViT: the final layer norm, then the classifier on the [CLS] row."""
-    return model.classifier(model.vit.layernorm(hidden)[:, 0])
+    return cast(torch.Tensor, model.classifier(model.vit.layernorm(hidden)[:, 0]))
 
 
-def _pooled_cnn_head(model, hidden, mask):
+def _pooled_cnn_head(model: Any, hidden: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """ResNet: average pooling over every position (the rows), then the classifier."""
-    return model.classifier(hidden.mean(dim=1))
+    return cast(torch.Tensor, model.classifier(hidden.mean(dim=1)))
 
 
 @register_task
@@ -78,7 +79,10 @@ class ImageClassification(TextClassification):
     def example_key(self, example: ImageFile) -> str:
         return example.sha256
 
-    def encode(self, processor: Any, inputs: Sequence[ImageFile], max_length: int) -> EncodedImages:
+    # Images in, not texts: the one place this task is not text classification's.
+    def encode(  # type: ignore[override]
+        self, processor: Any, inputs: Sequence[ImageFile], max_length: int
+    ) -> EncodedImages:
         """Pixels of each image from the model's image processor (max_length does not
         apply), a chunk of images decoded at a time; then the device's preparation is
         checked against the processor's on the images most likely to tell them apart."""

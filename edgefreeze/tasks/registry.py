@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from edgefreeze.registry import Registry
+from edgefreeze.tasks.base import Task
 
-TASKS: Registry[type] = Registry("task")
+TASKS: Registry[type[Task]] = Registry("task")
 
 
-def register_task(cls: type) -> type:
+def register_task(cls: type[Task]) -> type[Task]:
     """Class decorator: register a task under its own `name`."""
     return TASKS.register(cls.name)(cls)

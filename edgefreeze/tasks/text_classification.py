@@ -7,50 +7,55 @@ Metrics: accuracy (the gate's), macro-F1, agreement with the reference's predict
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, ClassVar, cast
 
 import numpy as np
 import torch
 from transformers import AutoModelForSequenceClassification, PreTrainedTokenizerBase
 
-from edgefreeze.tasks.base import Head, MissingValue, Outputs, Task
+from edgefreeze.tasks.base import Head, Ints, MissingValue, Outputs, Task
 from edgefreeze.tasks.encoding import Encoded, encode_texts
 from edgefreeze.tasks.registry import register_task
 
 
-def _pooled_head(model, hidden, mask):
+def _pooled_head(model: Any, hidden: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """BERT: the pooler (dense + tanh over the first token), dropout, the classifier."""
     base = getattr(model, model.base_model_prefix)
-    return model.classifier(model.dropout(base.pooler(hidden)))
+    return cast(torch.Tensor, model.classifier(model.dropout(base.pooler(hidden))))
 
 
-def _first_token_head(model, hidden, mask):
+def _first_token_head(model: Any, hidden: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """DistilBERT: pre-classifier + ReLU over the first token, dropout, the classifier."""
     pooled = torch.relu(model.pre_classifier(hidden[:, 0]))
-    return model.classifier(model.dropout(pooled))
+    return cast(torch.Tensor, model.classifier(model.dropout(pooled)))
 
 
-def _context_pooled_head(model, hidden, mask):
+def _context_pooled_head(
+    model: Any, hidden: torch.Tensor, mask: torch.Tensor | None
+) -> torch.Tensor:
     """DeBERTa: its context pooler (dense + activation over the first token), dropout, the
     classifier."""
-    return model.classifier(model.dropout(model.pooler(hidden)))
+    return cast(torch.Tensor, model.classifier(model.dropout(model.pooler(hidden))))
 
 
-def _modernbert_head(model, hidden, mask):
+def _modernbert_head(model: Any, hidden: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """ModernBERT: the final norm, then the first token or the mean over real tokens
     (`classifier_pooling`), its prediction head, dropout, the classifier."""
     hidden = model.model.final_norm(hidden)
     if model.config.classifier_pooling == "mean":
+        assert mask is not None  # a text model's top always gets its attention mask
         keep = mask.unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * keep).sum(dim=1) / keep.sum(dim=1)
     else:
         pooled = hidden[:, 0]
-    return model.classifier(model.drop(model.head(pooled)))
+    return cast(torch.Tensor, model.classifier(model.drop(model.head(pooled))))
 
 
-def _classification_head(model, hidden, mask):
+def _classification_head(
+    model: Any, hidden: torch.Tensor, mask: torch.Tensor | None
+) -> torch.Tensor:
     """RoBERTa-style heads take the whole sequence and read its first token themselves."""
-    return model.classifier(hidden)
+    return cast(torch.Tensor, model.classifier(hidden))
 
 
 _SEQUENCE_HEAD = Head(("classifier",), _classification_head)
@@ -59,7 +64,7 @@ _SEQUENCE_HEAD = Head(("classifier",), _classification_head)
 @register_task
 class TextClassification(Task):
     name = "text-classification"
-    model_class = AutoModelForSequenceClassification
+    model_class: ClassVar[type] = AutoModelForSequenceClassification
     export_task = "text-classification"
     inputs = "text"
     outputs = "label"
@@ -105,7 +110,7 @@ class TextClassification(Task):
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.cross_entropy(outputs.float(), targets)
 
-    def unbatch(self, outputs: np.ndarray, lengths: Sequence[int]) -> Outputs:
+    def unbatch(self, outputs: np.ndarray, lengths: Ints) -> Outputs:
         return list(outputs)
 
     def confusion(self, outputs: Outputs, targets: np.ndarray, labels: int) -> list[list[int]]:

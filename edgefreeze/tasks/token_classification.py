@@ -19,14 +19,14 @@ import re
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 from transformers import AutoModelForTokenClassification, PreTrainedTokenizerBase
 
-from edgefreeze.tasks.base import Head, MissingValue, Outputs, Task
-from edgefreeze.tasks.encoding import Encoded, encode_words
+from edgefreeze.tasks.base import Head, Ints, MissingValue, Outputs, Task
+from edgefreeze.tasks.encoding import Encoded, ModelInputs, encode_words
 from edgefreeze.tasks.registry import register_task
 
 IGNORED = -100  # a token the loss and the metrics skip (cross_entropy's ignore_index)
@@ -55,8 +55,9 @@ class TagTargets:
             )
         return self.words[row]
 
-    def aligned(self, encoded: Encoded) -> TagTargets:
+    def aligned(self, encoded: ModelInputs) -> TagTargets:
         """Each word's label on the token where the word starts."""
+        assert encoded.word_starts is not None  # encode_words gives every sentence them
         tokens = []
         for labels, starts in zip(self.words, encoded.word_starts):
             row = np.full(len(starts), IGNORED, dtype=np.int64)
@@ -66,18 +67,23 @@ class TagTargets:
 
     def scored(self, row: int) -> np.ndarray:
         """The token positions of one sentence that carry a word's label."""
+        assert self.tokens is not None  # scoring reads targets `aligned` with the tokens
         return np.flatnonzero(self.tokens[row] != IGNORED)
 
 
-def _tagging_head(model, hidden, mask):
+def _tagging_head(model: Any, hidden: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """Every family's token head but ModernBERT's: dropout, then a linear classifier on
     each token."""
-    return model.classifier(model.dropout(hidden))
+    return cast(torch.Tensor, model.classifier(model.dropout(hidden)))
 
 
-def _modernbert_tagging_head(model, hidden, mask):
+def _modernbert_tagging_head(
+    model: Any, hidden: torch.Tensor, mask: torch.Tensor | None
+) -> torch.Tensor:
     """ModernBERT's: the final norm, its prediction head, dropout, the classifier."""
-    return model.classifier(model.drop(model.head(model.model.final_norm(hidden))))
+    return cast(
+        torch.Tensor, model.classifier(model.drop(model.head(model.model.final_norm(hidden))))
+    )
 
 
 @register_task
@@ -140,7 +146,7 @@ class TokenClassification(Task):
             tuple(index),
         )
 
-    def aligned_targets(self, targets: TagTargets, encoded: Encoded) -> TagTargets:
+    def aligned_targets(self, targets: TagTargets, encoded: ModelInputs) -> TagTargets:
         return targets.aligned(encoded)
 
     def encode(
@@ -149,6 +155,7 @@ class TokenClassification(Task):
         return encode_words(tokenizer, inputs, max_length)
 
     def batch_targets(self, targets: TagTargets, indices: Sequence[int]) -> torch.Tensor:
+        assert targets.tokens is not None  # training reads targets aligned with the tokens
         rows = [targets.tokens[i] for i in indices]
         batch = np.full((len(rows), max(len(r) for r in rows)), IGNORED, dtype=np.int64)
         for i, row in enumerate(rows):
@@ -163,7 +170,7 @@ class TokenClassification(Task):
     def loss_weight(self, targets: TagTargets, indices: Sequence[int]) -> float:
         return float(sum(len(targets.scored(i)) for i in indices))  # the scored tokens
 
-    def unbatch(self, outputs: np.ndarray, lengths: Sequence[int]) -> Outputs:
+    def unbatch(self, outputs: np.ndarray, lengths: Ints) -> Outputs:
         return [outputs[i, :length] for i, length in enumerate(lengths)]
 
     def score(self, outputs: Outputs, targets: TagTargets) -> float:
@@ -172,6 +179,7 @@ class TokenClassification(Task):
         from seqeval.metrics import f1_score
 
         names = targets.names
+        assert targets.tokens is not None  # scoring reads targets aligned with the tokens
         truth, guess = [], []
         for row, output in enumerate(outputs):
             positions = targets.scored(row)
@@ -183,7 +191,7 @@ class TokenClassification(Task):
             warnings.simplefilter("ignore")
             return float(f1_score(truth, guess, zero_division=0))
 
-    def select(self, targets: TagTargets, rows: Sequence[int]) -> TagTargets:
+    def select(self, targets: TagTargets, rows: Ints) -> TagTargets:
         return TagTargets(
             [targets.words[i] for i in rows],
             targets.names,
@@ -191,10 +199,12 @@ class TokenClassification(Task):
         )
 
     def predicted(self, output: np.ndarray, targets: TagTargets, row: int) -> list[int]:
-        return output.reshape(-1, output.shape[-1])[targets.scored(row)].argmax(-1).tolist()
+        ids = output.reshape(-1, output.shape[-1])[targets.scored(row)].argmax(-1)
+        return cast(list[int], ids.tolist())
 
     def target_at(self, targets: TagTargets, row: int) -> list[int]:
-        return targets.tokens[row][targets.scored(row)].tolist()
+        assert targets.tokens is not None  # the baseline reads targets aligned with the tokens
+        return cast(list[int], targets.tokens[row][targets.scored(row)].tolist())
 
     def metrics(
         self, outputs: Outputs, targets: TagTargets, reference: Outputs
@@ -202,6 +212,7 @@ class TokenClassification(Task):
         from seqeval.metrics import f1_score, precision_score, recall_score
 
         names = targets.names
+        assert targets.tokens is not None  # scoring reads targets aligned with the tokens
         truth, guess = [], []
         correct = agreed = scored = 0
         for row, (output, ref) in enumerate(zip(outputs, reference)):

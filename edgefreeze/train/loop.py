@@ -377,7 +377,7 @@ class TopStep:
                 outputs = self.backbone.top(hidden, mask, plan.boundary)
             local = self.task.loss(outputs, targets)
             weighted = local * share if share != 1.0 else local
-            self.scaler.scale(weighted).backward()
+            self.scaler.scale(weighted).backward()  # type: ignore[no-untyped-call]
             loss = local.item() * share
         parameters = [p for group in self.optimizer.param_groups for p in group["params"]]
         if check and batch is not None:
