@@ -1,7 +1,8 @@
 """The failures a release pipeline must tell apart, each tied to its exit code.
 
 Exit codes are a contract (see README): 0 shipped, 1 the gate refused, 2 bad input or
-configuration, 3 anything else.
+configuration, 3 anything else. `GateRefused` (exit 1) lives beside the manifest it
+carries, in `edgefreeze.runtime.manifest`: this module imports nothing of the package.
 """
 
 from __future__ import annotations

@@ -32,7 +32,8 @@ POINTS = {
     "quantize": "the int8 model is written to the staging folder",
     "gate": "the gate has judged, nothing is sealed",
     "publish": "the manifest is sealed in the staging folder, not yet renamed into place",
-}  # Outside a build, "record": a published manifest is read under the bundle's lock and not
+}
+# Outside a build, "record": a published manifest is read under the bundle's lock and not
 # yet written back (`verify-target`'s check).
 
 

@@ -4,8 +4,10 @@ On the tiny checkpoint: which bytes change does not depend on what the model lea
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 
 from edgefreeze.runtime import Predictor
@@ -83,6 +85,19 @@ def test_split_form_runs_on_the_device_and_matches_the_whole(split_build):
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert {"split-fp32", "split-int8"} <= set(manifest["metrics"])
     assert manifest["gate"]["rules"]["split-int8.max_metric_drop"]["passed"]
+
+
+def test_split_graphs_do_not_record_where_the_code_lives(split_build):
+    """torch's dynamo exporter writes each node's Python stack (file paths and line numbers,
+    site-packages included) into the graph: stripped, the stem's bytes do not depend on
+    the checkout, the virtualenv or the code's line numbers, so a delta update from
+    another machine still finds the device's stem unchanged."""
+    for name in ("stem.onnx", "top.onnx", "stem.int8.onnx", "top.int8.onnx"):
+        path = split_build.bundle / name
+        model = onnx.load(str(path))
+        assert not [p.key for n in model.graph.node for p in n.metadata_props], name
+        data = path.read_bytes()
+        assert b"site-packages" not in data and str(Path.cwd()).encode() not in data, name
 
 
 def test_fp16_model_for_gpu_targets_is_gated_and_runs(split_build):

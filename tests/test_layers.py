@@ -19,7 +19,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "edgefreeze"
 TIERS: list[set[str]] = [
     {"__init__", "errors", "hashing", "registry", "failpoints", "interrupts", "inference"},
     {"progress"},
-    {"runtime", "context"},  # the device side (torch-free); the run's reporter, device, world
+    {"runtime", "context"},  # the device side, torch-free; what every stage of a run shares
     {"tasks"},
     {"schema"},  # the pipeline file; kinds register their settings here
     {"backbones"},

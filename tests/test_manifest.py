@@ -54,6 +54,16 @@ def test_a_version_1_manifest_is_upgraded():
     assert manifest.model.frozen_sha256 is None  # version 1 did not record it
 
 
+def test_a_version_1_manifest_without_split_export_is_upgraded_without_one():
+    """A bundle built without export.split recorded only `composed`: it has no stem and
+    top, so it gets no split-fp32 export record either."""
+    old = json.loads(V1.read_text())
+    del old["export"]["split"]
+    manifest = Manifest.parse(old, V1)
+    assert set(manifest.export) == {"fp32"}
+    assert manifest.export["fp32"].exporter == "optimum.exporters.onnx"
+
+
 def test_a_version_1_bundle_runs_on_todays_runtime(split_build, tmp_path):
     """A device that updates edgefreeze keeps running the bundle it has, every form."""
     bundle = tmp_path / "old"

@@ -11,7 +11,6 @@ from transformers.modeling_attn_mask_utils import _prepare_4d_attention_mask_for
 
 from edgefreeze.backbones.registry import FAMILIES, Backbone, LayerMask, hf_config
 from edgefreeze.errors import ConfigError
-from edgefreeze.tasks import Head
 
 
 @FAMILIES.register("bert")
@@ -126,7 +125,7 @@ class ModernBertBackbone(Backbone):
     """ModernBERT: pre-norm layers with rotary positions in every attention, global
     attention every few layers and a sliding window in the others (both masks built once
     per batch, as the model does); the final norm after the last layer belongs to the
-    head. With `classifier_pooling: mean` the head reads every row, not the first."""
+    head (with `classifier_pooling: mean` the task's head reads every row, not the first)."""
 
     embeddings = "model.embeddings"
     layers = "model.layers"
@@ -141,10 +140,6 @@ class ModernBertBackbone(Backbone):
     no_virtual_tokens = (
         "rotary embeddings give every token a position, and virtual tokens have none"
     )
-
-    def __init__(self, model: nn.Module, head: Head, head_rows: int | None) -> None:
-        mean = getattr(model.config, "classifier_pooling", "cls") == "mean"
-        super().__init__(model, head, None if mean else head_rows)
 
     def embed(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         return cast(torch.Tensor, self.embedding_module()(input_ids=inputs["input_ids"]))
@@ -267,16 +262,13 @@ class ResNetBackbone(_ImageBackbone):
     layers that freeze. A stage's output (batch, channels, height, width) is stored as
     rows, one per position; the width is the stage's channels. Frozen stages stay in eval
     mode (the freezing plan's rule), so their BatchNorm statistics never move. The head
-    averages every row, so head-only caching keeps them all."""
+    averages every row (the task's head says so), so head-only caching keeps them all."""
 
     embeddings = "resnet.embedder"
     layers = "resnet.encoder.stages"
     fusion_type = None
     int8_ops = ("Conv", "MatMul")
     linears: ClassVar[dict[str, str]] = {}
-
-    def __init__(self, model: nn.Module, head: Head, head_rows: int | None) -> None:
-        super().__init__(model, head, None)
 
     @property
     def hidden_size(self) -> int:

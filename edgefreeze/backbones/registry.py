@@ -213,7 +213,8 @@ def backbone_for(model: nn.Module, task: Task) -> Backbone:
             f"task: {task.name} has no head for architecture {model_type!r} "
             f"(it has: {', '.join(sorted(task.heads))})"
         )
-    return family(model, head, task.head_rows)
+    rows = head.rows(hf_config(model)) if head.rows is not None else task.head_rows
+    return family(model, head, rows)
 
 
 def supported_model_types(modality: str | None = None) -> list[str]:

@@ -12,9 +12,11 @@ import os
 import shutil
 import tempfile
 import warnings
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
 
+import onnx
 import torch
 
 from edgefreeze.backbones import Backbone
@@ -86,11 +88,6 @@ class _Top(torch.nn.Module):
         return self.run_top(hidden, attention_mask)
 
 
-# Typing names, imported and defined below the modules that use them rather than at the top:
-# the split graphs' node metadata records the source lines of the forward methods above, so
-# a line added before them would change the exported files' bytes.
-from collections.abc import Callable, Iterator  # noqa: E402
-
 _StemRun = Callable[[dict[str, torch.Tensor]], torch.Tensor]  # Backbone.stem at a boundary
 _TopRun = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]  # Backbone.top at one
 
@@ -149,10 +146,30 @@ def export_split(
             external_data=False,
             verbose=False,
         )
+    for path in (stem_path, top_path):
+        strip_provenance(path)
     model.eval()
     return ExportRecord(
         exporter="torch.onnx.export(dynamo=True)", opset=opset, boundary=boundary, stem_inputs=names
     )
+
+
+PROVENANCE = ("pkg.", "namespace")  # node metadata the exporter and its optimizer write
+
+
+def strip_provenance(path: Path) -> None:
+    """Drop what torch's dynamo exporter records of where each node came from: the Python
+    stack (file paths and line numbers of the forward methods it ran, the install's
+    site-packages included), module names, FX nodes, rewrite rules. None of it runs, and
+    with it the same stem exported from another checkout, virtualenv or edgefreeze version
+    had other bytes, so a device's delta update fetched a stem it already had."""
+    model = onnx.load(str(path))
+    for graph in [model.graph, *(function for function in model.functions)]:
+        for node in graph.node:
+            kept = [p for p in node.metadata_props if not p.key.startswith(PROVENANCE)]
+            del node.metadata_props[:]
+            node.metadata_props.extend(kept)
+    onnx.save(model, str(path))
 
 
 @contextmanager

@@ -53,6 +53,7 @@ def bundle_lock(bundle: Path) -> Iterator[None]:
     """Hold the lock a build holds on its destination, waiting for whoever has it: the
     read-modify-write of a published bundle's manifest (a target check) takes it, so that
     two at once both land instead of the later rename losing the earlier's change."""
+    bundle = bundle.resolve()  # "." and ".." have no name to put a lock beside
     path = bundle.with_name(f".{bundle.name}.lock")
     fd = _lock(path, bundle, wait=True)
     try:
@@ -82,7 +83,8 @@ def _lock(path: Path, destination: Path, wait: bool) -> int:
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError as exc:
-            raise ConfigError(f"output: cannot create {path} ({exc.strerror})") from None
+            what = "the bundle's lock" if wait else "output"
+            raise ConfigError(f"{what}: cannot create {path} ({exc.strerror})") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:

@@ -1,6 +1,7 @@
-"""ONNX fp32 -> int8 with ONNX Runtime, configured per target CPU (`targets`): fuse the
-transformer graph (`fusion`) and quantize it dynamically (the default), or quantize it
-statically with activation ranges calibrated on training examples.
+"""ONNX fp32 -> int8 with ONNX Runtime, configured per target CPU
+(`edgefreeze.schema.targets`): fuse the transformer graph (`fusion`) and quantize it
+dynamically (the default), or quantize it statically with activation ranges calibrated
+on training examples.
 
 Dynamic quantization needs no calibration data: weights are int8 ahead of time,
 activations are scaled per batch at run time. Static quantization (QDQ format, unfused)

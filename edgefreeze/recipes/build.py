@@ -315,6 +315,7 @@ def ship(
                 if prepared.baseline
                 else None
             )
+            baseline = compared.record() if compared else None
         sizes = {name: sum(path.stat().st_size for path in paths) for name, paths in forms.items()}
         verdict = judge(evaluation, task.gate_metric, spec.gate, sizes)
         if compared is not None:
@@ -329,7 +330,7 @@ def ship(
             export=exported.records,
             quantize=quantized,
             sweep=sweep,
-            baseline=compared.record() if compared else None,
+            baseline=baseline,
         )
         manifest = manifest_for(
             prepared.pipeline, records, evaluation, verdict, sizes, ctx.reporter.timings

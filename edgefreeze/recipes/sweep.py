@@ -212,11 +212,11 @@ def sweep(
         search = _Search(prepared, spec, space)
         with prepared.ctx.stage("sweep"):
             search.run(trials, timeout_s)
-        chosen, record = search.choose()
+            chosen, record = search.choose()
+            training = chosen.trained.record(
+                (chosen.trained.plan or chosen.model.plan).record(), prepared.warm_start
+            )
         shipped = replace(prepared, pipeline=pipeline.model_copy(update={"spec": chosen.spec}))
-        training = chosen.trained.record(
-            (chosen.trained.plan or chosen.model.plan).record(), prepared.warm_start
-        )
         return ship(shipped, chosen.model, training, sweep=record)
     finally:
         prepared.release()

@@ -28,7 +28,7 @@ from edgefreeze.data import load_data
 from edgefreeze.errors import CheckFailed, ConfigError, EdgefreezeError
 from edgefreeze.gate import tolerance_rules
 from edgefreeze.publish.staging import update_manifest
-from edgefreeze.runtime.bundle import Predictor
+from edgefreeze.runtime.bundle import MANIFEST, Predictor
 from edgefreeze.runtime.forms import FORMS
 from edgefreeze.runtime.manifest import Manifest, TargetCheck
 from edgefreeze.schema import Pipeline
@@ -107,6 +107,7 @@ def verify_target(
     examples = list(data.test.inputs[:rows])
     feeds = [host.encoder.encode(example) for example in examples]
     targets = task.aligned_targets(data.test.targets[: len(examples)], _encoded(feeds))
+    _check_writable(bundle)
     versions, there = _run_probe(bundle, form, examples, interpreter)
     here = [host.model.run(feed)[0] for feed in feeds]
     measured, own = task.metrics(there, targets, here), task.metrics(here, targets, here)
@@ -188,6 +189,17 @@ def _emulator(interpreter: Interpreter) -> str | None:
     qemu = interpreter.command([])[0][0]
     done = subprocess.run([qemu, "--version"], capture_output=True, text=True)
     return done.stdout.splitlines()[0].strip() if done.returncode == 0 else Path(qemu).name
+
+
+def _check_writable(bundle: Path) -> None:
+    """The check is written back to the manifest, under a lock beside the bundle: refuse
+    before a probe that may run for an hour under emulation, not after it."""
+    folder = bundle.resolve().parent
+    if not (os.access(folder, os.W_OK) and os.access(bundle / MANIFEST, os.W_OK)):
+        raise ConfigError(
+            f"verify-target: cannot write {bundle / MANIFEST} and its lock in {folder}; "
+            "run it where the bundle can be written, or on a copy"
+        )
 
 
 def _with_check(manifest: Manifest, check: TargetCheck) -> Manifest:

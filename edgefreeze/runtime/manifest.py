@@ -400,7 +400,10 @@ def upgrade_v1(old: dict[str, Any]) -> dict[str, Any]:
     export = old.get("export")
     if isinstance(export, dict):
         new["export"] = (
-            {"fp32": export["composed"], "split-fp32": export.get("split", {})}
+            {
+                "fp32": export["composed"],
+                **({"split-fp32": export["split"]} if "split" in export else {}),
+            }
             if "composed" in export
             else {"fp32": export}
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from types import ModuleType
 from typing import Annotated, Literal
 
 from pydantic import (
@@ -25,9 +26,16 @@ from edgefreeze.schema.peft import PEFT_SETTINGS, PeftSpec
 from edgefreeze.schema.quantize import ExportSpec, QuantizeSpec
 from edgefreeze.schema.section import Section
 from edgefreeze.schema.train import SweepSpec, TrainSpec
-from edgefreeze.tasks import DEFAULT_TASK, TASKS
 
 _plan_settings = PLAN_SETTINGS.validator(default={})
+
+
+def _tasks() -> ModuleType:
+    """The task registry, imported when a pipeline is validated, not when this module is:
+    tasks import torch, and a malformed file is refused before that."""
+    import edgefreeze.tasks
+
+    return edgefreeze.tasks
 
 
 class CacheSpec(Section):
@@ -48,7 +56,10 @@ class PipelineSpec(Section):
         description="builtin:all-MiniLM-L6-v2, a local folder, or a Hugging Face hub id"
     )
     trust_remote_code: bool = False
-    task: str = Field(DEFAULT_TASK, description="what is predicted (edgefreeze.tasks)")
+    task: str = Field(
+        default_factory=lambda: _tasks().DEFAULT_TASK,
+        description="what is predicted (edgefreeze.tasks)",
+    )
     data: DataSpec
     freeze: Annotated[SerializeAsAny[FreezeSpec], WrapValidator(_plan_settings)] = Field(
         default_factory=lambda: _plan_settings({}, None)
@@ -71,8 +82,8 @@ class PipelineSpec(Section):
     @field_validator("task")
     @classmethod
     def _known_task(cls, task: str) -> str:
-        if task not in TASKS:
-            raise ValueError(TASKS.unknown(task))
+        if task not in _tasks().TASKS:
+            raise ValueError(_tasks().TASKS.unknown(task))
         return task
 
     @model_validator(mode="after")

@@ -1,5 +1,5 @@
 """What every section of the pipeline file shares, and the registries through which a
-kind (a freezing plan, a PEFT method, a target CPU) adds its own settings.
+kind (a freezing plan, a PEFT method) adds its own settings.
 
 The schema imports no kind: each kind's settings class registers itself here under the
 kind's name, and a section whose key names a kind (`freeze.plan`, `peft.method`) is

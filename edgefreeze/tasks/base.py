@@ -45,6 +45,9 @@ class Head:
 
     modules: tuple[str, ...]
     run: Callable[[nn.Module, torch.Tensor, torch.Tensor | None], torch.Tensor]
+    # How many leading rows of the hidden states it reads, from the model's config, where
+    # that is not the task's `head_rows` (a head that pools every row: None).
+    rows: Callable[[Any], int | None] | None = None
 
 
 class Task(ABC):

@@ -50,7 +50,7 @@ class ImageClassification(TextClassification):
     head_rows = 1
     heads = {
         "vit": Head(("vit.layernorm", "classifier"), _vit_head),
-        "resnet": Head(("resnet.pooler", "classifier"), _pooled_cnn_head),
+        "resnet": Head(("resnet.pooler", "classifier"), _pooled_cnn_head, lambda config: None),
     }
 
     def example(

@@ -51,6 +51,11 @@ def _modernbert_head(model: Any, hidden: torch.Tensor, mask: torch.Tensor | None
     return cast(torch.Tensor, model.classifier(model.drop(model.head(pooled))))
 
 
+def _modernbert_rows(config: Any) -> int | None:
+    """The first token's row, or every row when `classifier_pooling: mean` averages them."""
+    return None if getattr(config, "classifier_pooling", "cls") == "mean" else 1
+
+
 def _classification_head(
     model: Any, hidden: torch.Tensor, mask: torch.Tensor | None
 ) -> torch.Tensor:
@@ -75,7 +80,9 @@ class TextClassification(Task):
         "bert": Head(("bert.pooler", "classifier"), _pooled_head),
         "distilbert": Head(("pre_classifier", "classifier"), _first_token_head),
         "deberta-v2": Head(("pooler", "classifier"), _context_pooled_head),
-        "modernbert": Head(("model.final_norm", "head", "classifier"), _modernbert_head),
+        "modernbert": Head(
+            ("model.final_norm", "head", "classifier"), _modernbert_head, _modernbert_rows
+        ),
         **dict.fromkeys(
             ("roberta", "xlm-roberta", "camembert", "electra", "mpnet"), _SEQUENCE_HEAD
         ),
