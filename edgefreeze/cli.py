@@ -409,6 +409,22 @@ def inspect(pipeline_file: str, as_json: bool) -> None:
     _run(as_json, action)
 
 
+@main.command(short_help="Write the pipeline file's reference and JSON Schema into a folder.")
+@click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
+def reference(folder: Path) -> None:
+    """Write FOLDER/pipeline.md (every key of a pipeline file: type, default, limits,
+    meaning) and FOLDER/pipeline.schema.json (for editors that check and complete YAML),
+    both from the schema the build validates with."""
+
+    def action() -> None:
+        from edgefreeze.schema.reference import write_reference
+
+        for path in write_reference(folder):
+            click.echo(f"wrote {path}", err=True)
+
+    _run(False, action)
+
+
 @main.group()
 def cache() -> None:
     """Inspect and look after the activation cache."""

@@ -30,7 +30,7 @@ from edgefreeze.schema.train import SweepSpec, TrainSpec
 _plan_settings = PLAN_SETTINGS.validator(default={})
 
 
-def _tasks() -> ModuleType:
+def task_registry() -> ModuleType:
     """The task registry, imported when a pipeline is validated, not when this module is:
     tasks import torch, and a malformed file is refused before that."""
     import edgefreeze.tasks
@@ -51,13 +51,19 @@ class CacheSpec(Section):
 
 
 class PipelineSpec(Section):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=100)
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+        max_length=100,
+        description="the pipeline's name: the default output is models/NAME/vN",
+    )
     model: str = Field(
         description="builtin:all-MiniLM-L6-v2, a local folder, or a Hugging Face hub id"
     )
-    trust_remote_code: bool = False
+    trust_remote_code: bool = Field(
+        False, description="run a hub model's own Python code (only for a model you trust)"
+    )
     task: str = Field(
-        default_factory=lambda: _tasks().DEFAULT_TASK,
+        default_factory=lambda: task_registry().DEFAULT_TASK,
         description="what is predicted (edgefreeze.tasks)",
     )
     data: DataSpec
@@ -82,8 +88,8 @@ class PipelineSpec(Section):
     @field_validator("task")
     @classmethod
     def _known_task(cls, task: str) -> str:
-        if task not in _tasks().TASKS:
-            raise ValueError(_tasks().TASKS.unknown(task))
+        if task not in task_registry().TASKS:
+            raise ValueError(task_registry().TASKS.unknown(task))
         return task
 
     @model_validator(mode="after")

@@ -11,7 +11,7 @@ from edgefreeze.schema.targets import TARGETS
 
 
 class ExportSpec(Section):
-    opset: int = Field(18, ge=14, le=23)
+    opset: int = Field(18, ge=14, le=23, description="ONNX opset of the exported graphs")
     split: bool = Field(False, description="also export stem.onnx + top.onnx for delta updates")
 
 

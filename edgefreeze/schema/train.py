@@ -10,8 +10,8 @@ from edgefreeze.schema.section import Section
 
 
 class TrainSpec(Section):
-    epochs: int = Field(3, ge=1, le=1000)
-    batch_size: int = Field(32, ge=1, le=65536)
+    epochs: int = Field(3, ge=1, le=1000, description="passes over the training split")
+    batch_size: int = Field(32, ge=1, le=65536, description="examples per optimizer step")
     lr_top: float = Field(
         3e-4,
         gt=0.0,
@@ -26,7 +26,9 @@ class TrainSpec(Section):
         description="learning rate of the task's head "
         "(pooler and classifier, or the token or image head)",
     )
-    weight_decay: float = Field(0.01, ge=0.0, lt=1.0)
+    weight_decay: float = Field(
+        0.01, ge=0.0, lt=1.0, description="AdamW's decoupled weight decay (not on biases and norms)"
+    )
     warmup: float = Field(0.1, ge=0.0, lt=1.0, description="share of steps with linear warmup")
     schedule: Literal["linear", "cosine", "constant"] = Field(
         "linear",
@@ -45,15 +47,19 @@ class TrainSpec(Section):
         description="stop after this many epochs without a better validation "
         "score, and keep the best epoch's weights (needs a validation split)",
     )
-    max_grad_norm: float = Field(1.0, gt=0.0)
+    max_grad_norm: float = Field(
+        1.0, gt=0.0, description="gradients are clipped to this global norm"
+    )
     dropout: float | None = Field(
         None,
         ge=0.0,
         lt=1.0,
         description="dropout probability in what trains (null: the model's own)",
     )
-    seed: int = 0
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    seed: int = Field(0, description="seed of the new head, PEFT weights, shuffling, dropout")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="where the top trains; auto: CUDA when there is one"
+    )
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto",
         description="compute of the trainable top; auto = bf16 autocast where the "
@@ -70,7 +76,7 @@ class SweepSpec(Section):
     """What `edgefreeze sweep` searches: each range is [low, high] (equal ends fix the value);
     a range left out gets the default below."""
 
-    trials: int = Field(20, ge=1, le=100_000)
+    trials: int = Field(20, ge=1, le=100_000, description="trials to run")
     timeout_s: float | None = Field(
         None, gt=0.0, description="start no trial after this many seconds"
     )
