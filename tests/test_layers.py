@@ -17,7 +17,16 @@ PACKAGE = Path(__file__).resolve().parent.parent / "edgefreeze"
 # Lowest first. A unit (a folder, or a module at the top of the package) may import units
 # in lower tiers and itself, never one beside it or above it.
 TIERS: list[set[str]] = [
-    {"__init__", "errors", "hashing", "registry", "failpoints", "interrupts", "inference"},
+    {
+        "__init__",
+        "errors",
+        "hashing",
+        "registry",
+        "failpoints",
+        "interrupts",
+        "inference",
+        "figures",
+    },
     {"progress"},
     {"runtime", "context"},  # the device side, torch-free; what every stage of a run shares
     {"tasks"},

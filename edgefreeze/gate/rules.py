@@ -8,8 +8,10 @@ the task's gate metric and agreement.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Literal
 
+from edgefreeze.figures import rule_figure
 from edgefreeze.gate.evaluate import Evaluation
 from edgefreeze.runtime.forms import FORMS, REFERENCE, ModelForm
 from edgefreeze.runtime.manifest import GateRecord, RuleRecord
@@ -30,8 +32,11 @@ class Rule:
 
     def describe(self) -> str:
         sign = "<=" if self.kind == "max" else ">="
-        status = "pass" if self.passed else f"FAIL by {abs(self.measured - self.limit):.6g}"
-        return f"{self.what}: {self.measured:.6g} (must be {sign} {self.limit:.6g}) {status}"
+        figure = partial(rule_figure, self.name)
+        status = "pass" if self.passed else f"FAIL by {figure(abs(self.measured - self.limit))}"
+        return (
+            f"{self.what}: {figure(self.measured)} (must be {sign} {figure(self.limit)}) {status}"
+        )
 
 
 @dataclass(frozen=True)

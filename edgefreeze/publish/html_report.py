@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from html import escape
 
+from edgefreeze.figures import error, percent, rule_figure
 from edgefreeze.publish.report import baseline_rows, data_summary, label, metric_label
 from edgefreeze.publish.svg import bar_chart, heat_map, line_chart
 from edgefreeze.runtime.manifest import Manifest
@@ -67,9 +68,12 @@ def _models(manifest: Manifest) -> list[str]:
     columns = list(next(iter(manifest.metrics.values())))
     rows = ""
     for n in names:
-        cells = "".join(f"<td>{manifest.metrics[n][c]:.4g}</td>" for c in columns)
+        cells = "".join(
+            f"<td>{error(v) if c == 'max_logit_error' else percent(v)}</td>"
+            for c, v in ((c, manifest.metrics[n][c]) for c in columns)
+        )
         size = f"{manifest.sizes[n] / 1e6:.1f}" if n in manifest.sizes else ""
-        ms = f"{manifest.latency_ms[n]:.2f}" if n in manifest.latency_ms else ""
+        ms = f"{manifest.latency_ms[n]:.3g}" if n in manifest.latency_ms else ""
         rows += f"<tr><td>{escape(label(n))}</td>{cells}<td>{size}</td><td>{ms}</td></tr>"
     header = "".join(f"<th>{escape(metric_label(manifest, c))}</th>" for c in columns)
     return [
@@ -87,10 +91,10 @@ def _models(manifest: Manifest) -> list[str]:
 
 def _gate(manifest: Manifest) -> list[str]:
     rows = "".join(
-        f"<tr><td>{escape(r.what)}</td><td>{r.measured:.6g}</td>"
-        f"<td>{'≤' if r.kind == 'max' else '≥'} {r.limit:.6g}</td>"
+        f"<tr><td>{escape(r.what)}</td><td>{rule_figure(name, r.measured)}</td>"
+        f"<td>{'≤' if r.kind == 'max' else '≥'} {rule_figure(name, r.limit)}</td>"
         f'<td class="{"pass" if r.passed else "fail"}">{"pass" if r.passed else "FAIL"}</td></tr>'
-        for r in manifest.gate.rules.values()
+        for name, r in manifest.gate.rules.items()
     )
     return [
         "<h2>Gate</h2>",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from edgefreeze.figures import error, milliseconds, percent, rule_figure
 from edgefreeze.runtime.forms import FORMS, REFERENCE
 from edgefreeze.runtime.manifest import Manifest
 from edgefreeze.tasks import TASKS, Task
@@ -157,8 +158,7 @@ def metrics_section(manifest: Manifest) -> list[str]:
     for key, measured in metrics.items():
         size = f"{manifest.sizes[key] / 1e6:.1f} MB" if key in manifest.sizes else ""
         values = [
-            f"{measured[c]:.2e}" if c == "max_logit_error" else f"{measured[c]:.4f}"
-            for c in columns
+            error(measured[c]) if c == "max_logit_error" else percent(measured[c]) for c in columns
         ]
         lines.append(f"| {label(key)} | " + " | ".join(values) + f" | {size} |")
     return lines
@@ -167,9 +167,9 @@ def metrics_section(manifest: Manifest) -> list[str]:
 def gate_section(manifest: Manifest) -> list[str]:
     lines = ["", "## Gate", ""]
     lines += [
-        f"- {'✅' if r.passed else '❌'} {r.what}: {r.measured:.6g} "
-        f"({'≤' if r.kind == 'max' else '≥'} {r.limit:.6g})"
-        for r in manifest.gate.rules.values()
+        f"- {'✅' if r.passed else '❌'} {r.what}: {rule_figure(name, r.measured)} "
+        f"{'≤' if r.kind == 'max' else '≥'} {rule_figure(name, r.limit)}"
+        for name, r in manifest.gate.rules.items()
     ]
     for key, shapes in manifest.shape_check.items():
         lengths = (
@@ -178,7 +178,7 @@ def gate_section(manifest: Manifest) -> list[str]:
         lines += [
             "",
             f"{label(key)} shape check: batch sizes {shapes.batch_sizes}{lengths}, "
-            f"max abs logit error {shapes.max_logit_error:.2e}.",
+            f"max abs logit error {error(shapes.max_logit_error)}.",
         ]
     return lines
 
@@ -201,9 +201,9 @@ def quantization_section(manifest: Manifest) -> list[str]:
         if len(record.attempts) > 1:
             lines.append(
                 f"  Fallback cost: {(final.size_bytes - first.size_bytes) / 1e6:+.1f}"
-                f" MB, batch-1 latency {first.p50_ms:.2f} -> {final.p50_ms:.2f} ms;"
-                f" agreement {first.metrics['agreement']:.4f} -> "
-                f"{final.metrics['agreement']:.4f}."
+                f" MB, batch-1 latency {milliseconds(first.p50_ms)} -> "
+                f"{milliseconds(final.p50_ms)}; agreement {percent(first.metrics['agreement'])}"
+                f" -> {percent(final.metrics['agreement'])}."
             )
     return lines
 
@@ -225,6 +225,6 @@ def training_section(manifest: Manifest) -> list[str]:
         "| --- | --- | --- | --- |",
     ]
     for e in training.epochs:
-        val = f"{e.validation[validation]:.4f}" if validation in e.validation else "–"
+        val = percent(e.validation[validation]) if validation in e.validation else "–"
         lines.append(f"| {e.epoch} | {e.loss:.4f} | {val} | {e.seconds:.1f} |")
     return lines
