@@ -70,6 +70,8 @@ def test_two_checks_at_once_both_land_in_the_manifest(bundle, smoke):
         str(smoke.pipeline),
         "--python",
         sys.executable,
+        "--rows",  # the race is in the manifest's write, not in how many rows ran
+        "20",
         "--json",
     ]
     with held_at("record", *check) as first:
