@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgefreeze.backbones import load_model
+from edgefreeze.backbones import LoadedModel, load_model
 from edgefreeze.cache import cache_root
 from edgefreeze.cache.features import CacheSettings, StemActivations, stem_features
 from edgefreeze.context import RunContext
@@ -193,15 +193,7 @@ def _prepare(
         baseline = _baseline(pipeline, options, task, data, ctx)
         failpoint("data")
     with ctx.stage("model"):
-        loaded = load_model(
-            spec.model,
-            task,
-            data.label_names,
-            pipeline.resolve,
-            spec.trust_remote_code,
-            spec.train.seed,
-            max_length,
-        )
+        loaded = load_pipeline_model(pipeline, task, data.label_names)
         model = PlannedModel.of(loaded, spec.freeze, spec.peft, spec.train.seed)
         model.record()  # checked here, written when the bundle ships
         warm_start = (
@@ -233,6 +225,20 @@ def _prepare(
         cache_record=cache_record,
         claim=claim,
         baseline=baseline,
+    )
+
+
+def load_pipeline_model(pipeline: Pipeline, task: Task, label_names: list[str]) -> LoadedModel:
+    """The pipeline's model with the task's head for these labels (drawn from its seed)."""
+    spec = pipeline.spec
+    return load_model(
+        spec.model,
+        task,
+        label_names,
+        pipeline.resolve,
+        spec.trust_remote_code,
+        spec.train.seed,
+        spec.data.max_length,
     )
 
 

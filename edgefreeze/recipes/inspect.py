@@ -7,11 +7,11 @@ from typing import Any
 
 import torch
 
-from edgefreeze.backbones import load_model
 from edgefreeze.cache.features import LiveFeatures
 from edgefreeze.data import load_data
 from edgefreeze.freeze import make_plan
 from edgefreeze.freeze.diagnostics import gradient_flow, layer_rows
+from edgefreeze.recipes.build import load_pipeline_model
 from edgefreeze.schema import Pipeline
 from edgefreeze.tasks import task_for
 
@@ -22,15 +22,7 @@ def inspect_pipeline(pipeline: Pipeline) -> dict[str, Any]:
     spec = pipeline.spec
     task = task_for(spec.task)
     data = load_data(spec.data, task, pipeline.resolve)
-    loaded = load_model(
-        spec.model,
-        task,
-        data.label_names,
-        pipeline.resolve,
-        spec.trust_remote_code,
-        spec.train.seed,
-        spec.data.max_length,
-    )
+    loaded = load_pipeline_model(pipeline, task, data.label_names)
     plan = make_plan(spec.freeze, loaded.backbone, spec.peft)
     encoded = task.encode(
         loaded.processor, data.train.inputs[: spec.train.batch_size], spec.data.max_length
