@@ -359,6 +359,47 @@ def verify_target(
     _run(as_json, action)
 
 
+@main.command(short_help="Write a commented pipeline file for a data file or image folder.")
+@click.argument("data", type=click.Path(path_type=Path))
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The pipeline file to write (default: NAME.yaml here); never overwritten.",
+)
+@click.option("--model", help="Model to fine-tune (default: the built-in MiniLM for text).")
+@click.option("--name", help="The pipeline's name (default: from the data's file name).")
+@click.option("--text-column", help="The input column, where detection picks another.")
+@click.option("--label-column", help="The target column, where detection picks another.")
+@click.option("--encoding", default="utf-8", show_default=True, help="The data's encoding.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON result.")
+def init(data: Path, as_json: bool, **choices: Any) -> None:
+    """Read DATA (a CSV, JSON lines or CoNLL file, or a folder with a subfolder of images
+    per class), detect the task, the columns, the labels and a likely group column, and
+    write a pipeline file with the schema's defaults and a comment on each choice. Then
+    `edgefreeze build` it. Data it cannot read: exit 2, one line."""
+
+    def action() -> dict[str, Any]:
+        from edgefreeze.recipes.init import InitRequest, init_pipeline
+
+        written = init_pipeline(InitRequest(data=data, **choices))
+        found = written.detected
+        group = f", groups {found.group.name!r}" if found.group else ""
+        click.echo(
+            f"{data}: {found.rows:,} rows ({found.kind}): {found.task}, input "
+            f"{found.inputs.name!r}, target {found.targets.name!r} "
+            f"({len(found.label_counts)} labels){group}",
+            err=True,
+        )
+        click.echo(
+            f"wrote {written.pipeline}; build it with: edgefreeze build {written.pipeline}",
+            err=True,
+        )
+        return written.summary()
+
+    _run(as_json, action)
+
+
 @main.command(short_help="What a pipeline's freezing plan trains, layer by layer.")
 @click.argument("pipeline_file", metavar="PIPELINE", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON result.")

@@ -4,22 +4,17 @@ sub-token, seqeval's entity F1 in the gate, and entities with offsets on the dev
 
 from __future__ import annotations
 
-import json
-import sys
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
-from seqeval.metrics import f1_score
 from seqeval.metrics.sequence_labeling import get_entities
 
 from edgefreeze.backbones import load_model
 from edgefreeze.data import load_data
-from edgefreeze.runtime import Predictor
-from edgefreeze.runtime.manifest import Manifest
 from edgefreeze.runtime.outputs import entity_runs
-from edgefreeze.schema import DataSpec, load_pipeline
+from edgefreeze.schema import DataSpec
 from edgefreeze.tasks import task_for
 from tests.conftest import run_cli, write_pipeline
 from tests.film_titles import film_sentences, to_scheme, write_conll, write_jsonl
@@ -146,77 +141,3 @@ def test_entity_f1_reads_iob1_iob2_and_bioes_alike():
         scores[scheme] = TAGS.metrics(outputs, targets, outputs)["entity_f1"]
         assert TAGS.score(outputs, targets) == scores[scheme]  # the sweep's fast path
     assert 0 < scores["IOB2"] < 1 and len(set(scores.values())) == 1, scores
-
-
-@pytest.mark.build
-def test_a_tagger_builds_ships_and_its_int8_model_reproduces_the_gate(tmp_path):
-    write_conll(tmp_path / "films.conll", film_sentences(600))
-    pipeline = write_pipeline(tmp_path, NER)
-    cache = tmp_path / "cache"
-    result = run_cli(
-        "build",
-        str(pipeline),
-        "--output",
-        str(tmp_path / "b"),
-        "--quiet",
-        "--json",
-        "--cache-dir",
-        str(cache),
-    )
-    assert result.exit_code == 0, result.stderr
-    manifest = Manifest.load(tmp_path / "b" / "manifest.json")
-    assert manifest.task.name == "token-classification" and manifest.gate.passed
-    int8 = manifest.metrics["int8"]
-    assert int8["entity_f1"] > 0.3  # tagging everything O scores 0
-
-    # The device's own tags, word by word, give the gate's entity F1 again.
-    loaded = load_pipeline(pipeline)
-    test = load_data(loaded.spec.data, TAGS, loaded.resolve).test
-    names = manifest.data.label_names
-    predictions = Predictor(tmp_path / "b").predict(test.inputs)
-    truth = [[names[i] for i in row[: len(p.tags)]] for row, p in zip(test.targets, predictions)]
-    assert f1_score(truth, [p.tags for p in predictions]) == pytest.approx(
-        int8["entity_f1"], abs=1e-12
-    )
-    assert manifest.metrics["split-int8"]["entity_f1"] > 0.3  # the delta-update form
-
-    # A raw text: split into words on the device, entities given as character offsets.
-    text = "I loved The Dark Knight, and Shrek 2 even more."
-    shown = run_cli("predict", str(tmp_path / "b"), "--json", text)
-    tagging = json.loads(shown.stdout)
-    assert len(tagging["tags"]) == 12 and tagging["words_unread"] == 0
-    # One entity per run of tags, at the characters of its words.
-    assert len(tagging["entities"]) == len(entity_runs(tagging["tags"])) >= 1, tagging
-    for entity in tagging["entities"]:
-        assert entity["type"] == "FILM" and text[entity["start"] : entity["end"]] == entity["text"]
-    # A word the tokenizer maps to no token (a soft hyphen) gets O and moves no tag.
-    odd, plain = Predictor(tmp_path / "b").predict(
-        [["The", "\xad", "Dark", "Knight", "opened"], ["The", "Dark", "Knight", "opened"]]
-    )
-    assert odd.tags[1] == "O" and odd.tags[:1] + odd.tags[2:] == plain.tags
-
-    # verify-target reads the tags as the gate did (this machine's Python as the target).
-    checked = run_cli(
-        "verify-target",
-        str(tmp_path / "b"),
-        str(pipeline),
-        "--python",
-        sys.executable,
-        "--rows",
-        "40",
-        "--json",
-    )
-    assert checked.exit_code == 0, checked.stderr
-    target = Manifest.load(tmp_path / "b" / "manifest.json").targets[0]
-    assert target.metrics["agreement"] == 1.0 and target.passed
-
-    # inspect's gradient-flow check runs on the tagger's aligned labels.
-    inspected = run_cli("inspect", str(pipeline), "--json")
-    assert inspected.exit_code == 0, inspected.stderr
-    assert not inspected.json()["gradient_flow"]["missing"]
-
-    # Every sentence's token activations are in the cache, one entry each, for a rebuild
-    # to read (test_cache.py shows that an unchanged model and settings find them).
-    stored = run_cli("cache", "stats", "--cache-dir", str(cache), "--json")
-    rows = sum(manifest.data.splits[s].rows for s in ("train", "validation"))
-    assert manifest.cache.misses == rows and stored.json()["entries"] == rows

@@ -71,7 +71,7 @@ def read_file(path: Path, options: ReadOptions = ReadOptions()) -> Table:
         return read_image_folder(path)
     if not path.is_file():
         raise ConfigError(f"data file not found: {path}")
-    kind = options.format if options.format != "auto" else _format_of(path)
+    kind = options.format if options.format != "auto" else format_of(path)
     raw = path.read_bytes()
     stream = _decompress(raw, path, options.encoding)
     if kind == "conll":
@@ -131,7 +131,7 @@ def read_image_folder(folder: Path) -> Table:
     )
 
 
-def _format_of(path: Path) -> str:
+def format_of(path: Path) -> str:
     suffixes = [s.lower() for s in path.suffixes]
     if suffixes and suffixes[-1] in (".gz", ".bz2"):
         suffixes = suffixes[:-1]

@@ -29,8 +29,8 @@ class SplitSpec(Section):
 
 class DataSpec(Section):
     source: str = Field(
-        description="CSV, JSONL or CoNLL file (relative to the pipeline file) or "
-        "builtin:rotten-tomatoes"
+        description="a CSV, JSONL or CoNLL file or an image folder (relative to the "
+        "pipeline file), or builtin:rotten-tomatoes"
     )
     test: str | None = Field(None, description="separate held-out file; replaces split.test")
     validation: str | None = Field(
