@@ -450,17 +450,19 @@ def inspect(pipeline_file: str, as_json: bool) -> None:
     _run(as_json, action)
 
 
-@main.command(short_help="Write the pipeline file's reference and JSON Schema into a folder.")
+@main.command(short_help="Write the pipeline and command-line references into a folder.")
 @click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
 def reference(folder: Path) -> None:
     """Write FOLDER/pipeline.md (every key of a pipeline file: type, default, limits,
-    meaning) and FOLDER/pipeline.schema.json (for editors that check and complete YAML),
-    both from the schema the build validates with."""
+    meaning), FOLDER/pipeline.schema.json (for editors that check and complete YAML), both
+    from the schema the build validates with, and FOLDER/cli.md (every command, option,
+    exit code and --json status), from these commands."""
 
     def action() -> None:
+        from edgefreeze.cli_reference import PAGE, cli_markdown
         from edgefreeze.schema.reference import write_reference
 
-        for path in write_reference(folder):
+        for path in write_reference(folder, {PAGE: cli_markdown(main)}):
             click.echo(f"wrote {path}", err=True)
 
     _run(False, action)

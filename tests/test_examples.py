@@ -56,7 +56,7 @@ def test_the_csv_recipe_is_what_init_writes_and_ships_as_written(examples, tmp_p
         "data": {**recipe["data"], "source": "examples/reviews.csv"},
     }
 
-    summary = build("build", examples / "reviews.yaml", tmp_path / "bundle")
+    summary = build("build", written, tmp_path / "bundle")  # as the README's recipe does
     assert summary["status"] == "shipped" and summary["gate"]["passed"]
     assert summary["metrics"]["int8"]["accuracy"] > 0.7  # 58 % is the larger class
     prediction = Predictor(tmp_path / "bundle").predict(["a moving, funny, tender film"])[0]

@@ -26,6 +26,7 @@ TIERS: list[set[str]] = [
         "interrupts",
         "inference",
         "figures",
+        "cli_reference",
     },
     {"progress"},
     {"runtime", "context"},  # the device side, torch-free; what every stage of a run shares

@@ -3,6 +3,7 @@ renamed or re-documented in the code shows up there, or this fails."""
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
@@ -12,10 +13,13 @@ from typing import Any
 import pytest
 import yaml
 
+from edgefreeze.cli_reference import STATUSES
 from tests.conftest import run_cli
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
-PIPELINES = Path(__file__).resolve().parent.parent / "pipelines"
+PACKAGE = DOCS.parent / "edgefreeze"
+ROOT = Path(__file__).resolve().parent.parent
+PIPELINES = sorted((ROOT / "pipelines").glob("*.yaml")) + sorted((ROOT / "examples").glob("*.yaml"))
 
 
 def test_docs_hold_what_the_reference_command_writes(tmp_path):
@@ -26,10 +30,24 @@ def test_docs_hold_what_the_reference_command_writes(tmp_path):
         text=True,
     )
     assert result.returncode == 0, result.stderr
-    for name in ("pipeline.md", "pipeline.schema.json"):
+    for name in ("pipeline.md", "pipeline.schema.json", "cli.md"):
         assert (tmp_path / name).read_text() == (DOCS / name).read_text(), (
             f"docs/{name} is out of date: run `edgefreeze reference docs`"
         )
+
+
+def test_every_status_a_command_prints_is_in_the_reference():
+    """The `"status": ...` of every dict the CLI and the recipes return is documented."""
+    documented = {status for status, *_ in STATUSES}
+    printed = set()
+    for path in [PACKAGE / "cli.py", *(PACKAGE / "recipes").glob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Dict):
+                for key, value in zip(node.keys, node.values):
+                    if isinstance(key, ast.Constant) and key.value == "status":
+                        assert isinstance(value, ast.Constant), f"{path}:{node.lineno}"
+                        printed.add(value.value)
+    assert printed and printed <= documented, printed - documented
 
 
 def test_the_schema_offers_each_built_in_kind_by_its_key():
@@ -56,7 +74,7 @@ def test_the_schema_offers_each_built_in_kind_by_its_key():
         assert offered == names
 
 
-@pytest.mark.parametrize("pipeline", sorted(PIPELINES.glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("pipeline", PIPELINES, ids=lambda p: p.name)
 def test_every_key_of_the_shipped_pipelines_is_in_the_schema(pipeline):
     schema = json.loads((DOCS / "pipeline.schema.json").read_text())
     document = yaml.safe_load(pipeline.read_text())

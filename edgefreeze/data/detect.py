@@ -259,7 +259,7 @@ def _group_column(table: Table, columns: list[str]) -> Column | None:
     named = [c for c in grouped if any(hint in c.lower() for hint in GROUP_HINTS)]
     chosen = (named or grouped)[0]
     values = _distinct(table, chosen)
-    return Column(chosen, f"{values:,} values, {rows / values:.0f} rows each on average")
+    return Column(chosen, f"{values:,} values of about {rows / values:.0f} rows")
 
 
 def _preferred(columns: Sequence[str], names: Sequence[str]) -> str | None:

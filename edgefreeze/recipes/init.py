@@ -160,7 +160,7 @@ def _pipeline_text(
 
 def _header(found: Detected, name: str, model: str, output: Path) -> list[Line]:
     where = (
-        "a hub id, downloaded on the first build; or a checkpoint folder"
+        "a hub id (downloaded on the first build) or a folder"
         if model == IMAGE_MODEL
         else "or a local folder, or a Hugging Face hub id (org/name)"
     )
@@ -200,7 +200,7 @@ def _data_section(
         lines.append(
             (
                 f"  max_length: {max_length}",
-                f"tokens kept: {FITTING_SHARE:.0%} of these inputs fit (default {default})",
+                f"tokens kept; {FITTING_SHARE:.0%} of these inputs fit (default {default})",
             )
         )
     lines += [
@@ -212,7 +212,7 @@ def _data_section(
         lines.append(
             (
                 f"    group_column: {_yaml(found.group.name)}",
-                f"{found.group.why}; rows sharing one stay in one split",
+                f"{found.group.why}, each kept in one split",
             )
         )
     lines += [(f"    seed: {split.seed}", ""), ("", "")]

@@ -229,14 +229,16 @@ def json_schema_text() -> str:
     return json.dumps(json_schema(), indent=2, sort_keys=True) + "\n"
 
 
-def write_reference(folder: Path) -> list[Path]:
-    """Both files into `folder`, each written to a temporary name and renamed into place."""
+def write_reference(folder: Path, pages: dict[str, str] | None = None) -> list[Path]:
+    """Both files, and `pages` (name -> text) beside them, into `folder`, each written to
+    a temporary name and renamed into place."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(f"reference: cannot create {folder} ({exc.strerror})") from None
     written = []
-    for name, text in ((MARKDOWN, reference_markdown()), (JSON_SCHEMA, json_schema_text())):
+    files = {MARKDOWN: reference_markdown(), JSON_SCHEMA: json_schema_text(), **(pages or {})}
+    for name, text in files.items():
         path = folder / name
         partial = path.with_name(f".{name}.partial")
         partial.write_text(text, encoding="utf-8")
