@@ -163,7 +163,9 @@ def _value(param: click.Option, context: click.Context) -> str:
         return ", ".join(f"`{choice}`" for choice in kind.choices)
     if isinstance(kind, click.IntRange | click.FloatRange):
         number = "integer" if isinstance(kind, click.IntRange) else "number"
-        return f"{number} `{kind._describe_range()}`"  # Click's own words for the range
+        low = "" if kind.min is None else f"{kind.min} {'<' if kind.min_open else '≤'} "
+        high = "" if kind.max is None else f" {'<' if kind.max_open else '≤'} {kind.max}"
+        return f"{number} `{low}x{high}`"
     return f"`{param.make_metavar(context)}`"
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from seqeval.metrics import f1_score
 from edgefreeze.data import load_data
 from edgefreeze.runtime import Predictor
 from edgefreeze.runtime.manifest import Manifest
+from edgefreeze.runtime.outputs import entity_runs
 from edgefreeze.schema import load_pipeline
 from edgefreeze.tasks import task_for
 from tests.conftest import run_cli, write_pipeline
@@ -63,10 +65,10 @@ def test_the_csv_recipe_is_what_init_writes_and_ships_as_written(examples, tmp_p
     assert prediction.label == "positive"
 
 
-def test_the_conll_recipe_ships_a_tagger_whose_device_tags_give_the_gates_f1(examples, tmp_path):
-    pipeline = examples / "films-ner.yaml"
-    summary = build("build", pipeline, tmp_path / "bundle")
-    manifest = Manifest.load(tmp_path / "bundle" / "manifest.json")
+def test_the_conll_recipe_ships_a_tagger_that_reads_as_the_gate_did(examples, tmp_path):
+    pipeline, bundle, cache = examples / "films-ner.yaml", tmp_path / "bundle", tmp_path / "cache"
+    summary = build("build", pipeline, bundle, "--cache-dir", str(cache))
+    manifest = Manifest.load(bundle / "manifest.json")
     assert manifest.task.name == "token-classification" and manifest.gate.passed
     int8 = summary["metrics"]["int8"]
     assert int8["entity_f1"] > 0.15  # tagging everything O scores 0
@@ -75,11 +77,42 @@ def test_the_conll_recipe_ships_a_tagger_whose_device_tags_give_the_gates_f1(exa
     loaded = load_pipeline(pipeline)
     test = load_data(loaded.spec.data, task_for(loaded.spec.task), loaded.resolve).test
     names = manifest.data.label_names
-    predictions = Predictor(tmp_path / "bundle").predict(test.inputs)
+    predictions = Predictor(bundle).predict(test.inputs)
     truth = [[names[i] for i in row[: len(p.tags)]] for row, p in zip(test.targets, predictions)]
     assert f1_score(truth, [p.tags for p in predictions]) == pytest.approx(
         int8["entity_f1"], abs=1e-12
     )
+
+    # A raw text: split into words on the device, entities given as character offsets.
+    text = "I loved The Dark Knight, and Shrek 2 even more."
+    tagging = json.loads(run_cli("predict", str(bundle), "--json", text).stdout)
+    assert len(tagging["tags"]) == 12 and tagging["words_unread"] == 0
+    assert len(tagging["entities"]) == len(entity_runs(tagging["tags"])), tagging
+    for entity in tagging["entities"]:
+        assert entity["type"] == "FILM" and text[entity["start"] : entity["end"]] == entity["text"]
+    # A word the tokenizer maps to no token (a soft hyphen) gets O and moves no tag.
+    odd, plain = Predictor(bundle).predict(
+        [["The", "\xad", "Dark", "Knight", "opened"], ["The", "Dark", "Knight", "opened"]]
+    )
+    assert odd.tags[1] == "O" and odd.tags[:1] + odd.tags[2:] == plain.tags
+
+    # verify-target reads the tags as the gate did (this machine's Python as the target).
+    checked = run_cli(
+        "verify-target", str(bundle), str(pipeline), "--python", sys.executable, "--rows", "40"
+    )
+    assert checked.exit_code == 0, checked.stderr
+    target = Manifest.load(bundle / "manifest.json").targets[0]
+    assert target.metrics["agreement"] == 1.0 and target.passed
+
+    # inspect's gradient-flow check runs on the tagger's aligned labels.
+    inspected = run_cli("inspect", str(pipeline), "--json")
+    assert inspected.exit_code == 0, inspected.stderr
+    assert not inspected.json()["gradient_flow"]["missing"]
+
+    # Every sentence's token activations are in the cache, one entry each.
+    stored = run_cli("cache", "stats", "--cache-dir", str(cache), "--json")
+    rows = sum(manifest.data.splits[s].rows for s in ("train", "validation"))
+    assert manifest.cache.misses == rows and stored.json()["entries"] == rows
 
 
 def test_the_image_recipe_is_what_init_writes_and_ships(examples, tmp_path):
@@ -106,7 +139,9 @@ def test_the_image_recipe_is_what_init_writes_and_ships(examples, tmp_path):
     labels = json.loads((tmp_path / "bundle" / "labels.json").read_text())["id2label"]
     assert sorted(labels.values()) == [str(digit) for digit in range(10)]
     image = next((examples / "digits" / "7").iterdir())
-    assert Predictor(tmp_path / "bundle").predict([image])[0].label in labels.values()
+    prediction = Predictor(tmp_path / "bundle").predict([image])[0]
+    assert set(prediction.probabilities) == set(labels.values())
+    assert sum(prediction.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
 
 
 def test_the_lora_example_ships_merged_weights(examples, tmp_path):

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import pytest
-import yaml
 
 from edgefreeze.schema import load_pipeline
 from tests.conftest import run_cli
@@ -102,13 +102,12 @@ def test_detection_names_its_choices_and_writes_the_schemas_defaults(tmp_path):
     assert summary["max_length"] == 64  # review snippets: 95 % fit in 64 tokens
 
     text = (tmp_path / "shop.yaml").read_text()
-    assert "group_column: product_id" in text and "# " in text.splitlines()[0]
+    assert text.startswith("# Written by `edgefreeze init` from 400 rows of a CSV file")
     spec = load_pipeline(tmp_path / "shop.yaml").spec
-    written = yaml.safe_load(text)
     defaults = type(spec).model_validate({"name": "x", "model": "m", "data": {"source": "s"}})
     for section in ("train", "freeze", "quantize", "gate", "export", "cache"):
         assert getattr(spec, section) == getattr(defaults, section), section
-    assert written["train"]["lr_top"] == defaults.train.lr_top
+    assert spec.data.split.group_column == "product_id" and spec.data.max_length == 64
 
 
 def test_without_a_named_label_column_the_fewest_values_win_and_the_others_are_named(tmp_path):
@@ -133,28 +132,69 @@ def test_data_outside_the_pipelines_folder_is_named_by_its_absolute_path(tmp_pat
 
 
 @pytest.mark.parametrize(
-    ("content", "said"),
+    ("name", "content", "said"),
     [
-        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe", "not utf-8 text"),
-        (b"", "no header row"),
-        (b"text\nfirst\nsecond\nthird\n", "no column looks like a label"),
-        (b"text,label\nfirst,a\nsecond,a\nthird,a\n", "labels in column 'label': only 'a'"),
-        (b'{"text": "a", "label": 1}\n{"text": \n', "malformed JSON"),
+        ("data.csv", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe", "not utf-8 text"),
+        ("data.csv", b"", "no header row"),
+        ("data.csv", b"text\nfirst\nsecond\nthird\n", "no column looks like a label"),
+        ("data.csv", b"text,label\nfirst,a\nsecond,a\n", "labels in column 'label': only 'a'"),
+        ("data.jsonl", b'{"text": "a", "label": 1}\n{"text": \n', "malformed JSON"),
+        ("data.csv", b"text,label\none,a\ntwo, three,b\n", "3 fields where the header names 2"),
+        ("data.csv", b"text,label,label\none,a,b\n", "the header names 'label' twice"),
+        ("data.csv", b"text;label\none;a\ntwo;b\n", "looks separated by tabs, semicolons"),
+        ("data.csv", b"a good film,x\na bad film,y\nfilm,x\nx,y\n", "looks like data"),
+        ("data.txt", b"words\nalone\n", "cannot tell its format"),
+        ("data.conll", b"Paris NNP\nis VBZ\n\nRome NNP\n", "no column holds tags"),
     ],
 )
-def test_data_it_cannot_use_is_one_line_and_exit_2(tmp_path, content, said):
-    suffix = ".jsonl" if content.startswith(b"{") else ".csv"
-    data = tmp_path / f"data{suffix}"
-    data.write_bytes(content)
-    assert said in refused(data, "--output", str(tmp_path / "p.yaml"))
+def test_data_it_cannot_use_is_one_line_and_exit_2(tmp_path, name, content, said):
+    (tmp_path / name).write_bytes(content)
+    assert said in refused(tmp_path / name, "--output", str(tmp_path / "p.yaml"))
     assert not (tmp_path / "p.yaml").exists()
 
 
+def test_options_it_cannot_use_are_one_line_and_exit_2(tmp_path):
+    write_conll(tmp_path / "films.conll", film_sentences(30))
+    output = ("--output", str(tmp_path / "p.yaml"))
+    assert "has none" in refused(tmp_path / "films.conll", "--label-column", "x", *output)
+    assert "not an encoding" in refused(tmp_path / "films.conll", "--encoding", "nope", *output)
+    assert "letters, digits" in refused(tmp_path / "films.conll", "--name", "a b", *output)
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    if os.access(locked, os.W_OK):  # root writes anywhere: a file in the way instead
+        locked.rmdir()
+        locked.write_text("")
+    assert "locked" in refused(tmp_path / "films.conll", "--output", str(locked / "p.yaml"))
+    (tmp_path / "data.csv").write_text("text,label\na,x\nb,y\n")
+    assert "both 'text'" in refused(
+        tmp_path / "data.csv", "--text-column", "text", "--label-column", "text", *output
+    )
+
+
 def test_a_missing_path_an_empty_folder_and_an_existing_pipeline_are_refused(tmp_path):
-    assert "no such file or folder" in refused(tmp_path / "nothing.csv")
+    output = ("--output", str(tmp_path / "p.yaml"))
+    assert "no such file or folder" in refused(tmp_path / "nothing.csv", *output)
     (tmp_path / "empty").mkdir()
-    assert "no images" in refused(tmp_path / "empty")
+    assert "no images" in refused(tmp_path / "empty", *output)
     write_conll(tmp_path / "films.conll", film_sentences(30))
     (tmp_path / "films.yaml").write_text("name: mine\n")
     assert "exists" in refused(tmp_path / "films.conll", "--output", str(tmp_path / "films.yaml"))
     assert (tmp_path / "films.yaml").read_text() == "name: mine\n"
+
+
+def test_conll_tags_in_another_column_and_labels_with_newlines_are_written_safely(tmp_path):
+    """A CoNLL file whose entity tags come before a part-of-speech column: init finds
+    them; a label holding a newline stays inside its comment."""
+    sentences = film_sentences(40)
+    lines = ["-DOCSTART- O -X-", ""]
+    for words, tags in sentences:
+        lines += [f"{word} {tag} NN" for word, tag in zip(words, tags)] + [""]
+    (tmp_path / "films.conll").write_text("\n".join(lines))
+    summary = init(tmp_path / "films.conll", "--output", str(tmp_path / "films.yaml"))
+    assert set(summary["labels"]) == {"O", "B-FILM", "I-FILM"}
+    assert load_pipeline(tmp_path / "films.yaml").spec.data.tag_column == 1
+
+    rows = [{"text": f"text {n}", "label": ["a\n  epochs: 99", "b"][n % 2]} for n in range(20)]
+    (tmp_path / "odd.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    init(tmp_path / "odd.jsonl", "--output", str(tmp_path / "odd.yaml"))
+    assert load_pipeline(tmp_path / "odd.yaml").spec.train.epochs == 3

@@ -27,6 +27,7 @@ TIERS: list[set[str]] = [
         "inference",
         "figures",
         "cli_reference",
+        "atomic",
     },
     {"progress"},
     {"runtime", "context"},  # the device side, torch-free; what every stage of a run shares

@@ -1,6 +1,7 @@
 """Token classification (named entities) end to end, on real review snippets whose film
 titles are tagged (tests/film_titles.py): CoNLL and JSONL data, tags on each word's first
-sub-token, seqeval's entity F1 in the gate, and entities with offsets on the device."""
+sub-token, seqeval's entity F1 in the gate. The tagger built end to end, read on the device
+with entities and offsets, is the CoNLL example's (tests/test_examples.py)."""
 
 from __future__ import annotations
 

@@ -7,12 +7,13 @@ understands is one a build can read; what it cannot tell apart it says, in one l
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgefreeze.data.sources import ReadOptions, Table, format_of, read_file
+from edgefreeze.data.sources import ReadOptions, Table, format_of, read_file, read_text
 from edgefreeze.errors import ConfigError
 
 # Column names people give their inputs and targets, most telling first.
@@ -21,6 +22,7 @@ LABEL_NAMES = ("label", "labels", "category", "class", "sentiment", "target", "i
 TAG_NAMES = ("tags", "ner_tags", "labels", "label", "ner")
 # Names that say rows belong together (a speaker's, a film's, a document's rows).
 GROUP_HINTS = ("group", "user", "author", "speaker", "movie", "film", "doc", "product", "source")
+TAG = re.compile(r"^(O|[BIESLU]-\S+)$")  # IOB1, IOB2, BIOES (and BILOU) tags
 MIN_GROUPS = 20  # fewer distinct values than this look like a category, not groups
 MAX_LABELS = 100  # more distinct values than this are not a label column
 
@@ -47,45 +49,71 @@ class Detected:
     label_counts: dict[str, int]  # label (or tag) -> rows (or words) carrying it
     texts: list[str] | list[list[str]]  # the inputs, to measure their token lengths
     empty_rows: int  # rows with an empty input or target (data.drop_empty skips them)
+    tag_column: int | None = None  # data.tag_column to write: a CoNLL tag column not last
 
 
-def detect(path: Path, options: ReadOptions, inputs: str | None, targets: str | None) -> Detected:
+def detect(path: Path, encoding: str, inputs: str | None, targets: str | None) -> Detected:
     """Detect what `path` (a file or an image folder) holds; `inputs` and `targets` force
-    the column names. Raises ConfigError with one line saying what was seen."""
+    the column names of a CSV or JSON lines file. Raises ConfigError with one line saying
+    what was seen."""
     if path.is_dir():
+        _no_columns_to_force(path, "an image folder", inputs, targets)
         return _image_folder(read_file(path))
     if not path.is_file():
         raise ConfigError(f"{path}: no such file or folder")
-    kind, explicit = _format(path, options)
-    table = read_file(path, ReadOptions(options.encoding, kind, options.tag_column))
+    text = read_text(path, encoding)
+    kind, explicit = _format(path, text)
     if kind == "conll":
-        return _tagged(table, kind, explicit, "tokens", "tags", "a CoNLL file")
-    columns = _columns(table)
+        _no_columns_to_force(path, "a CoNLL file", inputs, targets)
+        tag_column = _conll_tag_column(path, encoding)
+        table = read_file(path, ReadOptions(encoding, kind, tag_column))
+        return _tagged(table, kind, explicit, ("tokens", "tags"), tag_column)
+    table = read_file(path, ReadOptions(encoding, kind))
+    columns = [name for name in table.rows[0] if name.strip()]  # the build reads these
+    _check_columns(table, columns, inputs, targets)
     lists = [name for name in columns if _all(table, name, lambda v: isinstance(v, list))]
     if lists:
         return _tagged_columns(table, kind, explicit, lists, (inputs, targets))
     return _classified(table, kind, explicit, columns, (inputs, targets))
 
 
-def _format(path: Path, options: ReadOptions) -> tuple[str, str | None]:
+def _no_columns_to_force(path: Path, what: str, inputs: str | None, targets: str | None) -> None:
+    if inputs or targets:
+        raise ConfigError(
+            f"{path}: --text-column and --label-column name columns of a CSV or JSON lines "
+            f"file; {what} has none"
+        )
+
+
+def _check_columns(
+    table: Table, columns: list[str], inputs: str | None, targets: str | None
+) -> None:
+    """The forced columns exist and differ; a CSV is separated by commas."""
+    if len(columns) == 1 and any(mark in columns[0] for mark in "\t;|"):
+        raise ConfigError(
+            f"{table.origin}: one column named {columns[0][:60]!r}: the file looks separated "
+            f"by tabs, semicolons or bars; edgefreeze reads comma-separated CSV or JSON lines"
+        )
+    for name in (inputs, targets):
+        if name is not None and name not in columns:
+            raise ConfigError(f"{table.origin}: no column {name!r} (columns: {', '.join(columns)})")
+    if inputs is not None and inputs == targets:
+        raise ConfigError(f"{table.origin}: the input and the target are both {inputs!r}")
+
+
+def _format(path: Path, text: str) -> tuple[str, str | None]:
     """The format and, when the file's name does not say it, the data.format to write."""
-    if options.format != "auto":
-        return options.format, options.format
     try:
         return format_of(path), None
     except ConfigError:
-        sniffed = _sniff(path, options.encoding)
+        sniffed = _sniff(path, text)
         return sniffed, sniffed
 
 
-def _sniff(path: Path, encoding: str) -> str:
+def _sniff(path: Path, text: str) -> str:
     """JSON lines start with `{`; CoNLL lines all have as many white-space-separated
     columns (a word, its tag, perhaps more), two or more."""
-    try:
-        with path.open(encoding=encoding, errors="strict") as stream:
-            lines = [line.strip() for _, line in zip(range(50), stream) if line.strip()]
-    except (UnicodeDecodeError, OSError) as exc:
-        raise ConfigError(f"{path}: not {encoding} text ({exc}); not a data file") from None
+    lines = [line.strip() for line in text.splitlines()[:200] if line.strip()]
     if not lines:
         raise ConfigError(f"{path}: empty file")
     if lines[0].startswith("{"):
@@ -97,15 +125,27 @@ def _sniff(path: Path, encoding: str) -> str:
         return "csv"
     raise ConfigError(
         f"{path}: cannot tell its format (first line {lines[0][:60]!r}): expected a CSV "
-        f"with a header, JSON lines or a CoNLL file; name it .csv, .jsonl or .conll"
+        f"with a header, JSON lines or a CoNLL file"
     )
 
 
-def _columns(table: Table) -> list[str]:
-    names: dict[str, None] = {}
-    for row in table.rows:
-        names.update(dict.fromkeys(row))
-    return list(names)
+def _conll_tag_column(path: Path, encoding: str) -> int:
+    """The column of a CoNLL file that holds IOB tags (CoNLL-2003 has part-of-speech and
+    chunk columns before its entity tags): the one whose values most look like tags."""
+    widths = {len(line.split()) for line in read_text(path, encoding).splitlines()[:200]}
+    width = max(widths - {0}, default=2)
+    shares = {}
+    for column in range(1, width):
+        table = read_file(path, ReadOptions(encoding, "conll", column))
+        tags = [tag for row in table.rows for tag in _listed(row["tags"])]
+        shares[column] = sum(bool(TAG.match(str(tag))) for tag in tags) / max(1, len(tags))
+    best = max(shares, key=lambda column: (shares[column], column))
+    if shares[best] < 0.9:
+        raise ConfigError(
+            f"{path}: no column holds tags (O, B-TYPE, I-TYPE): at best "
+            f"{shares[best]:.0%} of column {best}'s values look like tags"
+        )
+    return -1 if best == width - 1 else best
 
 
 def _listed(value: object) -> list[object]:
@@ -135,8 +175,13 @@ def _image_folder(table: Table) -> Detected:
 
 
 def _tagged(
-    table: Table, kind: str, explicit: str | None, words: str, tags: str, what: str
+    table: Table,
+    kind: str,
+    explicit: str | None,
+    columns: tuple[str, str],
+    tag_column: int | None = None,
 ) -> Detected:
+    words, tags = columns
     counts: Counter[str] = Counter()
     for number, row in zip(table.record_numbers, table.rows):
         row_tags = _listed(row.get(tags))
@@ -147,17 +192,19 @@ def _tagged(
             )
         counts.update(map(str, row_tags))
     _enough_labels(counts, table.origin, f"tags in {tags!r}")
+    source = "a CoNLL file" if kind == "conll" else "lists in each row"
     return Detected(
         task="token-classification",
         kind=kind,
         explicit_format=explicit,
         rows=len(table.rows),
-        inputs=Column(words, f"words ({what})"),
-        targets=Column(tags, f"a tag per word ({what})"),
+        inputs=Column(words, f"the words ({source})"),
+        targets=Column(tags, f"a tag per word ({source})"),
         group=None,
         label_counts=dict(counts.most_common()),
         texts=[list(map(str, _listed(row.get(words)))) for row in table.rows],
         empty_rows=sum(1 for row in table.rows if not row.get(words)),
+        tag_column=None if tag_column in (None, -1) else tag_column,
     )
 
 
@@ -176,7 +223,12 @@ def _tagged_columns(
             f"{table.origin}: one list column ({lists[0]!r}); token classification needs "
             f"two, the words and their tags"
         )
-    return _tagged(table, kind, explicit, words, tags, f"lists in column {words!r}")
+    if words not in lists or tags not in lists:
+        raise ConfigError(
+            f"{table.origin}: token classification reads lists of words and tags; "
+            f"the list columns are {', '.join(lists)}"
+        )
+    return _tagged(table, kind, explicit, (words, tags))
 
 
 def _classified(
@@ -187,11 +239,13 @@ def _classified(
     forced: tuple[str | None, str | None],
 ) -> Detected:
     """A label per row: the input is the text column, the target a column of few values."""
-    for name in forced:
-        if name is not None and name not in columns:
-            raise ConfigError(f"{table.origin}: no column {name!r} (columns: {', '.join(columns)})")
     text = forced[0] or _text_column(table, columns)
     label, why = _label_column(table, [c for c in columns if c != text], forced[1])
+    if any(name in {_plain(row.get(name)) for row in table.rows} for name in (text, label)):
+        raise ConfigError(
+            f"{table.origin}: the first row ({', '.join(columns)[:80]}) looks like data: "
+            f"a CSV needs a header row naming its columns"
+        )
     counts = Counter(_plain(row.get(label)) for row in table.rows)
     counts.pop("", None)  # rows without a label: data.drop_empty skips them
     _enough_labels(counts, table.origin, f"labels in column {label!r}")
@@ -250,14 +304,15 @@ def _label_column(table: Table, columns: list[str], forced: str | None) -> tuple
 
 
 def _group_column(table: Table, columns: list[str]) -> Column | None:
-    """A column whose values repeat across rows, many of them: rows of one value (a film,
-    a speaker) often share wording, so they should stay in one split."""
+    """A column named as groups are (a film, a speaker, a document) whose values repeat
+    across rows, many of them: such rows often share wording, so they should stay in one
+    split."""
     rows = len(table.rows)
-    grouped = [c for c in columns if MIN_GROUPS <= _distinct(table, c) <= rows // 2]
+    named = [c for c in columns if any(hint in c.lower() for hint in GROUP_HINTS)]
+    grouped = [c for c in named if MIN_GROUPS <= _distinct(table, c) <= rows // 2]
     if not grouped:
-        return None
-    named = [c for c in grouped if any(hint in c.lower() for hint in GROUP_HINTS)]
-    chosen = (named or grouped)[0]
+        return None  # a date or a price repeats too, but does not say rows belong together
+    chosen = grouped[0]
     values = _distinct(table, chosen)
     return Column(chosen, f"{values:,} values of about {rows / values:.0f} rows")
 

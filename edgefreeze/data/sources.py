@@ -131,6 +131,11 @@ def read_image_folder(folder: Path) -> Table:
     )
 
 
+def read_text(path: Path, encoding: str = "utf-8") -> str:
+    """A data file's text, decompressed (.gz, .bz2) and decoded (a UTF-8 BOM dropped)."""
+    return _decompress(path.read_bytes(), path, encoding).read()
+
+
 def format_of(path: Path) -> str:
     suffixes = [s.lower() for s in path.suffixes]
     if suffixes and suffixes[-1] in (".gz", ".bz2"):
@@ -168,8 +173,17 @@ def _csv_rows(stream: IO[str], path: Path) -> Iterator[tuple[int, dict[str, obje
     reader = csv.DictReader(stream)
     if not reader.fieldnames:
         raise ConfigError(f"{path}: no header row")
+    repeated = sorted({name for name in reader.fieldnames if reader.fieldnames.count(name) > 1})
+    if repeated:
+        raise ConfigError(f"{path}:1: the header names {', '.join(map(repr, repeated))} twice")
     try:
         for row in reader:
+            if None in row:  # DictReader files the fields beyond the header under None
+                raise ConfigError(
+                    f"{path}:{reader.line_num}: {len(reader.fieldnames) + len(row[None])} "
+                    f"fields where the header names {len(reader.fieldnames)} (a comma "
+                    f"inside a text needs quotes)"
+                )
             yield reader.line_num, row
     except csv.Error as exc:
         raise ConfigError(f"{path}:{reader.line_num}: malformed CSV: {exc}") from None

@@ -14,6 +14,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from edgefreeze.atomic import write_text
 from edgefreeze.errors import ConfigError, EdgefreezeError
 from edgefreeze.failpoints import failpoint
 from edgefreeze.hashing import file_sha256
@@ -103,9 +104,9 @@ class Staging:
         """Seal the staged bundle (file digests into `manifest.files`, the manifest, the
         reports by file name) and rename it into place."""
         for name, text in reports.items():
-            _write_text(self.path / name, text)
+            write_text(self.path / name, text)
         manifest.files = file_table(self.path)
-        _write_text(self.path / MANIFEST, manifest.to_json())
+        write_text(self.path / MANIFEST, manifest.to_json())
         failpoint("publish")
         _seal(self.path)
         try:
@@ -124,8 +125,8 @@ class Staging:
         holding = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
         try:
             for name, text in reports.items():
-                _write_text(holding / name, text)
-            _write_text(holding / MANIFEST, manifest.to_json())
+                write_text(holding / name, text)
+            write_text(holding / MANIFEST, manifest.to_json())
             _seal(holding)
             shutil.rmtree(target, ignore_errors=True)
             os.rename(holding, target)
@@ -177,13 +178,6 @@ def _sync(path: Path) -> None:
         os.close(fd)
 
 
-def _write_text(path: Path, text: str) -> None:
-    """Write through a temporary name so that a crash never leaves half a file."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)
-
-
 def update_manifest(bundle: Path, change: Callable[[Manifest], Manifest]) -> Manifest:
     """Change a published bundle's manifest: read, changed and written back (through a
     temporary name, synced) while holding the bundle's lock, so concurrent changes
@@ -193,6 +187,6 @@ def update_manifest(bundle: Path, change: Callable[[Manifest], Manifest]) -> Man
         manifest = Manifest.load(path)
         failpoint("record")
         updated = change(manifest)
-        _write_text(path, updated.to_json())
+        write_text(path, updated.to_json())
         _sync(path)
     return updated

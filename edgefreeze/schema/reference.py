@@ -17,6 +17,7 @@ import annotated_types  # pydantic's own constraint types (Ge, Lt, MinLen, ...)
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
+from edgefreeze.atomic import write_text
 from edgefreeze.errors import ConfigError
 from edgefreeze.schema.freeze import PLAN_SETTINGS
 from edgefreeze.schema.peft import PEFT_SETTINGS
@@ -239,11 +240,8 @@ def write_reference(folder: Path, pages: dict[str, str] | None = None) -> list[P
     written = []
     files = {MARKDOWN: reference_markdown(), JSON_SCHEMA: json_schema_text(), **(pages or {})}
     for name, text in files.items():
-        path = folder / name
-        partial = path.with_name(f".{name}.partial")
-        partial.write_text(text, encoding="utf-8")
-        partial.replace(path)
-        written.append(path)
+        write_text(folder / name, text)
+        written.append(folder / name)
     return written
 
 

@@ -1,0 +1,42 @@
+"""Writing a small text file so that a reader, or a crash, never sees half of it: the
+text goes to a temporary name beside the destination and is renamed (or linked) into
+place. The pipeline reference, `init`'s pipeline files and bundle manifests use it."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable
+from pathlib import Path
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write `path` whole, replacing what was there."""
+    temporary = _beside(path, text)
+    try:
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def create_text(path: Path, text: str, check: Callable[[Path], None] | None = None) -> None:
+    """Write `path`, which must not exist, after `check` has passed on the written text
+    (at its temporary name). Raises FileExistsError when `path` appears meanwhile: a link
+    never replaces a file, as a rename would."""
+    temporary = _beside(path, text)
+    try:
+        if check is not None:
+            check(temporary)
+        os.link(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def _beside(path: Path, text: str) -> Path:
+    """A new file beside `path` holding `text`, with the permissions the umask gives (a
+    bundle's files must stay readable by the service that runs it)."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.partial")
+    handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    with os.fdopen(handle, "w", encoding="utf-8") as stream:
+        stream.write(text)
+    return temporary
