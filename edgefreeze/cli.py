@@ -160,6 +160,12 @@ def build_options(command: Callable[..., Any]) -> Callable[..., Any]:
             "than gate.baseline.max_metric_drop against its int8 model or "
             "flips more than gate.baseline.max_flip_share of its predictions.",
         ),
+        click.option(
+            "--sign-key",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="Sign the bundle with this PEM private key before it is published "
+            "(as edgefreeze sign does).",
+        ),
         click.option("--quiet", "-q", is_flag=True, help="No progress output."),
         click.option("--json", "as_json", is_flag=True, help="Print one JSON result on stdout."),
     ]
@@ -180,6 +186,7 @@ class BuildCommand:
     quiet: bool
     as_json: bool
     baseline: Path | None = None
+    sign_key: Path | None = None
     added: tuple[Path, ...] = ()
     warm_start: Path | None = None
     epochs: int | None = None
@@ -192,6 +199,7 @@ def _build(command: BuildCommand, sweep: dict[str, Any] | None = None) -> None:
         from edgefreeze.schema import load_pipeline
 
         pipeline = load_pipeline(command.pipeline_file)  # refused before torch loads
+        signature = _signature_of(command.sign_key)  # a bad key too, before any training
 
         from edgefreeze.progress import Reporter
         from edgefreeze.recipes.build import BuildOptions
@@ -206,6 +214,7 @@ def _build(command: BuildCommand, sweep: dict[str, Any] | None = None) -> None:
             warm_start=command.warm_start,
             epochs=command.epochs,
             baseline=command.baseline,
+            sign_key=command.sign_key,
         )
         reporter = Reporter(command.quiet)
         if sweep is None:
@@ -224,9 +233,24 @@ def _build(command: BuildCommand, sweep: dict[str, Any] | None = None) -> None:
             if manifest.sweep
             else {}
         )
-        return {"status": "shipped", "bundle": str(result.path), **_summary(manifest), **chosen}
+        return {
+            "status": "shipped",
+            "bundle": str(result.path),
+            **_summary(manifest),
+            **chosen,
+            **signature,
+        }
 
     _run(command.as_json, action)
+
+
+def _signature_of(key: Path | None) -> dict[str, Any]:
+    """What --json says of the signature a build will make (checking the key now)."""
+    if key is None:
+        return {}
+    from edgefreeze.runtime.signature import SIGNATURE, SignatureRecord, key_fingerprint
+
+    return {"signature": SignatureRecord(SIGNATURE, key_fingerprint(key)).as_json()}
 
 
 def _say_shipped(path: Path, manifest: Manifest) -> None:
@@ -396,6 +420,33 @@ def init(data: Path, as_json: bool, **choices: Any) -> None:
             err=True,
         )
         return written.summary()
+
+    _run(as_json, action)
+
+
+@main.command(short_help="Sign a bundle as a whole with a private key.")
+@click.argument("bundle", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--key",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="PEM elliptic-curve private key (openssl ecparam -name prime256v1 -genkey).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON result.")
+def sign(bundle: Path, key: Path, as_json: bool) -> None:
+    """Sign every file of a shipped BUNDLE (OpenSSF model-signing, offline) into
+    BUNDLE/model.sig, replacing an earlier signature. Devices given the public key
+    (predict --trust, Predictor(trusted_keys=...)) refuse the bundle if any file changes,
+    is added or removed afterwards. Check targets (verify-target) before signing."""
+
+    def action() -> dict[str, Any]:
+        from edgefreeze.runtime.bundle import Bundle
+        from edgefreeze.runtime.signature import sign_bundle
+
+        Bundle(bundle)  # only a complete, accepted bundle is signed
+        record = sign_bundle(bundle, key)
+        click.echo(f"signed {bundle}: key sha256 {record.key_sha256}", err=True)
+        return {"status": "signed", "bundle": str(bundle), "signature": record.as_json()}
 
     _run(as_json, action)
 
@@ -635,6 +686,14 @@ def clear(cache_dir: Path | None, as_json: bool) -> None:
     help="ONNX Runtime intra-op threads (0: its default).",
 )
 @click.option(
+    "--trust",
+    "trusted_keys",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A public key one of which must have signed the bundle (edgefreeze sign); "
+    "an unsigned, re-signed or altered bundle is refused.",
+)
+@click.option(
     "--json",
     "as_json",
     is_flag=True,
@@ -646,6 +705,7 @@ def predict(
     text_file: BinaryIO | None,
     form: str,
     threads: int,
+    trusted_keys: tuple[Path, ...],
     as_json: bool,
 ) -> None:
     """Predict with a bundle, using ONNX Runtime only (no torch needed). TEXTS are texts,
@@ -662,7 +722,7 @@ def predict(
                 if text_file
                 else "predict: give TEXT arguments or --file"
             )
-        predictor = Predictor(bundle, form, threads)
+        predictor = Predictor(bundle, form, threads, trusted_keys)
         modality = predictor.encoder.modality
         try:
             predictions = predictor.predict(inputs)

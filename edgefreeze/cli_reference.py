@@ -55,7 +55,8 @@ STATUSES: list[tuple[str, str, str, str]] = [
         "`build`, `retrain`, `sweep`",
         "0",
         "`bundle`, `metrics`, `gate`, `cache`, `sizes`, `timings_s`, "
-        "`trainable_parameters`; `sweep` adds its search (`sweep`)",
+        "`trainable_parameters`; `sweep` adds its search (`sweep`); with `--sign-key`, "
+        "`signature` as `sign` gives it",
     ),
     (
         "refused",
@@ -76,6 +77,12 @@ STATUSES: list[tuple[str, str, str, str]] = [
         "`init`",
         "0",
         "`pipeline`, `task`, `format`, `rows`, `model`, `columns`, `labels`, `max_length`",
+    ),
+    (
+        "signed",
+        "`sign`",
+        "0",
+        "`bundle`, `signature` (`file`, `key_sha256`: the public key's fingerprint)",
     ),
     ("ok", "`inspect`, `cache ...`, `bench`, `diff`", "0", "the command's figures"),
     (

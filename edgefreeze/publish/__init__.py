@@ -29,8 +29,9 @@ __all__ = [
 ]
 
 
-def publish_or_refuse(staging: Staging, manifest: Manifest) -> Path:
-    """Ship the staged bundle if the gate passed it; else keep its manifest and report at
+def publish_or_refuse(staging: Staging, manifest: Manifest, sign_key: Path | None = None) -> Path:
+    """Ship the staged bundle if the gate passed it (signed with `sign_key` first, so it
+    appears signed or not at all); else keep its manifest and report at
     DESTINATION.rejected and raise `GateRefused` (exit 1)."""
     reports = {REPORT: render_report(manifest), HTML_REPORT: render_html(manifest)}
     if not manifest.gate.passed:
@@ -42,4 +43,4 @@ def publish_or_refuse(staging: Staging, manifest: Manifest) -> Path:
             manifest,
             rejected,
         )
-    return staging.publish(manifest, reports)
+    return staging.publish(manifest, reports, sign_key)

@@ -21,6 +21,7 @@ from edgefreeze.hashing import file_sha256
 from edgefreeze.publish.claim import bundle_lock
 from edgefreeze.runtime.bundle import MANIFEST
 from edgefreeze.runtime.manifest import FileRecord, Manifest
+from edgefreeze.runtime.signature import SIGNATURE, sign_bundle
 from edgefreeze.schema import Pipeline
 
 REPORT = "report.md"
@@ -100,13 +101,18 @@ class Staging:
                 "its staging folder was removed); nothing was published"
             ) from None
 
-    def publish(self, manifest: Manifest, reports: dict[str, str]) -> Path:
+    def publish(
+        self, manifest: Manifest, reports: dict[str, str], sign_key: Path | None = None
+    ) -> Path:
         """Seal the staged bundle (file digests into `manifest.files`, the manifest, the
-        reports by file name) and rename it into place."""
+        reports by file name, the signature when there is a key) and rename it into
+        place."""
         for name, text in reports.items():
             write_text(self.path / name, text)
         manifest.files = file_table(self.path)
         write_text(self.path / MANIFEST, manifest.to_json())
+        if sign_key is not None:
+            sign_bundle(self.path, sign_key)
         failpoint("publish")
         _seal(self.path)
         try:
@@ -178,11 +184,21 @@ def _sync(path: Path) -> None:
         os.close(fd)
 
 
+def check_unsigned(bundle: Path) -> None:
+    """A signed bundle's manifest is not changed: the signature would no longer hold."""
+    if (bundle / SIGNATURE).exists():
+        raise ConfigError(
+            f"{bundle} is signed; changing its manifest would void the signature: record "
+            f"target checks before `edgefreeze sign`, then sign again"
+        )
+
+
 def update_manifest(bundle: Path, change: Callable[[Manifest], Manifest]) -> Manifest:
     """Change a published bundle's manifest: read, changed and written back (through a
     temporary name, synced) while holding the bundle's lock, so concurrent changes
     (target checks run at once) are applied one after the other and none is lost."""
     path = bundle / MANIFEST
+    check_unsigned(bundle)
     with bundle_lock(bundle):
         manifest = Manifest.load(path)
         failpoint("record")

@@ -66,6 +66,7 @@ class BuildOptions:
         warm_start: a bundle whose trained top training starts from.
         epochs: overrides `train.epochs`.
         baseline: the release in the field to gate against (overrides `gate.baseline.bundle`).
+        sign_key: a private key that signs the bundle before it is published.
     """
 
     output: Path | None = None
@@ -77,6 +78,7 @@ class BuildOptions:
     warm_start: Path | None = None
     epochs: int | None = None
     baseline: Path | None = None
+    sign_key: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,7 @@ class Prepared:
     cache_record: CacheRecord
     claim: DestinationClaim | None  # the leader's hold on `destination` until it ships
     baseline: Bundle | None  # the release the new model must not regress from
+    sign_key: Path | None  # signs the bundle before it is published
 
     def splits(self, features: dict[str, StemActivations] | None = None) -> Splits:
         """The training and validation splits as training reads them (from `features`,
@@ -225,6 +228,7 @@ def _prepare(
         cache_record=cache_record,
         claim=claim,
         baseline=baseline,
+        sign_key=options.sign_key,
     )
 
 
@@ -341,7 +345,8 @@ def ship(
         manifest = manifest_for(
             prepared.pipeline, records, evaluation, verdict, sizes, ctx.reporter.timings
         )
-        return BuildResult(path=publish_or_refuse(staging, manifest), manifest=manifest)
+        published = publish_or_refuse(staging, manifest, prepared.sign_key)
+        return BuildResult(path=published, manifest=manifest)
 
 
 def _held_out(prepared: Prepared, model: PlannedModel, folder: Path) -> HeldOut:

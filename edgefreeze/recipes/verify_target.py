@@ -27,7 +27,7 @@ import numpy as np
 from edgefreeze.data import load_data
 from edgefreeze.errors import CheckFailed, ConfigError, EdgefreezeError
 from edgefreeze.gate import tolerance_rules
-from edgefreeze.publish.staging import update_manifest
+from edgefreeze.publish.staging import check_unsigned, update_manifest
 from edgefreeze.runtime.bundle import MANIFEST, Predictor
 from edgefreeze.runtime.forms import FORMS
 from edgefreeze.runtime.manifest import Manifest, TargetCheck
@@ -95,6 +95,7 @@ def verify_target(
     `interpreter`; record the check in the bundle's manifest. Raises `CheckFailed` (exit 1)
     when the target's results break the gate's rules for reduced-precision forms against
     this machine's."""
+    check_unsigned(bundle)  # before minutes of running, not after
     host = Predictor(bundle, form)  # verifies the bundle first
     manifest = host.bundle.manifest
     task = task_for(manifest.task.name)

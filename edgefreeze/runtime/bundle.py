@@ -21,6 +21,7 @@ from edgefreeze.runtime.inputs import InputEncoder, input_kind
 from edgefreeze.runtime.manifest import Manifest
 from edgefreeze.runtime.outputs import OutputDecoder, output_kind
 from edgefreeze.runtime.session import OnnxModel, providers_for
+from edgefreeze.runtime.signature import verify_bundle
 
 K = TypeVar("K")
 
@@ -31,10 +32,13 @@ LABELS = "labels.json"
 class Bundle:
     """A bundle folder: its manifest, labels and verified model files."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, trusted_keys: Sequence[Path] = ()) -> None:
+        """`trusted_keys`: public keys one of which must have signed the bundle, every
+        file as it is now (none: the manifest's digests are the only check)."""
         self.path = Path(path)
         if not self.path.is_dir():
             raise BundleError(f"{self.path}: not a bundle folder")
+        self.signature = verify_bundle(self.path, trusted_keys) if trusted_keys else None
         self.manifest = Manifest.load(self.path / MANIFEST)
         if not self.manifest.gate.passed:
             raise BundleError(f"{self.path}: the gate did not pass this bundle; refusing it")
@@ -131,9 +135,13 @@ class Predictor:
     """Predictions per input, from a verified bundle: what a device calls."""
 
     def __init__(
-        self, bundle: str | Path | Bundle, form: str = INT8.name, threads: int = 0
+        self,
+        bundle: str | Path | Bundle,
+        form: str = INT8.name,
+        threads: int = 0,
+        trusted_keys: Sequence[Path] = (),
     ) -> None:
-        self.bundle = bundle if isinstance(bundle, Bundle) else Bundle(bundle)
+        self.bundle = bundle if isinstance(bundle, Bundle) else Bundle(bundle, trusted_keys)
         self.model = self.bundle.model(form, threads)
         self.encoder = self.bundle.encoder()
         self.decoder = self.bundle.decoder()
