@@ -451,6 +451,49 @@ def sign(bundle: Path, key: Path, as_json: bool) -> None:
     _run(as_json, action)
 
 
+@main.command("verify", short_help="Check a bundle on this device before serving it.")
+@click.argument("bundle", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--trust",
+    "trusted_keys",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A public key one of which must have signed the bundle; repeatable.",
+)
+@click.option(
+    "--model",
+    "forms",
+    multiple=True,
+    type=click.Choice(list(FORMS)),
+    help="A model form to self-check (default: every form the self-check covers).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON result.")
+def verify_command(
+    bundle: Path, trusted_keys: tuple[Path, ...], forms: tuple[str, ...], as_json: bool
+) -> None:
+    """What a device runs before it serves BUNDLE: the signature (with --trust), every
+    file's digest against the manifest, and the bundle's self-check: held-out inputs whose
+    outputs at the gate must come out again from this machine's ONNX Runtime (the same
+    labels, logits within the recorded tolerance). Exit 1 when the self-check fails."""
+
+    def action() -> dict[str, Any]:
+        from edgefreeze.errors import CheckFailed
+        from edgefreeze.runtime.bundle import Bundle
+        from edgefreeze.runtime.selfcheck import check_here
+
+        result = check_here(Bundle(bundle, trusted_keys), forms)
+        for form in result.forms:
+            click.echo(form.describe(), err=True)
+        if not result.forms:
+            click.echo(f"{bundle}: carries no self-check; its files match", err=True)
+        if not result.passed:
+            failed = "; ".join(form.describe() for form in result.forms if not form.passed)
+            raise CheckFailed(f"self-check failed on this machine: {failed}", result.as_json())
+        return {"status": "passed", "bundle": str(bundle), **result.as_json()}
+
+    _run(as_json, action)
+
+
 @main.command(short_help="What a pipeline's freezing plan trains, layer by layer.")
 @click.argument("pipeline_file", metavar="PIPELINE", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON result.")

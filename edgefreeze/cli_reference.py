@@ -25,7 +25,8 @@ EXIT_CODES: list[tuple[str, str]] = [
         "a check said no: the gate refused (nothing at the output; `OUTPUT.rejected/` holds "
         "`report.md`, `report.html` and `manifest.json` naming each failed rule and by how "
         "much); `verify-target`: the target breaks the gate's rules; `inspect`: the "
-        "gradient-flow check failed; `cache verify`: corrupt entries were found (and dropped)",
+        "gradient-flow check failed; `cache verify`: corrupt entries were found (and dropped); "
+        "`verify`: the bundle's self-check fails on this machine",
     ),
     (
         "2",
@@ -71,7 +72,13 @@ STATUSES: list[tuple[str, str, str, str]] = [
         "a process other than rank 0: it trained its share, rank 0 ships. Under torchrun "
         "each process prints its own object",
     ),
-    ("passed", "`verify-target`", "0", "the check as the manifest's `targets` records it"),
+    (
+        "passed",
+        "`verify-target`, `verify`",
+        "0",
+        "`verify-target`: the check as the manifest's `targets` records it; `verify`: "
+        "`key_sha256`, `files`, `self_check` per form",
+    ),
     (
         "written",
         "`init`",

@@ -104,6 +104,9 @@ def test_the_conll_recipe_ships_a_tagger_that_reads_as_the_gate_did(examples, tm
     target = Manifest.load(bundle / "manifest.json").targets[0]
     assert target.metrics["agreement"] == 1.0 and target.passed
 
+    # Its self-check (word lists) passes here.
+    assert run_cli("verify", str(bundle)).exit_code == 0
+
     # inspect's gradient-flow check runs on the tagger's aligned labels.
     inspected = run_cli("inspect", str(pipeline), "--json")
     assert inspected.exit_code == 0, inspected.stderr
@@ -142,6 +145,10 @@ def test_the_image_recipe_is_what_init_writes_and_ships(examples, tmp_path):
     prediction = Predictor(tmp_path / "bundle").predict([image])[0]
     assert set(prediction.probabilities) == set(labels.values())
     assert sum(prediction.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+    # Its self-check carries its images and passes here.
+    verified = run_cli("verify", str(tmp_path / "bundle"), "--json")
+    assert verified.exit_code == 0, verified.stderr
+    assert len(list((tmp_path / "bundle" / "selfcheck").iterdir())) == 8
 
 
 def test_the_lora_example_ships_merged_weights(examples, tmp_path):

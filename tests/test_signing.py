@@ -11,6 +11,7 @@ import shutil
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -137,3 +138,32 @@ def test_a_build_with_a_key_publishes_its_bundle_signed(tiny_pipeline, tmp_path,
     assert result.json()["signature"]["key_sha256"] == fingerprint
     assert (tmp_path / "b" / "model.sig").is_file()
     assert Predictor(tmp_path / "b", trusted_keys=[public]).bundle.signature is not None
+
+
+def test_every_bundle_carries_a_self_check_that_passes_here_and_catches_a_change(tiny, tmp_path):
+    """The held-out inputs whose answers are clearest, with each form's outputs at the
+    gate; `edgefreeze verify` runs them here. A model that computes something else (its
+    file changed and the manifest re-hashed, as a broken runtime would show) fails."""
+    check = json.loads((tiny.bundle / "selfcheck.json").read_text())
+    assert len(check["inputs"]) == 8 and set(check["tolerance"]) >= {"fp32", "int8"}
+    result = run_cli("verify", str(tiny.bundle), "--json")
+    assert result.exit_code == 0, result.stderr
+    report = result.json()["self_check"]
+    assert report["int8"]["passed"] and report["int8"]["labels_changed"] == 0
+    assert report["fp32"]["max_logit_error"] <= 1e-5  # the same runtime, the same CPU
+
+    # The expected outputs moved by more than the tolerance: the check must fail (exit 1).
+    bundle = shutil.copytree(tiny.bundle, tmp_path / "bundle")
+    for item in check["inputs"]:
+        item["outputs"]["fp32"] = (np.asarray(item["outputs"]["fp32"]) + 0.01).tolist()
+    text = json.dumps(check)
+    (bundle / "selfcheck.json").write_text(text)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["files"]["selfcheck.json"] = {
+        "sha256": hashlib.sha256(text.encode()).hexdigest(),
+        "size": len(text.encode()),
+    }
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    failed = run_cli("verify", str(bundle), "--model", "fp32", "--json")
+    assert failed.exit_code == 1, failed.stderr
+    assert "self-check failed on this machine: fp32: FAILED" in failed.stderr

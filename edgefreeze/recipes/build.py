@@ -16,7 +16,7 @@ from edgefreeze.cache import cache_root
 from edgefreeze.cache.features import CacheSettings, StemActivations, stem_features
 from edgefreeze.context import RunContext
 from edgefreeze.data import LabelledData, load_data
-from edgefreeze.export import export_models, write_model_files
+from edgefreeze.export import Exported, export_models, write_model_files
 from edgefreeze.failpoints import failpoint
 from edgefreeze.freeze import PlannedModel
 from edgefreeze.gate import HeldOut, ShapeGrid, Verdict, evaluate, judge, reference_outputs
@@ -31,6 +31,7 @@ from edgefreeze.publish import (
     manifest_for,
     publish_or_refuse,
 )
+from edgefreeze.publish.selfcheck import write_self_check
 from edgefreeze.quantize import quantize_models
 from edgefreeze.runtime.bundle import Bundle
 from edgefreeze.runtime.forms import INT8, requested
@@ -290,21 +291,7 @@ def ship(
     spec, ctx, task = prepared.pipeline.spec, prepared.ctx, prepared.task
     with Staging(prepared.destination) as staging:
         with ctx.stage("export"):
-            # The plan training started with decides what is saved and exported (an
-            # adaptive plan may have frozen layers that trained before); the manifest
-            # records where it ended.
-            write_model_files(model.loaded, prepared.data.label_names, staging.path)
-            save_trainable(model.loaded.model, model.plan, staging.path)
-            exported = export_models(
-                model.loaded,
-                model.plan,
-                task,
-                requested(spec.model_dump()),
-                staging.path,
-                spec.export.opset,
-                prepared.encoded["test"],
-            )
-            failpoint("export")
+            exported = _export(prepared, model, staging.path)
         held_out = _held_out(prepared, model, staging.path)
         with ctx.stage("quantize"):
             reduced, quantized, computed = quantize_models(
@@ -345,8 +332,29 @@ def ship(
         manifest = manifest_for(
             prepared.pipeline, records, evaluation, verdict, sizes, ctx.reporter.timings
         )
+        write_self_check(staging.path, held_out, evaluation.outputs, spec.gate.max_logit_error)
         published = publish_or_refuse(staging, manifest, prepared.sign_key)
         return BuildResult(path=published, manifest=manifest)
+
+
+def _export(prepared: Prepared, model: PlannedModel, folder: Path) -> Exported:
+    """The model's files and every ONNX form the pipeline asks for, into `folder`. The
+    plan training started with decides what is saved and exported (an adaptive plan may
+    have frozen layers that trained before); the manifest records where it ended."""
+    spec = prepared.pipeline.spec
+    write_model_files(model.loaded, prepared.data.label_names, folder)
+    save_trainable(model.loaded.model, model.plan, folder)
+    exported = export_models(
+        model.loaded,
+        model.plan,
+        prepared.task,
+        requested(spec.model_dump()),
+        folder,
+        spec.export.opset,
+        prepared.encoded["test"],
+    )
+    failpoint("export")
+    return exported
 
 
 def _held_out(prepared: Prepared, model: PlannedModel, folder: Path) -> HeldOut:
