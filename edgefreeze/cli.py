@@ -494,6 +494,87 @@ def verify_command(
     _run(as_json, action)
 
 
+@main.group()
+def device() -> None:
+    """Install bundles on a device into A/B slots, switch atomically, roll back."""
+
+
+def device_root(command: Callable[..., Any]) -> Callable[..., Any]:
+    command = click.option("--json", "as_json", is_flag=True, help="Print one JSON result.")(
+        command
+    )
+    return click.option(
+        "--root",
+        required=True,
+        type=click.Path(file_okay=False, path_type=Path),
+        help="The device's folder: slots/a, slots/b, and the current and previous links.",
+    )(command)
+
+
+@device.command("install")
+@click.argument("source", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@device_root
+@click.option(
+    "--trust",
+    "trusted_keys",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A public key one of which must have signed the bundle; repeatable.",
+)
+def device_install(source: Path, root: Path, trusted_keys: tuple[Path, ...], as_json: bool) -> None:
+    """Check SOURCE (a bundle, or a delta update: a bundle folder without the files the
+    serving version has) in the inactive slot, as `edgefreeze verify` does, then switch
+    ROOT/current to it atomically; the version it replaces stays for `rollback`. A failed
+    check leaves the serving version serving (exit 1, or 2 for a bad bundle)."""
+
+    def action() -> dict[str, Any]:
+        from edgefreeze.runtime.device import install, status
+
+        check = install(root, source, trusted_keys)
+        now = status(root)
+        click.echo(
+            f"{root}: serving slot {now.current} ({now.versions[str(now.current)]})", err=True
+        )
+        return {"status": "installed", **now.as_json(), **check.as_json()}
+
+    _run(as_json, action)
+
+
+@device.command("rollback")
+@device_root
+def device_rollback(root: Path, as_json: bool) -> None:
+    """Serve the previous version again (atomically); the one it replaces becomes the
+    previous."""
+
+    def action() -> dict[str, Any]:
+        from edgefreeze.runtime.device import rollback
+
+        now = rollback(root)
+        click.echo(f"{root}: serving slot {now.current} again", err=True)
+        return {"status": "ok", **now.as_json()}
+
+    _run(as_json, action)
+
+
+@device.command("status")
+@device_root
+def device_status(root: Path, as_json: bool) -> None:
+    """Which slot serves, which a rollback returns to, the version in each; removes what
+    an interrupted install left."""
+
+    def action() -> dict[str, Any]:
+        from edgefreeze.runtime.device import status
+
+        now = status(root)
+        if not as_json:
+            for slot, version in now.versions.items():
+                role = {now.current: "current", now.previous: "previous"}.get(slot, "")
+                click.echo(f"{slot}\t{role}\t{version}")
+        return {"status": "ok", **now.as_json()}
+
+    _run(as_json, action)
+
+
 @main.command(short_help="What a pipeline's freezing plan trains, layer by layer.")
 @click.argument("pipeline_file", metavar="PIPELINE", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON result.")

@@ -91,7 +91,13 @@ STATUSES: list[tuple[str, str, str, str]] = [
         "0",
         "`bundle`, `signature` (`file`, `key_sha256`: the public key's fingerprint)",
     ),
-    ("ok", "`inspect`, `cache ...`, `bench`, `diff`", "0", "the command's figures"),
+    (
+        "installed",
+        "`device install`",
+        "0",
+        "`current`, `previous`, `versions` (slot: version), `cleaned`, and `verify`'s fields",
+    ),
+    ("ok", "`inspect`, `cache ...`, `bench`, `diff`, `device ...`", "0", "the command's figures"),
     (
         "error",
         "every command",

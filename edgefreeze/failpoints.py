@@ -34,7 +34,9 @@ POINTS = {
     "publish": "the manifest is sealed in the staging folder, not yet renamed into place",
 }
 # Outside a build, "record": a published manifest is read under the bundle's lock and not
-# yet written back (`verify-target`'s check).
+# yet written back (`verify-target`'s check); and a device install's steps:
+# "install-copy" (the update copied, not checked), "install-slot" (checked and in the
+# inactive slot, not switched), "install-switch" (switched, `previous` not yet set).
 
 
 def failpoint(name: str) -> None:
