@@ -132,6 +132,16 @@ def main() -> None:
     int8, and ship it only if it passes the gate."""
 
 
+trust_option = click.option(
+    "--trust",
+    "trusted_keys",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A public key one of which must have signed the bundle (edgefreeze sign); "
+    "repeatable. An unsigned, re-signed or altered bundle is refused.",
+)
+
+
 def build_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """The options `build` and `retrain` share."""
     options = [
@@ -250,7 +260,7 @@ def _signature_of(key: Path | None) -> dict[str, Any]:
         return {}
     from edgefreeze.runtime.signature import SIGNATURE, SignatureRecord, key_fingerprint
 
-    return {"signature": SignatureRecord(SIGNATURE, key_fingerprint(key)).as_json()}
+    return {"signature": SignatureRecord(SIGNATURE, key_fingerprint(key, private=True)).as_json()}
 
 
 def _say_shipped(path: Path, manifest: Manifest) -> None:
@@ -440,11 +450,15 @@ def sign(bundle: Path, key: Path, as_json: bool) -> None:
     is added or removed afterwards. Check targets (verify-target) before signing."""
 
     def action() -> dict[str, Any]:
+        from edgefreeze.publish.claim import bundle_lock
         from edgefreeze.runtime.bundle import Bundle
         from edgefreeze.runtime.signature import sign_bundle
 
-        Bundle(bundle)  # only a complete, accepted bundle is signed
-        record = sign_bundle(bundle, key)
+        with bundle_lock(bundle):  # no target check rewrites the manifest meanwhile
+            accepted = Bundle(bundle)  # only a complete, accepted, unaltered bundle
+            for name in accepted.manifest.files:
+                accepted.verified(name)
+            record = sign_bundle(bundle, key)
         click.echo(f"signed {bundle}: key sha256 {record.key_sha256}", err=True)
         return {"status": "signed", "bundle": str(bundle), "signature": record.as_json()}
 
@@ -453,13 +467,7 @@ def sign(bundle: Path, key: Path, as_json: bool) -> None:
 
 @main.command("verify", short_help="Check a bundle on this device before serving it.")
 @click.argument("bundle", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option(
-    "--trust",
-    "trusted_keys",
-    multiple=True,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="A public key one of which must have signed the bundle; repeatable.",
-)
+@trust_option
 @click.option(
     "--model",
     "forms",
@@ -499,7 +507,8 @@ def device() -> None:
     """Install bundles on a device into A/B slots, switch atomically, roll back."""
 
 
-def device_root(command: Callable[..., Any]) -> Callable[..., Any]:
+def device_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--root and --json, which every device command takes."""
     command = click.option("--json", "as_json", is_flag=True, help="Print one JSON result.")(
         command
     )
@@ -513,14 +522,8 @@ def device_root(command: Callable[..., Any]) -> Callable[..., Any]:
 
 @device.command("install")
 @click.argument("source", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@device_root
-@click.option(
-    "--trust",
-    "trusted_keys",
-    multiple=True,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="A public key one of which must have signed the bundle; repeatable.",
-)
+@device_options
+@trust_option
 def device_install(source: Path, root: Path, trusted_keys: tuple[Path, ...], as_json: bool) -> None:
     """Check SOURCE (a bundle, or a delta update: a bundle folder without the files the
     serving version has) in the inactive slot, as `edgefreeze verify` does, then switch
@@ -541,7 +544,7 @@ def device_install(source: Path, root: Path, trusted_keys: tuple[Path, ...], as_
 
 
 @device.command("rollback")
-@device_root
+@device_options
 def device_rollback(root: Path, as_json: bool) -> None:
     """Serve the previous version again (atomically); the one it replaces becomes the
     previous."""
@@ -557,7 +560,7 @@ def device_rollback(root: Path, as_json: bool) -> None:
 
 
 @device.command("status")
-@device_root
+@device_options
 def device_status(root: Path, as_json: bool) -> None:
     """Which slot serves, which a rollback returns to, the version in each; removes what
     an interrupted install left."""
@@ -809,14 +812,7 @@ def clear(cache_dir: Path | None, as_json: bool) -> None:
     default=0,
     help="ONNX Runtime intra-op threads (0: its default).",
 )
-@click.option(
-    "--trust",
-    "trusted_keys",
-    multiple=True,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="A public key one of which must have signed the bundle (edgefreeze sign); "
-    "an unsigned, re-signed or altered bundle is refused.",
-)
+@trust_option
 @click.option(
     "--json",
     "as_json",

@@ -4,7 +4,6 @@ step leaves the old or the new version serving and the next call cleans up."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -12,13 +11,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from edgefreeze.runtime import Predictor
 from edgefreeze.runtime.selfcheck import check_here
 from tests.conftest import run_cli
-from tests.test_signing import write_key
+from tests.test_signing import shifted_self_check, write_key
 
 
 def install(root: Path, source: Path, *extra: str):
@@ -78,19 +76,7 @@ def test_a_delta_is_filled_from_the_serving_version_only_where_digests_match(
 def test_a_bundle_whose_self_check_fails_here_is_not_switched_to(tiny, tmp_path):
     root = tmp_path / "device"
     assert install(root, tiny.bundle).exit_code == 0
-    broken = shutil.copytree(tiny.bundle, tmp_path / "broken")
-    check = json.loads((broken / "selfcheck.json").read_text())
-    for item in check["inputs"]:
-        item["outputs"]["int8"] = (np.asarray(item["outputs"]["int8"]) + 1.0).tolist()
-    text = json.dumps(check).encode()
-    (broken / "selfcheck.json").write_bytes(text)
-    manifest = json.loads((broken / "manifest.json").read_text())
-    manifest["files"]["selfcheck.json"] = {
-        "sha256": hashlib.sha256(text).hexdigest(),
-        "size": len(text),
-    }
-    (broken / "manifest.json").write_text(json.dumps(manifest))
-
+    broken = shifted_self_check(tiny.bundle, tmp_path / "broken", "int8", 1.0)
     result = install(root, broken)
     assert result.exit_code == 1 and "not switched" in result.stderr
     assert serving(root) == "a" and not (root / "previous").exists()
@@ -110,6 +96,34 @@ def test_an_unsigned_bundle_is_refused_where_a_key_is_trusted(tiny, tmp_path):
     assert not (tmp_path / "device" / "current").exists()
 
 
+def test_a_rollback_killed_between_its_links_keeps_a_way_back(tiny, split_build, tmp_path):
+    root = tmp_path / "device"
+    assert install(root, tiny.bundle).exit_code == 0
+    assert install(root, split_build.bundle).exit_code == 0
+    killed = subprocess.run(
+        [sys.executable, "-m", "edgefreeze", "device", "rollback", "--root", str(root)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "EDGEFREEZE_FAILPOINT": "rollback-switch"},
+    )
+    assert killed.returncode == -9, killed.stderr
+    status = run_cli("device", "status", "--root", str(root), "--json").json()
+    assert (status["current"], status["previous"]) == ("a", "b")
+    assert serving(root) == "a"
+
+
+def test_a_manifest_naming_files_outside_the_bundle_is_refused(split_build, tiny, tmp_path):
+    root = tmp_path / "device"
+    assert install(root, tiny.bundle).exit_code == 0
+    update = shutil.copytree(split_build.bundle, tmp_path / "update")
+    manifest = json.loads((update / "manifest.json").read_text())
+    manifest["files"]["../../escape.onnx"] = manifest["files"]["model.onnx"]
+    (update / "manifest.json").write_text(json.dumps(manifest))
+    result = install(root, update)
+    assert result.exit_code == 2 and "leads out of the bundle" in result.stderr
+    assert serving(root) == "a" and not (tmp_path / "escape.onnx").exists()
+
+
 @pytest.mark.parametrize("point", ["install-copy", "install-slot", "install-switch"])
 def test_killed_at_any_step_the_device_serves_one_whole_version(tiny, split_build, tmp_path, point):
     root = tmp_path / "device"
@@ -126,7 +140,11 @@ def test_killed_at_any_step_the_device_serves_one_whole_version(tiny, split_buil
     assert serving(root) == old_or_new
 
     status = run_cli("device", "status", "--root", str(root), "--json").json()
-    assert status["current"] == old_or_new
+    assert status["current"] == old_or_new and status["cleaned"], status
+    # The way back is the old version once the new one serves; before, there is none
+    # (the version a rollback would have returned to is the one this install replaces).
+    assert status["previous"] == {"a": None, "b": "a"}[old_or_new]
+    assert sorted(status["versions"]) == sorted({"a", old_or_new})
     assert not (root / "slots" / ".incoming").exists()
     assert install(root, split_build.bundle).exit_code == 0  # the next install completes
     assert manifest_name(root / "current") == manifest_name(split_build.bundle)

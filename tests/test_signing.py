@@ -70,12 +70,32 @@ def refused_by_device(bundle: Path, public: Path) -> str:
     return lines[0]
 
 
-def test_a_signed_bundle_runs_where_its_key_is_trusted(signed, keys):
+def test_a_signed_bundle_runs_where_its_key_is_trusted(signed, keys, tmp_path):
     result = run_cli("predict", str(signed), "a moving film", "--trust", str(keys["release"][1]))
     assert result.exit_code == 0, result.stderr
-    # Among several trusted keys, the one that signed it is named.
-    predictor = Predictor(signed, trusted_keys=[keys["other"][1], keys["release"][1]])
+    # Among several trusted keys (paths as text too), the one that signed it is named.
+    predictor = Predictor(signed, trusted_keys=[str(keys["other"][1]), str(keys["release"][1])])
     assert predictor.bundle.signature.key_sha256 == keys["release"][2]
+    # Reached through a link (a device's `current`), it is checked where the link points.
+    (tmp_path / "current").symlink_to(signed)
+    verified = run_cli("verify", str(tmp_path / "current"), "--trust", str(keys["release"][1]))
+    assert verified.exit_code == 0, verified.stderr
+
+
+def test_keys_of_the_wrong_kind_are_one_line_and_exit_2(signed, keys):
+    private, public, _ = keys["release"]
+    as_key = run_cli("sign", str(signed), "--key", str(public))
+    assert as_key.exit_code == 2 and "not a PEM elliptic-curve private key" in as_key.stderr
+    as_trust = run_cli("predict", str(signed), "a film", "--trust", str(private))
+    assert as_trust.exit_code == 2 and "not a PEM elliptic-curve public key" in as_trust.stderr
+
+
+def test_an_altered_bundle_is_not_signed(tiny, keys, tmp_path):
+    bundle = shutil.copytree(tiny.bundle, tmp_path / "bundle")
+    (bundle / "report.md").write_text("edited")
+    result = run_cli("sign", str(bundle), "--key", str(keys["release"][0]))
+    assert result.exit_code == 2 and "report.md" in result.stderr
+    assert not (bundle / "model.sig").exists()
 
 
 def test_every_change_after_signing_is_refused_naming_it(signed, keys, tmp_path):
@@ -128,7 +148,7 @@ def test_a_build_with_a_key_publishes_its_bundle_signed(tiny_pipeline, tmp_path,
     pipeline = write_pipeline(tmp_path, {"data": {"sample_rows": 120}}, base=tiny_pipeline)
     (tmp_path / "not-a-key.pem").write_text("hello")
     bad = run_cli("build", str(pipeline), "--sign-key", str(tmp_path / "not-a-key.pem"))
-    assert bad.exit_code == 2 and "not a PEM elliptic-curve key" in bad.stderr
+    assert bad.exit_code == 2 and "not a PEM elliptic-curve private key" in bad.stderr
 
     result = run_cli(
         "build", str(pipeline), "--output", str(tmp_path / "b"), "--sign-key", str(private),
@@ -153,17 +173,25 @@ def test_every_bundle_carries_a_self_check_that_passes_here_and_catches_a_change
     assert report["fp32"]["max_logit_error"] <= 1e-5  # the same runtime, the same CPU
 
     # The expected outputs moved by more than the tolerance: the check must fail (exit 1).
-    bundle = shutil.copytree(tiny.bundle, tmp_path / "bundle")
-    for item in check["inputs"]:
-        item["outputs"]["fp32"] = (np.asarray(item["outputs"]["fp32"]) + 0.01).tolist()
-    text = json.dumps(check)
-    (bundle / "selfcheck.json").write_text(text)
-    manifest = json.loads((bundle / "manifest.json").read_text())
-    manifest["files"]["selfcheck.json"] = {
-        "sha256": hashlib.sha256(text.encode()).hexdigest(),
-        "size": len(text.encode()),
-    }
-    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    bundle = shifted_self_check(tiny.bundle, tmp_path / "bundle", "fp32", 0.01)
     failed = run_cli("verify", str(bundle), "--model", "fp32", "--json")
     assert failed.exit_code == 1, failed.stderr
     assert "self-check failed on this machine: fp32: FAILED" in failed.stderr
+
+
+def shifted_self_check(bundle: Path, copy: Path, form: str, shift: float) -> Path:
+    """A copy of `bundle` whose self-check expects `form`'s logits moved by `shift`, its
+    manifest re-hashed to match: a device whose runtime computes something else."""
+    copy = shutil.copytree(bundle, copy)
+    check = json.loads((copy / "selfcheck.json").read_text())
+    for item in check["inputs"]:
+        item["outputs"][form] = (np.asarray(item["outputs"][form]) + shift).tolist()
+    text = json.dumps(check).encode()
+    (copy / "selfcheck.json").write_bytes(text)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["files"]["selfcheck.json"] = {
+        "sha256": hashlib.sha256(text).hexdigest(),
+        "size": len(text),
+    }
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    return copy

@@ -198,8 +198,8 @@ def update_manifest(bundle: Path, change: Callable[[Manifest], Manifest]) -> Man
     temporary name, synced) while holding the bundle's lock, so concurrent changes
     (target checks run at once) are applied one after the other and none is lost."""
     path = bundle / MANIFEST
-    check_unsigned(bundle)
     with bundle_lock(bundle):
+        check_unsigned(bundle)  # under the lock: `sign` takes it too
         manifest = Manifest.load(path)
         failpoint("record")
         updated = change(manifest)

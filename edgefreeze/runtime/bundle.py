@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from edgefreeze.errors import BundleError
+from edgefreeze.errors import BundleError, ConfigError
 from edgefreeze.hashing import file_sha256
 from edgefreeze.runtime.forms import FORMS, INT8, ModelForm
 from edgefreeze.runtime.inputs import InputEncoder, input_kind
@@ -32,12 +32,13 @@ LABELS = "labels.json"
 class Bundle:
     """A bundle folder: its manifest, labels and verified model files."""
 
-    def __init__(self, path: str | Path, trusted_keys: Sequence[Path] = ()) -> None:
+    def __init__(self, path: str | Path, trusted_keys: Sequence[str | Path] = ()) -> None:
         """`trusted_keys`: public keys one of which must have signed the bundle, every
-        file as it is now (none: the manifest's digests are the only check)."""
-        self.path = Path(path)
-        if not self.path.is_dir():
-            raise BundleError(f"{self.path}: not a bundle folder")
+        file as it is now (none: the manifest's digests are the only check). The path is
+        resolved once: a device's `current` link switched meanwhile cannot mix versions."""
+        if not Path(path).is_dir():
+            raise BundleError(f"{path}: not a bundle folder")
+        self.path = Path(path).resolve()
         self.signature = verify_bundle(self.path, trusted_keys) if trusted_keys else None
         self.manifest = Manifest.load(self.path / MANIFEST)
         if not self.manifest.gate.passed:
@@ -139,8 +140,10 @@ class Predictor:
         bundle: str | Path | Bundle,
         form: str = INT8.name,
         threads: int = 0,
-        trusted_keys: Sequence[Path] = (),
+        trusted_keys: Sequence[str | Path] = (),
     ) -> None:
+        if isinstance(bundle, Bundle) and trusted_keys:
+            raise ConfigError("Predictor: give trusted_keys to the Bundle, not beside one")
         self.bundle = bundle if isinstance(bundle, Bundle) else Bundle(bundle, trusted_keys)
         self.model = self.bundle.model(form, threads)
         self.encoder = self.bundle.encoder()

@@ -9,9 +9,10 @@ version kept for a rollback.
 An install copies into ROOT/slots/.incoming, fills in the files a delta update leaves out
 from the serving version (when their digests are the ones the new manifest names),
 checks the result where it will run (`check_here`: signature, digests, self-check), and
-only then renames it into the inactive slot and switches `current`. A kill at any moment
-leaves `current` on the old or the new version, never a mix; the next call removes what
-an interrupted one left.
+only then renames it into the inactive slot (named in slots/.pending until the switch)
+and switches `current`. A kill at any moment leaves `current` on the old or the new
+version, never a mix; the next call removes what an interrupted one left (a filled slot
+never switched to goes) and sets `previous` where a killed switch did not.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgefreeze.atomic import write_text
 from edgefreeze.errors import BundleError, CheckFailed, ConfigError
 from edgefreeze.failpoints import failpoint
 from edgefreeze.hashing import file_sha256
@@ -33,6 +35,7 @@ from edgefreeze.runtime.selfcheck import DeviceCheck, check_here
 
 SLOTS = ("a", "b")
 INCOMING = ".incoming"
+PENDING = ".pending"  # names the slot an install filled and has not yet switched to
 
 
 @dataclass(frozen=True)
@@ -57,7 +60,7 @@ def install(root: Path, source: Path, trusted_keys: Sequence[Path] = ()) -> Devi
     """Check `source` (a bundle, or a delta: a bundle folder without the files the serving
     version already has) in the inactive slot and switch to it. A failed check leaves the
     serving version serving (CheckFailed exit 1, BundleError exit 2)."""
-    with _locked(root) as slots:
+    with _locked(root) as (slots, _):
         incoming = slots / INCOMING
         current = _target(root / "current")
         try:
@@ -68,8 +71,9 @@ def install(root: Path, source: Path, trusted_keys: Sequence[Path] = ()) -> Devi
             shutil.rmtree(incoming, ignore_errors=True)
             raise
         target = next(slot for slot in SLOTS if slot != current)
-        if _target(root / "previous") == target:  # its version is about to go
+        if _target(root / "previous") == target:  # the version about to be replaced
             (root / "previous").unlink()
+        write_text(slots / PENDING, target)  # until the switch: never served, not kept
         shutil.rmtree(slots / target, ignore_errors=True)
         os.rename(incoming, slots / target)
         failpoint("install-slot")
@@ -77,6 +81,7 @@ def install(root: Path, source: Path, trusted_keys: Sequence[Path] = ()) -> Devi
         failpoint("install-switch")
         if current:
             _point(root / "previous", current)
+        (slots / PENDING).unlink()
         return check
 
 
@@ -86,9 +91,12 @@ def _checked_copy(
     """`source` copied to `incoming`, completed from `serving` (a delta), and checked."""
     if not (source / MANIFEST).is_file():
         raise BundleError(f"{source}: not a bundle or an update (no {MANIFEST})")
-    shutil.copytree(source, incoming)
+    try:
+        shutil.copytree(source, incoming)
+    except (shutil.Error, OSError) as exc:
+        raise BundleError(f"{source}: cannot copy it to {incoming} ({exc})") from None
     failpoint("install-copy")
-    _fill_from(incoming, serving)
+    _fill_from(source, incoming, serving)
     check = check_here(Bundle(incoming, trusted_keys))
     if not check.passed:
         failed = "; ".join(form.describe() for form in check.forms if not form.passed)
@@ -99,11 +107,15 @@ def _checked_copy(
 def rollback(root: Path) -> DeviceStatus:
     """Serve the previous version again (the switched-from one becomes `previous`)."""
     _existing(root)
-    with _locked(root):
+    with _locked(root) as (slots, _):
         current, previous = _target(root / "current"), _target(root / "previous")
-        if previous is None or current is None:
+        if previous is None or current is None or previous == current:
             raise ConfigError(f"{root}: no previous version to roll back to")
+        check = check_here(Bundle(slots / previous))  # it may have been left half-deleted
+        if not check.passed:
+            raise CheckFailed(f"{root}: the previous version fails its self-check here")
         _point(root / "current", previous)
+        failpoint("rollback-switch")
         _point(root / "previous", current)
     return status(root)
 
@@ -111,8 +123,7 @@ def rollback(root: Path) -> DeviceStatus:
 def status(root: Path) -> DeviceStatus:
     """What serves, what a rollback would serve, and a clean-up of interrupted calls."""
     _existing(root)
-    with _locked(root) as slots:
-        cleaned = _clean(root, slots)
+    with _locked(root) as (slots, cleaned):
         versions = {
             slot: _version(slots / slot) for slot in SLOTS if (slots / slot / MANIFEST).exists()
         }
@@ -127,9 +138,9 @@ def _existing(root: Path) -> None:
 
 
 @contextmanager
-def _locked(root: Path) -> Iterator[Path]:
+def _locked(root: Path) -> Iterator[tuple[Path, list[str]]]:
     """One call at a time per device root (flock: the kernel drops it when its holder
-    dies); every call starts by removing what an interrupted one left."""
+    dies); every call starts by removing what an interrupted one left (and says what)."""
     slots = root / "slots"
     try:
         slots.mkdir(parents=True, exist_ok=True)
@@ -138,8 +149,7 @@ def _locked(root: Path) -> Iterator[Path]:
         raise ConfigError(f"{root}: cannot use as a device root ({exc.strerror})") from None
     try:
         fcntl.flock(handle, fcntl.LOCK_EX)
-        _clean(root, slots)
-        yield slots
+        yield slots, _clean(root, slots)
     finally:
         os.close(handle)
 
@@ -156,12 +166,25 @@ def _clean(root: Path, slots: Path) -> list[str]:
         else:
             continue
         cleaned.append(path.name)
+    current = _target(root / "current")
+    if (slots / PENDING).exists():  # an install killed before or just after its switch
+        pending = (slots / PENDING).read_text().strip()
+        if pending in SLOTS and pending != current:
+            shutil.rmtree(slots / pending, ignore_errors=True)
+            cleaned.append(f"slots/{pending}")
+        (slots / PENDING).unlink()
+    previous = _target(root / "previous")
+    other = next((slot for slot in SLOTS if slot != current), None)
+    if current and previous in (None, current) and (slots / str(other) / MANIFEST).exists():
+        _point(root / "previous", str(other))  # the link a killed switch did not set
+        cleaned.append("previous")
     return cleaned
 
 
-def _fill_from(incoming: Path, serving: Path | None) -> None:
+def _fill_from(source: Path, incoming: Path, serving: Path | None) -> None:
     """A delta update: every file the new manifest names and the update lacks is taken
-    from the serving version, if its digest is the one named."""
+    from the serving version, if its digest is the one named. (The manifest's schema
+    already refuses names that lead out of the bundle.)"""
     manifest = Manifest.load(incoming / MANIFEST)
     for name, record in manifest.files.items():
         if (incoming / name).exists():
@@ -169,8 +192,8 @@ def _fill_from(incoming: Path, serving: Path | None) -> None:
         have = serving / name if serving else None
         if have is None or not have.is_file() or file_sha256(have) != record.sha256:
             raise BundleError(
-                f"{incoming.name}: {name} is neither in the update nor, with the digest "
-                "it names, in the serving version"
+                f"{source}: {name} is neither in the update nor, with the digest it "
+                "names, in the serving version"
             )
         (incoming / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(have, incoming / name)

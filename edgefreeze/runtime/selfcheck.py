@@ -80,16 +80,21 @@ def load_self_check(bundle: Bundle) -> SelfCheck | None:
 def run_self_check(bundle: Bundle, check: SelfCheck, forms: Sequence[str]) -> list[FormCheck]:
     """Each of `forms` run on the check's inputs with this machine's ONNX Runtime."""
     encoder = bundle.encoder()
-    examples = [
-        str(bundle.verified(str(item.input))) if item.file else item.input for item in check.inputs
-    ]
-    feeds = [encoder.encode(example) for example in examples]
+    try:
+        feeds = [encoder.encode(_example(bundle, item, encoder.modality)) for item in check.inputs]
+    except (ValueError, TypeError, OSError) as exc:
+        raise BundleError(f"{bundle.path}: a self-check input cannot be read ({exc})") from None
     results = []
     for form in forms:
         model = bundle.model(form)
         changed, error = 0, 0.0
         for item, feed in zip(check.inputs, feeds):
-            expected = np.asarray(item.outputs[form], dtype=np.float32)
+            try:
+                expected = np.asarray(item.outputs[form], dtype=np.float32)
+            except (KeyError, ValueError) as exc:
+                raise BundleError(
+                    f"{bundle.path}: {SELF_CHECK} lacks {form}'s outputs ({exc})"
+                ) from None
             actual = model.run(feed)[0]
             if actual.shape != expected.shape:
                 raise BundleError(
@@ -99,6 +104,16 @@ def run_self_check(bundle: Bundle, check: SelfCheck, forms: Sequence[str]) -> li
             changed += int((actual.argmax(-1) != expected.argmax(-1)).any())
         results.append(FormCheck(form, len(check.inputs), changed, error, check.tolerance[form]))
     return results
+
+
+def _example(bundle: Bundle, item: CheckedInput, modality: str) -> object:
+    """An input as the encoder takes it: an image is always a file of the bundle (its
+    digest checked), never a path from outside it."""
+    if item.file or modality == "image":
+        if not item.file or not isinstance(item.input, str):
+            raise BundleError(f"{bundle.path}: a self-check image must be a file of the bundle")
+        return str(bundle.verified(item.input))
+    return item.input
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from typing import Any
 from edgefreeze.errors import BundleError, ConfigError
 
 SIGNATURE = "model.sig"
-PARTIAL = f".{SIGNATURE}.partial"  # written there, then renamed over SIGNATURE
+CURVES = ("secp256r1", "secp384r1", "secp521r1")  # the curves model-signing signs with
 MISSING_LIBRARY = "signed bundles need model-signing: pip install 'edgefreeze[signing]'"
 
 
@@ -37,49 +37,60 @@ class SignatureRecord:
         return {"file": self.file, "key_sha256": self.key_sha256}
 
 
-def key_fingerprint(key: Path) -> str:
-    """sha256 of the public key in `key` (a PEM private or public EC key); exit 2 on a
-    file that is neither."""
+def key_fingerprint(key: str | Path, private: bool = False) -> str:
+    """sha256 of the public key in `key`: a PEM elliptic-curve public key, or with
+    `private` a PEM private key (unencrypted, on a curve model-signing signs with). Exit 2
+    on any other file."""
     try:
         from cryptography.hazmat.primitives import serialization
         from cryptography.hazmat.primitives.asymmetric import ec
     except ImportError:  # model-signing brings it
         raise ConfigError(MISSING_LIBRARY) from None
+    key = Path(key)
     try:
         data = key.read_bytes()
     except OSError as exc:
         raise ConfigError(f"{key}: cannot read the key ({exc.strerror})") from None
+    kind = "private" if private else "public"
     try:
-        public: Any = serialization.load_pem_public_key(data)
-    except ValueError:
-        try:
-            public = serialization.load_pem_private_key(data, password=None).public_key()
-        except (ValueError, TypeError):
-            public = None
-    if not isinstance(public, ec.EllipticCurvePublicKey):
-        raise ConfigError(f"{key}: not a PEM elliptic-curve key (unencrypted)")
-    der = public.public_bytes(
+        loaded: Any = (
+            serialization.load_pem_private_key(data, password=None).public_key()
+            if private
+            else serialization.load_pem_public_key(data)
+        )
+    except (ValueError, TypeError):
+        loaded = None
+    if not isinstance(loaded, ec.EllipticCurvePublicKey) or loaded.curve.name not in CURVES:
+        raise ConfigError(
+            f"{key}: not a PEM elliptic-curve {kind} key (unencrypted; {', '.join(CURVES)})"
+        )
+    der = loaded.public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     return hashlib.sha256(der).hexdigest()
 
 
-def sign_bundle(bundle: Path, private_key: Path) -> SignatureRecord:
-    """Sign every file of `bundle` (but the signature) with `private_key`, writing
-    `bundle/model.sig` whole (through a temporary name)."""
-    fingerprint = key_fingerprint(private_key)
+def sign_bundle(bundle: Path, private_key: str | Path) -> SignatureRecord:
+    """Sign every file of `bundle` (but the signature) with `private_key`; the signature
+    is written beside the bundle first and renamed in, so it is whole or absent."""
+    fingerprint = key_fingerprint(private_key, private=True)
     signing, hashing = _library("signing", "hashing")
+    partial = bundle.with_name(f".{bundle.name}.{SIGNATURE}.partial")
     try:
-        signing.Config().use_elliptic_key_signer(private_key=private_key).set_hashing_config(
+        signing.Config().use_elliptic_key_signer(private_key=Path(private_key)).set_hashing_config(
             _files(hashing)
-        ).sign(bundle, bundle / PARTIAL)
+        ).sign(bundle, partial)
+        partial.replace(bundle / SIGNATURE)
+    except OSError as exc:
+        raise ConfigError(f"{bundle}: cannot sign ({exc.strerror or exc})") from None
     except ValueError as exc:
-        raise ConfigError(f"{private_key}: cannot sign with this key ({exc})") from None
-    (bundle / PARTIAL).replace(bundle / SIGNATURE)
+        raise ConfigError(f"{bundle}: cannot sign ({exc})") from None
+    finally:
+        partial.unlink(missing_ok=True)
     return SignatureRecord(SIGNATURE, fingerprint)
 
 
-def verify_bundle(bundle: Path, trusted_keys: Sequence[Path]) -> SignatureRecord:
+def verify_bundle(bundle: Path, trusted_keys: Sequence[str | Path]) -> SignatureRecord:
     """The signature of `bundle` by one of `trusted_keys`; BundleError (exit 2) with one
     line when it is unsigned, signed by another key, or any file changed since."""
     if not (bundle / SIGNATURE).is_file():
@@ -89,7 +100,7 @@ def verify_bundle(bundle: Path, trusted_keys: Sequence[Path]) -> SignatureRecord
     for key in trusted_keys:
         fingerprint = key_fingerprint(key)
         try:
-            verifying.Config().use_elliptic_key_verifier(public_key=key).set_hashing_config(
+            verifying.Config().use_elliptic_key_verifier(public_key=Path(key)).set_hashing_config(
                 _files(hashing)
             ).verify(bundle, bundle / SIGNATURE)
         except Exception as exc:  # noqa: BLE001 - the library raises ValueError and parse errors
@@ -115,12 +126,13 @@ def _reason(message: str) -> str:
         found = re.search(pattern, message)
         if found:
             return what.format(found.group(1).strip())
-    return f"{SIGNATURE} does not verify ({message.splitlines()[0][:200]})"
+    first = message.splitlines()[0][:200] if message.strip() else "no reason given"
+    return f"{SIGNATURE} does not verify ({first})"
 
 
 def _files(hashing: Any) -> Any:
-    """Every file of the bundle but the signature itself (and its temporary name)."""
-    return hashing.Config().set_ignored_paths(paths=[SIGNATURE, PARTIAL], ignore_git_paths=False)
+    """Every file of the bundle but the signature itself."""
+    return hashing.Config().set_ignored_paths(paths=[SIGNATURE], ignore_git_paths=False)
 
 
 def _library(*modules: str) -> list[Any]:
