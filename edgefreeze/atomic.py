@@ -1,6 +1,7 @@
 """Writing a small text file so that a reader, or a crash, never sees half of it: the
 text goes to a temporary name beside the destination and is renamed (or linked) into
-place. The pipeline reference, `init`'s pipeline files and bundle manifests use it."""
+place. The pipeline reference, `init`'s pipeline files and bundle manifests use it; bundle
+folders are synced before the rename that publishes them (`sync_tree`)."""
 
 from __future__ import annotations
 
@@ -40,3 +41,22 @@ def _beside(path: Path, text: str) -> Path:
     with os.fdopen(handle, "w", encoding="utf-8") as stream:
         stream.write(text)
     return temporary
+
+
+def sync_tree(folder: Path) -> None:
+    """Every file of `folder`, and the folder itself, on disk: before a rename publishes
+    it, so that a machine lost right after never leaves a published folder of truncated
+    files."""
+    for path in folder.rglob("*"):
+        if path.is_file():
+            sync(path)
+    sync(folder)
+
+
+def sync(path: Path) -> None:
+    """One file's (or folder's entries') bytes on disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

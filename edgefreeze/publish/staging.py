@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from edgefreeze.atomic import write_text
+from edgefreeze.atomic import sync, sync_tree, write_text
 from edgefreeze.errors import ConfigError, EdgefreezeError
 from edgefreeze.failpoints import failpoint
 from edgefreeze.hashing import file_sha256
@@ -121,7 +121,7 @@ class Staging:
             raise EdgefreezeError(
                 f"cannot publish the bundle at {self.destination}: {exc.strerror}"
             ) from None
-        _sync(self.destination.parent)
+        sync(self.destination.parent)
         shutil.rmtree(rejected_path(self.destination), ignore_errors=True)
         return self.destination
 
@@ -166,22 +166,10 @@ FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 def _seal(folder: Path) -> None:
-    """Before the rename that publishes a folder: its files' bytes on disk (a machine
-    lost right after must not leave a published bundle of truncated files), and the
+    """Before the rename that publishes a folder: its files' bytes on disk, and the
     permissions the umask gives (mkdtemp made it private; a bundle is not)."""
-    for path in folder.rglob("*"):
-        if path.is_file():
-            _sync(path)
-    _sync(folder)
+    sync_tree(folder)
     folder.chmod(0o777 & ~UMASK)
-
-
-def _sync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def check_unsigned(bundle: Path) -> None:
@@ -204,5 +192,5 @@ def update_manifest(bundle: Path, change: Callable[[Manifest], Manifest]) -> Man
         failpoint("record")
         updated = change(manifest)
         write_text(path, updated.to_json())
-        _sync(path)
+        sync(path)
     return updated

@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgefreeze.atomic import write_text
+from edgefreeze.atomic import sync, sync_tree, write_text
 from edgefreeze.errors import BundleError, CheckFailed, ConfigError
 from edgefreeze.failpoints import failpoint
 from edgefreeze.hashing import file_sha256
@@ -74,6 +74,7 @@ def install(root: Path, source: Path, trusted_keys: Sequence[Path] = ()) -> Devi
         if _target(root / "previous") == target:  # the version about to be replaced
             (root / "previous").unlink()
         write_text(slots / PENDING, target)  # until the switch: never served, not kept
+        sync_tree(incoming)  # whole on disk before anything can point at it
         shutil.rmtree(slots / target, ignore_errors=True)
         os.rename(incoming, slots / target)
         failpoint("install-slot")
@@ -205,6 +206,7 @@ def _point(link: Path, slot: str) -> None:
     fresh.unlink(missing_ok=True)
     fresh.symlink_to(Path("slots") / slot)
     os.replace(fresh, link)
+    sync(link.parent)  # the switch itself on disk
 
 
 def _target(link: Path) -> str | None:
