@@ -132,6 +132,7 @@ def main() -> None:
     int8, and ship it only if it passes the gate."""
 
 
+json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON result.")
 trust_option = click.option(
     "--trust",
     "trusted_keys",
@@ -364,7 +365,7 @@ def sweep(trials: int | None, timeout_s: float | None, **options: Any) -> None:
     help="The model form to run.",
 )
 @click.option("--rows", type=click.IntRange(min=1), help="Only the first N held-out rows.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON result.")
+@json_option
 def verify_target(
     bundle: Path, pipeline_file: str, form: str, rows: int | None, as_json: bool, **interpreter: Any
 ) -> None:
@@ -406,7 +407,7 @@ def verify_target(
 @click.option("--text-column", help="The input column, where detection picks another.")
 @click.option("--label-column", help="The target column, where detection picks another.")
 @click.option("--encoding", default="utf-8", show_default=True, help="The data's encoding.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON result.")
+@json_option
 def init(data: Path, as_json: bool, **choices: Any) -> None:
     """Read DATA (a CSV, JSON lines or CoNLL file, or a folder with a subfolder of images
     per class), detect the task, the columns, the labels and a likely group column, and
@@ -442,7 +443,7 @@ def init(data: Path, as_json: bool, **choices: Any) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="PEM elliptic-curve private key (openssl ecparam -name prime256v1 -genkey).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON result.")
+@json_option
 def sign(bundle: Path, key: Path, as_json: bool) -> None:
     """Sign every file of a shipped BUNDLE (OpenSSF model-signing, offline) into
     BUNDLE/model.sig, replacing an earlier signature. Devices given the public key
@@ -475,7 +476,7 @@ def sign(bundle: Path, key: Path, as_json: bool) -> None:
     type=click.Choice(list(FORMS)),
     help="A model form to self-check (default: every form the self-check covers).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON result.")
+@json_option
 def verify_command(
     bundle: Path, trusted_keys: tuple[Path, ...], forms: tuple[str, ...], as_json: bool
 ) -> None:
@@ -509,9 +510,7 @@ def device() -> None:
 
 def device_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """--root and --json, which every device command takes."""
-    command = click.option("--json", "as_json", is_flag=True, help="Print one JSON result.")(
-        command
-    )
+    command = json_option(command)
     return click.option(
         "--root",
         required=True,
@@ -580,7 +579,7 @@ def device_status(root: Path, as_json: bool) -> None:
 
 @main.command(short_help="What a pipeline's freezing plan trains, layer by layer.")
 @click.argument("pipeline_file", metavar="PIPELINE", type=click.Path(dir_okay=False))
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON result.")
+@json_option
 def inspect(pipeline_file: str, as_json: bool) -> None:
     """Show, for each part of the PIPELINE's model, its parameters, what of it trains, its
     state and learning rate, and where the cached stem ends; then check on one batch that
@@ -652,9 +651,7 @@ def cache() -> None:
 
 
 def cache_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    command = click.option("--json", "as_json", is_flag=True, help="Print one JSON result.")(
-        command
-    )
+    command = json_option(command)
     return click.option(
         "--cache-dir",
         type=click.Path(file_okay=False, path_type=Path),
@@ -897,7 +894,7 @@ def _lines(handle: BinaryIO) -> list[str]:
     show_default=True,
     help="Measure every model this many times in turn; report medians.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON result.")
+@json_option
 def bench_command(
     bundle: Path, threads: int, sequence_length: int, runs: int, rounds: int, as_json: bool
 ) -> None:
@@ -938,7 +935,7 @@ def bench_command(
 @main.command(name="diff", short_help="Changed files and update payload between two bundles.")
 @click.argument("old", type=click.Path(file_okay=False, path_type=Path))
 @click.argument("new", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON result.")
+@json_option
 def diff_command(old: Path, new: Path, as_json: bool) -> None:
     """Which files changed between two bundles, and the update payload per model form."""
     from edgefreeze.runtime.diff import diff

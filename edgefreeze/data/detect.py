@@ -61,11 +61,10 @@ def detect(path: Path, encoding: str, inputs: str | None, targets: str | None) -
         return _image_folder(read_file(path))
     if not path.is_file():
         raise ConfigError(f"{path}: no such file or folder")
-    text = read_text(path, encoding)
-    kind, explicit = _format(path, text)
+    kind, explicit = _format(path, encoding)
     if kind == "conll":
         _no_columns_to_force(path, "a CoNLL file", inputs, targets)
-        tag_column = _conll_tag_column(path, encoding)
+        tag_column = _conll_tag_column(path, read_text(path, encoding))
         table = read_file(path, ReadOptions(encoding, kind, tag_column))
         return _tagged(table, kind, explicit, ("tokens", "tags"), tag_column)
     table = read_file(path, ReadOptions(encoding, kind))
@@ -101,12 +100,12 @@ def _check_columns(
         raise ConfigError(f"{table.origin}: the input and the target are both {inputs!r}")
 
 
-def _format(path: Path, text: str) -> tuple[str, str | None]:
+def _format(path: Path, encoding: str) -> tuple[str, str | None]:
     """The format and, when the file's name does not say it, the data.format to write."""
     try:
         return format_of(path), None
     except ConfigError:
-        sniffed = _sniff(path, text)
+        sniffed = _sniff(path, read_text(path, encoding))
         return sniffed, sniffed
 
 
@@ -129,16 +128,21 @@ def _sniff(path: Path, text: str) -> str:
     )
 
 
-def _conll_tag_column(path: Path, encoding: str) -> int:
+def _conll_tag_column(path: Path, text: str) -> int:
     """The column of a CoNLL file that holds IOB tags (CoNLL-2003 has part-of-speech and
-    chunk columns before its entity tags): the one whose values most look like tags."""
-    widths = {len(line.split()) for line in read_text(path, encoding).splitlines()[:200]}
-    width = max(widths - {0}, default=2)
-    shares = {}
-    for column in range(1, width):
-        table = read_file(path, ReadOptions(encoding, "conll", column))
-        tags = [tag for row in table.rows for tag in _listed(row["tags"])]
-        shares[column] = sum(bool(TAG.match(str(tag))) for tag in tags) / max(1, len(tags))
+    chunk columns before its entity tags): the one whose values most look like tags,
+    the last of equals (the convention)."""
+    rows = [
+        line.split()
+        for line in text.splitlines()
+        if line.strip() and not line.startswith("-DOCSTART-")
+    ]
+    width = max((len(row) for row in rows), default=2)
+    shares = {
+        column: sum(len(row) > column and bool(TAG.match(row[column])) for row in rows)
+        / max(1, len(rows))
+        for column in range(1, width)
+    }
     best = max(shares, key=lambda column: (shares[column], column))
     if shares[best] < 0.9:
         raise ConfigError(

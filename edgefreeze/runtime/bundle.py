@@ -40,6 +40,7 @@ class Bundle:
             raise BundleError(f"{path}: not a bundle folder")
         self.path = Path(path).resolve()
         self.signature = verify_bundle(self.path, trusted_keys) if trusted_keys else None
+        self._verified: set[str] = set()
         self.manifest = Manifest.load(self.path / MANIFEST)
         if not self.manifest.gate.passed:
             raise BundleError(f"{self.path}: the gate did not pass this bundle; refusing it")
@@ -62,9 +63,12 @@ class Bundle:
         return labels
 
     def verified(self, name: str) -> Path:
-        """The path of `name` after checking its sha256 against the manifest."""
-        entry = self.manifest.files.get(name)
+        """The path of `name` after checking its sha256 against the manifest (once per
+        Bundle: a device check and the models it then loads hash each file once)."""
         path = self.path / name
+        if name in self._verified:
+            return path
+        entry = self.manifest.files.get(name)
         if entry is None:
             raise BundleError(f"{self.path}: {name} is not listed in the manifest")
         if not path.is_file():
@@ -78,6 +82,7 @@ class Bundle:
                 f"{path}: sha256 does not match the manifest; the file was "
                 "altered, refusing to load it"
             )
+        self._verified.add(name)
         return path
 
     def forms(self) -> list[ModelForm]:
