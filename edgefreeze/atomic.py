@@ -1,13 +1,16 @@
 """Writing a small text file so that a reader, or a crash, never sees half of it: the
 text goes to a temporary name beside the destination and is renamed (or linked) into
 place. The pipeline reference, `init`'s pipeline files and bundle manifests use it; bundle
-folders are synced before the rename that publishes them (`sync_tree`)."""
+folders are synced before the rename that publishes them (`sync_tree`); a device root and
+a release repository are changed by one process at a time (`exclusive`)."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -60,3 +63,16 @@ def sync(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+@contextmanager
+def exclusive(lock: Path) -> Iterator[None]:
+    """Hold an exclusive flock on the file `lock` (created, never removed) for the block:
+    one writer at a time, and the kernel drops the lock when its holder dies. Raises
+    OSError when the file cannot be created."""
+    handle = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(handle)

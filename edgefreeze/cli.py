@@ -24,16 +24,23 @@ from edgefreeze.interrupts import Terminated, stopping_on_signals
 from edgefreeze.runtime.forms import FORMS, FP32, INT8, REFERENCE
 from edgefreeze.runtime.manifest import GateRefused, Manifest
 
-BUILD_MODULES = {
-    "torch",
-    "transformers",
-    "optimum",
-    "onnx",
-    "yaml",
-    "tqdm",
-    "safetensors",
-    "optuna",
-    "peft",
+# The extra that brings each optional module: a command that needs one names the install.
+EXTRA_OF = {
+    **dict.fromkeys(
+        (
+            "torch",
+            "transformers",
+            "optimum",
+            "onnx",
+            "yaml",
+            "tqdm",
+            "safetensors",
+            "optuna",
+            "peft",
+        ),
+        "build",
+    ),
+    **dict.fromkeys(("tuf", "securesystemslib", "cryptography", "urllib3"), "signing"),
 }
 
 
@@ -63,12 +70,13 @@ def _run(as_json: bool, action: Callable[[], dict[str, Any] | None]) -> None:
         code = exc.exit_code
         click.echo(f"edgefreeze: error: {exc}", err=True)
     except ModuleNotFoundError as exc:
-        if (exc.name or "").split(".")[0] not in BUILD_MODULES:
+        extra = EXTRA_OF.get((exc.name or "").split(".")[0])
+        if extra is None:
             raise
         payload, code = {"status": "error", "message": str(exc)}, 2
         click.echo(
-            f"edgefreeze: error: this command needs the build extra (missing "
-            f"{exc.name}): pip install 'edgefreeze[build]'",
+            f"edgefreeze: error: this command needs the {extra} extra (missing "
+            f"{exc.name}): pip install 'edgefreeze[{extra}]'",
             err=True,
         )
     except KeyboardInterrupt:
@@ -466,6 +474,61 @@ def sign(bundle: Path, key: Path, as_json: bool) -> None:
     _run(as_json, action)
 
 
+@main.command("slim", short_help="A device bundle: only the model forms a device runs.")
+@click.argument("bundle", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--model",
+    "forms",
+    multiple=True,
+    required=True,
+    type=click.Choice(list(FORMS)),
+    help="A model form the device runs; repeatable.",
+)
+@click.option(
+    "--output",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The device bundle's folder (must not exist).",
+)
+@click.option(
+    "--sign-key",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Sign the device bundle with this PEM private key (its manifest is new, so a "
+    "signature of BUNDLE does not cover it).",
+)
+@trust_option
+@json_option
+def slim(
+    bundle: Path,
+    forms: tuple[str, ...],
+    output: Path,
+    sign_key: Path | None,
+    trusted_keys: tuple[Path, ...],
+    as_json: bool,
+) -> None:
+    """Copy BUNDLE to --output with only what a device running the --model forms needs:
+    their model files, the tokenizer or image settings, labels, config, self-check and
+    reports; not the other forms nor the trained parameters `retrain --from` reads. After
+    a head-only retrain of a split bundle, a split-int8 device bundle changes only in its
+    top and small files: what `device update` then downloads."""
+
+    def action() -> dict[str, Any]:
+        from edgefreeze.fleet.slim import slim_bundle
+
+        manifest = slim_bundle(bundle, output, forms, sign_key, trusted_keys)
+        size = sum(record.size for record in manifest.files.values())
+        click.echo(f"wrote {output}: {', '.join(forms)}, {size:,} bytes", err=True)
+        return {
+            "status": "written",
+            "bundle": str(output),
+            "forms": list(forms),
+            "bytes": size,
+            "dropped": manifest.slim.dropped if manifest.slim else [],
+        }
+
+    _run(as_json, action)
+
+
 @main.command("verify", short_help="Check a bundle on this device before serving it.")
 @click.argument("bundle", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @trust_option
@@ -573,6 +636,152 @@ def device_status(root: Path, as_json: bool) -> None:
                 role = {now.current: "current", now.previous: "previous"}.get(slot, "")
                 click.echo(f"{slot}\t{role}\t{version}")
         return {"status": "ok", **now.as_json()}
+
+    _run(as_json, action)
+
+
+@device.command("update")
+@device_options
+@click.option(
+    "--repo",
+    "repository",
+    required=True,
+    metavar="URL",
+    help="The TUF repository's base URL (it serves metadata/ and targets/; `edgefreeze repo`).",
+)
+@click.option(
+    "--name",
+    help="The model to fetch (a pipeline name); default: the serving bundle's.",
+)
+@click.option(
+    "--bootstrap",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The repository's root.json, trusted on the first update; later updates trust "
+    "the root TUF keeps under ROOT/tuf (rotated by the repository's own rules).",
+)
+@trust_option
+def device_update(
+    root: Path,
+    as_json: bool,
+    repository: str,
+    name: str | None,
+    bootstrap: Path | None,
+    trusted_keys: tuple[Path, ...],
+) -> None:
+    """Fetch the newest release from a TUF repository and install it as `device install`
+    does. Metadata is checked by TUF's rules (signatures, versions that never go back,
+    expiry); only the files the serving version lacks are downloaded (a head-only retrain
+    fetches its top, not the stem). A release whose self-check failed here, or that was
+    rolled back from, is not fetched again. Exit 1: the new release failed its check here
+    (the serving version serves on); 2: the repository's metadata or files are refused;
+    3: the repository cannot be reached."""
+
+    def action() -> dict[str, Any]:
+        from edgefreeze.fleet.update import update
+        from edgefreeze.runtime.device import status
+
+        result = update(root, repository, name, bootstrap, trusted_keys)
+        now = status(root)
+        if result.release is None:
+            click.echo(f"{root}: up to date: {result.note}", err=True)
+            return {"status": "up-to-date", **result.as_json(), **now.as_json()}
+        click.echo(
+            f"{root}: serving {result.name} {result.release} in slot {now.current}; fetched "
+            f"{len(result.fetched)} files, {result.fetched_bytes:,} of {result.release_bytes:,} "
+            "bytes",
+            err=True,
+        )
+        return {"status": "installed", **result.as_json(), **now.as_json()}
+
+    _run(as_json, action)
+
+
+@main.group()
+def repo() -> None:
+    """Publish bundles to a TUF repository that devices update from (`device update`)."""
+
+
+def repo_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """REPO and --keys, which every repository command takes (with --json)."""
+    command = json_option(command)
+    command = click.option(
+        "--keys",
+        required=True,
+        type=click.Path(file_okay=False, path_type=Path),
+        help="The folder of the roles' private keys (root.pem, targets.pem, snapshot.pem, "
+        "timestamp.pem). Keep it off the server; root's key belongs offline.",
+    )(command)
+    return click.argument(
+        "folder", metavar="REPO", type=click.Path(file_okay=False, path_type=Path)
+    )(command)
+
+
+@repo.command("init")
+@repo_options
+def repo_init(folder: Path, keys: Path, as_json: bool) -> None:
+    """Make REPO a TUF repository (consistent snapshots) whose roles sign with the keys in
+    --keys, creating the keys that are missing. Serve REPO as static files; give devices
+    REPO/metadata/root.json (`device update --bootstrap`)."""
+
+    def action() -> dict[str, Any]:
+        from edgefreeze.fleet.repository import init_repository
+
+        created = init_repository(folder, keys)
+        for key in created:
+            click.echo(f"created {key}", err=True)
+        click.echo(f"{folder}: a repository; devices trust {folder}/metadata/root.json", err=True)
+        return {
+            "status": "ok",
+            "repository": str(folder),
+            "keys_created": [str(k) for k in created],
+        }
+
+    _run(as_json, action)
+
+
+@repo.command("add")
+@repo_options
+@click.argument("bundle", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@trust_option
+def repo_add(
+    folder: Path, keys: Path, bundle: Path, trusted_keys: tuple[Path, ...], as_json: bool
+) -> None:
+    """Publish BUNDLE as its model's next release: every file checked against the
+    manifest (and the signature, with --trust), stored under its digest, and signed into
+    the targets, snapshot and timestamp metadata. A device serving the previous release
+    fetches only the files that changed."""
+
+    def action() -> dict[str, Any]:
+        from edgefreeze.fleet.repository import add_release
+
+        published = add_release(folder, bundle, keys, trusted_keys)
+        record = published.as_json()
+        new = record["bytes_new_since_previous"]
+        since = "" if new is None else f"; {new:,} bytes new since the previous release"
+        click.echo(
+            f"{folder}: released {published.name} {published.release.version} "
+            f"({record['files']} files, {record['bytes']:,} bytes{since})",
+            err=True,
+        )
+        return {"status": "released", **record}
+
+    _run(as_json, action)
+
+
+@repo.command("refresh")
+@repo_options
+def repo_refresh(folder: Path, keys: Path, as_json: bool) -> None:
+    """Re-sign the snapshot and timestamp metadata with fresh expiry dates (they need only
+    snapshot.pem and timestamp.pem). Run it from a timer well within the timestamp's 7
+    days: devices refuse an expired timestamp, which is how they notice a repository
+    frozen in the past."""
+
+    def action() -> dict[str, Any]:
+        from edgefreeze.fleet.repository import refresh_repository
+
+        versions = refresh_repository(folder, keys)
+        click.echo(f"{folder}: timestamp {versions['timestamp']} signed", err=True)
+        return {"status": "ok", "versions": versions}
 
     _run(as_json, action)
 
@@ -799,9 +1008,8 @@ def clear(cache_dir: Path | None, as_json: bool) -> None:
     "--model",
     "form",
     type=click.Choice(list(FORMS)),
-    default=INT8.name,
-    show_default=True,
-    help="Which of the bundle's model forms to run.",
+    help="Which of the bundle's model forms to run (default: int8, or a device bundle's "
+    "first form).",
 )
 @click.option(
     "--threads",
@@ -820,7 +1028,7 @@ def predict(
     bundle: Path,
     texts: tuple[str, ...],
     text_file: BinaryIO | None,
-    form: str,
+    form: str | None,
     threads: int,
     trusted_keys: tuple[Path, ...],
     as_json: bool,

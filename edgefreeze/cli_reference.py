@@ -81,9 +81,10 @@ STATUSES: list[tuple[str, str, str, str]] = [
     ),
     (
         "written",
-        "`init`",
+        "`init`, `slim`",
         "0",
-        "`pipeline`, `task`, `format`, `rows`, `model`, `columns`, `labels`, `max_length`",
+        "`init`: `pipeline`, `task`, `format`, `rows`, `model`, `columns`, `labels`, "
+        "`max_length`; `slim`: `bundle`, `forms`, `bytes`, `dropped`",
     ),
     (
         "signed",
@@ -93,11 +94,33 @@ STATUSES: list[tuple[str, str, str, str]] = [
     ),
     (
         "installed",
-        "`device install`",
+        "`device install`, `device update`",
         "0",
-        "`current`, `previous`, `versions` (slot: version), `cleaned`, and `verify`'s fields",
+        "`current`, `previous`, `versions` (slot: version), `cleaned`, `refused` (manifest "
+        "sha256: why `update` will not install it), and `verify`'s fields; `update` adds "
+        "`name`, `release`, `serving_release`, `fetched` (files downloaded), `fetched_bytes`, "
+        "`release_bytes`",
     ),
-    ("ok", "`inspect`, `cache ...`, `bench`, `diff`, `device ...`", "0", "the command's figures"),
+    (
+        "up-to-date",
+        "`device update`",
+        "0",
+        "nothing newer to install: `note` says why (the newest serves, or was refused here), "
+        "and `status`'s fields",
+    ),
+    (
+        "released",
+        "`repo add`",
+        "0",
+        "`name`, `version`, `files`, `bytes`, `bytes_new_since_previous` (what a device "
+        "serving the previous release fetches)",
+    ),
+    (
+        "ok",
+        "`inspect`, `cache ...`, `bench`, `diff`, `device ...`, `repo init`, `repo refresh`",
+        "0",
+        "the command's figures",
+    ),
     (
         "error",
         "every command",

@@ -31,7 +31,7 @@ TIERS: list[set[str]] = [
     },
     {"progress"},
     {"runtime", "context"},  # the device side, torch-free; what every stage of a run shares
-    {"tasks"},
+    {"tasks", "fleet"},  # fleet: device bundles, the release repository, device updates
     {"schema"},  # the pipeline file; kinds register their settings here
     {"backbones"},
     {"data", "peft"},

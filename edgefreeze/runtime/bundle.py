@@ -93,6 +93,14 @@ class Bundle:
             if all(name in self.manifest.files for name in form.files)
         ]
 
+    def default_form(self) -> str:
+        """int8, or where a device bundle left it out (`edgefreeze slim`), the first form
+        it carries."""
+        carried = [form.name for form in self.forms()]
+        if not carried:
+            raise BundleError(f"{self.path}: carries no model form")
+        return INT8.name if INT8.name in carried else carried[0]
+
     def model_files(self, form: str) -> list[Path]:
         """The verified files of one model form, or one line saying which forms exist."""
         if form not in {f.name for f in self.forms()}:
@@ -102,7 +110,8 @@ class Bundle:
             )
         return [self.verified(name) for name in FORMS[form].files]
 
-    def model(self, form: str = INT8.name, threads: int = 0) -> OnnxModel:
+    def model(self, form: str | None = None, threads: int = 0) -> OnnxModel:
+        form = form or self.default_form()
         model = OnnxModel(
             self.model_files(form),
             threads,
@@ -143,7 +152,7 @@ class Predictor:
     def __init__(
         self,
         bundle: str | Path | Bundle,
-        form: str = INT8.name,
+        form: str | None = None,  # default: int8, or a device bundle's first form
         threads: int = 0,
         trusted_keys: Sequence[str | Path] = (),
     ) -> None:

@@ -270,9 +270,28 @@ class TargetCheck(Record):
     checked: str
 
 
+def inside_the_bundle(files: dict[str, Any]) -> dict[str, Any]:
+    """A validator of a bundle's file list: readers open these names under the bundle
+    folder (and a device writes them there), so none may lead out of it."""
+    for name in files:
+        parts = PurePosixPath(name).parts
+        if not parts or name.startswith("/") or "\\" in name or ".." in parts:
+            raise ValueError(f"file name {name!r} leads out of the bundle")
+    return files
+
+
 class FileRecord(Record):
     sha256: str
     size: int
+
+
+class SlimRecord(Record):
+    """Set on a device bundle (`edgefreeze slim`): the forms it keeps, and the bundle it
+    was cut from, whose manifest lists every file the build made."""
+
+    forms: list[str]
+    from_manifest_sha256: str
+    dropped: list[str]
 
 
 class Manifest(Record):
@@ -304,17 +323,10 @@ class Manifest(Record):
     sweep: SweepRecord | None = None  # set when `edgefreeze sweep` chose the settings
     baseline: BaselineRecord | None = None  # set when gated against a release (--baseline)
     targets: list[TargetCheck] = []  # runs on other CPUs and ONNX Runtimes, added later
+    slim: SlimRecord | None = None  # set on a device bundle cut to some forms
     files: dict[str, FileRecord] = Field(default_factory=dict)  # sealed at publish
 
-    @field_validator("files")
-    @classmethod
-    def _inside_the_bundle(cls, files: dict[str, FileRecord]) -> dict[str, FileRecord]:
-        """Readers open these names under the bundle folder: none may lead out of it."""
-        for name in files:
-            parts = PurePosixPath(name).parts
-            if not parts or name.startswith("/") or "\\" in name or ".." in parts:
-                raise ValueError(f"file name {name!r} leads out of the bundle")
-        return files
+    _inside_the_bundle = field_validator("files")(inside_the_bundle)
 
     def to_json(self) -> str:
         return self.model_dump_json(indent=2)
