@@ -23,7 +23,7 @@ import urllib3
 from tuf.api.exceptions import DownloadError, DownloadLengthMismatchError, RepositoryError
 from tuf.ngclient import Updater
 
-from edgefreeze.errors import BundleError, ConfigError, EdgefreezeError
+from edgefreeze.errors import BundleError, CheckFailed, ConfigError, EdgefreezeError
 from edgefreeze.fleet.layout import METADATA, TARGETS, Release, ReleaseIndex, file_path, index_path
 from edgefreeze.hashing import file_sha256
 from edgefreeze.runtime.bundle import MANIFEST
@@ -142,7 +142,11 @@ def _update(
             result.fetched_bytes += info.length
 
     source = f"{repository} {index.name} {chosen.version}"
-    result.check = device.install(receive, source, trusted_keys)
+    try:
+        result.check = device.install(receive, source, trusted_keys)
+    except CheckFailed as failed:  # --json still says what was fetched for it
+        failed.details.update(result.as_json())
+        raise
     return result
 
 
