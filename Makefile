@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # pytest-xdist workers: one a core on the 2-core build machines (each takes 1-3 GB).
 TEST_WORKERS ?= 2
 
-.PHONY: install demo test test-shuffled test-quick coverage lint format docs clean chromium
+.PHONY: install demo test test-shuffled test-quick coverage lint format docs clean chromium js
 
 install: $(VENV)/.installed
 
@@ -31,6 +31,15 @@ chromium:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
 	  echo "make: no Chromium (apt-get install chromium as root): tests/test_report_html.py is skipped" >&2
 
+# transformers.js and onnxruntime-node for `verify-target --node`, from the lock file (npm
+# ci). No install scripts run: onnxruntime-node's would fetch CUDA libraries from NuGet,
+# which a CPU check never loads.
+JS := edgefreeze/javascript
+js: $(JS)/node_modules/.installed
+$(JS)/node_modules/.installed: $(JS)/package.json $(JS)/package-lock.json
+	cd $(JS) && ONNXRUNTIME_NODE_INSTALL=skip npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	touch $@
+
 # An older ONNX Runtime, as fleets that do not upgrade with us run: verify-target's test
 # runs bundles with it (unpacked, put first on the probe's PYTHONPATH).
 OLD_ORT := $(VENV)/targets/onnxruntime-1.20.1
@@ -42,13 +51,13 @@ demo: install
 	$(BIN)/edgefreeze build pipelines/rotten-tomatoes.yaml
 
 # Everything, on both cores, in file order: what CI runs (.ci/run).
-test: install chromium
+test: install chromium js
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) -p no:randomly
 
 # The same in a random order: pytest-randomly prints the seed, and
 # `make test-shuffled SEED=N` replays one.
 SEED ?= $(shell date +%s)
-test-shuffled: install chromium
+test-shuffled: install chromium js
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) -p randomly --randomly-seed=$(SEED)
 
 # The inner loop: the tests that build no bundle (under 2 minutes).
@@ -74,7 +83,7 @@ format: install
 	$(BIN)/ruff format edgefreeze tests benchmarks
 
 # Line coverage of edgefreeze/, child processes (the CLI, torchrun ranks) included.
-coverage: install chromium
+coverage: install chromium js
 	$(BIN)/python -m coverage erase
 	$(BIN)/python -m coverage run -m pytest -n $(TEST_WORKERS) -p no:randomly
 	$(BIN)/python -m coverage combine -q

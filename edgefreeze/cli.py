@@ -348,9 +348,14 @@ def sweep(trials: int | None, timeout_s: float | None, **options: Any) -> None:
 @click.option(
     "--python",
     "python",
-    required=True,
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="The target's Python (with onnxruntime, tokenizers, numpy, pydantic).",
+)
+@click.option(
+    "--node",
+    is_flag=True,
+    help="Run it in Node.js with transformers.js and onnxruntime-node instead (`make js` "
+    "installs them); its token ids are compared too.",
 )
 @click.option(
     "--sysroot",
@@ -375,26 +380,35 @@ def sweep(trials: int | None, timeout_s: float | None, **options: Any) -> None:
 @click.option("--rows", type=click.IntRange(min=1), help="Only the first N held-out rows.")
 @json_option
 def verify_target(
-    bundle: Path, pipeline_file: str, form: str, rows: int | None, as_json: bool, **interpreter: Any
+    bundle: Path,
+    pipeline_file: str,
+    form: str,
+    rows: int | None,
+    node: bool,
+    as_json: bool,
+    **interpreter: Any,
 ) -> None:
     """Run the BUNDLE's model on the held-out split of the PIPELINE it was built from with
-    another interpreter (an arm64 Python under qemu-user, an older ONNX Runtime), compare
-    with this machine by the gate's rules, and record the check in the manifest. Exit 1
-    when the target breaks the rules."""
+    another runtime (an arm64 Python under qemu-user, an older ONNX Runtime, or with
+    --node transformers.js in Node), compare with this machine by the gate's rules, and
+    record the check in the manifest. Exit 1 when the target breaks the rules."""
 
     def action() -> dict[str, Any]:
-        from edgefreeze.recipes.verify_target import Interpreter
+        from edgefreeze.recipes.verify_target import Interpreter, NodeRuntime
         from edgefreeze.recipes.verify_target import verify_target as run_check
         from edgefreeze.schema import load_pipeline
 
-        check = run_check(
-            bundle, load_pipeline(pipeline_file), Interpreter(**interpreter), form, rows
-        )
+        if node == (interpreter["python"] is not None):
+            raise ConfigError("verify-target: give --python or --node (one of them)")
+        if node and (interpreter["sysroot"] or interpreter["paths"]):
+            raise ConfigError("verify-target: --sysroot and --path go with --python, not --node")
+        target = NodeRuntime() if node else Interpreter(**interpreter)
+        check = run_check(bundle, load_pipeline(pipeline_file), target, form, rows)
         if not as_json:
             metrics = ", ".join(f"{k} {v:.4g}" for k, v in check.metrics.items())
             click.echo(
-                f"{check.machine} ({check.emulated_by or 'native'}), onnxruntime "
-                f"{check.onnxruntime}, {check.rows} rows: {metrics}",
+                f"{check.machine} ({check.javascript or check.emulated_by or 'native'}), "
+                f"onnxruntime {check.onnxruntime}, {check.rows} rows: {metrics}",
                 err=True,
             )
         return {"status": "passed", **check.model_dump(mode="json")}

@@ -145,3 +145,27 @@ def test_a_python_that_does_not_exist_is_exit_2(bundle, smoke, tmp_path):
         "verify-target", str(bundle), str(smoke.pipeline), "--python", str(tmp_path / "no-python")
     )
     assert result.exit_code == 2 and "--python" in result.stderr
+
+
+def test_node_runs_the_bundle_as_the_python_runtime_does(bundle, smoke):
+    """transformers.js in Node (`make js` installs it from the lock file): the same token
+    ids on every held-out text, long ones truncated as the Python tokenizer truncates
+    them; the same predictions; fp32 logits within the gate's bound against PyTorch."""
+    manifest = Manifest.load(bundle / "manifest.json")
+    assert manifest.data.splits["test"].truncated > 0  # truncation is in what is compared
+    for form in ("int8", "fp32"):
+        checked = run_cli(
+            "verify-target", str(bundle), str(smoke.pipeline), "--node", "--model", form, "--json"
+        )
+        assert checked.exit_code == 0, checked.stderr
+        record = checked.json()
+        assert record["token_ids_differ"] == 0 and record["metrics"]["agreement"] == 1.0
+        assert record["rows"] == manifest.data.splits["test"].rows
+        assert record["javascript"].startswith("transformers.js ") and record["python"] is None
+        bound = manifest.gate.rules["fp32.max_logit_error"].limit
+        assert record["metrics"]["max_logit_error"] <= bound
+    recorded = Manifest.load(bundle / "manifest.json").targets
+    assert sorted(check.form for check in recorded if check.javascript) == ["fp32", "int8"]
+
+    both = _verify(bundle, smoke.pipeline, "--node")
+    assert both.exit_code == 2 and "--python or --node" in both.stderr

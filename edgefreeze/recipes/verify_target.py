@@ -35,7 +35,11 @@ from edgefreeze.schema import Pipeline
 from edgefreeze.tasks import task_for
 from edgefreeze.tasks.encoding import Encoded, EncodedImages, ModelInputs
 
-PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # the runtime is pure Python
+# The folder holding the edgefreeze package: on the probe's PYTHONPATH, so that a target
+# Python without edgefreeze installed imports it from here (the runtime is pure Python).
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]
+JAVASCRIPT = PACKAGE_ROOT / "edgefreeze" / "javascript"  # probe.mjs, bundle.mjs, the npm lock
+NODE_MACHINES = {"x64": "x86_64", "arm64": "aarch64"}  # Node's names as Python's
 # ELF e_machine -> qemu-user's name for the architecture
 ELF_MACHINES = {0xB7: "aarch64", 0x28: "arm", 0x3E: "x86_64", 0xF3: "riscv64"}
 
@@ -67,6 +71,58 @@ class Interpreter:
         env.update(QEMU_LD_PREFIX=str(self.sysroot), PYTHONHOME=str(self.sysroot / "usr"))
         return [qemu, *command], env
 
+    def read(self, outputs: Path, count: int) -> tuple[list[np.ndarray], None]:
+        """The probe's outputs (an .npz); it reports no token ids."""
+        with np.load(outputs) as arrays:
+            return [arrays[str(i)][0] for i in range(count)], None
+
+    def record(self, versions: dict[str, str]) -> dict[str, str | None]:
+        """What the manifest's target check says of the runtime that ran."""
+        return {
+            "machine": versions["machine"],
+            "emulated_by": _emulator(self),
+            "python": versions["python"],
+            "onnxruntime": versions["onnxruntime"],
+            "numpy": versions["numpy"],
+        }
+
+
+@dataclass(frozen=True)
+class NodeRuntime:
+    """Node.js running the bundle with transformers.js and onnxruntime-node
+    (`edgefreeze/javascript/probe.mjs`), as a JavaScript app on a device would: its own
+    tokenizer, its own ONNX Runtime build. Its token ids are compared with this machine's."""
+
+    node: str = "node"
+
+    def command(self, arguments: list[str]) -> tuple[list[str], dict[str, str]]:
+        node = shutil.which(self.node)
+        if node is None:
+            raise ConfigError("--node: no `node` on PATH (Node.js 18 or later)")
+        if not (JAVASCRIPT / "node_modules" / "@huggingface" / "transformers").is_dir():
+            raise ConfigError(
+                f"--node: transformers.js is not installed in {JAVASCRIPT}: run `make js` "
+                "(npm ci there, from its lock file)"
+            )
+        return [node, str(JAVASCRIPT / "probe.mjs"), *arguments], dict(os.environ)
+
+    def read(self, outputs: Path, count: int) -> tuple[list[np.ndarray], list[list[int]]]:
+        """The probe's outputs and token ids, one record per input (JSON)."""
+        records = json.loads(outputs.read_text(encoding="utf-8"))[:count]
+        return [np.asarray(r["logits"], dtype=np.float32) for r in records], [
+            [int(i) for i in r["ids"]] for r in records
+        ]
+
+    def record(self, versions: dict[str, str]) -> dict[str, str | None]:
+        return {
+            "machine": NODE_MACHINES.get(versions["machine"], versions["machine"]),
+            "onnxruntime": f"{versions['onnxruntime']} (onnxruntime-node)",
+            "javascript": f"transformers.js {versions['transformers_js']}, Node {versions['node']}",
+        }
+
+
+Target = Interpreter | NodeRuntime
+
 
 def elf_machine(path: Path) -> str:
     """The architecture an ELF executable is built for."""
@@ -87,14 +143,14 @@ def elf_machine(path: Path) -> str:
 def verify_target(
     bundle: Path,
     pipeline: Pipeline,
-    interpreter: Interpreter,
+    target: Target,
     form: str = "int8",
     rows: int | None = None,
 ) -> TargetCheck:
-    """Run `form` of the bundle on the pipeline's held-out split (its first `rows`) with
-    `interpreter`; record the check in the bundle's manifest. Raises `CheckFailed` (exit 1)
-    when the target's results break the gate's rules for reduced-precision forms against
-    this machine's."""
+    """Run `form` of the bundle on the pipeline's held-out split (its first `rows`) on
+    `target`; record the check in the bundle's manifest. Raises `CheckFailed` (exit 1)
+    when the target's results break the gate's rules for the form against this machine's
+    (or, on Node, its tokenizer gives other token ids)."""
     check_unsigned(bundle)  # before minutes of running, not after
     host = Predictor(bundle, form)  # verifies the bundle first
     manifest = host.bundle.manifest
@@ -109,23 +165,27 @@ def verify_target(
     feeds = [host.encoder.encode(example) for example in examples]
     targets = task.aligned_targets(data.test.targets[: len(examples)], _encoded(feeds))
     _check_writable(bundle)
-    versions, there = _run_probe(bundle, form, examples, interpreter)
+    versions, there, ids = _run_probe(bundle, form, examples, target)
     here = [host.model.run(feed)[0] for feed in feeds]
     measured, own = task.metrics(there, targets, here), task.metrics(here, targets, here)
     rules = tolerance_rules(
         FORMS[form], measured, own, task.gate_metric, pipeline.spec.gate, against="this machine"
     )
     failures = [rule.describe() for rule in rules if not rule.passed]
+    differ = None if ids is None else _ids_differ(ids, feeds)
+    if differ:
+        failures.insert(
+            0,
+            f"token ids differ from this machine's on {len(differ)} of {len(feeds)} inputs "
+            f"(first: held-out row {differ[0]})",
+        )
     check = TargetCheck(
-        machine=versions["machine"],
-        emulated_by=_emulator(interpreter),
-        python=versions["python"],
-        onnxruntime=versions["onnxruntime"],
-        numpy=versions["numpy"],
+        **target.record(versions),
         form=form,
         rows=len(examples),
         metrics=measured,
         host_metrics=own,
+        token_ids_differ=None if differ is None else len(differ),
         passed=not failures,
         failures=failures,
         checked=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -139,13 +199,23 @@ def verify_target(
     return check
 
 
+def _ids_differ(ids: list[list[int]], feeds: list[dict[str, np.ndarray]]) -> list[int]:
+    """The rows whose token ids on the target differ from this machine's encoder's."""
+    return [
+        row
+        for row, (there, feed) in enumerate(zip(ids, feeds))
+        if there != feed["input_ids"][0].tolist()
+    ]
+
+
 def _run_probe(
-    bundle: Path, form: str, examples: list[Any], interpreter: Interpreter, timeout_s: float = 3600
-) -> tuple[dict[str, str], list[np.ndarray]]:
-    """The target's versions and its outputs on `examples` (the probe, run by
-    `interpreter`, reads them from a file and writes its outputs to another)."""
+    bundle: Path, form: str, examples: list[Any], target: Target, timeout_s: float = 3600
+) -> tuple[dict[str, str], list[np.ndarray], list[list[int]] | None]:
+    """The target's versions, its outputs on `examples` and (where it reports them) its
+    token ids: the probe, run by `target`, reads them from a file and writes another."""
     with tempfile.TemporaryDirectory(prefix="edgefreeze-target-") as scratch:
         inputs, outputs = Path(scratch) / "inputs.json", Path(scratch) / "outputs.npz"
+        # (named .npz for either target: numpy's savez keeps a name that ends so)
         inputs.write_text(
             json.dumps(
                 [
@@ -155,7 +225,7 @@ def _run_probe(
             ),
             encoding="utf-8",
         )
-        command, env = interpreter.command([str(bundle), form, str(inputs), str(outputs)])
+        command, env = target.command([str(bundle), form, str(inputs), str(outputs)])
         try:
             done = subprocess.run(
                 command, env=env, capture_output=True, text=True, timeout=timeout_s, check=False
@@ -166,8 +236,7 @@ def _run_probe(
             last = (done.stderr.strip().splitlines() or ["(no message)"])[-1]
             raise EdgefreezeError(f"the target interpreter failed (exit {done.returncode}): {last}")
         versions = json.loads(done.stdout.strip().splitlines()[-1])
-        with np.load(outputs) as arrays:
-            return versions, [arrays[str(i)][0] for i in range(len(examples))]
+        return (versions, *target.read(outputs, len(examples)))
 
 
 def _encoded(feeds: list[dict[str, np.ndarray]]) -> ModelInputs:

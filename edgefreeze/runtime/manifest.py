@@ -258,13 +258,15 @@ class TargetCheck(Record):
 
     machine: str  # as the target's Python reports it (aarch64, x86_64)
     emulated_by: str | None = None  # qemu-user's version line; None: this CPU itself
-    python: str
+    python: str | None = None  # None: not a Python runtime (javascript says which)
+    javascript: str | None = None  # "transformers.js VERSION, Node VERSION" (--node)
     onnxruntime: str
-    numpy: str
+    numpy: str | None = None
     form: str
     rows: int  # held-out rows run
     metrics: dict[str, float]  # agreement and max_logit_error: against this machine's
     host_metrics: dict[str, float]  # the same form here, on the same rows
+    token_ids_differ: int | None = None  # inputs whose token ids differ (None: not compared)
     passed: bool
     failures: list[str] = []
     checked: str

@@ -1,0 +1,136 @@
+// An edgefreeze bundle run with transformers.js, as the Python runtime runs it: the
+// bundle's own tokenizer (unpadded, truncated to the manifest's max_length), the model
+// file of one form with the ONNX Runtime settings the gate ran, and the same reading of
+// the outputs. Works in Node (onnxruntime-node) and in the browser (onnxruntime-web).
+//
+//   import { loadBundle } from "./bundle.mjs";
+//   const bundle = await loadBundle("/opt/model/current");   // or a URL in a browser
+//   console.log(await bundle.predict("a moving, funny film"));
+//   // { label: "fresh", probabilities: { rotten: 0.002, fresh: 0.998 } }
+
+import {
+  AutoModelForSequenceClassification,
+  AutoTokenizer,
+  Tensor,
+  env,
+} from "@huggingface/transformers";
+
+// What each task's outputs need (the manifest's task.outputs); more kinds come with the
+// decoders that read them as the Python runtime does.
+const MODELS = { label: AutoModelForSequenceClassification };
+
+// The file of each single-graph form (the manifest's `javascript` record says the same
+// for bundles that carry it). Split forms are two graphs, which transformers.js does not
+// chain.
+const FORM_FILES = { int8: "model.int8.onnx", fp32: "model.onnx", fp16: "model.fp16.onnx" };
+
+// A bundle folder (Node) or URL (browser) split into where transformers.js looks for
+// local models and the model's name under it.
+function locate(location) {
+  const text = String(location).replace(/\/+$/, "");
+  const cut = text.lastIndexOf("/");
+  return { base: cut >= 0 ? text.slice(0, cut + 1) : "./", name: text.slice(cut + 1) };
+}
+
+async function readJSON(location, name) {
+  if (typeof window === "undefined") {
+    const { readFile } = await import("node:fs/promises");
+    return JSON.parse(await readFile(`${location}/${name}`, "utf8"));
+  }
+  const response = await fetch(`${location}/${name}`);
+  if (!response.ok) throw new Error(`${location}/${name}: HTTP ${response.status}`);
+  return response.json();
+}
+
+// ONNX Runtime's session config entries ("optimization.disable_specified_optimizers")
+// as its JavaScript API takes them: nested under `extra`.
+export function sessionOptions(config) {
+  const extra = {};
+  for (const [key, value] of Object.entries(config ?? {})) {
+    const parts = key.split(".");
+    let at = extra;
+    for (const part of parts.slice(0, -1)) at = at[part] ??= {};
+    at[parts.at(-1)] = value;
+  }
+  return { extra };
+}
+
+export function softmax(scores) {
+  const top = Math.max(...scores);
+  const exps = scores.map((score) => Math.exp(score - top));
+  const sum = exps.reduce((a, b) => a + b, 0);
+  return exps.map((e) => e / sum);
+}
+
+// One score per label for the whole input: softmax, then the best label.
+export function decodeLabel(logits, labels) {
+  const probabilities = softmax(logits);
+  const best = probabilities.indexOf(Math.max(...probabilities));
+  return {
+    label: labels[best],
+    probabilities: Object.fromEntries(labels.map((label, i) => [label, probabilities[i]])),
+  };
+}
+
+// The feed for one text as the Python runtime (Hugging Face tokenizers) makes it: unpadded,
+// and truncated so that the special tokens stay: a long text keeps its closing [SEP] or
+// </s>. (transformers.js 4.3 truncates after adding them, cutting the closing one off.)
+export function encoder(tokenizer, maxLength) {
+  const ids = (text, add_special_tokens) =>
+    Array.from(tokenizer(text, { add_special_tokens }).input_ids.data, Number);
+  const bare = ids("a", false);
+  const whole = ids("a", true);
+  const at = whole.findIndex((_, i) => bare.every((id, j) => whole[i + j] === id));
+  const [prefix, suffix] = [whole.slice(0, at), whole.slice(at + bare.length)];
+  const room = maxLength - prefix.length - suffix.length;
+  const tensor = (values) =>
+    new Tensor("int64", BigInt64Array.from(values, BigInt), [1, values.length]);
+  return (text) => {
+    const feed = tokenizer(text);
+    if (feed.input_ids.dims[1] <= maxLength) return feed;
+    const kept = [...prefix, ...ids(text, false).slice(0, room), ...suffix];
+    const truncated = {
+      input_ids: tensor(kept),
+      attention_mask: tensor(kept.map(() => 1)),
+    };
+    if (feed.token_type_ids) truncated.token_type_ids = tensor(kept.map(() => 0));
+    return truncated;
+  };
+}
+
+export async function loadBundle(location, form = "int8") {
+  const manifest = await readJSON(location, "manifest.json");
+  const outputs = manifest.task.outputs;
+  const file = manifest.javascript?.[form]?.model_file ?? FORM_FILES[form];
+  if (!MODELS[outputs]) {
+    throw new Error(`${location}: this runs bundles whose outputs are ${Object.keys(MODELS)}, not ${outputs}`);
+  }
+  if (!file || !(file in manifest.files)) {
+    throw new Error(`${location}: no ${form} model that transformers.js can load (one graph)`);
+  }
+  const { id2label } = await readJSON(location, "labels.json");
+  const labels = Object.keys(id2label).map((_, i) => id2label[String(i)]);
+  const { base, name } = locate(location);
+  env.allowRemoteModels = false;
+  env.allowLocalModels = true;
+  env.localModelPath = base;
+  const tokenizer = await AutoTokenizer.from_pretrained(name);
+  const model = await MODELS[outputs].from_pretrained(name, {
+    subfolder: "",
+    model_file_name: file.replace(/\.onnx$/, ""),
+    dtype: "fp32", // the file is named whole: no suffix for transformers.js to add
+    session_options: sessionOptions(manifest.runtime.session_config),
+  });
+  const encode = encoder(tokenizer, manifest.data.max_length);
+  const run = async (text) => {
+    const feed = encode(text);
+    const { logits } = await model(feed);
+    return { ids: Array.from(feed.input_ids.data, Number), logits: Array.from(logits.data) };
+  };
+  return {
+    manifest,
+    labels,
+    run,
+    predict: async (text) => decodeLabel((await run(text)).logits, labels),
+  };
+}

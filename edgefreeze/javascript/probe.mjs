@@ -1,0 +1,39 @@
+// What `edgefreeze verify-target --node` runs: a bundle's model form over given inputs in
+// Node with transformers.js, writing each input's token ids, outputs and prediction, and
+// the versions that ran them.
+//
+//   node probe.mjs BUNDLE FORM INPUTS.json OUTPUTS.json
+
+import { readFileSync } from "node:fs";
+import { readFile, rename, writeFile } from "node:fs/promises";
+import { arch } from "node:process";
+
+import { loadBundle } from "./bundle.mjs";
+
+const [bundlePath, form, inputsPath, outputsPath] = process.argv.slice(2);
+// The packages' own package.json (transformers.js does not export it as a module).
+const versionOf = (name) =>
+  JSON.parse(readFileSync(new URL(`./node_modules/${name}/package.json`, import.meta.url))).version;
+
+try {
+  const bundle = await loadBundle(bundlePath, form);
+  const examples = JSON.parse(await readFile(inputsPath, "utf8"));
+  const results = [];
+  for (const example of examples) {
+    const { ids, logits } = await bundle.run(example);
+    results.push({ ids, logits });
+  }
+  await writeFile(`${outputsPath}.partial`, JSON.stringify(results));
+  await rename(`${outputsPath}.partial`, outputsPath);
+  console.log(
+    JSON.stringify({
+      machine: arch,
+      node: process.versions.node,
+      transformers_js: versionOf("@huggingface/transformers"),
+      onnxruntime: versionOf("onnxruntime-node"),
+    }),
+  );
+} catch (error) {
+  console.error(String(error.message ?? error).split("\n")[0]);
+  process.exit(2);
+}
