@@ -153,7 +153,7 @@ def changed_bytes(old: Path, new: Path) -> tuple[int, int]:
     return changed, total
 
 
-def roll_out(devices: list[Path], url: str, bootstrap: Path, public: Path) -> list[dict]:
+def roll_out(devices: list[Path], url: str, bootstrap: Path, public: Path) -> list[dict[str, Any]]:
     """Every device updates once, one after another; bytes and time per device."""
     rows = []
     for root in devices:
@@ -195,13 +195,15 @@ def main() -> None:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}"
     devices = [work / "devices" / f"{number:02d}" for number in range(args.devices)]
-    rounds = []
-    for number, bundle in enumerate(cut, start=1):
-        edgefreeze("repo", "add", str(repo), str(bundle), "--keys", str(keys))
-        rounds.append(roll_out(devices, url, repo / "metadata" / "root.json", public))
-        print(f"release {number}: {[row['exit_code'] for row in rounds[-1]]}", file=sys.stderr)
-    rounds.append(roll_out(devices, url, repo / "metadata" / "root.json", public))  # a poll
-    server.shutdown()
+    rounds: list[list[dict[str, Any]]] = []
+    try:
+        for number, bundle in enumerate(cut, start=1):
+            edgefreeze("repo", "add", str(repo), str(bundle), "--keys", str(keys))
+            rounds.append(roll_out(devices, url, repo / "metadata" / "root.json", public))
+            print(f"release {number}: {[row['exit_code'] for row in rounds[-1]]}", file=sys.stderr)
+        rounds.append(roll_out(devices, url, repo / "metadata" / "root.json", public))  # a poll
+    finally:
+        server.shutdown()
     ends = [edgefreeze("device", "status", "--root", str(root)) for root in devices]
     section = report(args, full, cut, rounds, ends)
     write_section(args.out, section, "fleet")

@@ -14,13 +14,16 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
-def write_text(path: Path, text: str) -> None:
-    """Write `path` whole, replacing what was there."""
-    temporary = _beside(path, text)
+def write_text(path: Path, text: str, durable: bool = False) -> None:
+    """Write `path` whole, replacing what was there; `durable`: on disk, the rename too,
+    before returning (what others read next must survive a power loss)."""
+    temporary = _beside(path, text, durable)
     try:
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
+    if durable:
+        sync(path.parent)
 
 
 def create_text(path: Path, text: str, check: Callable[[Path], None] | None = None) -> None:
@@ -36,13 +39,16 @@ def create_text(path: Path, text: str, check: Callable[[Path], None] | None = No
         temporary.unlink(missing_ok=True)
 
 
-def _beside(path: Path, text: str) -> Path:
+def _beside(path: Path, text: str, durable: bool = False) -> Path:
     """A new file beside `path` holding `text`, with the permissions the umask gives (a
     bundle's files must stay readable by the service that runs it)."""
     temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.partial")
     handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     with os.fdopen(handle, "w", encoding="utf-8") as stream:
         stream.write(text)
+        if durable:
+            stream.flush()
+            os.fsync(stream.fileno())
     return temporary
 
 

@@ -786,16 +786,23 @@ def repo_add(
 @repo_options
 def repo_refresh(folder: Path, keys: Path, as_json: bool) -> None:
     """Re-sign the snapshot and timestamp metadata with fresh expiry dates (they need only
-    snapshot.pem and timestamp.pem). Run it from a timer well within the timestamp's 7
-    days: devices refuse an expired timestamp, which is how they notice a repository
-    frozen in the past."""
+    snapshot.pem and timestamp.pem), and root and targets where they expire within 60 days
+    and root.pem or targets.pem is in --keys. Run it from a timer well within the
+    timestamp's 7 days: devices refuse expired metadata, which is how they notice a
+    repository frozen in the past. Warns about a role that expires soon and was not
+    renewed."""
 
     def action() -> dict[str, Any]:
         from edgefreeze.fleet.repository import refresh_repository
 
-        versions = refresh_repository(folder, keys)
-        click.echo(f"{folder}: timestamp {versions['timestamp']} signed", err=True)
-        return {"status": "ok", "versions": versions}
+        roles = refresh_repository(folder, keys)
+        for role, record in roles.items():
+            click.echo(
+                f"{role}\tversion {record['version']}\texpires {record['expires']}", err=True
+            )
+            if "warning" in record:
+                click.echo(f"edgefreeze: warning: {record['warning']}", err=True)
+        return {"status": "ok", "roles": roles}
 
     _run(as_json, action)
 

@@ -231,3 +231,85 @@ def test_the_repository_refuses_what_it_cannot_publish(served, releases, tmp_pat
         ).exit_code
         == 2
     )  # trusts no repository yet
+
+
+def test_an_update_never_goes_back_to_an_older_model(served, releases, tmp_path):
+    """A device serving a bundle the repository does not list (installed by hand) takes
+    only releases built after it."""
+    served.add(releases[0])
+    for built, expected in (
+        ("2999-01-01T00:00:00+00:00", "up-to-date"),
+        ("2000-01-01", "installed"),
+    ):
+        hand = shutil.copytree(releases[0], tmp_path / f"hand-{built[:4]}")
+        manifest = json.loads((hand / "manifest.json").read_text())
+        (hand / "manifest.json").write_text(json.dumps({**manifest, "created": built}))
+        root = tmp_path / f"device-{built[:4]}"
+        assert run_cli("device", "install", str(hand), "--root", str(root)).exit_code == 0
+        updated = served.update(root, "--name", "tiny")
+        assert updated.exit_code == 0, updated.stderr
+        assert updated.json()["status"] == expected
+
+
+def test_a_device_keeps_the_root_it_was_provisioned_with(served, releases, tmp_path):
+    served.add(releases[0])
+    root = tmp_path / "device"
+    assert served.update(root, "--name", "tiny").exit_code == 0
+    other = tmp_path / "other"
+    assert (
+        run_cli("repo", "init", str(other), "--keys", str(tmp_path / "other-keys")).exit_code == 0
+    )
+    swapped = run_cli(
+        "device",
+        "update",
+        "--root",
+        str(root),
+        "--repo",
+        served.url,
+        "--bootstrap",
+        str(other / "metadata" / "root.json"),
+    )
+    assert swapped.exit_code == 2 and "trusts another repository root" in swapped.stderr
+
+    fresh = tmp_path / "fresh"  # provisioned with a root this repository does not sign by
+    wrong = run_cli(
+        "device",
+        "update",
+        "--root",
+        str(fresh),
+        "--repo",
+        served.url,
+        "--name",
+        "tiny",
+        "--bootstrap",
+        str(other / "metadata" / "root.json"),
+    )
+    assert wrong.exit_code == 2 and "refused by TUF's rules" in wrong.stderr
+    assert not (fresh / "tuf").exists()  # nothing kept of a root that did not verify
+    assert served.update(fresh, "--name", "tiny").exit_code == 0  # the right one, later
+    bad_url = run_cli("device", "update", "--root", str(fresh), "--repo", "file:///srv/repo")
+    assert bad_url.exit_code == 2 and "not an http" in bad_url.stderr
+
+
+def test_refresh_renews_what_expires_soon_and_warns_of_what_it_cannot(
+    served, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(repository, "RENEW_WITHIN", timedelta(days=400))
+    online = tmp_path / "online-keys"  # snapshot and timestamp only
+    online.mkdir()
+    for role in ("snapshot", "timestamp"):
+        shutil.copy(served.keys / f"{role}.pem", online)
+    partial = run_cli("repo", "refresh", str(served.folder), "--keys", str(online), "--json")
+    assert partial.exit_code == 0, partial.stderr
+    roles = partial.json()["roles"]
+    assert roles["root"]["version"] == 1 and "warning" in roles["targets"]
+    renewed = run_cli("repo", "refresh", str(served.folder), "--keys", str(served.keys), "--json")
+    assert renewed.exit_code == 0, renewed.stderr
+    roles = renewed.json()["roles"]
+    assert (roles["root"]["version"], roles["targets"]["version"]) == (2, 2)
+    assert (served.folder / "metadata" / "2.root.json").is_file()
+
+    nothing = tmp_path / "not-a-repository"
+    refused = run_cli("repo", "refresh", str(nothing), "--keys", str(served.keys))
+    assert refused.exit_code == 2 and "not a repository" in refused.stderr
+    assert not nothing.exists()

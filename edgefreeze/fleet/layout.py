@@ -16,19 +16,12 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from edgefreeze.errors import BundleError
-from edgefreeze.runtime.manifest import inside_the_bundle
+from edgefreeze.runtime.manifest import FileRecord, inside_the_bundle
 
 METADATA = "metadata"
 TARGETS = "targets"
 INDEX = "releases.json"
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"  # a path segment of every target path
-
-
-class ReleaseFile(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    sha256: str
-    size: int
 
 
 class Release(BaseModel):
@@ -39,7 +32,7 @@ class Release(BaseModel):
     version: int = Field(ge=1)
     created: str  # the bundle's build time, from its manifest
     manifest_sha256: str
-    files: dict[str, ReleaseFile]  # relative path -> digest; manifest.json included
+    files: dict[str, FileRecord]  # relative path -> digest; manifest.json included
 
     _inside_the_bundle = field_validator("files")(inside_the_bundle)
 

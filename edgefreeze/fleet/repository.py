@@ -7,22 +7,24 @@ list, timestamp the newest snapshot. Expiry dates bound how long a device trusts
 has: the timestamp's is short (`repo refresh` renews it from a timer), so a repository
 frozen in the past, or an attacker replaying its old metadata, is refused once it lapses.
 Metadata is written in the order that keeps the repository consistent for a device
-reading it meanwhile: targets files, then targets, snapshot and last timestamp, each by
-rename.
+reading it meanwhile: targets files, then targets, snapshot and last timestamp, each
+synced to disk and renamed into place.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
-import shutil
+import re
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from pydantic import ValidationError
 from securesystemslib.signer import CryptoSigner
 from tuf.api.metadata import (
     Metadata,
@@ -38,19 +40,12 @@ from tuf.api.serialization import DeserializationError
 from tuf.api.serialization.json import JSONSerializer
 from tuf.repository import Repository
 
-from edgefreeze.atomic import exclusive, write_text
+from edgefreeze.atomic import exclusive, sync, write_text
 from edgefreeze.errors import BundleError, ConfigError
-from edgefreeze.fleet.layout import (
-    METADATA,
-    TARGETS,
-    Release,
-    ReleaseFile,
-    ReleaseIndex,
-    file_path,
-    index_path,
-)
+from edgefreeze.fleet.layout import METADATA, TARGETS, Release, ReleaseIndex, file_path, index_path
 from edgefreeze.hashing import file_sha256
 from edgefreeze.runtime.bundle import MANIFEST, Bundle
+from edgefreeze.runtime.manifest import FileRecord
 from edgefreeze.runtime.signature import SIGNATURE
 
 ROLES = ("root", "targets", "snapshot", "timestamp")
@@ -61,6 +56,10 @@ EXPIRY = {
     "snapshot": timedelta(days=30),
     "timestamp": timedelta(days=7),
 }
+# `repo refresh` renews root and targets (when their keys are given) this long before
+# they expire, and warns about those it could not renew.
+RENEW_WITHIN = timedelta(days=60)
+ROOT_FILE = re.compile(r"^([0-9]+)\.root\.json$")
 
 
 @dataclass(frozen=True)
@@ -84,10 +83,8 @@ class PublishedRelease:
 def init_repository(folder: Path, keys: Path) -> list[Path]:
     """A new repository in `folder` with one key per role from `keys` (created where
     missing, readable by the owner only). Returns the key files it created."""
-    if (folder / METADATA).exists():
-        raise ConfigError(f"{folder}: already holds a repository ({METADATA}/ exists)")
-    created = [_create_key(keys, role) for role in ROLES if not (keys / f"{role}.pem").exists()]
-    with _locked(folder):
+    with _locked(folder, new=True):
+        created = [_create_key(keys, role) for role in ROLES if not (keys / f"{role}.pem").exists()]
         repository = BundleRepository(folder, {role: _signer(keys, role) for role in ROLES})
         with repository.edit_root() as root:
             for role in ROLES:
@@ -103,12 +100,11 @@ def init_repository(folder: Path, keys: Path) -> list[Path]:
 def add_release(
     folder: Path, bundle_path: Path, keys: Path, trusted_keys: Sequence[Path] = ()
 ) -> PublishedRelease:
-    """Publish the bundle at `bundle_path` as its model's next release: every file checked
-    against the manifest (and the signature, with `trusted_keys`), stored under its
-    digest, listed in the release index, then signed into targets, snapshot, timestamp."""
+    """Publish the bundle at `bundle_path` as its model's next release: every file copied
+    under its digest and checked against the manifest (the signature too, with
+    `trusted_keys`), listed in the release index, then signed into targets, snapshot and
+    timestamp metadata."""
     bundle = Bundle(bundle_path, trusted_keys)
-    for name in bundle.manifest.files:
-        bundle.verified(name)
     extra = [SIGNATURE] if (bundle.path / SIGNATURE).is_file() else []
     names = [MANIFEST, *bundle.manifest.files, *extra]
     model = bundle.manifest.pipeline.name
@@ -120,39 +116,48 @@ def add_release(
             if earlier.manifest_sha256 == manifest_sha256:
                 raise ConfigError(f"{bundle_path}: already released as {model} {earlier.version}")
         previous = index.latest()
-        release = Release(
-            version=previous.version + 1 if previous else 1,
-            created=bundle.manifest.created,
-            manifest_sha256=manifest_sha256,
-            files={
-                name: ReleaseFile(
-                    sha256=file_sha256(bundle.path / name), size=(bundle.path / name).stat().st_size
-                )
-                for name in names
-            },
-        )
-        index.releases.append(release)
+        version = previous.version + 1 if previous else 1
+        files: dict[str, FileRecord] = {}
         with repository.edit_targets() as targets:
             for name in names:
-                path = file_path(model, release.version, name)
-                targets.targets[path] = repository.store(path, bundle.path / name)
-            text = index.model_dump_json(indent=1).encode()
-            targets.targets[index_path(model)] = repository.store_bytes(index_path(model), text)
+                path = file_path(model, version, name)
+                expected = bundle.manifest.files.get(name)
+                targets.targets[path], files[name] = repository.store(
+                    path, bundle.path / name, expected.sha256 if expected else None
+                )
+            release = Release(
+                version=version,
+                created=bundle.manifest.created,
+                manifest_sha256=files[MANIFEST].sha256,
+                files=files,
+            )
+            index.releases.append(release)
+            text = index.model_dump_json(indent=1)
+            targets.targets[index_path(model)] = repository.store_text(index_path(model), text)
         repository.do_snapshot()
         repository.do_timestamp()
     return PublishedRelease(model, release, _new_bytes(release, previous))
 
 
-def refresh_repository(folder: Path, keys: Path) -> dict[str, int]:
-    """Re-sign snapshot and timestamp (the online roles) with fresh expiry dates: what a
-    timer runs well within the timestamp's lifetime. Returns each role's version."""
+def refresh_repository(folder: Path, keys: Path) -> dict[str, dict[str, Any]]:
+    """Re-sign snapshot and timestamp with fresh expiry dates, and root and targets too
+    where they expire within RENEW_WITHIN and their keys are in `keys`: what a timer runs
+    well within the timestamp's lifetime. Returns each role's version and expiry (and a
+    warning for a role that expires soon and could not be renewed)."""
     with _locked(folder):
+        optional = [role for role in ("root", "targets") if (keys / f"{role}.pem").exists()]
         repository = BundleRepository(
-            folder, {role: _signer(keys, role) for role in ("snapshot", "timestamp")}
+            folder,
+            {role: _signer(keys, role) for role in ("snapshot", "timestamp", *optional)},
         )
+        soon = datetime.now(UTC) + RENEW_WITHIN
+        for role in ("root", "targets"):
+            if role in optional and repository.open(role).signed.expires < soon:
+                with repository.edit(role):
+                    pass
         repository.do_snapshot(force=True)
         repository.do_timestamp(force=True)
-        return dict(repository.versions)
+        return {role: repository.describe(role, soon) for role in ROLES}
 
 
 def _new_bytes(release: Release, previous: Release | None) -> int | None:
@@ -167,14 +172,25 @@ def _new_bytes(release: Release, previous: Release | None) -> int | None:
 
 
 @contextmanager
-def _locked(folder: Path) -> Iterator[None]:
-    try:
-        (folder / METADATA).mkdir(parents=True, exist_ok=True)
-        (folder / TARGETS).mkdir(exist_ok=True)
-        with exclusive(folder / ".lock"):
-            yield
-    except OSError as exc:
-        raise ConfigError(f"{folder}: cannot write the repository ({exc})") from None
+def _locked(folder: Path, new: bool = False) -> Iterator[None]:
+    """One writer at a time; a `new` repository in a folder that holds none, else an
+    existing one."""
+    metadata = folder / METADATA
+    if not new and not (metadata / "timestamp.json").is_file():
+        raise ConfigError(
+            f"{folder}: not a repository (no {METADATA}/timestamp.json); "
+            "`edgefreeze repo init` makes one"
+        )
+    with ExitStack() as stack:
+        try:
+            metadata.mkdir(parents=True, exist_ok=True)
+            (folder / TARGETS).mkdir(exist_ok=True)
+            stack.enter_context(exclusive(folder / ".lock"))
+        except OSError as exc:
+            raise ConfigError(f"{folder}: cannot write the repository ({exc.strerror})") from None
+        if new and any(metadata.iterdir()):
+            raise ConfigError(f"{folder}: already holds a repository ({METADATA}/ is not empty)")
+        yield
 
 
 def _create_key(keys: Path, role: str) -> Path:
@@ -203,20 +219,24 @@ def _signer(keys: Path, role: str) -> CryptoSigner:
 class BundleRepository(Repository):
     """python-tuf's Repository over a folder: each role's newest version read from the
     metadata on disk (timestamp -> snapshot -> targets; the highest N.root.json), each
-    new version expiring per EXPIRY, signed, checked against root's keys and written."""
+    new version expiring per EXPIRY, signed, synced and renamed into place."""
 
     def __init__(self, folder: Path, signers: dict[str, CryptoSigner]) -> None:
         self.folder, self.signers = folder, signers
         metadata = folder / METADATA
-        roots = [int(path.name.split(".")[0]) for path in metadata.glob("[0-9]*.root.json")]
-        self.versions = {"root": max(roots, default=0), "timestamp": 0, "snapshot": 0, "targets": 0}
+        roots = [ROOT_FILE.match(path.name) for path in metadata.glob("*.root.json")]
+        self.versions = {
+            "root": max((int(found.group(1)) for found in roots if found), default=0),
+            "timestamp": 0,
+            "snapshot": 0,
+            "targets": 0,
+        }
         if (metadata / "timestamp.json").exists():
-            timestamp = Metadata[Timestamp].from_file(str(metadata / "timestamp.json")).signed
-            snapshot_version = timestamp.snapshot_meta.version
-            snapshot = self._read("snapshot", snapshot_version).signed
+            timestamp = self._read("timestamp", 0).signed
+            snapshot = self._read("snapshot", timestamp.snapshot_meta.version).signed
             self.versions.update(
                 timestamp=timestamp.version,
-                snapshot=snapshot_version,
+                snapshot=snapshot.version,
                 targets=snapshot.meta["targets.json"].version,
             )
         if self.versions["root"]:
@@ -262,38 +282,74 @@ class BundleRepository(Repository):
         md.signatures.clear()
         md.sign(self.signers[role], append=True)
         data = md.to_bytes(JSONSerializer(compact=False)).decode()
-        write_text(self._path(role, md.signed.version), data)
-        if role == "root":
-            write_text(self.folder / METADATA / "root.json", data)  # for provisioning
+        write_text(self._path(role, md.signed.version), data, durable=True)
+        if role == "root":  # the file devices are provisioned with
+            write_text(self.folder / METADATA / "root.json", data, durable=True)
         self.versions[role] = md.signed.version
+
+    def describe(self, role: str, soon: datetime) -> dict[str, Any]:
+        """A role's version and expiry, with a warning when it lapses before `soon`."""
+        signed = self.open(role).signed
+        record: dict[str, Any] = {
+            "version": signed.version,
+            "expires": signed.expires.isoformat(),
+        }
+        if signed.expires < soon:
+            record["warning"] = (
+                f"{role} expires {signed.expires:%Y-%m-%d}: devices refuse the repository "
+                f"after that; run `repo refresh` with {role}.pem in --keys"
+            )
+        return record
 
     def index(self, name: str) -> ReleaseIndex:
         """`name`'s release index as the current targets metadata lists it."""
         listed = self.targets().targets.get(index_path(name))
         if listed is None:
-            return ReleaseIndex(name=name)
+            try:
+                return ReleaseIndex(name=name)
+            except ValidationError:
+                raise ConfigError(
+                    f"{name!r}: not a model name a repository holds (letters, digits, . _ -)"
+                ) from None
         stored = self._stored(index_path(name), listed.hashes["sha256"])
         try:
             return ReleaseIndex.parse(stored.read_bytes(), str(stored))
         except OSError as exc:
             raise BundleError(f"{stored}: cannot read the release index ({exc.strerror})") from None
 
-    def store(self, path: str, source: Path) -> TargetFile:
-        """Copy `source` to where a device fetches target `path` (HASH.NAME); its entry."""
-        entry = TargetFile.from_file(path, str(source), ["sha256"])
-        stored = self._stored(path, entry.hashes["sha256"])
-        if not stored.exists():
+    def store(self, path: str, source: Path, expected: str | None) -> tuple[TargetFile, FileRecord]:
+        """Copy `source` to where a device fetches target `path` (HASH.NAME), hashing the
+        copy as it is written: what is signed is what is stored, and it must be the
+        `expected` digest (the manifest's) where one is given."""
+        digest, size = hashlib.sha256(), 0
+        partial = self.folder / TARGETS / f".{os.getpid()}.partial"
+        try:
+            with source.open("rb") as reading, partial.open("wb") as writing:
+                while chunk := reading.read(1 << 20):
+                    digest.update(chunk)
+                    writing.write(chunk)
+                    size += len(chunk)
+                writing.flush()
+                os.fsync(writing.fileno())
+            sha256 = digest.hexdigest()
+            if expected is not None and sha256 != expected:
+                raise BundleError(f"{source}: sha256 does not match the bundle's manifest")
+            stored = self._stored(path, sha256)
             stored.parent.mkdir(parents=True, exist_ok=True)
-            partial = stored.with_name(f".{stored.name}.partial")
-            shutil.copyfile(source, partial)
-            os.replace(partial, stored)
-        return entry
+            if not (stored.is_file() and stored.stat().st_size == size):  # a whole copy stays
+                os.replace(partial, stored)
+                sync(stored.parent)
+        except OSError as exc:
+            raise BundleError(f"{source}: cannot publish it ({exc.strerror})") from None
+        finally:
+            partial.unlink(missing_ok=True)
+        return TargetFile(size, {"sha256": sha256}, path), FileRecord(sha256=sha256, size=size)
 
-    def store_bytes(self, path: str, data: bytes) -> TargetFile:
-        entry = TargetFile.from_data(path, data, ["sha256"])
+    def store_text(self, path: str, text: str) -> TargetFile:
+        entry = TargetFile.from_data(path, text.encode(), ["sha256"])
         stored = self._stored(path, entry.hashes["sha256"])
         stored.parent.mkdir(parents=True, exist_ok=True)
-        write_text(stored, data.decode())
+        write_text(stored, text, durable=True)
         return entry
 
     def _stored(self, path: str, sha256: str) -> Path:

@@ -85,7 +85,10 @@ class Device:
         except (OSError, ValueError):
             loaded = None
         if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: not the device's record of refused releases")
+            raise ConfigError(
+                f"{path}: not the device's record of refused releases; remove it (update "
+                "then forgets which releases failed here)"
+            )
         return {str(digest): str(why) for digest, why in loaded.items()}
 
     def refuse(self, manifest: Path, why: str | None) -> None:
@@ -108,6 +111,7 @@ class Device:
         folder; it is completed from the serving version, checked here, and switched to.
         A failed check leaves the serving version serving."""
         incoming, current = self.slots / INCOMING, self.current
+        self.refused()  # readable, before anything is switched that would record in it
         try:
             incoming.mkdir()
             receive(incoming)
@@ -220,8 +224,10 @@ def open_device(root: Path) -> Iterator[Device]:
 
 
 def _clean(root: Path, slots: Path) -> list[str]:
-    """Remove a half-copied incoming folder and half-made links (a kill mid-call)."""
-    leftovers = [slots / INCOMING, *root.glob(".*.link")]
+    """Remove a half-copied incoming folder, half-made links and half-written files or
+    folders (ROOT/.*.partial: the refusals record, a first update's metadata) that a kill
+    mid-call left."""
+    leftovers = [slots / INCOMING, *root.glob(".*.link"), *root.glob(".*.partial")]
     cleaned = []
     for path in leftovers:
         if path.is_symlink() or path.is_file():
