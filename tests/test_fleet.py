@@ -67,7 +67,7 @@ def served(tmp_path) -> Iterator[Served]:
     made = run_cli("repo", "init", str(folder), "--keys", str(keys), "--json")
     assert made.exit_code == 0, made.stderr
     server = ThreadingHTTPServer(("127.0.0.1", 0), partial(QuietHandler, directory=str(folder)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=partial(server.serve_forever, poll_interval=0.05), daemon=True)
     thread.start()
     try:
         yield Served(folder, f"http://127.0.0.1:{server.server_address[1]}", keys)

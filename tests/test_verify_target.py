@@ -153,6 +153,7 @@ def test_node_runs_the_bundle_as_the_python_runtime_does(bundle, smoke):
     them; the same predictions; fp32 logits within the gate's bound against PyTorch."""
     manifest = Manifest.load(bundle / "manifest.json")
     assert manifest.data.splits["test"].truncated > 0  # truncation is in what is compared
+    assert manifest.javascript["int8"].model_file_name == "model.int8"  # how it loads there
     for form in ("int8", "fp32"):
         checked = run_cli(
             "verify-target", str(bundle), str(smoke.pipeline), "--node", "--model", form, "--json"
@@ -169,3 +170,15 @@ def test_node_runs_the_bundle_as_the_python_runtime_does(bundle, smoke):
 
     both = _verify(bundle, smoke.pipeline, "--node")
     assert both.exit_code == 2 and "--python or --node" in both.stderr
+
+
+def test_node_names_what_it_cannot_run(split_build):
+    split = run_cli(
+        "verify-target",
+        str(split_build.bundle),
+        str(split_build.pipeline),
+        "--node",
+        "--model",
+        "split-int8",
+    )
+    assert split.exit_code == 2 and "two graphs" in split.stderr

@@ -62,7 +62,10 @@ def slim_bundle(
         from_manifest_sha256=file_sha256(bundle.path / MANIFEST),
         dropped=dropped,
     )
-    manifest = bundle.manifest.model_copy(update={"files": kept, "slim": slim})
+    javascript = {form: how for form, how in bundle.manifest.javascript.items() if form in forms}
+    manifest = bundle.manifest.model_copy(
+        update={"files": kept, "slim": slim, "javascript": javascript}
+    )
     staging = output.with_name(f".{output.name}.{os.getpid()}.partial")
     try:
         staging.mkdir(parents=True)

@@ -19,10 +19,14 @@ import {
 // decoders that read them as the Python runtime does.
 const MODELS = { label: AutoModelForSequenceClassification };
 
-// The file of each single-graph form (the manifest's `javascript` record says the same
-// for bundles that carry it). Split forms are two graphs, which transformers.js does not
-// chain.
-const FORM_FILES = { int8: "model.int8.onnx", fp32: "model.onnx", fp16: "model.fp16.onnx" };
+// How transformers.js loads each one-graph form, for bundles built before the manifest
+// said so itself (its `javascript` record). Split forms are two graphs, which
+// transformers.js does not chain.
+const FORM_OPTIONS = {
+  int8: { subfolder: "", model_file_name: "model.int8", dtype: "fp32" },
+  fp32: { subfolder: "", model_file_name: "model", dtype: "fp32" },
+  fp16: { subfolder: "", model_file_name: "model.fp16", dtype: "fp32" },
+};
 
 // A bundle folder (Node) or URL (browser) split into where transformers.js looks for
 // local models and the model's name under it.
@@ -101,10 +105,11 @@ export function encoder(tokenizer, maxLength) {
 export async function loadBundle(location, form = "int8") {
   const manifest = await readJSON(location, "manifest.json");
   const outputs = manifest.task.outputs;
-  const file = manifest.javascript?.[form]?.model_file ?? FORM_FILES[form];
+  const options = manifest.javascript?.[form] ?? FORM_OPTIONS[form];
   if (!MODELS[outputs]) {
     throw new Error(`${location}: this runs bundles whose outputs are ${Object.keys(MODELS)}, not ${outputs}`);
   }
+  const file = options && `${options.subfolder ? `${options.subfolder}/` : ""}${options.model_file_name}.onnx`;
   if (!file || !(file in manifest.files)) {
     throw new Error(`${location}: no ${form} model that transformers.js can load (one graph)`);
   }
@@ -116,9 +121,7 @@ export async function loadBundle(location, form = "int8") {
   env.localModelPath = base;
   const tokenizer = await AutoTokenizer.from_pretrained(name);
   const model = await MODELS[outputs].from_pretrained(name, {
-    subfolder: "",
-    model_file_name: file.replace(/\.onnx$/, ""),
-    dtype: "fp32", // the file is named whole: no suffix for transformers.js to add
+    ...options, // dtype fp32: the file is named whole, no suffix for transformers.js to add
     session_options: sessionOptions(manifest.runtime.session_config),
   });
   const encode = encoder(tokenizer, manifest.data.max_length);

@@ -13,11 +13,13 @@ from pydantic import ValidationError
 from edgefreeze import __version__
 from edgefreeze.errors import EdgefreezeError
 from edgefreeze.gate import Evaluation, Verdict
+from edgefreeze.runtime.forms import FORMS
 from edgefreeze.runtime.manifest import (
     BaselineRecord,
     CacheRecord,
     DataRecord,
     ExportRecord,
+    JavascriptModel,
     Manifest,
     ModelRecord,
     PipelineRecord,
@@ -94,6 +96,7 @@ def manifest_for(
             timings_s=timings_s,
             sweep=records.sweep,
             baseline=records.baseline,
+            javascript=javascript_models(evaluation.metrics),
         )
     except ValidationError as exc:  # the evaluation's or the gate's values
         error = exc.errors()[0]
@@ -103,6 +106,16 @@ def manifest_for(
             f"{error['msg']} (a bug in edgefreeze or in a registered "
             "task or plan)"
         ) from None
+
+
+def javascript_models(metrics: dict[str, dict[str, float]]) -> dict[str, JavascriptModel]:
+    """How transformers.js loads each one-graph form the build measured (a split form is
+    two graphs, which it does not chain)."""
+    return {
+        name: JavascriptModel(model_file_name=FORMS[name].files[0].removesuffix(".onnx"))
+        for name in metrics
+        if name in FORMS and not FORMS[name].split
+    }
 
 
 def versions() -> dict[str, str]:

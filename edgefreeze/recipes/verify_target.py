@@ -40,6 +40,7 @@ from edgefreeze.tasks.encoding import Encoded, EncodedImages, ModelInputs
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 JAVASCRIPT = PACKAGE_ROOT / "edgefreeze" / "javascript"  # probe.mjs, bundle.mjs, the npm lock
 NODE_MACHINES = {"x64": "x86_64", "arm64": "aarch64"}  # Node's names as Python's
+NODE_OUTPUTS = ("label",)  # the output kinds bundle.mjs reads as the Python runtime does
 # ELF e_machine -> qemu-user's name for the architecture
 ELF_MACHINES = {0xB7: "aarch64", 0x28: "arm", 0x3E: "x86_64", 0xF3: "riscv64"}
 
@@ -70,6 +71,9 @@ class Interpreter:
             )
         env.update(QEMU_LD_PREFIX=str(self.sysroot), PYTHONHOME=str(self.sysroot / "usr"))
         return [qemu, *command], env
+
+    def check(self, manifest: Manifest, form: str) -> None:
+        """The Python runtime runs every bundle and form this edgefreeze makes."""
 
     def read(self, outputs: Path, count: int) -> tuple[list[np.ndarray], None]:
         """The probe's outputs (an .npz); it reports no token ids."""
@@ -105,6 +109,16 @@ class NodeRuntime:
                 "(npm ci there, from its lock file)"
             )
         return [node, str(JAVASCRIPT / "probe.mjs"), *arguments], dict(os.environ)
+
+    def check(self, manifest: Manifest, form: str) -> None:
+        """What bundle.mjs runs so far: text classification, one-graph forms."""
+        if manifest.task.outputs not in NODE_OUTPUTS:
+            raise ConfigError(
+                f"--node: runs text classification bundles so far, not "
+                f"{manifest.task.name} (outputs {manifest.task.outputs!r})"
+            )
+        if form not in manifest.javascript and FORMS[form].split:
+            raise ConfigError(f"--node: {form} is two graphs, which transformers.js does not chain")
 
     def read(self, outputs: Path, count: int) -> tuple[list[np.ndarray], list[list[int]]]:
         """The probe's outputs and token ids, one record per input (JSON)."""
@@ -154,6 +168,7 @@ def verify_target(
     check_unsigned(bundle)  # before minutes of running, not after
     host = Predictor(bundle, form)  # verifies the bundle first
     manifest = host.bundle.manifest
+    target.check(manifest, form)
     task = task_for(manifest.task.name)
     data = load_data(pipeline.spec.data, task, pipeline.resolve)
     if data.test.fingerprint() != manifest.data.splits["test"].fingerprint:

@@ -287,6 +287,16 @@ class FileRecord(Record):
     size: int
 
 
+class JavascriptModel(Record):
+    """How transformers.js loads one model form of the bundle:
+    `from_pretrained(BUNDLE, {subfolder, model_file_name, dtype})` (its own layout keeps
+    models under onnx/ and names them by dtype; a bundle names each file whole)."""
+
+    subfolder: str = ""
+    model_file_name: str  # the file without .onnx
+    dtype: str = "fp32"  # adds no suffix to model_file_name
+
+
 class SlimRecord(Record):
     """Set on a device bundle (`edgefreeze slim`): the forms it keeps, and the bundle it
     was cut from, whose manifest lists every file the build made."""
@@ -326,6 +336,7 @@ class Manifest(Record):
     baseline: BaselineRecord | None = None  # set when gated against a release (--baseline)
     targets: list[TargetCheck] = []  # runs on other CPUs and ONNX Runtimes, added later
     slim: SlimRecord | None = None  # set on a device bundle cut to some forms
+    javascript: dict[str, JavascriptModel] = {}  # per single-graph form (transformers.js)
     files: dict[str, FileRecord] = Field(default_factory=dict)  # sealed at publish
 
     _inside_the_bundle = field_validator("files")(inside_the_bundle)
