@@ -358,6 +358,12 @@ def sweep(trials: int | None, timeout_s: float | None, **options: Any) -> None:
     "installs them); its token ids are compared too.",
 )
 @click.option(
+    "--browser",
+    is_flag=True,
+    help="Run it in headless Chromium with transformers.js and ONNX Runtime Web's "
+    "WebAssembly backend instead; its token ids are compared too.",
+)
+@click.option(
     "--sysroot",
     type=click.Path(exists=True, file_okay=False, path_type=Path),
     help="Run --python under qemu-user with this root file system (another CPU).",
@@ -385,6 +391,7 @@ def verify_target(
     form: str,
     rows: int | None,
     node: bool,
+    browser: bool,
     as_json: bool,
     **interpreter: Any,
 ) -> None:
@@ -394,15 +401,17 @@ def verify_target(
     record the check in the manifest. Exit 1 when the target breaks the rules."""
 
     def action() -> dict[str, Any]:
-        from edgefreeze.recipes.verify_target import Interpreter, NodeRuntime
+        from edgefreeze.recipes.verify_target import BrowserRuntime, Interpreter, NodeRuntime
         from edgefreeze.recipes.verify_target import verify_target as run_check
         from edgefreeze.schema import load_pipeline
 
-        if node == (interpreter["python"] is not None):
-            raise ConfigError("verify-target: give --python or --node (one of them)")
-        if node and (interpreter["sysroot"] or interpreter["paths"]):
-            raise ConfigError("verify-target: --sysroot and --path go with --python, not --node")
-        target = NodeRuntime() if node else Interpreter(**interpreter)
+        if [node, browser, interpreter["python"] is not None].count(True) != 1:
+            raise ConfigError("verify-target: give --python, --node or --browser (one of them)")
+        if interpreter["python"] is None and (interpreter["sysroot"] or interpreter["paths"]):
+            raise ConfigError("verify-target: --sysroot and --path go with --python")
+        target = (
+            NodeRuntime() if node else BrowserRuntime() if browser else Interpreter(**interpreter)
+        )
         check = run_check(bundle, load_pipeline(pipeline_file), target, form, rows)
         if not as_json:
             metrics = ", ".join(f"{k} {v:.4g}" for k, v in check.metrics.items())

@@ -5,14 +5,14 @@ nothing from the network."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
 
 import numpy as np
 import pytest
 from PIL import Image
+
+from tests.conftest import chromium_binary
 
 CHARTS = (
     "chart-metric",
@@ -28,14 +28,8 @@ SERIES_BLUE = (0x32, 0x66, 0xCC)  # the first series' colour (svg.COLOURS[0])
 
 
 def chromium(*args: str) -> subprocess.CompletedProcess:
-    """Headless Chromium; where `make test` could not install it, the test is skipped
-    with the fix, except in CI (CI=true), where a missing browser fails it."""
-    binary = shutil.which("chromium") or shutil.which("chromium-browser")
-    if not binary:
-        missing = "this test needs Chromium: apt-get install chromium (as root)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(missing)
-        pytest.skip(missing)
+    """Headless Chromium (skipped or failed where it is missing: `chromium_binary`)."""
+    binary = chromium_binary()
     return subprocess.run(
         [binary, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", *args],
         capture_output=True,

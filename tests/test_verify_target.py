@@ -17,7 +17,7 @@ import pytest
 
 from edgefreeze.runtime import Predictor
 from edgefreeze.runtime.manifest import Manifest
-from tests.conftest import OLD_ORT, run_cli, write_pipeline
+from tests.conftest import OLD_ORT, chromium_binary, run_cli, write_pipeline
 from tests.test_interruptions import held_at, start
 
 
@@ -169,7 +169,7 @@ def test_node_runs_the_bundle_as_the_python_runtime_does(bundle, smoke):
     assert sorted(check.form for check in recorded if check.javascript) == ["fp32", "int8"]
 
     both = _verify(bundle, smoke.pipeline, "--node")
-    assert both.exit_code == 2 and "--python or --node" in both.stderr
+    assert both.exit_code == 2 and "one of them" in both.stderr
 
 
 def test_node_names_what_it_cannot_run(split_build):
@@ -182,3 +182,17 @@ def test_node_names_what_it_cannot_run(split_build):
         "split-int8",
     )
     assert split.exit_code == 2 and "two graphs" in split.stderr
+
+
+def test_chromium_with_onnx_runtime_web_reads_the_bundle_as_python_does(bundle, smoke):
+    """The same comparison in headless Chromium, ONNX Runtime Web's WebAssembly backend,
+    on a sample: the same token ids and predictions; its int8 kernels are its own, so the
+    logits agree within the gate's int8 rules, not to the bit."""
+    chromium_binary()
+    checked = run_cli(
+        "verify-target", str(bundle), str(smoke.pipeline), "--browser", "--rows", "40", "--json"
+    )
+    assert checked.exit_code == 0, checked.stderr
+    record = checked.json()
+    assert record["token_ids_differ"] == 0 and record["metrics"]["agreement"] == 1.0
+    assert "WebAssembly" in record["onnxruntime"] and "Chromium" in record["javascript"]

@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass
 from functools import partial
@@ -28,6 +29,7 @@ from edgefreeze.data import load_data
 from edgefreeze.errors import CheckFailed, ConfigError, EdgefreezeError
 from edgefreeze.gate import tolerance_rules
 from edgefreeze.publish.staging import check_unsigned, update_manifest
+from edgefreeze.recipes.browser import BROWSERS, JAVASCRIPT
 from edgefreeze.runtime.bundle import MANIFEST, Predictor
 from edgefreeze.runtime.forms import FORMS
 from edgefreeze.runtime.manifest import Manifest, TargetCheck
@@ -38,9 +40,8 @@ from edgefreeze.tasks.encoding import Encoded, EncodedImages, ModelInputs
 # The folder holding the edgefreeze package: on the probe's PYTHONPATH, so that a target
 # Python without edgefreeze installed imports it from here (the runtime is pure Python).
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
-JAVASCRIPT = PACKAGE_ROOT / "edgefreeze" / "javascript"  # probe.mjs, bundle.mjs, the npm lock
 NODE_MACHINES = {"x64": "x86_64", "arm64": "aarch64"}  # Node's names as Python's
-NODE_OUTPUTS = ("label",)  # the output kinds bundle.mjs reads as the Python runtime does
+JAVASCRIPT_OUTPUTS = ("label",)  # the output kinds bundle.mjs reads as the Python runtime does
 # ELF e_machine -> qemu-user's name for the architecture
 ELF_MACHINES = {0xB7: "aarch64", 0x28: "arm", 0x3E: "x86_64", 0xF3: "riscv64"}
 
@@ -91,34 +92,31 @@ class Interpreter:
         }
 
 
-@dataclass(frozen=True)
-class NodeRuntime:
-    """Node.js running the bundle with transformers.js and onnxruntime-node
-    (`edgefreeze/javascript/probe.mjs`), as a JavaScript app on a device would: its own
-    tokenizer, its own ONNX Runtime build. Its token ids are compared with this machine's."""
+class JavascriptTarget:
+    """A JavaScript runtime running the bundle with transformers.js
+    (`edgefreeze/javascript/bundle.mjs`) as an app would: its own tokenizer, its own ONNX
+    Runtime build. Its token ids are compared with this machine's."""
 
-    node: str = "node"
+    option = "--node"
 
-    def command(self, arguments: list[str]) -> tuple[list[str], dict[str, str]]:
-        node = shutil.which(self.node)
-        if node is None:
-            raise ConfigError("--node: no `node` on PATH (Node.js 18 or later)")
+    def installed(self) -> None:
         if not (JAVASCRIPT / "node_modules" / "@huggingface" / "transformers").is_dir():
             raise ConfigError(
-                f"--node: transformers.js is not installed in {JAVASCRIPT}: run `make js` "
-                "(npm ci there, from its lock file)"
+                f"{self.option}: transformers.js is not installed in {JAVASCRIPT}: run "
+                "`make js` (npm ci there, from its lock file)"
             )
-        return [node, str(JAVASCRIPT / "probe.mjs"), *arguments], dict(os.environ)
 
     def check(self, manifest: Manifest, form: str) -> None:
         """What bundle.mjs runs so far: text classification, one-graph forms."""
-        if manifest.task.outputs not in NODE_OUTPUTS:
+        if manifest.task.outputs not in JAVASCRIPT_OUTPUTS:
             raise ConfigError(
-                f"--node: runs text classification bundles so far, not "
+                f"{self.option}: runs text classification bundles so far, not "
                 f"{manifest.task.name} (outputs {manifest.task.outputs!r})"
             )
         if form not in manifest.javascript and FORMS[form].split:
-            raise ConfigError(f"--node: {form} is two graphs, which transformers.js does not chain")
+            raise ConfigError(
+                f"{self.option}: {form} is two graphs, which transformers.js does not chain"
+            )
 
     def read(self, outputs: Path, count: int) -> tuple[list[np.ndarray], list[list[int]]]:
         """The probe's outputs and token ids, one record per input (JSON)."""
@@ -126,6 +124,20 @@ class NodeRuntime:
         return [np.asarray(r["logits"], dtype=np.float32) for r in records], [
             [int(i) for i in r["ids"]] for r in records
         ]
+
+
+@dataclass(frozen=True)
+class NodeRuntime(JavascriptTarget):
+    """Node.js with onnxruntime-node (`edgefreeze/javascript/probe.mjs`)."""
+
+    node: str = "node"
+
+    def command(self, arguments: list[str]) -> tuple[list[str], dict[str, str]]:
+        node = shutil.which(self.node)
+        if node is None:
+            raise ConfigError("--node: no `node` on PATH (Node.js 18 or later)")
+        self.installed()
+        return [node, str(JAVASCRIPT / "probe.mjs"), *arguments], dict(os.environ)
 
     def record(self, versions: dict[str, str]) -> dict[str, str | None]:
         return {
@@ -135,7 +147,28 @@ class NodeRuntime:
         }
 
 
-Target = Interpreter | NodeRuntime
+@dataclass(frozen=True)
+class BrowserRuntime(JavascriptTarget):
+    """Headless Chromium with ONNX Runtime Web's WebAssembly backend on one thread
+    (`edgefreeze.recipes.browser` serves the page and collects what it posts)."""
+
+    option = "--browser"
+
+    def command(self, arguments: list[str]) -> tuple[list[str], dict[str, str]]:
+        if not any(shutil.which(name) for name in BROWSERS):
+            raise ConfigError(f"--browser: no Chromium on PATH ({', '.join(BROWSERS)})")
+        self.installed()
+        return [sys.executable, "-m", "edgefreeze.recipes.browser", *arguments], dict(os.environ)
+
+    def record(self, versions: dict[str, str]) -> dict[str, str | None]:
+        return {
+            "machine": versions["machine"],
+            "onnxruntime": f"{versions['onnxruntime']} (onnxruntime-web, WebAssembly)",
+            "javascript": f"transformers.js {versions['transformers_js']}, {versions['browser']}",
+        }
+
+
+Target = Interpreter | NodeRuntime | BrowserRuntime
 
 
 def elf_machine(path: Path) -> str:
