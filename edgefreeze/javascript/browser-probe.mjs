@@ -1,6 +1,6 @@
 // The page script of check.html: run the bundle at ?bundle= (a URL path) in form ?form=
 // over /inputs.json with ONNX Runtime Web's WebAssembly backend on one thread (the
-// browser's CPU path), and post every input's token ids and logits to /results.
+// browser's CPU path), and post every input's token ids, logits and time (ms) to /results.
 
 import { env } from "@huggingface/transformers";
 
@@ -16,7 +16,11 @@ try {
   const bundle = await loadBundle(query.get("bundle"), query.get("form"));
   const examples = await (await fetch("/inputs.json")).json();
   const results = [];
-  for (const example of examples) results.push(await bundle.run(example));
+  for (const example of examples) {
+    const started = performance.now();
+    const { ids, logits } = await bundle.run(example);
+    results.push({ ids, logits, ms: performance.now() - started });
+  }
   const versions = { transformers_js: env.version, onnxruntime: env.backends.onnx.versions?.web };
   await post("/results", JSON.stringify({ results, versions }));
 } catch (error) {

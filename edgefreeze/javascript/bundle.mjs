@@ -102,7 +102,9 @@ export function encoder(tokenizer, maxLength) {
   };
 }
 
-export async function loadBundle(location, form = "int8") {
+// `threads`: ONNX Runtime's intra-op threads in Node (0: its default, one per core); in the
+// browser, env.backends.onnx.wasm.numThreads decides.
+export async function loadBundle(location, form = "int8", { threads = 0 } = {}) {
   const manifest = await readJSON(location, "manifest.json");
   const outputs = manifest.task.outputs;
   const options = manifest.javascript?.[form] ?? FORM_OPTIONS[form];
@@ -122,7 +124,10 @@ export async function loadBundle(location, form = "int8") {
   const tokenizer = await AutoTokenizer.from_pretrained(name);
   const model = await MODELS[outputs].from_pretrained(name, {
     ...options, // dtype fp32: the file is named whole, no suffix for transformers.js to add
-    session_options: sessionOptions(manifest.runtime.session_config),
+    session_options: {
+      ...sessionOptions(manifest.runtime.session_config),
+      ...(threads > 0 ? { intraOpNumThreads: threads } : {}),
+    },
   });
   const encode = encoder(tokenizer, manifest.data.max_length);
   const run = async (text) => {

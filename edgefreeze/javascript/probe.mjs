@@ -1,8 +1,8 @@
 // What `edgefreeze verify-target --node` runs: a bundle's model form over given inputs in
-// Node with transformers.js, writing each input's token ids, outputs and prediction, and
-// the versions that ran them.
+// Node with transformers.js, writing each input's token ids, outputs and time (tokenizing
+// and running, ms), and the versions that ran them.
 //
-//   node probe.mjs BUNDLE FORM INPUTS.json OUTPUTS.json
+//   node probe.mjs BUNDLE FORM INPUTS.json OUTPUTS.json [THREADS]
 
 import { readFileSync } from "node:fs";
 import { readFile, rename, writeFile } from "node:fs/promises";
@@ -10,18 +10,19 @@ import { arch } from "node:process";
 
 import { loadBundle } from "./bundle.mjs";
 
-const [bundlePath, form, inputsPath, outputsPath] = process.argv.slice(2);
+const [bundlePath, form, inputsPath, outputsPath, threads = "0"] = process.argv.slice(2);
 // The packages' own package.json (transformers.js does not export it as a module).
 const versionOf = (name) =>
   JSON.parse(readFileSync(new URL(`./node_modules/${name}/package.json`, import.meta.url))).version;
 
 try {
-  const bundle = await loadBundle(bundlePath, form);
+  const bundle = await loadBundle(bundlePath, form, { threads: Number(threads) });
   const examples = JSON.parse(await readFile(inputsPath, "utf8"));
   const results = [];
   for (const example of examples) {
+    const started = performance.now();
     const { ids, logits } = await bundle.run(example);
-    results.push({ ids, logits });
+    results.push({ ids, logits, ms: performance.now() - started });
   }
   await writeFile(`${outputsPath}.partial`, JSON.stringify(results));
   await rename(`${outputsPath}.partial`, outputsPath);
