@@ -52,7 +52,7 @@ demo: install
 
 # Everything, on both cores, in file order: what CI runs (.ci/run).
 test: install chromium js
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) -p no:randomly
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal -p no:randomly
 
 # The same in a random order: pytest-randomly prints the seed, and
 # `make test-shuffled SEED=N` replays one.
