@@ -353,13 +353,15 @@ def sweep(trials: int | None, timeout_s: float | None, **options: Any) -> None:
 )
 @click.option(
     "--node",
-    is_flag=True,
+    "javascript",
+    flag_value="node",
     help="Run it in Node.js with transformers.js and onnxruntime-node instead (`make js` "
     "installs them); its token ids are compared too.",
 )
 @click.option(
     "--browser",
-    is_flag=True,
+    "javascript",
+    flag_value="browser",
     help="Run it in headless Chromium with transformers.js and ONNX Runtime Web's "
     "WebAssembly backend instead; its token ids are compared too.",
 )
@@ -390,8 +392,7 @@ def verify_target(
     pipeline_file: str,
     form: str,
     rows: int | None,
-    node: bool,
-    browser: bool,
+    javascript: str | None,
     as_json: bool,
     **interpreter: Any,
 ) -> None:
@@ -405,13 +406,12 @@ def verify_target(
         from edgefreeze.recipes.verify_target import verify_target as run_check
         from edgefreeze.schema import load_pipeline
 
-        if [node, browser, interpreter["python"] is not None].count(True) != 1:
+        if (javascript is None) == (interpreter["python"] is None):
             raise ConfigError("verify-target: give --python, --node or --browser (one of them)")
         if interpreter["python"] is None and (interpreter["sysroot"] or interpreter["paths"]):
             raise ConfigError("verify-target: --sysroot and --path go with --python")
-        target = (
-            NodeRuntime() if node else BrowserRuntime() if browser else Interpreter(**interpreter)
-        )
+        targets = {"node": NodeRuntime, "browser": BrowserRuntime}
+        target = targets[javascript]() if javascript else Interpreter(**interpreter)
         check = run_check(bundle, load_pipeline(pipeline_file), target, form, rows)
         if not as_json:
             metrics = ", ".join(f"{k} {v:.4g}" for k, v in check.metrics.items())
