@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import pytest
 from seqeval.metrics import f1_score
 
 from edgefreeze.data import load_data
+from edgefreeze.recipes.browser import JAVASCRIPT
 from edgefreeze.runtime import Predictor
 from edgefreeze.runtime.manifest import Manifest
 from edgefreeze.runtime.outputs import entity_runs
@@ -104,6 +106,23 @@ def test_the_conll_recipe_ships_a_tagger_that_reads_as_the_gate_did(examples, tm
     target = Manifest.load(bundle / "manifest.json").targets[0]
     assert target.metrics["agreement"] == 1.0 and target.passed
 
+    # In Node with transformers.js: the same token ids, tags, entities and offsets on the
+    # held-out sentences, and on raw texts split into words there (offsets in UTF-16 units,
+    # as JavaScript indexes strings: an emoji is two).
+    node = run_cli("verify-target", str(bundle), str(pipeline), "--node", "--rows", "40", "--json")
+    assert node.exit_code == 0, node.stderr
+    assert (node.json()["token_ids_differ"], node.json()["predictions_differ"]) == (0, 0)
+    texts = ["🎬 " + " ".join(words) for words in test.inputs[:20]]
+    ours = Predictor(bundle).predict(texts)
+    assert sum(len(tagging.entities) for tagging in ours) > 0
+    for text, theirs, mine in zip(texts, node_predictions(bundle, texts, tmp_path), ours):
+        assert theirs["tags"] == mine.tags
+        units = text.encode("utf-16-le")
+        assert [
+            (e["type"], e["text"], units[2 * e["start"] : 2 * e["end"]].decode("utf-16-le"))
+            for e in theirs["entities"]
+        ] == [(e.type, e.text, text[e.start : e.end]) for e in mine.entities]
+
     # Its self-check (word lists) passes here.
     assert run_cli("verify", str(bundle)).exit_code == 0
 
@@ -186,3 +205,15 @@ def test_the_split_example_retrains_on_new_rows_and_ships_a_small_top(examples, 
     diff = run_cli("diff", str(tmp_path / "v1"), str(tmp_path / "v2"), "--json").json()
     payload = {form: record["payload_share"] for form, record in diff["forms"].items()}
     assert payload["split-int8"] < 0.25 < payload["int8"]
+
+
+def node_predictions(bundle: Path, texts: list[str], scratch: Path) -> list[dict]:
+    """What edgefreeze/javascript/bundle.mjs predicts for `texts` in Node."""
+    inputs, outputs = scratch / "node-inputs.json", scratch / "node-outputs.json"
+    inputs.write_text(json.dumps(texts))
+    subprocess.run(
+        ["node", str(JAVASCRIPT / "probe.mjs"), str(bundle), "int8", str(inputs), str(outputs)],
+        check=True,
+        capture_output=True,
+    )
+    return [record["prediction"] for record in json.loads(outputs.read_text())]

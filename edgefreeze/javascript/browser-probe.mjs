@@ -18,8 +18,8 @@ try {
   const results = [];
   for (const example of examples) {
     const started = performance.now();
-    const { ids, logits } = await bundle.run(example);
-    results.push({ ids, logits, ms: performance.now() - started });
+    const { ids, logits, prediction } = await bundle.run(example);
+    results.push({ ids, logits, prediction, ms: performance.now() - started });
   }
   const versions = { transformers_js: env.version, onnxruntime: env.backends.onnx.versions?.web };
   await post("/results", JSON.stringify({ results, versions }));

@@ -7,17 +7,23 @@
 //   const bundle = await loadBundle("/opt/model/current");   // or a URL in a browser
 //   console.log(await bundle.predict("a moving, funny film"));
 //   // { label: "fresh", probabilities: { rotten: 0.002, fresh: 0.998 } }
+//   // a tagger: { tags: [...], entities: [{ type, text, start, end, score }], words_unread }
 
 import {
   AutoModelForSequenceClassification,
+  AutoModelForTokenClassification,
   AutoTokenizer,
   Tensor,
   env,
 } from "@huggingface/transformers";
 
-// What each task's outputs need (the manifest's task.outputs); more kinds come with the
-// decoders that read them as the Python runtime does.
-const MODELS = { label: AutoModelForSequenceClassification };
+import { decodeTags, splitWords } from "./tags.mjs";
+
+// The transformers.js model class for each kind of outputs (the manifest's task.outputs).
+const MODELS = {
+  label: AutoModelForSequenceClassification,
+  tags: AutoModelForTokenClassification,
+};
 
 // How transformers.js loads each one-graph form, for bundles built before the manifest
 // said so itself (its `javascript` record). Split forms are two graphs, which
@@ -76,29 +82,61 @@ export function decodeLabel(logits, labels) {
   };
 }
 
-// The feed for one text as the Python runtime (Hugging Face tokenizers) makes it: unpadded,
-// and truncated so that the special tokens stay: a long text keeps its closing [SEP] or
-// </s>. (transformers.js 4.3 truncates after adding them, cutting the closing one off.)
-export function encoder(tokenizer, maxLength) {
+// The special tokens the tokenizer adds around one text ([CLS] ... [SEP], <s> ... </s>),
+// found by encoding a word with and without them, and the feed tensors from token ids.
+function specials(tokenizer) {
   const ids = (text, add_special_tokens) =>
     Array.from(tokenizer(text, { add_special_tokens }).input_ids.data, Number);
   const bare = ids("a", false);
   const whole = ids("a", true);
   const at = whole.findIndex((_, i) => bare.every((id, j) => whole[i + j] === id));
-  const [prefix, suffix] = [whole.slice(0, at), whole.slice(at + bare.length)];
-  const room = maxLength - prefix.length - suffix.length;
+  const typed = Boolean(tokenizer("a").token_type_ids);
   const tensor = (values) =>
     new Tensor("int64", BigInt64Array.from(values, BigInt), [1, values.length]);
+  const feed = (kept) => ({
+    input_ids: tensor(kept),
+    attention_mask: tensor(kept.map(() => 1)),
+    ...(typed ? { token_type_ids: tensor(kept.map(() => 0)) } : {}),
+  });
+  return { ids, prefix: whole.slice(0, at), suffix: whole.slice(at + bare.length), feed };
+}
+
+// The feed for one text as the Python runtime (Hugging Face tokenizers) makes it: unpadded,
+// and truncated so that the special tokens stay: a long text keeps its closing [SEP] or
+// </s>. (transformers.js 4.3 truncates after adding them, cutting the closing one off.)
+export function encoder(tokenizer, maxLength) {
+  const { ids, prefix, suffix, feed } = specials(tokenizer);
+  const room = maxLength - prefix.length - suffix.length;
   return (text) => {
-    const feed = tokenizer(text);
-    if (feed.input_ids.dims[1] <= maxLength) return feed;
-    const kept = [...prefix, ...ids(text, false).slice(0, room), ...suffix];
-    const truncated = {
-      input_ids: tensor(kept),
-      attention_mask: tensor(kept.map(() => 1)),
+    if (typeof text !== "string") throw new TypeError("a text model takes text");
+    const encoded = tokenizer(text);
+    if (encoded.input_ids.dims[1] <= maxLength) return { feed: encoded };
+    return { feed: feed([...prefix, ...ids(text, false).slice(0, room), ...suffix]) };
+  };
+}
+
+// The feed for a sentence as words (a text split into words, or a list of words), each
+// word tokenized alone as Hugging Face tokenizers do pre-split words, with the token where
+// each word starts (-1 elsewhere), truncated as above.
+export function wordEncoder(tokenizer, maxLength) {
+  const { ids, prefix, suffix, feed } = specials(tokenizer);
+  const room = maxLength - prefix.length - suffix.length;
+  return (example) => {
+    const split = splitWords(example);
+    const pieces = [];
+    const starts = [];
+    split.words.forEach((word, index) => {
+      ids(word, false).forEach((id, j) => {
+        pieces.push(id);
+        starts.push(j === 0 ? index : -1);
+      });
+    });
+    const edge = (tokens) => tokens.map(() => -1);
+    return {
+      feed: feed([...prefix, ...pieces.slice(0, room), ...suffix]),
+      wordStarts: [...edge(prefix), ...starts.slice(0, room), ...edge(suffix)],
+      split,
     };
-    if (feed.token_type_ids) truncated.token_type_ids = tensor(kept.map(() => 0));
-    return truncated;
   };
 }
 
@@ -129,16 +167,26 @@ export async function loadBundle(location, form = "int8", { threads = 0 } = {}) 
       ...(threads > 0 ? { intraOpNumThreads: threads } : {}),
     },
   });
-  const encode = encoder(tokenizer, manifest.data.max_length);
-  const run = async (text) => {
-    const feed = encode(text);
-    const { logits } = await model(feed);
-    return { ids: Array.from(feed.input_ids.data, Number), logits: Array.from(logits.data) };
+  const words = outputs === "tags";
+  const encode = (words ? wordEncoder : encoder)(tokenizer, manifest.data.max_length);
+  const decode = (scores, encoded) =>
+    words
+      ? decodeTags(scores, labels, encoded.wordStarts, encoded.split, softmax)
+      : decodeLabel(scores, labels);
+
+  // One input's token ids, the model's outputs for it (a row of label scores, or a row per
+  // token) and the prediction read from them.
+  const run = async (example) => {
+    const encoded = encode(example);
+    const { logits } = await model(encoded.feed);
+    const scores = logits.tolist()[0];
+    const ids = Array.from(encoded.feed.input_ids.data, Number);
+    return { ids, logits: scores, prediction: decode(scores, encoded) };
   };
   return {
     manifest,
     labels,
     run,
-    predict: async (text) => decodeLabel((await run(text)).logits, labels),
+    predict: async (example) => (await run(example)).prediction,
   };
 }

@@ -21,8 +21,8 @@ try {
   const results = [];
   for (const example of examples) {
     const started = performance.now();
-    const { ids, logits } = await bundle.run(example);
-    results.push({ ids, logits, ms: performance.now() - started });
+    const { ids, logits, prediction } = await bundle.run(example);
+    results.push({ ids, logits, prediction, ms: performance.now() - started });
   }
   await writeFile(`${outputsPath}.partial`, JSON.stringify(results));
   await rename(`${outputsPath}.partial`, outputsPath);

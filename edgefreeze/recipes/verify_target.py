@@ -18,10 +18,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -30,7 +30,7 @@ from edgefreeze.errors import CheckFailed, ConfigError, EdgefreezeError
 from edgefreeze.gate import tolerance_rules
 from edgefreeze.publish.staging import check_unsigned, update_manifest
 from edgefreeze.recipes.browser import BROWSERS, JAVASCRIPT
-from edgefreeze.runtime.bundle import MANIFEST, Predictor
+from edgefreeze.runtime.bundle import MANIFEST, Bundle, Predictor
 from edgefreeze.runtime.forms import FORMS
 from edgefreeze.runtime.manifest import Manifest, TargetCheck
 from edgefreeze.schema import Pipeline
@@ -41,9 +41,22 @@ from edgefreeze.tasks.encoding import Encoded, EncodedImages, ModelInputs
 # Python without edgefreeze installed imports it from here (the runtime is pure Python).
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 NODE_MACHINES = {"x64": "x86_64", "arm64": "aarch64"}  # Node's names as Python's
-JAVASCRIPT_OUTPUTS = ("label",)  # the output kinds bundle.mjs reads as the Python runtime does
+JAVASCRIPT_OUTPUTS = (
+    "label",
+    "tags",
+)  # the output kinds bundle.mjs reads as the Python runtime does
 # ELF e_machine -> qemu-user's name for the architecture
 ELF_MACHINES = {0xB7: "aarch64", 0x28: "arm", 0x3E: "x86_64", 0xF3: "riscv64"}
+
+
+@dataclass(frozen=True)
+class Probed:
+    """What a probe wrote: each input's outputs, and where the target reports them, its
+    token ids and its own reading of the outputs (a JSON prediction)."""
+
+    outputs: list[np.ndarray]
+    ids: list[list[int]] | None = None
+    predictions: list[dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True)
@@ -76,10 +89,10 @@ class Interpreter:
     def check(self, manifest: Manifest, form: str) -> None:
         """The Python runtime runs every bundle and form this edgefreeze makes."""
 
-    def read(self, outputs: Path, count: int) -> tuple[list[np.ndarray], None]:
-        """The probe's outputs (an .npz); it reports no token ids."""
+    def read(self, outputs: Path, count: int) -> Probed:
+        """The probe's outputs (an .npz); it reports no token ids nor predictions."""
         with np.load(outputs) as arrays:
-            return [arrays[str(i)][0] for i in range(count)], None
+            return Probed([arrays[str(i)][0] for i in range(count)])
 
     def record(self, versions: dict[str, str]) -> dict[str, str | None]:
         """What the manifest's target check says of the runtime that ran."""
@@ -95,7 +108,9 @@ class Interpreter:
 class JavascriptTarget:
     """A JavaScript runtime running the bundle with transformers.js
     (`edgefreeze/javascript/bundle.mjs`) as an app would: its own tokenizer, its own ONNX
-    Runtime build. Its token ids are compared with this machine's."""
+    Runtime build. Its token ids are compared with this machine's, and its predictions
+    with the Python runtime's reading of the same outputs (labels; tags, entities and
+    their offsets)."""
 
     option = "--node"
 
@@ -107,10 +122,10 @@ class JavascriptTarget:
             )
 
     def check(self, manifest: Manifest, form: str) -> None:
-        """What bundle.mjs runs so far: text classification, one-graph forms."""
+        """What bundle.mjs runs so far: text and token classification, one-graph forms."""
         if manifest.task.outputs not in JAVASCRIPT_OUTPUTS:
             raise ConfigError(
-                f"{self.option}: runs text classification bundles so far, not "
+                f"{self.option}: runs text and token classification bundles so far, not "
                 f"{manifest.task.name} (outputs {manifest.task.outputs!r})"
             )
         if form not in manifest.javascript and FORMS[form].split:
@@ -118,12 +133,14 @@ class JavascriptTarget:
                 f"{self.option}: {form} is two graphs, which transformers.js does not chain"
             )
 
-    def read(self, outputs: Path, count: int) -> tuple[list[np.ndarray], list[list[int]]]:
-        """The probe's outputs and token ids, one record per input (JSON)."""
+    def read(self, outputs: Path, count: int) -> Probed:
+        """The probe's outputs, token ids and predictions, one record per input (JSON)."""
         records = json.loads(outputs.read_text(encoding="utf-8"))[:count]
-        return [np.asarray(r["logits"], dtype=np.float32) for r in records], [
-            [int(i) for i in r["ids"]] for r in records
-        ]
+        return Probed(
+            [np.asarray(r["logits"], dtype=np.float32) for r in records],
+            [[int(i) for i in r["ids"]] for r in records],
+            [r["prediction"] for r in records],
+        )
 
 
 @dataclass(frozen=True)
@@ -213,27 +230,27 @@ def verify_target(
     feeds = [host.encoder.encode(example) for example in examples]
     targets = task.aligned_targets(data.test.targets[: len(examples)], _encoded(feeds))
     _check_writable(bundle)
-    versions, there, ids = _run_probe(bundle, form, examples, target)
+    versions, probed = _run_probe(bundle, form, examples, target)
     here = [host.model.run(feed)[0] for feed in feeds]
+    there = probed.outputs
     measured, own = task.metrics(there, targets, here), task.metrics(here, targets, here)
     rules = tolerance_rules(
         FORMS[form], measured, own, task.gate_metric, pipeline.spec.gate, against="this machine"
     )
-    failures = [rule.describe() for rule in rules if not rule.passed]
-    differ = None if ids is None else _ids_differ(ids, feeds)
-    if differ:
-        failures.insert(
-            0,
-            f"token ids differ from this machine's on {len(differ)} of {len(feeds)} inputs "
-            f"(first: held-out row {differ[0]})",
-        )
+    differ = _differences(probed, feeds, examples, host.bundle)
+    failures = [
+        f"{what} differ on {len(rows)} of {len(feeds)} inputs (first: held-out row {rows[0]})"
+        for what, rows in differ.items()
+        if rows
+    ] + [rule.describe() for rule in rules if not rule.passed]
     check = TargetCheck(
         **target.record(versions),
         form=form,
         rows=len(examples),
         metrics=measured,
         host_metrics=own,
-        token_ids_differ=None if differ is None else len(differ),
+        token_ids_differ=_count(differ.get(TOKEN_IDS)),
+        predictions_differ=_count(differ.get(PREDICTIONS)),
         passed=not failures,
         failures=failures,
         checked=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -247,20 +264,67 @@ def verify_target(
     return check
 
 
-def _ids_differ(ids: list[list[int]], feeds: list[dict[str, np.ndarray]]) -> list[int]:
-    """The rows whose token ids on the target differ from this machine's encoder's."""
-    return [
-        row
-        for row, (there, feed) in enumerate(zip(ids, feeds))
-        if there != feed["input_ids"][0].tolist()
-    ]
+TOKEN_IDS = "token ids (against this machine's tokenizer)"
+PREDICTIONS = "predictions (against the Python runtime's reading of the same outputs)"
+
+
+def _differences(
+    probed: Probed, feeds: list[dict[str, np.ndarray]], examples: list[Any], bundle: Bundle
+) -> dict[str, list[int]]:
+    """The rows where the target's token ids, or its reading of its own outputs (labels;
+    tags, entities and their offsets), differ from this machine's, for what it reports."""
+    differ: dict[str, list[int]] = {}
+    if probed.ids is not None:
+        differ[TOKEN_IDS] = [
+            row
+            for row, (ids, feed) in enumerate(zip(probed.ids, feeds))
+            if ids != feed["input_ids"][0].tolist()
+        ]
+    if probed.predictions is not None:
+        decoder = bundle.decoder()
+        differ[PREDICTIONS] = [
+            row
+            for row, (theirs, outputs, feed, example) in enumerate(
+                zip(probed.predictions, probed.outputs, feeds, examples)
+            )
+            if _comparable(theirs, example, utf16=True)
+            != _comparable(
+                # the decoders return dataclasses (Prediction, Tagging)
+                asdict(cast(Any, decoder.decode(outputs, bundle.labels, feed, example))),
+                example,
+            )
+        ]
+    return differ
+
+
+def _comparable(prediction: dict[str, Any], example: Any, utf16: bool = False) -> object:
+    """What must match of a prediction: the label; the tags, and each entity's type, text
+    and offsets in code points (JavaScript counts UTF-16 units). Scores may differ in
+    their last digits."""
+    text = example if isinstance(example, str) else " ".join(map(str, example))
+
+    def point(offset: int) -> int:
+        return len(text.encode("utf-16-le")[: 2 * offset].decode("utf-16-le")) if utf16 else offset
+
+    return (
+        prediction.get("label"),
+        prediction.get("tags"),
+        [
+            (e["type"], e["text"], point(e["start"]), point(e["end"]))
+            for e in prediction.get("entities", [])
+        ],
+    )
+
+
+def _count(rows: list[int] | None) -> int | None:
+    return None if rows is None else len(rows)
 
 
 def _run_probe(
     bundle: Path, form: str, examples: list[Any], target: Target, timeout_s: float = 3600
-) -> tuple[dict[str, str], list[np.ndarray], list[list[int]] | None]:
-    """The target's versions, its outputs on `examples` and (where it reports them) its
-    token ids: the probe, run by `target`, reads them from a file and writes another."""
+) -> tuple[dict[str, str], Probed]:
+    """The target's versions and what it computed on `examples`: the probe, run by
+    `target`, reads them from a file and writes another."""
     with tempfile.TemporaryDirectory(prefix="edgefreeze-target-") as scratch:
         inputs, outputs = Path(scratch) / "inputs.json", Path(scratch) / "outputs.npz"
         # (named .npz for either target: numpy's savez keeps a name that ends so)
@@ -284,7 +348,7 @@ def _run_probe(
             last = (done.stderr.strip().splitlines() or ["(no message)"])[-1]
             raise EdgefreezeError(f"the target interpreter failed (exit {done.returncode}): {last}")
         versions = json.loads(done.stdout.strip().splitlines()[-1])
-        return (versions, *target.read(outputs, len(examples)))
+        return versions, target.read(outputs, len(examples))
 
 
 def _encoded(feeds: list[dict[str, np.ndarray]]) -> ModelInputs:

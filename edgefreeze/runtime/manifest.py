@@ -267,6 +267,7 @@ class TargetCheck(Record):
     metrics: dict[str, float]  # agreement and max_logit_error: against this machine's
     host_metrics: dict[str, float]  # the same form here, on the same rows
     token_ids_differ: int | None = None  # inputs whose token ids differ (None: not compared)
+    predictions_differ: int | None = None  # inputs it reads otherwise (None: not compared)
     passed: bool
     failures: list[str] = []
     checked: str
