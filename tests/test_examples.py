@@ -15,7 +15,6 @@ import pytest
 from seqeval.metrics import f1_score
 
 from edgefreeze.data import load_data
-from edgefreeze.recipes.browser import JAVASCRIPT
 from edgefreeze.runtime import Predictor
 from edgefreeze.runtime.manifest import Manifest
 from edgefreeze.runtime.outputs import entity_runs
@@ -63,8 +62,14 @@ def test_the_csv_recipe_is_what_init_writes_and_ships_as_written(examples, tmp_p
     summary = build("build", written, tmp_path / "bundle")  # as the README's recipe does
     assert summary["status"] == "shipped" and summary["gate"]["passed"]
     assert summary["metrics"]["int8"]["accuracy"] > 0.7  # 58 % is the larger class
-    prediction = Predictor(tmp_path / "bundle").predict(["a moving, funny, tender film"])[0]
-    assert prediction.label == "positive"
+    texts = ["a moving, funny, tender film", "dull, and far too long"]
+    predictions = Predictor(tmp_path / "bundle").predict(texts)
+    assert predictions[0].label == "positive"
+    # The JavaScript example reads the bundle as the Python runtime does.
+    in_node = node_predictions(tmp_path / "bundle", texts, "classify.mjs")
+    assert [p["label"] for p in in_node] == [p.label for p in predictions]
+    for theirs, ours in zip(in_node, predictions):
+        assert theirs["probabilities"] == pytest.approx(ours.probabilities, abs=1e-6)
 
 
 def test_the_conll_recipe_ships_a_tagger_that_reads_as_the_gate_did(examples, tmp_path):
@@ -115,7 +120,7 @@ def test_the_conll_recipe_ships_a_tagger_that_reads_as_the_gate_did(examples, tm
     texts = ["🎬 " + " ".join(words) for words in test.inputs[:20]]
     ours = Predictor(bundle).predict(texts)
     assert sum(len(tagging.entities) for tagging in ours) > 0
-    for text, theirs, mine in zip(texts, node_predictions(bundle, texts, tmp_path), ours):
+    for text, theirs, mine in zip(texts, node_predictions(bundle, texts), ours):
         assert theirs["tags"] == mine.tags
         units = text.encode("utf-16-le")
         assert [
@@ -207,13 +212,13 @@ def test_the_split_example_retrains_on_new_rows_and_ships_a_small_top(examples, 
     assert payload["split-int8"] < 0.25 < payload["int8"]
 
 
-def node_predictions(bundle: Path, texts: list[str], scratch: Path) -> list[dict]:
-    """What edgefreeze/javascript/bundle.mjs predicts for `texts` in Node."""
-    inputs, outputs = scratch / "node-inputs.json", scratch / "node-outputs.json"
-    inputs.write_text(json.dumps(texts))
-    subprocess.run(
-        ["node", str(JAVASCRIPT / "probe.mjs"), str(bundle), "int8", str(inputs), str(outputs)],
+def node_predictions(bundle: Path, texts: list[str], script: str = "tag.mjs") -> list[dict]:
+    """What the JavaScript example `examples/javascript/SCRIPT` prints for `texts` in Node
+    (one JSON line each)."""
+    done = subprocess.run(
+        ["node", str(EXAMPLES / "javascript" / script), str(bundle), *texts],
         check=True,
         capture_output=True,
+        text=True,
     )
-    return [record["prediction"] for record in json.loads(outputs.read_text())]
+    return [json.loads(line) for line in done.stdout.splitlines()]
