@@ -402,7 +402,7 @@ def verify_target(
     record the check in the manifest. Exit 1 when the target breaks the rules."""
 
     def action() -> dict[str, Any]:
-        from edgefreeze.recipes.verify_target import BrowserRuntime, Interpreter, NodeRuntime
+        from edgefreeze.recipes.verify_target import JAVASCRIPT_TARGETS, Interpreter
         from edgefreeze.recipes.verify_target import verify_target as run_check
         from edgefreeze.schema import load_pipeline
 
@@ -410,8 +410,7 @@ def verify_target(
             raise ConfigError("verify-target: give --python, --node or --browser (one of them)")
         if interpreter["python"] is None and (interpreter["sysroot"] or interpreter["paths"]):
             raise ConfigError("verify-target: --sysroot and --path go with --python")
-        targets = {"node": NodeRuntime, "browser": BrowserRuntime}
-        target = targets[javascript]() if javascript else Interpreter(**interpreter)
+        target = JAVASCRIPT_TARGETS[javascript]() if javascript else Interpreter(**interpreter)
         check = run_check(bundle, load_pipeline(pipeline_file), target, form, rows)
         if not as_json:
             metrics = ", ".join(f"{k} {v:.4g}" for k, v in check.metrics.items())

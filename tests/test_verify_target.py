@@ -5,6 +5,8 @@ machine's Python, with today's and with an older ONNX Runtime."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
 import signal
 import subprocess
@@ -121,7 +123,7 @@ def test_a_target_that_cannot_run_the_probe_is_one_line(bundle, smoke, tmp_path)
         str(tmp_path / "bare" / "bin" / "python"),
     )
     assert result.exit_code == 3, result.stderr
-    assert "the target interpreter failed" in result.stderr and "numpy" in result.stderr
+    assert "the target failed to run it" in result.stderr and "numpy" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 
 
@@ -196,3 +198,52 @@ def test_chromium_with_onnx_runtime_web_reads_the_bundle_as_python_does(bundle, 
     record = checked.json()
     assert record["token_ids_differ"] == 0 and record["metrics"]["agreement"] == 1.0
     assert "WebAssembly" in record["onnxruntime"] and "Chromium" in record["javascript"]
+
+
+def test_a_build_can_require_the_javascript_check_before_it_ships(tiny_pipeline, tmp_path):
+    """gate.targets: the staged bundle runs in Node before it is published; the check is a
+    gate rule and is recorded like verify-target's."""
+    pipeline = write_pipeline(
+        tmp_path, {"gate": {"targets": ["node"]}}, base=tiny_pipeline, name="checked.yaml"
+    )
+    built = run_cli(
+        "build",
+        str(pipeline),
+        "--output",
+        str(tmp_path / "bundle"),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--json",
+        "-q",
+    )
+    assert built.exit_code == 0, built.stderr
+    manifest = Manifest.load(tmp_path / "bundle" / "manifest.json")
+    rule = manifest.gate.rules["targets.node.failed_checks"]
+    assert rule.passed and rule.measured == 0.0
+    (check,) = manifest.targets
+    assert check.javascript.startswith("transformers.js") and check.form == "int8"
+    assert check.token_ids_differ == 0 and check.predictions_differ == 0
+    assert check.rows == manifest.data.splits["test"].rows
+    Predictor(tmp_path / "bundle").predict(["the manifest's digests still hold"])
+
+
+def test_what_javascript_cannot_run_is_a_failed_check_named_in_one_line(tiny, tmp_path):
+    """A model family transformers.js does not know (here: config.json's model_type
+    changed, the manifest re-hashed; the Python runtime never reads it) fails the check,
+    exit 1, the reason in one line, recorded in the manifest."""
+    bundle = shutil.copytree(tiny.bundle, tmp_path / "bundle")
+    config = json.loads((bundle / "config.json").read_text())
+    (bundle / "config.json").write_text(json.dumps({**config, "model_type": "not-a-family"}))
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    data = (bundle / "config.json").read_bytes()
+    manifest["files"]["config.json"] = {
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "size": len(data),
+    }
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+
+    checked = run_cli("verify-target", str(bundle), str(tiny.pipeline), "--node")
+    assert checked.exit_code == 1
+    assert "not-a-family" in checked.stderr and len(checked.stderr.strip().splitlines()) == 1
+    (check,) = Manifest.load(bundle / "manifest.json").targets
+    assert not check.passed and "not-a-family" in check.failures[0]

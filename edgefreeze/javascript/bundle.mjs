@@ -13,6 +13,7 @@ import {
   AutoModelForSequenceClassification,
   AutoModelForTokenClassification,
   AutoTokenizer,
+  PreTrainedTokenizer,
   Tensor,
   env,
 } from "@huggingface/transformers";
@@ -34,21 +35,27 @@ const FORM_OPTIONS = {
   fp16: { subfolder: "", model_file_name: "model.fp16", dtype: "fp32" },
 };
 
-// A bundle folder (Node) or URL (browser) split into where transformers.js looks for
-// local models and the model's name under it.
-function locate(location) {
-  const text = String(location).replace(/\/+$/, "");
-  const cut = text.lastIndexOf("/");
-  return { base: cut >= 0 ? text.slice(0, cut + 1) : "./", name: text.slice(cut + 1) };
+// A bundle folder (Node) or URL (browser) as transformers.js reads files from it: an
+// absolute path or URL is not a hub model id, so it is used as it is (a relative name
+// would be joined to env.localModelPath, and a folder whose name starts with a dot, as a
+// build's staging folder does, would not load at all).
+async function absolute(where) {
+  const text = String(where).replace(/\/+$/, "");
+  if (typeof window !== "undefined") {
+    const url = new URL(text, window.location.href); // a path on the page's own server
+    return url.origin === window.location.origin ? url.pathname : url.href;
+  }
+  const { resolve } = await import("node:path");
+  return resolve(text);
 }
 
-async function readJSON(location, name) {
+async function readJSON(folder, name) {
   if (typeof window === "undefined") {
     const { readFile } = await import("node:fs/promises");
-    return JSON.parse(await readFile(`${location}/${name}`, "utf8"));
+    return JSON.parse(await readFile(`${folder}/${name}`, "utf8"));
   }
-  const response = await fetch(`${location}/${name}`);
-  if (!response.ok) throw new Error(`${location}/${name}: HTTP ${response.status}`);
+  const response = await fetch(`${folder}/${name}`);
+  if (!response.ok) throw new Error(`${folder}/${name}: HTTP ${response.status}`);
   return response.json();
 }
 
@@ -142,7 +149,8 @@ export function wordEncoder(tokenizer, maxLength) {
 
 // `threads`: ONNX Runtime's intra-op threads in Node (0: its default, one per core); in the
 // browser, env.backends.onnx.wasm.numThreads decides.
-export async function loadBundle(location, form = "int8", { threads = 0 } = {}) {
+export async function loadBundle(where, form = "int8", { threads = 0 } = {}) {
+  const location = await absolute(where);
   const manifest = await readJSON(location, "manifest.json");
   const outputs = manifest.task.outputs;
   const options = manifest.javascript?.[form] ?? FORM_OPTIONS[form];
@@ -155,12 +163,15 @@ export async function loadBundle(location, form = "int8", { threads = 0 } = {}) 
   }
   const { id2label } = await readJSON(location, "labels.json");
   const labels = Object.keys(id2label).map((_, i) => id2label[String(i)]);
-  const { base, name } = locate(location);
   env.allowRemoteModels = false;
   env.allowLocalModels = true;
-  env.localModelPath = base;
-  const tokenizer = await AutoTokenizer.from_pretrained(name);
-  const model = await MODELS[outputs].from_pretrained(name, {
+  // A bundle without tokenizer_config.json (a checkpoint saved with tokenizer.json alone)
+  // gets the base class, as transformers.js does for a class it does not know.
+  const tokenizer =
+    "tokenizer_config.json" in manifest.files
+      ? await AutoTokenizer.from_pretrained(location)
+      : new PreTrainedTokenizer(await readJSON(location, "tokenizer.json"), {});
+  const model = await MODELS[outputs].from_pretrained(location, {
     ...options, // dtype fp32: the file is named whole, no suffix for transformers.js to add
     session_options: {
       ...sessionOptions(manifest.runtime.session_config),

@@ -33,6 +33,7 @@ from edgefreeze.publish import (
 )
 from edgefreeze.publish.selfcheck import write_self_check
 from edgefreeze.quantize import quantize_models
+from edgefreeze.recipes.verify_target import gate_on_targets
 from edgefreeze.runtime.bundle import Bundle
 from edgefreeze.runtime.forms import INT8, requested
 from edgefreeze.runtime.inputs import input_kind
@@ -333,6 +334,9 @@ def ship(
             prepared.pipeline, records, evaluation, verdict, sizes, ctx.reporter.timings
         )
         write_self_check(staging.path, held_out, evaluation.outputs, spec.gate.max_logit_error)
+        if spec.gate.targets and manifest.gate.passed:
+            with ctx.stage("targets"):
+                manifest = gate_on_targets(staging.path, prepared.pipeline, manifest, verdict)
         published = publish_or_refuse(staging, manifest, prepared.sign_key)
         return BuildResult(path=published, manifest=manifest)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -27,11 +28,11 @@ import numpy as np
 
 from edgefreeze.data import load_data
 from edgefreeze.errors import CheckFailed, ConfigError, EdgefreezeError
-from edgefreeze.gate import tolerance_rules
-from edgefreeze.publish.staging import check_unsigned, update_manifest
+from edgefreeze.gate import Rule, Verdict, tolerance_rules
+from edgefreeze.publish.staging import check_unsigned, file_table, update_manifest
 from edgefreeze.recipes.browser import BROWSERS, JAVASCRIPT
 from edgefreeze.runtime.bundle import MANIFEST, Bundle, Predictor
-from edgefreeze.runtime.forms import FORMS
+from edgefreeze.runtime.forms import FORMS, INT8
 from edgefreeze.runtime.manifest import Manifest, TargetCheck
 from edgefreeze.schema import Pipeline
 from edgefreeze.tasks import task_for
@@ -114,6 +115,17 @@ class JavascriptTarget:
 
     option = "--node"
 
+    def package_version(self, name: str) -> str:
+        """An installed npm package's version, from its package.json."""
+        try:
+            return str(
+                json.loads((JAVASCRIPT / "node_modules" / name / "package.json").read_text())[
+                    "version"
+                ]
+            )
+        except (OSError, ValueError, KeyError):
+            return "unknown"
+
     def installed(self) -> None:
         if not (JAVASCRIPT / "node_modules" / "@huggingface" / "transformers").is_dir():
             raise ConfigError(
@@ -156,6 +168,16 @@ class NodeRuntime(JavascriptTarget):
         self.installed()
         return [node, str(JAVASCRIPT / "probe.mjs"), *arguments], dict(os.environ)
 
+    def versions(self) -> dict[str, str]:
+        """What the probe reports of itself, read without it (when it failed)."""
+        done = subprocess.run([self.node, "--version"], capture_output=True, text=True)
+        return {
+            "machine": platform.machine(),
+            "node": done.stdout.strip().removeprefix("v") or "unknown",
+            "transformers_js": self.package_version("@huggingface/transformers"),
+            "onnxruntime": self.package_version("onnxruntime-node"),
+        }
+
     def record(self, versions: dict[str, str]) -> dict[str, str | None]:
         return {
             "machine": NODE_MACHINES.get(versions["machine"], versions["machine"]),
@@ -177,6 +199,17 @@ class BrowserRuntime(JavascriptTarget):
         self.installed()
         return [sys.executable, "-m", "edgefreeze.recipes.browser", *arguments], dict(os.environ)
 
+    def versions(self) -> dict[str, str]:
+        """What the page reports of itself, read without it (when it failed)."""
+        browser = next((found for name in BROWSERS if (found := shutil.which(name))), "chromium")
+        done = subprocess.run([browser, "--version"], capture_output=True, text=True)
+        return {
+            "machine": platform.machine(),
+            "browser": done.stdout.strip() or "unknown",
+            "transformers_js": self.package_version("@huggingface/transformers"),
+            "onnxruntime": self.package_version("onnxruntime-web"),
+        }
+
     def record(self, versions: dict[str, str]) -> dict[str, str | None]:
         return {
             "machine": versions["machine"],
@@ -186,6 +219,10 @@ class BrowserRuntime(JavascriptTarget):
 
 
 Target = Interpreter | NodeRuntime | BrowserRuntime
+JAVASCRIPT_TARGETS: dict[str, type[NodeRuntime | BrowserRuntime]] = {
+    "node": NodeRuntime,
+    "browser": BrowserRuntime,
+}
 
 
 def elf_machine(path: Path) -> str:
@@ -214,8 +251,54 @@ def verify_target(
     """Run `form` of the bundle on the pipeline's held-out split (its first `rows`) on
     `target`; record the check in the bundle's manifest. Raises `CheckFailed` (exit 1)
     when the target's results break the gate's rules for the form against this machine's
-    (or, on Node, its tokenizer gives other token ids)."""
+    (or, in JavaScript, its token ids or its reading of the outputs differ)."""
     check_unsigned(bundle)  # before minutes of running, not after
+    _check_writable(bundle)
+    check = measure_target(bundle, pipeline, target, form, rows)
+    update_manifest(bundle, partial(_with_check, check=check))
+    if check.failures:
+        raise CheckFailed(
+            f"{bundle}: on {check.machine} with onnxruntime "
+            f"{check.onnxruntime}: {'; '.join(check.failures)}"
+        )
+    return check
+
+
+def gate_on_targets(
+    folder: Path, pipeline: Pipeline, manifest: Manifest, verdict: Verdict
+) -> Manifest:
+    """A build's staged bundle run on each of `gate.targets` (JavaScript runtimes) before it
+    ships: each check is recorded in the manifest's `targets`, and one that fails is a
+    failed gate rule, so the build refuses to ship."""
+    files = file_table(folder)  # the manifest the check reads; publish writes the final one
+    (folder / MANIFEST).write_text(manifest.model_copy(update={"files": files}).to_json())
+    checks, rules = [], []
+    for name in pipeline.spec.gate.targets:
+        check = measure_target(folder, pipeline, JAVASCRIPT_TARGETS[name](), INT8.name, None)
+        checks.append(check)
+        first = f" ({check.failures[0]})" if check.failures else ""
+        rules.append(
+            Rule(
+                f"targets.{name}.failed_checks",
+                float(len(check.failures)),
+                0.0,
+                "max",
+                f"int8 checks failed in {check.javascript}{first}",
+            )
+        )
+    return manifest.model_copy(
+        update={
+            "targets": [*manifest.targets, *checks],
+            "gate": Verdict(verdict.rules + rules).record(),
+        }
+    )
+
+
+def measure_target(
+    bundle: Path, pipeline: Pipeline, target: Target, form: str, rows: int | None
+) -> TargetCheck:
+    """What `target` computes with `form` of the bundle on the pipeline's held-out split,
+    against this machine, by the gate's rules (written nowhere)."""
     host = Predictor(bundle, form)  # verifies the bundle first
     manifest = host.bundle.manifest
     target.check(manifest, form)
@@ -229,8 +312,14 @@ def verify_target(
     examples = list(data.test.inputs[:rows])
     feeds = [host.encoder.encode(example) for example in examples]
     targets = task.aligned_targets(data.test.targets[: len(examples)], _encoded(feeds))
-    _check_writable(bundle)
-    versions, probed = _run_probe(bundle, form, examples, target)
+    try:
+        versions, probed = _run_probe(bundle, form, examples, target)
+    except ProbeFailed as failed:
+        if isinstance(target, Interpreter):
+            raise
+        # A bundle JavaScript cannot run (an operator ONNX Runtime Web lacks, a tokenizer
+        # it cannot read) is a failed check, named in one line: not an error of this tool.
+        return _failed_check(target, form, len(examples), str(failed))
     here = [host.model.run(feed)[0] for feed in feeds]
     there = probed.outputs
     measured, own = task.metrics(there, targets, here), task.metrics(here, targets, here)
@@ -243,7 +332,7 @@ def verify_target(
         for what, rows in differ.items()
         if rows
     ] + [rule.describe() for rule in rules if not rule.passed]
-    check = TargetCheck(
+    return TargetCheck(
         **target.record(versions),
         form=form,
         rows=len(examples),
@@ -255,13 +344,25 @@ def verify_target(
         failures=failures,
         checked=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     )
-    update_manifest(bundle, partial(_with_check, check=check))
-    if failures:
-        raise CheckFailed(
-            f"{bundle}: on {check.machine} with onnxruntime "
-            f"{check.onnxruntime}: {'; '.join(failures)}"
-        )
-    return check
+
+
+class ProbeFailed(EdgefreezeError):
+    """The target's probe exited with an error (its last line says which)."""
+
+
+def _failed_check(
+    target: NodeRuntime | BrowserRuntime, form: str, rows: int, why: str
+) -> TargetCheck:
+    return TargetCheck(
+        **target.record(target.versions()),
+        form=form,
+        rows=rows,
+        metrics={},
+        host_metrics={},
+        passed=False,
+        failures=[why],
+        checked=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    )
 
 
 TOKEN_IDS = "token ids (against this machine's tokenizer)"
@@ -346,7 +447,7 @@ def _run_probe(
             raise EdgefreezeError(f"the target interpreter ran past {timeout_s:.0f} s") from None
         if done.returncode != 0:
             last = (done.stderr.strip().splitlines() or ["(no message)"])[-1]
-            raise EdgefreezeError(f"the target interpreter failed (exit {done.returncode}): {last}")
+            raise ProbeFailed(f"the target failed to run it (exit {done.returncode}): {last}")
         versions = json.loads(done.stdout.strip().splitlines()[-1])
         return versions, target.read(outputs, len(examples))
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, model_validator
 
@@ -54,6 +54,12 @@ class GateSpec(Section):
         None, min_length=3, description="sequence lengths of the shape check; default 5, 23, max"
     )
     baseline: BaselineSpec = BaselineSpec()
+    targets: list[Literal["node", "browser"]] = Field(
+        [],
+        description="JavaScript runtimes the int8 model must pass in before the bundle ships "
+        "(node: transformers.js in Node; browser: headless Chromium, WebAssembly), checked as "
+        "`verify-target --node/--browser` checks them; needs `make js`",
+    )
 
     @model_validator(mode="before")
     @classmethod
