@@ -31,9 +31,9 @@ chromium:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
 	  echo "make: no Chromium (apt-get install chromium as root): tests/test_report_html.py is skipped" >&2
 
-# transformers.js and onnxruntime-node for `verify-target --node`, from the lock file (npm
-# ci). No install scripts run: onnxruntime-node's would fetch CUDA libraries from NuGet,
-# which a CPU check never loads.
+# transformers.js, onnxruntime-node and onnxruntime-web for `verify-target --node` and
+# `--browser` and for gate.targets, from the lock file (npm ci). No install scripts run:
+# onnxruntime-node's would fetch CUDA libraries from NuGet, which a CPU check never loads.
 JS := edgefreeze/javascript
 js: $(JS)/node_modules/.installed
 $(JS)/node_modules/.installed: $(JS)/package.json $(JS)/package-lock.json

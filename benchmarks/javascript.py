@@ -69,6 +69,8 @@ def main() -> None:
     args = parser.parse_args()
     pipeline = load_pipeline(args.pipeline)
     task = task_for(Manifest.load(args.bundle / "manifest.json").task.name)
+    if task.name != "text-classification":
+        sys.exit(f"{args.bundle}: times text classification bundles (this is {task.name})")
     data = load_data(pipeline.spec.data, task, pipeline.resolve)
     texts = [str(text) for text in data.test.inputs[: args.rows]]
     runtimes = {

@@ -353,17 +353,15 @@ def sweep(trials: int | None, timeout_s: float | None, **options: Any) -> None:
 )
 @click.option(
     "--node",
-    "javascript",
-    flag_value="node",
+    is_flag=True,
     help="Run it in Node.js with transformers.js and onnxruntime-node instead (`make js` "
-    "installs them); its token ids are compared too.",
+    "installs them); its token ids and its reading of the outputs are compared too.",
 )
 @click.option(
     "--browser",
-    "javascript",
-    flag_value="browser",
+    is_flag=True,
     help="Run it in headless Chromium with transformers.js and ONNX Runtime Web's "
-    "WebAssembly backend instead; its token ids are compared too.",
+    "WebAssembly backend instead; its token ids and its reading are compared too.",
 )
 @click.option(
     "--sysroot",
@@ -392,22 +390,24 @@ def verify_target(
     pipeline_file: str,
     form: str,
     rows: int | None,
-    javascript: str | None,
     as_json: bool,
     **interpreter: Any,
 ) -> None:
     """Run the BUNDLE's model on the held-out split of the PIPELINE it was built from with
-    another runtime (an arm64 Python under qemu-user, an older ONNX Runtime, or with
-    --node transformers.js in Node), compare with this machine by the gate's rules, and
-    record the check in the manifest. Exit 1 when the target breaks the rules."""
+    another runtime (an arm64 Python under qemu-user, an older ONNX Runtime; with --node
+    or --browser, transformers.js in Node or headless Chromium), compare with this machine
+    by the gate's rules, and record the check in the manifest. Exit 1 when the target
+    breaks the rules or cannot run the bundle."""
 
     def action() -> dict[str, Any]:
         from edgefreeze.recipes.verify_target import JAVASCRIPT_TARGETS, Interpreter
         from edgefreeze.recipes.verify_target import verify_target as run_check
         from edgefreeze.schema import load_pipeline
 
-        if (javascript is None) == (interpreter["python"] is None):
+        chosen = [name for name in ("node", "browser") if interpreter.pop(name)]
+        if len(chosen) + (interpreter["python"] is not None) != 1:
             raise ConfigError("verify-target: give --python, --node or --browser (one of them)")
+        javascript = chosen[0] if chosen else None
         if interpreter["python"] is None and (interpreter["sysroot"] or interpreter["paths"]):
             raise ConfigError("verify-target: --sysroot and --path go with --python")
         target = JAVASCRIPT_TARGETS[javascript]() if javascript else Interpreter(**interpreter)

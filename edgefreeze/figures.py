@@ -28,6 +28,8 @@ def milliseconds(value: float) -> str:
 def rule_figure(rule: str, value: float) -> str:
     """A gate rule's measured value or limit, by what the rule (`FORM.RULE`) measures."""
     kind = rule.rpartition(".")[2]
+    if kind.endswith("checks"):  # a count (gate.targets' failed checks)
+        return f"{value:.0f}"
     if kind.endswith("metric_drop"):
         return points(value)
     if kind.endswith(("agreement", "share")):

@@ -118,6 +118,7 @@ def test_the_conll_recipe_ships_a_tagger_that_reads_as_the_gate_did(examples, tm
     assert node.exit_code == 0, node.stderr
     assert (node.json()["token_ids_differ"], node.json()["predictions_differ"]) == (0, 0)
     texts = ["🎬 " + " ".join(words) for words in test.inputs[:20]]
+    texts += ["\ufeffThe Banger Sisters\x85opened", "Amélie\x1cand Shrek 2\u2028were\xa0fun"]
     ours = Predictor(bundle).predict(texts)
     assert sum(len(tagging.entities) for tagging in ours) > 0
     for text, theirs, mine in zip(texts, node_predictions(bundle, texts), ours):
@@ -221,4 +222,5 @@ def node_predictions(bundle: Path, texts: list[str], script: str = "tag.mjs") ->
         capture_output=True,
         text=True,
     )
-    return [json.loads(line) for line in done.stdout.splitlines()]
+    # split on newlines only: splitlines() also splits inside texts holding \x85 or \u2028
+    return [json.loads(line) for line in done.stdout.split("\n") if line]

@@ -156,14 +156,15 @@ def test_node_runs_the_bundle_as_the_python_runtime_does(bundle, smoke):
     manifest = Manifest.load(bundle / "manifest.json")
     assert manifest.data.splits["test"].truncated > 0  # truncation is in what is compared
     assert manifest.javascript["int8"].model_file_name == "model.int8"  # how it loads there
-    for form in ("int8", "fp32"):
+    for form, rows in (("int8", manifest.data.splits["test"].rows), ("fp32", 60)):
         checked = run_cli(
-            "verify-target", str(bundle), str(smoke.pipeline), "--node", "--model", form, "--json"
-        )
+            "verify-target", str(bundle), str(smoke.pipeline), "--node", "--model", form,
+            "--rows", str(rows), "--json",
+        )  # fmt: skip
         assert checked.exit_code == 0, checked.stderr
         record = checked.json()
         assert record["token_ids_differ"] == 0 and record["metrics"]["agreement"] == 1.0
-        assert record["rows"] == manifest.data.splits["test"].rows
+        assert record["predictions_differ"] == 0 and record["rows"] == rows
         assert record["javascript"].startswith("transformers.js ") and record["python"] is None
         bound = manifest.gate.rules["fp32.max_logit_error"].limit
         assert record["metrics"]["max_logit_error"] <= bound
@@ -192,7 +193,7 @@ def test_chromium_with_onnx_runtime_web_reads_the_bundle_as_python_does(bundle, 
     logits agree within the gate's int8 rules, not to the bit."""
     chromium_binary()
     checked = run_cli(
-        "verify-target", str(bundle), str(smoke.pipeline), "--browser", "--rows", "40", "--json"
+        "verify-target", str(bundle), str(smoke.pipeline), "--browser", "--rows", "24", "--json"
     )
     assert checked.exit_code == 0, checked.stderr
     record = checked.json()
@@ -247,3 +248,28 @@ def test_what_javascript_cannot_run_is_a_failed_check_named_in_one_line(tiny, tm
     assert "not-a-family" in checked.stderr and len(checked.stderr.strip().splitlines()) == 1
     (check,) = Manifest.load(bundle / "manifest.json").targets
     assert not check.passed and "not-a-family" in check.failures[0]
+
+
+def test_the_browser_check_serves_nothing_outside_the_page_and_the_bundle(tmp_path):
+    """The page's server (127.0.0.1, while a --browser check runs) answers only under its
+    random prefix, and never with a file outside the bundle or the page's folder."""
+    from edgefreeze.recipes.browser import JAVASCRIPT, CheckHandler
+
+    bundle = tmp_path / "bundle"
+    (bundle / "selfcheck").mkdir(parents=True)
+    (bundle / "selfcheck" / "0.png").write_bytes(b"png")
+    handler = object.__new__(CheckHandler)  # translate_path needs no request
+    handler.prefix, handler.bundle, handler.inputs = "/p", bundle, tmp_path / "inputs.json"
+    handler.directory = str(JAVASCRIPT)
+    assert handler.translate_path("/p/bundle/selfcheck/0.png") == str(bundle / "selfcheck/0.png")
+    assert handler.translate_path("/p/bundle.mjs") == str(JAVASCRIPT / "bundle.mjs")
+    for path in (
+        "/p/bundle/../../etc/hostname",
+        "/p/bundle//etc/hostname",
+        "/p/bundle/%2e%2e/%2e%2e/%2e%2e/etc/hostname",
+        "/p/../../etc/hostname",
+        "/bundle.mjs",  # no prefix
+    ):
+        served = Path(handler.translate_path(path)).resolve()
+        inside = served.is_relative_to(JAVASCRIPT) or served.is_relative_to(bundle)
+        assert inside and not served.exists(), path

@@ -39,18 +39,20 @@ const FORM_OPTIONS = {
 // absolute path or URL is not a hub model id, so it is used as it is (a relative name
 // would be joined to env.localModelPath, and a folder whose name starts with a dot, as a
 // build's staging folder does, would not load at all).
+const IN_NODE = Boolean(globalThis.process?.versions?.node); // else a page or a worker
+
 async function absolute(where) {
   const text = String(where).replace(/\/+$/, "");
-  if (typeof window !== "undefined") {
-    const url = new URL(text, window.location.href); // a path on the page's own server
-    return url.origin === window.location.origin ? url.pathname : url.href;
+  if (!IN_NODE) {
+    const url = new URL(text, globalThis.location.href); // a path on the page's own server
+    return url.origin === globalThis.location.origin ? url.pathname : url.href;
   }
   const { resolve } = await import("node:path");
   return resolve(text);
 }
 
 async function readJSON(folder, name) {
-  if (typeof window === "undefined") {
+  if (IN_NODE) {
     const { readFile } = await import("node:fs/promises");
     return JSON.parse(await readFile(`${folder}/${name}`, "utf8"));
   }
@@ -97,6 +99,7 @@ function specials(tokenizer) {
   const bare = ids("a", false);
   const whole = ids("a", true);
   const at = whole.findIndex((_, i) => bare.every((id, j) => whole[i + j] === id));
+  if (at < 0) throw new Error("cannot tell the tokenizer's special tokens from a word's");
   const typed = Boolean(tokenizer("a").token_type_ids);
   const tensor = (values) =>
     new Tensor("int64", BigInt64Array.from(values, BigInt), [1, values.length]);
@@ -200,4 +203,15 @@ export async function loadBundle(where, form = "int8", { threads = 0 } = {}) {
     run,
     predict: async (example) => (await run(example)).prediction,
   };
+}
+
+// Every input run in turn: its token ids, outputs, reading and time (tokenizing included).
+export async function runAll(bundle, examples) {
+  const results = [];
+  for (const example of examples) {
+    const started = performance.now();
+    const { ids, logits, prediction } = await bundle.run(example);
+    results.push({ ids, logits, prediction, ms: performance.now() - started });
+  }
+  return results;
 }

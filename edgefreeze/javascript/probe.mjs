@@ -8,7 +8,7 @@ import { readFileSync } from "node:fs";
 import { readFile, rename, writeFile } from "node:fs/promises";
 import { arch } from "node:process";
 
-import { loadBundle } from "./bundle.mjs";
+import { loadBundle, runAll } from "./bundle.mjs";
 
 const [bundlePath, form, inputsPath, outputsPath, threads = "0"] = process.argv.slice(2);
 // The packages' own package.json (transformers.js does not export it as a module).
@@ -18,12 +18,7 @@ const versionOf = (name) =>
 try {
   const bundle = await loadBundle(bundlePath, form, { threads: Number(threads) });
   const examples = JSON.parse(await readFile(inputsPath, "utf8"));
-  const results = [];
-  for (const example of examples) {
-    const started = performance.now();
-    const { ids, logits, prediction } = await bundle.run(example);
-    results.push({ ids, logits, prediction, ms: performance.now() - started });
-  }
+  const results = await runAll(bundle, examples);
   await writeFile(`${outputsPath}.partial`, JSON.stringify(results));
   await rename(`${outputsPath}.partial`, outputsPath);
   console.log(
@@ -35,6 +30,6 @@ try {
     }),
   );
 } catch (error) {
-  console.error(String(error.message ?? error).split("\n")[0]);
+  console.error(String(error?.message ?? error).split("\n")[0] || "the probe failed");
   process.exit(2);
 }

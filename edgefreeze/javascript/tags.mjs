@@ -3,9 +3,15 @@
 // words and punctuation marks, each word's tag read at its first token, and runs of tags
 // read as entities by conlleval's rules, with character offsets into the text.
 
-// A word or a punctuation mark, as Python's r"\w+(?:[-'’.]\w+)*|[^\w\s]" matches them
-// (Python's \w: letters, digits and the underscore, in any script).
-const WORD = /[\p{L}\p{N}_]+(?:[-'’.][\p{L}\p{N}_]+)*|[^\p{L}\p{N}_\s]/gu;
+// A word or a punctuation mark, as Python's r"\w+(?:[-'’.]\w+)*|[^\w\s]" matches them.
+// Python's \w: letters, digits and the underscore, in any script; its \s is not
+// JavaScript's (it has \x1c-\x1f and \x85; JavaScript's has the byte-order mark), so it is
+// spelled out. Characters newer than Python's Unicode tables may still split otherwise.
+const SPACE = "\\t-\\r\\x1c-\\x20\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000";
+const WORD = new RegExp(
+  `[\\p{L}\\p{N}_]+(?:[-'’.][\\p{L}\\p{N}_]+)*|[^\\p{L}\\p{N}_${SPACE}]`,
+  "gu",
+);
 
 // Words and their [start, end) offsets (UTF-16, as JavaScript strings index): in a text,
 // or in a list of words joined by single spaces.
@@ -72,7 +78,8 @@ export function decodeTags(scores, labels, wordStarts, split, softmax) {
   const entities = entityRuns(tags).map(([type, first, last]) => {
     const [start, end] = [split.spans[first][0], split.spans[last][1]];
     const mean = confidence.slice(first, last + 1).reduce((a, b) => a + b, 0) / (last - first + 1);
-    return { type, text: split.text.slice(start, end), start, end, score: mean };
+    const score = Math.round(mean * 1e6) / 1e6; // as the Python runtime rounds it
+    return { type, text: split.text.slice(start, end), start, end, score };
   });
   return { tags, entities, words_unread: split.spans.length - read };
 }

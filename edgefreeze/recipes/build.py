@@ -33,7 +33,7 @@ from edgefreeze.publish import (
 )
 from edgefreeze.publish.selfcheck import write_self_check
 from edgefreeze.quantize import quantize_models
-from edgefreeze.recipes.verify_target import gate_on_targets
+from edgefreeze.recipes.verify_target import check_gate_targets, gate_on_targets
 from edgefreeze.runtime.bundle import Bundle
 from edgefreeze.runtime.forms import INT8, requested
 from edgefreeze.runtime.inputs import input_kind
@@ -191,6 +191,7 @@ def _prepare(
     max_length = spec.data.max_length
     with ctx.stage("data"):
         task_record = task.record()
+        check_gate_targets(pipeline, task_record.outputs)  # now, not after training
         data = load_data(spec.data, task, pipeline.resolve, options.added_rows)
         ctx.reporter.info(f"  {data.describe()}")
         if (overlap := data.overlap_warning()) is not None:

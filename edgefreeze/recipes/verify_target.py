@@ -30,7 +30,7 @@ from edgefreeze.data import load_data
 from edgefreeze.errors import CheckFailed, ConfigError, EdgefreezeError
 from edgefreeze.gate import Rule, Verdict, tolerance_rules
 from edgefreeze.publish.staging import check_unsigned, file_table, update_manifest
-from edgefreeze.recipes.browser import BROWSERS, JAVASCRIPT
+from edgefreeze.recipes.browser import BROWSERS, JAVASCRIPT, find_browser
 from edgefreeze.runtime.bundle import MANIFEST, Bundle, Predictor
 from edgefreeze.runtime.forms import FORMS, INT8
 from edgefreeze.runtime.manifest import Manifest, TargetCheck
@@ -113,7 +113,7 @@ class JavascriptTarget:
     with the Python runtime's reading of the same outputs (labels; tags, entities and
     their offsets)."""
 
-    option = "--node"
+    option: str  # the command-line flag that asks for it
 
     def package_version(self, name: str) -> str:
         """An installed npm package's version, from its package.json."""
@@ -160,6 +160,7 @@ class NodeRuntime(JavascriptTarget):
     """Node.js with onnxruntime-node (`edgefreeze/javascript/probe.mjs`)."""
 
     node: str = "node"
+    option = "--node"
 
     def command(self, arguments: list[str]) -> tuple[list[str], dict[str, str]]:
         node = shutil.which(self.node)
@@ -194,14 +195,14 @@ class BrowserRuntime(JavascriptTarget):
     option = "--browser"
 
     def command(self, arguments: list[str]) -> tuple[list[str], dict[str, str]]:
-        if not any(shutil.which(name) for name in BROWSERS):
+        if find_browser() is None:
             raise ConfigError(f"--browser: no Chromium on PATH ({', '.join(BROWSERS)})")
         self.installed()
         return [sys.executable, "-m", "edgefreeze.recipes.browser", *arguments], dict(os.environ)
 
     def versions(self) -> dict[str, str]:
         """What the page reports of itself, read without it (when it failed)."""
-        browser = next((found for name in BROWSERS if (found := shutil.which(name))), "chromium")
+        browser = find_browser() or "chromium"
         done = subprocess.run([browser, "--version"], capture_output=True, text=True)
         return {
             "machine": platform.machine(),
@@ -262,6 +263,19 @@ def verify_target(
             f"{check.onnxruntime}: {'; '.join(check.failures)}"
         )
     return check
+
+
+def check_gate_targets(pipeline: Pipeline, outputs: str) -> None:
+    """Before a build trains: each of `gate.targets` is installed and can run a bundle
+    with these outputs (else exit 2 now, not after training)."""
+    for name in pipeline.spec.gate.targets:
+        target = JAVASCRIPT_TARGETS[name]()
+        target.command([])  # node or Chromium on PATH, transformers.js installed
+        if outputs not in JAVASCRIPT_OUTPUTS:
+            raise ConfigError(
+                f"{pipeline.path}: gate.targets: {name} runs text and token classification "
+                f"bundles so far, not outputs {outputs!r}"
+            )
 
 
 def gate_on_targets(
@@ -405,11 +419,13 @@ def _comparable(prediction: dict[str, Any], example: Any, utf16: bool = False) -
     text = example if isinstance(example, str) else " ".join(map(str, example))
 
     def point(offset: int) -> int:
-        return len(text.encode("utf-16-le")[: 2 * offset].decode("utf-16-le")) if utf16 else offset
+        units = text.encode("utf-16-le", errors="surrogatepass")[: 2 * offset]
+        return len(units.decode("utf-16-le", errors="surrogatepass")) if utf16 else offset
 
     return (
         prediction.get("label"),
         prediction.get("tags"),
+        prediction.get("words_unread"),
         [
             (e["type"], e["text"], point(e["start"]), point(e["end"]))
             for e in prediction.get("entities", [])
@@ -427,8 +443,9 @@ def _run_probe(
     """The target's versions and what it computed on `examples`: the probe, run by
     `target`, reads them from a file and writes another."""
     with tempfile.TemporaryDirectory(prefix="edgefreeze-target-") as scratch:
+        # The Python probe writes .npz (numpy's savez keeps a name that ends so); the
+        # JavaScript probes write JSON to the same name.
         inputs, outputs = Path(scratch) / "inputs.json", Path(scratch) / "outputs.npz"
-        # (named .npz for either target: numpy's savez keeps a name that ends so)
         inputs.write_text(
             json.dumps(
                 [
@@ -439,16 +456,19 @@ def _run_probe(
             encoding="utf-8",
         )
         command, env = target.command([str(bundle), form, str(inputs), str(outputs)])
+        probe = subprocess.Popen(
+            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
         try:
-            done = subprocess.run(
-                command, env=env, capture_output=True, text=True, timeout=timeout_s, check=False
-            )
+            stdout, stderr = probe.communicate(timeout=timeout_s)
         except subprocess.TimeoutExpired:
-            raise EdgefreezeError(f"the target interpreter ran past {timeout_s:.0f} s") from None
-        if done.returncode != 0:
-            last = (done.stderr.strip().splitlines() or ["(no message)"])[-1]
-            raise ProbeFailed(f"the target failed to run it (exit {done.returncode}): {last}")
-        versions = json.loads(done.stdout.strip().splitlines()[-1])
+            probe.terminate()  # SIGTERM: the browser probe takes its Chromium down with it
+            probe.communicate()
+            raise ProbeFailed(f"the target ran past {timeout_s:.0f} s") from None
+        last = (stderr.strip().splitlines() or ["(no message)"])[-1]
+        if probe.returncode != 0 or not stdout.strip():
+            raise ProbeFailed(f"the target failed to run it (exit {probe.returncode}): {last}")
+        versions = json.loads(stdout.strip().splitlines()[-1])
         return versions, target.read(outputs, len(examples))
 
 
