@@ -55,8 +55,11 @@ class MPNetBackbone(RobertaBackbone):
         # MPNet's attention always adds the extended (additive) mask, whatever the config's
         # attention implementation says.
         assert attention_mask is not None  # a text model's inputs always carry one
-        return cast(PreTrainedModel, self.model).get_extended_attention_mask(
-            attention_mask, attention_mask.shape, dtype=dtype
+        return cast(
+            torch.Tensor,
+            cast(PreTrainedModel, self.model).get_extended_attention_mask(
+                attention_mask, attention_mask.shape, dtype=dtype
+            ),
         )
 
     def run_layer(self, layer: nn.Module, hidden: torch.Tensor, mask: LayerMask) -> torch.Tensor:

@@ -93,7 +93,7 @@ def load_model(
     _check_builtin(model_id, weights_sha)
     id2label = dict(enumerate(label_names))
     # "newly initialized classifier" is expected here
-    hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
+    hf_logging.set_verbosity_error()
     logging.getLogger("transformers").setLevel(logging.ERROR)
     logging.getLogger("huggingface_hub").setLevel(logging.ERROR)  # retries: one line at the end
     torch.manual_seed(seed)
@@ -198,12 +198,12 @@ def _processor(
     kind = input_kind(task.inputs)
     if kind.modality == "image":
         processor: BaseImageProcessor
-        processor = AutoImageProcessor.from_pretrained(  # type: ignore[no-untyped-call]
+        processor = AutoImageProcessor.from_pretrained(
             location, local_files_only=local, trust_remote_code=trust_remote_code, use_fast=False
         )
         return processor
     tokenizer: PreTrainedTokenizerBase
-    tokenizer = AutoTokenizer.from_pretrained(  # type: ignore[no-untyped-call]
+    tokenizer = AutoTokenizer.from_pretrained(
         location, local_files_only=local, trust_remote_code=trust_remote_code
     )
     if (
@@ -214,7 +214,7 @@ def _processor(
         # Pre-split words must each start as a word does mid-sentence: a byte-level BPE
         # (RoBERTa's) marks that with a leading space. Saved into the bundle's
         # tokenizer.json, so the device splits alike.
-        tokenizer = AutoTokenizer.from_pretrained(  # type: ignore[no-untyped-call]
+        tokenizer = AutoTokenizer.from_pretrained(
             location,
             local_files_only=local,
             trust_remote_code=trust_remote_code,

@@ -178,8 +178,11 @@ class Backbone:
                     attention_mask, dtype, tgt_len=attention_mask.shape[1]
                 ),
             )
-        return cast(PreTrainedModel, self.model).get_extended_attention_mask(
-            attention_mask, attention_mask.shape, dtype=dtype
+        return cast(
+            torch.Tensor,
+            cast(PreTrainedModel, self.model).get_extended_attention_mask(
+                attention_mask, attention_mask.shape, dtype=dtype
+            ),
         )
 
     def run_layer(self, layer: nn.Module, hidden: torch.Tensor, mask: LayerMask) -> torch.Tensor:

@@ -23,7 +23,7 @@ class Lora(PeftMethod[LoraSpec]):
         inject_adapter_in_model(
             LoraConfig(
                 r=config.r,
-                lora_alpha=config.alpha,  # type: ignore[arg-type]  # peft says int; floats work
+                lora_alpha=config.alpha,  # peft's annotation says int; floats work
                 lora_dropout=config.dropout,
                 target_modules=names,
             ),

@@ -144,7 +144,7 @@ def _measure_model(
         config = transformers.AutoConfig.from_pretrained(bundle.verified("config.json").parent)
         named = getattr(transformers, (config.architectures or [""])[0], None)
         from_config = transformers.AutoModel.from_config
-        model = (named(config) if named else from_config(config)).eval()  # type: ignore[no-untyped-call]
+        model = (named(config) if named else from_config(config)).eval()
         size = sum(p.numel() * p.element_size() for p in model.parameters())
 
         accepted = inspect.signature(model.forward).parameters  # DistilBERT: no token types
