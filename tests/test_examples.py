@@ -20,7 +20,7 @@ from edgefreeze.runtime.manifest import Manifest
 from edgefreeze.runtime.outputs import entity_runs
 from edgefreeze.schema import load_pipeline
 from edgefreeze.tasks import task_for
-from tests.conftest import run_cli, write_pipeline
+from tests.conftest import chromium_binary, run_cli, write_pipeline
 from tests.digit_images import tiny_image_checkpoint
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -174,6 +174,26 @@ def test_the_image_recipe_is_what_init_writes_and_ships(examples, tmp_path):
     verified = run_cli("verify", str(tmp_path / "bundle"), "--json")
     assert verified.exit_code == 0, verified.stderr
     assert len(list((tmp_path / "bundle" / "selfcheck").iterdir())) == 8
+
+    # In Node: the image resized as Pillow resizes it (its filter, its fixed-point sums),
+    # so the int8 model's outputs are the Python runtime's to the bit.
+    node = run_cli(
+        "verify-target", str(tmp_path / "bundle"), str(loosened), "--node", "--json"
+    )  # fmt: skip
+    assert node.exit_code == 0, node.stderr
+    assert node.json()["predictions_differ"] == 0 and node.json()["token_ids_differ"] is None
+    assert node.json()["metrics"]["max_logit_error"] == 0.0
+    chromium_binary()  # and in Chromium, the images served to the page by number
+    page = run_cli(
+        "verify-target", str(tmp_path / "bundle"), str(loosened), "--browser", "--rows", "8",
+        "--json",
+    )  # fmt: skip
+    assert page.exit_code == 0, page.stderr
+    assert page.json()["predictions_differ"] == 0 and page.json()["metrics"]["agreement"] == 1.0
+    images = [str(path) for path in sorted((examples / "digits" / "3").iterdir())[:3]]
+    in_node = node_predictions(tmp_path / "bundle", images, "classify.mjs")
+    ours = Predictor(tmp_path / "bundle").predict(images)
+    assert [p["label"] for p in in_node] == [p.label for p in ours]
 
 
 def test_the_lora_example_ships_merged_weights(examples, tmp_path):

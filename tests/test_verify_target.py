@@ -260,7 +260,8 @@ def test_the_browser_check_serves_nothing_outside_the_page_and_the_bundle(tmp_pa
     (bundle / "selfcheck" / "0.png").write_bytes(b"png")
     handler = object.__new__(CheckHandler)  # translate_path needs no request
     handler.prefix, handler.bundle, handler.inputs = "/p", bundle, tmp_path / "inputs.json"
-    handler.directory = str(JAVASCRIPT)
+    handler.directory, handler.images = str(JAVASCRIPT), [bundle / "selfcheck" / "0.png"]
+    assert handler.translate_path("/p/images/0") == str(bundle / "selfcheck" / "0.png")
     assert handler.translate_path("/p/bundle/selfcheck/0.png") == str(bundle / "selfcheck/0.png")
     assert handler.translate_path("/p/bundle.mjs") == str(JAVASCRIPT / "bundle.mjs")
     for path in (
@@ -268,6 +269,8 @@ def test_the_browser_check_serves_nothing_outside_the_page_and_the_bundle(tmp_pa
         "/p/bundle//etc/hostname",
         "/p/bundle/%2e%2e/%2e%2e/%2e%2e/etc/hostname",
         "/p/../../etc/hostname",
+        "/p/images/1",  # only the inputs' own images, by number
+        "/p/images/../../etc/hostname",
         "/bundle.mjs",  # no prefix
     ):
         served = Path(handler.translate_path(path)).resolve()

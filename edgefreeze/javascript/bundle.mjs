@@ -10,6 +10,7 @@
 //   // a tagger: { tags: [...], entities: [{ type, text, start, end, score }], words_unread }
 
 import {
+  AutoModelForImageClassification,
   AutoModelForSequenceClassification,
   AutoModelForTokenClassification,
   AutoTokenizer,
@@ -18,12 +19,14 @@ import {
   env,
 } from "@huggingface/transformers";
 
+import { imageEncoder } from "./images.mjs";
 import { decodeTags, splitWords } from "./tags.mjs";
 
-// The transformers.js model class for each kind of outputs (the manifest's task.outputs).
+// The transformers.js model class for each kind of inputs (the manifest's task.inputs).
 const MODELS = {
-  label: AutoModelForSequenceClassification,
-  tags: AutoModelForTokenClassification,
+  text: AutoModelForSequenceClassification,
+  words: AutoModelForTokenClassification,
+  image: AutoModelForImageClassification,
 };
 
 // How transformers.js loads each one-graph form, for bundles built before the manifest
@@ -150,15 +153,29 @@ export function wordEncoder(tokenizer, maxLength) {
   };
 }
 
+// What turns one input into the model's feed, by the manifest's task.inputs: the bundle's
+// tokenizer for texts and words (a bundle without tokenizer_config.json, a checkpoint
+// saved with tokenizer.json alone, gets the base class, as transformers.js does for a class
+// it does not know), its saved image-processor settings for images.
+async function inputEncoder(location, manifest) {
+  const { inputs } = manifest.task;
+  if (inputs === "image") return imageEncoder(await readJSON(location, "preprocessor_config.json"));
+  const tokenizer =
+    "tokenizer_config.json" in manifest.files
+      ? await AutoTokenizer.from_pretrained(location)
+      : new PreTrainedTokenizer(await readJSON(location, "tokenizer.json"), {});
+  return (inputs === "words" ? wordEncoder : encoder)(tokenizer, manifest.data.max_length);
+}
+
 // `threads`: ONNX Runtime's intra-op threads in Node (0: its default, one per core); in the
 // browser, env.backends.onnx.wasm.numThreads decides.
 export async function loadBundle(where, form = "int8", { threads = 0 } = {}) {
   const location = await absolute(where);
   const manifest = await readJSON(location, "manifest.json");
-  const outputs = manifest.task.outputs;
+  const { inputs, outputs } = manifest.task;
   const options = manifest.javascript?.[form] ?? FORM_OPTIONS[form];
-  if (!MODELS[outputs]) {
-    throw new Error(`${location}: this runs bundles whose outputs are ${Object.keys(MODELS)}, not ${outputs}`);
+  if (!MODELS[inputs]) {
+    throw new Error(`${location}: this runs bundles whose inputs are ${Object.keys(MODELS)}, not ${inputs}`);
   }
   const file = options && `${options.subfolder ? `${options.subfolder}/` : ""}${options.model_file_name}.onnx`;
   if (!file || !(file in manifest.files)) {
@@ -168,33 +185,26 @@ export async function loadBundle(where, form = "int8", { threads = 0 } = {}) {
   const labels = Object.keys(id2label).map((_, i) => id2label[String(i)]);
   env.allowRemoteModels = false;
   env.allowLocalModels = true;
-  // A bundle without tokenizer_config.json (a checkpoint saved with tokenizer.json alone)
-  // gets the base class, as transformers.js does for a class it does not know.
-  const tokenizer =
-    "tokenizer_config.json" in manifest.files
-      ? await AutoTokenizer.from_pretrained(location)
-      : new PreTrainedTokenizer(await readJSON(location, "tokenizer.json"), {});
-  const model = await MODELS[outputs].from_pretrained(location, {
+  const model = await MODELS[inputs].from_pretrained(location, {
     ...options, // dtype fp32: the file is named whole, no suffix for transformers.js to add
     session_options: {
       ...sessionOptions(manifest.runtime.session_config),
       ...(threads > 0 ? { intraOpNumThreads: threads } : {}),
     },
   });
-  const words = outputs === "tags";
-  const encode = (words ? wordEncoder : encoder)(tokenizer, manifest.data.max_length);
+  const encode = await inputEncoder(location, manifest);
   const decode = (scores, encoded) =>
-    words
+    outputs === "tags"
       ? decodeTags(scores, labels, encoded.wordStarts, encoded.split, softmax)
       : decodeLabel(scores, labels);
 
   // One input's token ids, the model's outputs for it (a row of label scores, or a row per
   // token) and the prediction read from them.
   const run = async (example) => {
-    const encoded = encode(example);
+    const encoded = await encode(example);
     const { logits } = await model(encoded.feed);
     const scores = logits.tolist()[0];
-    const ids = Array.from(encoded.feed.input_ids.data, Number);
+    const ids = encoded.feed.input_ids ? Array.from(encoded.feed.input_ids.data, Number) : [];
     return { ids, logits: scores, prediction: decode(scores, encoded) };
   };
   return {

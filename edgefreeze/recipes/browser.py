@@ -58,6 +58,7 @@ class CheckHandler(SimpleHTTPRequestHandler):
     prefix: str
     bundle: Path
     inputs: Path
+    images: list[Path]  # an image bundle's inputs, served as PREFIX/images/N
     posted: Posted
 
     def translate_path(self, path: str) -> str:
@@ -67,6 +68,11 @@ class CheckHandler(SimpleHTTPRequestHandler):
         route = route.removeprefix(self.prefix)
         if route == "/inputs.json":
             return str(self.inputs)
+        if route.startswith("/images/") and route.removeprefix("/images/").isdigit():
+            number = int(route.removeprefix("/images/"))
+            return str(
+                self.images[number] if number < len(self.images) else JAVASCRIPT / ".missing"
+            )
         if route.startswith("/bundle/"):
             found = (self.bundle / route.removeprefix("/bundle/").lstrip("/")).resolve()
             return str(found if found.is_relative_to(self.bundle) else JAVASCRIPT / ".missing")
@@ -99,10 +105,17 @@ def run_page(bundle: Path, form: str, inputs: Path, browser: str) -> Posted:
     """Serve the page for `bundle` and run Chromium on it until the page posts (or
     Chromium exits, or TIMEOUT_S passes)."""
     posted, prefix = Posted(), f"/{secrets.token_hex(8)}"
+    images = _image_inputs(bundle, inputs, prefix)
     handler = type(
         "Handler",
         (CheckHandler,),
-        {"prefix": prefix, "bundle": bundle.resolve(), "inputs": inputs, "posted": posted},
+        {
+            "prefix": prefix,
+            "bundle": bundle.resolve(),
+            "inputs": inputs,
+            "images": images,
+            "posted": posted,
+        },
     )
     server = ThreadingHTTPServer(("127.0.0.1", 0), partial(handler, directory=str(JAVASCRIPT)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -133,6 +146,18 @@ def run_page(bundle: Path, form: str, inputs: Path, browser: str) -> Posted:
             else f"the page posted nothing within {TIMEOUT_S} s"
         )
     return posted
+
+
+def _image_inputs(bundle: Path, inputs: Path, prefix: str) -> list[Path]:
+    """For an image bundle, the inputs file's paths (which the page cannot open) rewritten
+    as the URLs this server answers them at; the files themselves, in order."""
+    manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
+    if manifest["task"]["inputs"] != "image":
+        return []
+    paths = [Path(path) for path in json.loads(inputs.read_text(encoding="utf-8"))]
+    urls = [f"{prefix}/images/{number}" for number in range(len(paths))]
+    inputs.write_text(json.dumps(urls), encoding="utf-8")
+    return paths
 
 
 def _kill_group(process: subprocess.Popen[bytes]) -> None:

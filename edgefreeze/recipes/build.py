@@ -191,7 +191,7 @@ def _prepare(
     max_length = spec.data.max_length
     with ctx.stage("data"):
         task_record = task.record()
-        check_gate_targets(pipeline, task_record.outputs)  # now, not after training
+        check_gate_targets(pipeline, task_record.inputs)  # now, not after training
         data = load_data(spec.data, task, pipeline.resolve, options.added_rows)
         ctx.reporter.info(f"  {data.describe()}")
         if (overlap := data.overlap_warning()) is not None:

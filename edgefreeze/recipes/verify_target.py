@@ -42,10 +42,6 @@ from edgefreeze.tasks.encoding import Encoded, EncodedImages, ModelInputs
 # Python without edgefreeze installed imports it from here (the runtime is pure Python).
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 NODE_MACHINES = {"x64": "x86_64", "arm64": "aarch64"}  # Node's names as Python's
-JAVASCRIPT_OUTPUTS = (
-    "label",
-    "tags",
-)  # the output kinds bundle.mjs reads as the Python runtime does
 # ELF e_machine -> qemu-user's name for the architecture
 ELF_MACHINES = {0xB7: "aarch64", 0x28: "arm", 0x3E: "x86_64", 0xF3: "riscv64"}
 
@@ -133,13 +129,19 @@ class JavascriptTarget:
                 "`make js` (npm ci there, from its lock file)"
             )
 
-    def check(self, manifest: Manifest, form: str) -> None:
-        """What bundle.mjs runs so far: text and token classification, one-graph forms."""
-        if manifest.task.outputs not in JAVASCRIPT_OUTPUTS:
+    inputs: tuple[str, ...]  # the input kinds bundle.mjs reads here as the runtime does
+
+    def runs(self, inputs: str, where: str) -> None:
+        """Exit 2 for a bundle whose input kind this runtime does not read yet."""
+        if inputs not in self.inputs:
             raise ConfigError(
-                f"{self.option}: runs text and token classification bundles so far, not "
-                f"{manifest.task.name} (outputs {manifest.task.outputs!r})"
+                f"{where}: {self.option} runs bundles whose inputs are "
+                f"{', '.join(self.inputs)}; not {inputs!r}"
             )
+
+    def check(self, manifest: Manifest, form: str) -> None:
+        """A bundle whose inputs bundle.mjs reads here, in a one-graph form."""
+        self.runs(manifest.task.inputs, str(manifest.pipeline.name))
         if form not in manifest.javascript and FORMS[form].split:
             raise ConfigError(
                 f"{self.option}: {form} is two graphs, which transformers.js does not chain"
@@ -161,6 +163,7 @@ class NodeRuntime(JavascriptTarget):
 
     node: str = "node"
     option = "--node"
+    inputs = ("text", "words", "image")
 
     def command(self, arguments: list[str]) -> tuple[list[str], dict[str, str]]:
         node = shutil.which(self.node)
@@ -193,6 +196,7 @@ class BrowserRuntime(JavascriptTarget):
     (`edgefreeze.recipes.browser` serves the page and collects what it posts)."""
 
     option = "--browser"
+    inputs = ("text", "words", "image")
 
     def command(self, arguments: list[str]) -> tuple[list[str], dict[str, str]]:
         if find_browser() is None:
@@ -265,17 +269,13 @@ def verify_target(
     return check
 
 
-def check_gate_targets(pipeline: Pipeline, outputs: str) -> None:
+def check_gate_targets(pipeline: Pipeline, inputs: str) -> None:
     """Before a build trains: each of `gate.targets` is installed and can run a bundle
-    with these outputs (else exit 2 now, not after training)."""
+    with these inputs (else exit 2 now, not after training)."""
     for name in pipeline.spec.gate.targets:
         target = JAVASCRIPT_TARGETS[name]()
         target.command([])  # node or Chromium on PATH, transformers.js installed
-        if outputs not in JAVASCRIPT_OUTPUTS:
-            raise ConfigError(
-                f"{pipeline.path}: gate.targets: {name} runs text and token classification "
-                f"bundles so far, not outputs {outputs!r}"
-            )
+        target.runs(inputs, f"{pipeline.path}: gate.targets")
 
 
 def gate_on_targets(
@@ -389,7 +389,7 @@ def _differences(
     """The rows where the target's token ids, or its reading of its own outputs (labels;
     tags, entities and their offsets), differ from this machine's, for what it reports."""
     differ: dict[str, list[int]] = {}
-    if probed.ids is not None:
+    if probed.ids is not None and feeds and "input_ids" in feeds[0]:  # images have none
         differ[TOKEN_IDS] = [
             row
             for row, (ids, feed) in enumerate(zip(probed.ids, feeds))
@@ -416,11 +416,13 @@ def _comparable(prediction: dict[str, Any], example: Any, utf16: bool = False) -
     """What must match of a prediction: the label; the tags, and each entity's type, text
     and offsets in code points (JavaScript counts UTF-16 units). Scores may differ in
     their last digits."""
-    text = example if isinstance(example, str) else " ".join(map(str, example))
 
     def point(offset: int) -> int:
+        if not utf16:
+            return offset
+        text = example if isinstance(example, str) else " ".join(map(str, example))
         units = text.encode("utf-16-le", errors="surrogatepass")[: 2 * offset]
-        return len(units.decode("utf-16-le", errors="surrogatepass")) if utf16 else offset
+        return len(units.decode("utf-16-le", errors="surrogatepass"))
 
     return (
         prediction.get("label"),
