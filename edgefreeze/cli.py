@@ -581,8 +581,9 @@ def verify_command(
         if not result.forms:
             click.echo(f"{bundle}: carries no self-check; its files match", err=True)
         if not result.passed:
-            failed = "; ".join(form.describe() for form in result.forms if not form.passed)
-            raise CheckFailed(f"self-check failed on this machine: {failed}", result.as_json())
+            raise CheckFailed(
+                f"self-check failed on this machine: {result.failures}", result.as_json()
+            )
         return {"status": "passed", "bundle": str(bundle), **result.as_json()}
 
     _run(as_json, action)

@@ -144,9 +144,8 @@ class Device:
         _fill_from(source, incoming, self.serving())
         check = check_here(Bundle(incoming, trusted_keys))
         if not check.passed:
-            failed = "; ".join(form.describe() for form in check.forms if not form.passed)
-            self.refuse(incoming / MANIFEST, f"self-check failed here: {failed}")
-            raise CheckFailed(f"{source}: self-check failed here, not switched: {failed}")
+            self.refuse(incoming / MANIFEST, f"self-check failed here: {check.failures}")
+            raise CheckFailed(f"{source}: self-check failed here, not switched: {check.failures}")
         return check
 
 

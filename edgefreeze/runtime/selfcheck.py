@@ -128,6 +128,11 @@ class DeviceCheck:
     def passed(self) -> bool:
         return all(check.passed for check in self.forms)
 
+    @property
+    def failures(self) -> str:
+        """The forms that failed, described, in one line."""
+        return "; ".join(check.describe() for check in self.forms if not check.passed)
+
     def as_json(self) -> dict[str, object]:
         return {
             "key_sha256": self.key_sha256,
